@@ -1,0 +1,9 @@
+//! msxsync: keep chosen RAM regions of several openMSX emulators identical over the
+//! network, turning single-player MSX games into shared co-op games.
+//!
+//! `msxsync serve` holds each game's authoritative shared state; `msxsync play` drives
+//! one openMSX and syncs it with the server. The modules below are shared by both.
+
+pub mod catalog;
+pub mod delta;
+pub mod protocol;

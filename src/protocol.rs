@@ -1,0 +1,544 @@
+//! The wire protocol between `msxsync play` (and other clients) and `msxsync serve`.
+//!
+//! Transport: WebSocket binary messages, each carrying exactly one bincode-encoded value
+//! of [`ClientMsg`] (client to server) or [`ServerMsg`] (server to client). This module
+//! is the only place that calls bincode; docs/protocol.md describes every message.
+//!
+//! Compatibility rules: the first message of each side is `Hello`/`Welcome`, whose first
+//! field is the protocol version, so that a peer of another version can always read it
+//! and say clearly what is wrong. New variants are only ever added at the end of an enum.
+
+use crate::delta::Change;
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; both sides send it first and refuse to talk on a mismatch.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
+pub const DEFAULT_PORT: u16 = 4567;
+
+/// Largest ROM the server will serve and a client will accept (8 MiB).
+pub const MAX_ROM_BYTES: usize = 8 * 1024 * 1024;
+/// Largest number of shared bytes in one game, over all its regions (16 KiB).
+pub const MAX_SHARED_BYTES: usize = 16 * 1024;
+/// Largest number of regions in one game.
+pub const MAX_REGIONS: usize = 256;
+/// Largest number of changes in one `Changes` or `Update` message.
+pub const MAX_CHANGES_PER_MESSAGE: usize = 1024;
+/// Largest encoded message a client may send. Clients never send ROMs, and a full
+/// change of every shared byte (values plus masks) fits with room to spare.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * MAX_SHARED_BYTES + 64 * 1024;
+/// Largest encoded message the server may send: a whole ROM plus room for the rest.
+pub const MAX_SERVER_MESSAGE_BYTES: usize = MAX_ROM_BYTES + 256 * 1024;
+/// Longest player, game, or title name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest free text (region descriptions, error reasons), in bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+/// Largest number of games in a `Games` list.
+pub const MAX_GAMES: usize = 4096;
+/// Largest number of players listed in one message.
+pub const MAX_PLAYERS: usize = 4096;
+
+/// Identifies one connected player for the lifetime of its connection.
+pub type PlayerId = u32;
+
+/// Messages from a client to the server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ClientMsg {
+    /// First message on every connection.
+    Hello {
+        /// Must equal the server's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The player's name, shown to the others.
+        name: String,
+    },
+    /// Ask for the list of games; answered with [`ServerMsg::Games`].
+    ListGames,
+    /// Join a game by name; answered with [`ServerMsg::Joined`] or an error.
+    Join {
+        /// The game's name (its regions file name without `.regions`).
+        game: String,
+    },
+    /// Ask for the joined game's ROM; answered with [`ServerMsg::Rom`]. Clients send it
+    /// only when their cache has no file with the ROM's SHA-256.
+    FetchRom,
+    /// Changes this player's game made to shared RAM.
+    Changes {
+        /// Chosen by the client, echoed in the [`ServerMsg::Update`] that sequences
+        /// these changes, so the client can tell its own changes apart.
+        batch: u32,
+        /// The changes, in the order they happened.
+        changes: Vec<Change>,
+    },
+}
+
+/// Messages from the server to a client.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ServerMsg {
+    /// Answer to a good `Hello`.
+    Welcome {
+        /// The server's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The server's program version, for humans.
+        software: String,
+    },
+    /// The games this server serves.
+    Games {
+        /// One entry per game, sorted by name.
+        games: Vec<GameInfo>,
+    },
+    /// Answer to `Join`: everything the player needs to start.
+    Joined(Box<Joined>),
+    /// The joined game's ROM image.
+    Rom {
+        /// The whole ROM file.
+        data: Vec<u8>,
+    },
+    /// Changes accepted by the server, in sequence order. Sent to every player of the
+    /// game, the one who made them included (it uses them as its acknowledgement).
+    Update {
+        /// Sequence number of this update within the game; each update is one more.
+        seq: u64,
+        /// Who made the changes.
+        player: PlayerId,
+        /// The `batch` the player gave them.
+        batch: u32,
+        /// The changes, already merged into the server's state.
+        changes: Vec<Change>,
+    },
+    /// Another player joined the game.
+    PlayerJoined(PlayerInfo),
+    /// A player left the game.
+    PlayerLeft(PlayerInfo),
+    /// Something went wrong; the server closes the connection after sending it.
+    Error {
+        /// Lowercase, human-readable reason.
+        reason: String,
+    },
+}
+
+/// A game as listed by the server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GameInfo {
+    /// The game's name, used to join it.
+    pub name: String,
+    /// Title shown to players (from `title:`, or the name).
+    pub title: String,
+    /// Size of the ROM in bytes.
+    pub rom_size: u32,
+    /// SHA-256 of the ROM, the key of the players' ROM cache.
+    pub rom_sha256: [u8; 32],
+    /// Total shared bytes over all regions.
+    pub shared_bytes: u32,
+    /// openMSX machine to start (`machine:`), if the game names one.
+    pub machine: Option<String>,
+    /// openMSX mapper type (`romtype:`), if the game names one.
+    pub romtype: Option<String>,
+    /// Players currently in the game.
+    pub players: Vec<PlayerInfo>,
+}
+
+/// A connected player.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PlayerInfo {
+    /// The player's id within the server.
+    pub id: PlayerId,
+    /// The name the player gave in `Hello`.
+    pub name: String,
+}
+
+/// One shared RAM region, as CPU addresses.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// First shared address.
+    pub start: u16,
+    /// Last shared address (inclusive, as in `.regions` files).
+    pub end: u16,
+    /// Free text from the regions file.
+    pub description: String,
+}
+
+impl RegionInfo {
+    /// Number of bytes in the region.
+    pub fn len(&self) -> usize {
+        self.end as usize - self.start as usize + 1
+    }
+
+    /// Always false: a region has at least one byte. Here for clippy's sake.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Everything a player receives on joining a game.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// This player's id; updates carrying it are this player's own changes.
+    pub player: PlayerId,
+    /// The game.
+    pub game: GameInfo,
+    /// The shared regions, in the order changes refer to them.
+    pub regions: Vec<RegionInfo>,
+    /// The current shared state, one byte vector per region.
+    pub state: Vec<Vec<u8>>,
+    /// Sequence number of the last update included in `state`.
+    pub seq: u64,
+    /// Whether any change was accepted since the server started with this state.
+    /// A player joining a game in progress must not send its start-up writes.
+    pub in_progress: bool,
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A message type of this protocol: knows its size limit and checks its own limits.
+pub trait Message: Serialize + for<'de> Deserialize<'de> {
+    /// Largest encoded size accepted on decode.
+    const MAX_BYTES: usize;
+    /// Checks the named limits that bincode cannot check by itself.
+    fn check_limits(&self) -> Result<(), String>;
+}
+
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.len() > max {
+        return Err(format!(
+            "{what} is {} bytes long, the limit is {max}",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
+fn check_count(what: &str, n: usize, max: usize) -> Result<(), String> {
+    if n > max {
+        return Err(format!("{n} {what} in one message, the limit is {max}"));
+    }
+    Ok(())
+}
+
+fn check_changes(changes: &[Change]) -> Result<(), String> {
+    check_count("changes", changes.len(), MAX_CHANGES_PER_MESSAGE)
+}
+
+fn check_game(g: &GameInfo) -> Result<(), String> {
+    check_text("game name", &g.name, MAX_NAME_BYTES)?;
+    check_text("game title", &g.title, MAX_TEXT_BYTES)?;
+    if g.rom_size as usize > MAX_ROM_BYTES {
+        return Err(format!(
+            "rom of {} bytes is larger than the limit of {MAX_ROM_BYTES}",
+            g.rom_size
+        ));
+    }
+    check_count("players", g.players.len(), MAX_PLAYERS)
+}
+
+impl Message for ClientMsg {
+    const MAX_BYTES: usize = MAX_CLIENT_MESSAGE_BYTES;
+    fn check_limits(&self) -> Result<(), String> {
+        match self {
+            ClientMsg::Hello { name, .. } => check_text("player name", name, MAX_NAME_BYTES),
+            ClientMsg::Join { game } => check_text("game name", game, MAX_NAME_BYTES),
+            ClientMsg::Changes { changes, .. } => check_changes(changes),
+            ClientMsg::ListGames | ClientMsg::FetchRom => Ok(()),
+        }
+    }
+}
+
+impl Message for ServerMsg {
+    const MAX_BYTES: usize = MAX_SERVER_MESSAGE_BYTES;
+    fn check_limits(&self) -> Result<(), String> {
+        match self {
+            ServerMsg::Games { games } => {
+                check_count("games", games.len(), MAX_GAMES)?;
+                games.iter().try_for_each(check_game)
+            }
+            ServerMsg::Joined(j) => {
+                check_game(&j.game)?;
+                check_count("regions", j.regions.len(), MAX_REGIONS)?;
+                if j.state.len() != j.regions.len() {
+                    return Err(format!(
+                        "joined message has {} regions but state for {}",
+                        j.regions.len(),
+                        j.state.len()
+                    ));
+                }
+                let mut shared = 0usize;
+                for (r, s) in j.regions.iter().zip(&j.state) {
+                    check_text("region description", &r.description, MAX_TEXT_BYTES)?;
+                    if r.end < r.start || s.len() != r.len() {
+                        return Err(format!(
+                            "region {:#06x}-{:#06x} has {} bytes of state",
+                            r.start,
+                            r.end,
+                            s.len()
+                        ));
+                    }
+                    shared += s.len();
+                }
+                if shared > MAX_SHARED_BYTES {
+                    return Err(format!(
+                        "{shared} shared bytes, the limit is {MAX_SHARED_BYTES}"
+                    ));
+                }
+                Ok(())
+            }
+            ServerMsg::Rom { data } => {
+                if data.len() > MAX_ROM_BYTES {
+                    return Err(format!(
+                        "rom of {} bytes is larger than the limit of {MAX_ROM_BYTES}",
+                        data.len()
+                    ));
+                }
+                Ok(())
+            }
+            ServerMsg::Update { changes, .. } => check_changes(changes),
+            ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => {
+                check_text("player name", &p.name, MAX_NAME_BYTES)
+            }
+            ServerMsg::Error { reason } => check_text("error reason", reason, MAX_TEXT_BYTES),
+            ServerMsg::Welcome { software, .. } => {
+                check_text("software version", software, MAX_NAME_BYTES)
+            }
+        }
+    }
+}
+
+/// bincode options used on both sides: variable-length integers (small numbers take one
+/// byte, which keeps a one-byte change tiny), a hard size limit (so a hostile length
+/// prefix cannot make the decoder allocate gigabytes) and no trailing bytes.
+fn options(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(limit as u64)
+        .reject_trailing_bytes()
+}
+
+/// Encodes one message. Infallible for the types of this module.
+pub fn encode<M: Message>(msg: &M) -> Vec<u8> {
+    // Serializing these plain enums into a Vec can only fail when the limit is hit,
+    // and the limit here is the whole address space.
+    options(usize::MAX)
+        .serialize(msg)
+        .expect("encoding a protocol message into memory cannot fail")
+}
+
+/// Decodes one message, enforcing its size limit and named limits. Never panics.
+pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
+    if bytes.len() > M::MAX_BYTES {
+        return Err(DecodeError(format!(
+            "message of {} bytes is larger than the limit of {}",
+            bytes.len(),
+            M::MAX_BYTES
+        )));
+    }
+    let msg: M = options(M::MAX_BYTES)
+        .deserialize(bytes)
+        .map_err(|e| DecodeError(format!("malformed message: {e}")))?;
+    msg.check_limits().map_err(DecodeError)?;
+    Ok(msg)
+}
+
+/// Lowercase hex of bytes, e.g. for showing a SHA-256.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn game() -> GameInfo {
+        GameInfo {
+            name: "demo".into(),
+            title: "Demo".into(),
+            rom_size: 16384,
+            rom_sha256: [7; 32],
+            shared_bytes: 9,
+            machine: Some("C-BIOS_MSX1".into()),
+            romtype: None,
+            players: vec![PlayerInfo {
+                id: 1,
+                name: "ann".into(),
+            }],
+        }
+    }
+
+    fn all_client() -> Vec<ClientMsg> {
+        vec![
+            ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+                name: "ann".into(),
+            },
+            ClientMsg::ListGames,
+            ClientMsg::Join {
+                game: "demo".into(),
+            },
+            ClientMsg::FetchRom,
+            ClientMsg::Changes {
+                batch: 3,
+                changes: vec![Change::bytes(0, 1, vec![1, 2])],
+            },
+        ]
+    }
+
+    fn all_server() -> Vec<ServerMsg> {
+        vec![
+            ServerMsg::Welcome {
+                version: PROTOCOL_VERSION,
+                software: "msxsync 0.1.0".into(),
+            },
+            ServerMsg::Games {
+                games: vec![game()],
+            },
+            ServerMsg::Joined(Box::new(Joined {
+                player: 2,
+                game: game(),
+                regions: vec![RegionInfo {
+                    start: 0xe000,
+                    end: 0xe008,
+                    description: "items".into(),
+                }],
+                state: vec![vec![0; 9]],
+                seq: 5,
+                in_progress: true,
+            })),
+            ServerMsg::Rom {
+                data: vec![0x41, 0x42],
+            },
+            ServerMsg::Update {
+                seq: 6,
+                player: 1,
+                batch: 9,
+                changes: vec![Change::bytes(0, 0, vec![9])],
+            },
+            ServerMsg::PlayerJoined(PlayerInfo {
+                id: 3,
+                name: "bob".into(),
+            }),
+            ServerMsg::PlayerLeft(PlayerInfo {
+                id: 3,
+                name: "bob".into(),
+            }),
+            ServerMsg::Error {
+                reason: "nope".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all_client() {
+            assert_eq!(decode::<ClientMsg>(&encode(&m)).unwrap(), m);
+        }
+        for m in all_server() {
+            assert_eq!(decode::<ServerMsg>(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn one_changed_byte_is_small() {
+        let change = Change {
+            region: 3,
+            offset: 200,
+            values: vec![0x80],
+            masks: vec![0x80],
+        };
+        let up = encode(&ClientMsg::Changes {
+            batch: 100_000,
+            changes: vec![change.clone()],
+        });
+        let down = encode(&ServerMsg::Update {
+            seq: 10_000_000,
+            player: 70_000,
+            batch: 100_000,
+            changes: vec![change],
+        });
+        // WebSocket framing adds 6 bytes client to server (masked) and 2 the other way.
+        assert!(up.len() + 6 < 24, "up: {} bytes", up.len());
+        assert!(down.len() + 2 < 32, "down: {} bytes", down.len());
+    }
+
+    #[test]
+    fn hello_layout_is_stable_across_versions() {
+        // A peer of another version must still be able to read the version number:
+        // Hello is variant 0 and the version is its first field.
+        let bytes = encode(&ClientMsg::Hello {
+            version: 77,
+            name: String::new(),
+        });
+        assert_eq!(&bytes[..2], &[0, 77]);
+        let bytes = encode(&ServerMsg::Welcome {
+            version: 77,
+            software: String::new(),
+        });
+        assert_eq!(&bytes[..2], &[0, 77]);
+    }
+
+    #[test]
+    fn limits_are_enforced_on_decode() {
+        let long = ClientMsg::Hello {
+            version: 1,
+            name: "x".repeat(MAX_NAME_BYTES + 1),
+        };
+        assert!(decode::<ClientMsg>(&encode(&long)).is_err());
+        let many = ClientMsg::Changes {
+            batch: 0,
+            changes: vec![Change::bytes(0, 0, vec![1]); MAX_CHANGES_PER_MESSAGE + 1],
+        };
+        assert!(decode::<ClientMsg>(&encode(&many)).is_err());
+        let big = vec![0u8; MAX_CLIENT_MESSAGE_BYTES + 1];
+        assert!(decode::<ClientMsg>(&big).is_err());
+        // A length prefix claiming a huge vector must fail, not allocate.
+        let mut hostile = vec![4u8, 0]; // Changes, batch 0
+        hostile.push(0xfd); // varint u64 follows
+        hostile.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode::<ClientMsg>(&hostile).is_err());
+        // Trailing bytes are an error, not ignored.
+        let mut trailing = encode(&ClientMsg::ListGames);
+        trailing.push(0);
+        assert!(decode::<ClientMsg>(&trailing).is_err());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A small xorshift generator keeps the test deterministic without a dependency.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut seeds: Vec<Vec<u8>> = all_client().iter().map(encode).collect();
+        seeds.extend(all_server().iter().map(encode));
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                let len = (next() % 64) as usize;
+                (0..len).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                // Mutate a valid message: flips and truncations reach deeper code.
+                let mut b = seeds[(next() as usize) % seeds.len()].clone();
+                if !b.is_empty() {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                    if next() % 3 == 0 {
+                        b.truncate((next() as usize) % b.len());
+                    }
+                }
+                b
+            };
+            let _ = decode::<ClientMsg>(&bytes);
+            let _ = decode::<ServerMsg>(&bytes);
+            bytes.clear();
+        }
+    }
+}
