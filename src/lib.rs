@@ -5,5 +5,10 @@
 //! one openMSX and syncs it with the server. The modules below are shared by both.
 
 pub mod catalog;
+pub mod client;
 pub mod delta;
+pub mod openmsx;
+pub mod play;
 pub mod protocol;
+pub mod regions;
+pub mod server;

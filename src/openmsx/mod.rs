@@ -1,0 +1,1 @@
+//! Placeholder: the openMSX control-connection driver, being written.
