@@ -18,6 +18,8 @@ pub struct Game {
     pub machine: Option<String>,
     /// openMSX mapper type, if the game names one.
     pub romtype: Option<String>,
+    /// `sync-when:` condition as written, if the game has one.
+    pub sync_when: Option<String>,
     /// Shared regions, in file order.
     pub regions: Vec<RegionInfo>,
     /// The ROM image.
@@ -40,6 +42,7 @@ impl Game {
             title: title.into(),
             machine: None,
             romtype: None,
+            sync_when: None,
             regions,
             rom: Arc::new(rom),
             rom_sha256,
@@ -61,6 +64,7 @@ impl Game {
             shared_bytes: self.shared_bytes() as u32,
             machine: self.machine.clone(),
             romtype: self.romtype.clone(),
+            sync_when: self.sync_when.clone(),
             players,
         }
     }

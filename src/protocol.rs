@@ -135,6 +135,10 @@ pub struct GameInfo {
     pub machine: Option<String>,
     /// openMSX mapper type (`romtype:`), if the game names one.
     pub romtype: Option<String>,
+    /// Condition on RAM that must hold before the player syncs (`sync-when:`), as
+    /// written in the regions file. Clients parse it with `regions::parse_sync_when`
+    /// and never paste it into Tcl.
+    pub sync_when: Option<String>,
     /// Players currently in the game.
     pub players: Vec<PlayerInfo>,
 }
@@ -233,6 +237,9 @@ fn check_changes(changes: &[Change]) -> Result<(), String> {
 fn check_game(g: &GameInfo) -> Result<(), String> {
     check_text("game name", &g.name, MAX_NAME_BYTES)?;
     check_text("game title", &g.title, MAX_TEXT_BYTES)?;
+    if let Some(cond) = &g.sync_when {
+        check_text("sync-when condition", cond, MAX_TEXT_BYTES)?;
+    }
     if g.rom_size as usize > MAX_ROM_BYTES {
         return Err(format!(
             "rom of {} bytes is larger than the limit of {MAX_ROM_BYTES}",
@@ -365,6 +372,7 @@ mod tests {
             shared_bytes: 9,
             machine: Some("C-BIOS_MSX1".into()),
             romtype: None,
+            sync_when: Some("e001 == 03".into()),
             players: vec![PlayerInfo {
                 id: 1,
                 name: "ann".into(),
