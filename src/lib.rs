@@ -11,4 +11,5 @@ pub mod openmsx;
 pub mod play;
 pub mod protocol;
 pub mod regions;
+pub mod rom_cache;
 pub mod server;
