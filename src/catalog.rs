@@ -3,8 +3,12 @@
 //! Loading from folders (the `--games` search path) lives here too; the server only
 //! sees the finished [`Game`] values.
 
-use crate::protocol::{GameInfo, RegionInfo};
+use crate::protocol::{GameInfo, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One servable game.
@@ -73,4 +77,210 @@ impl Game {
 /// SHA-256 of some bytes.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// Reads one regions file and its ROM into a game named after the file (its name without
+/// `.regions`).
+pub fn load_game(path: &Path) -> anyhow::Result<Game> {
+    let name = game_name(path)?;
+    let (def, rom) = crate::regions::load(path)?;
+    Ok(def.into_game(name, rom))
+}
+
+/// The name of the game a regions file defines: the file name without `.regions`.
+fn game_name(path: &Path) -> anyhow::Result<String> {
+    let shown = path.display();
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .with_context(|| format!("could not read {shown}: the file name is not UTF-8"))?;
+    let name = file.strip_suffix(".regions").unwrap_or(file);
+    if name.is_empty() {
+        bail!("could not read {shown}: the file name gives an empty game name");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        bail!(
+            "could not read {shown}: game name '{name}' is {} bytes long, the limit is {MAX_NAME_BYTES}",
+            name.len()
+        );
+    }
+    if name.chars().any(char::is_control) {
+        bail!("could not read {shown}: the game name contains control characters");
+    }
+    Ok(name.to_string())
+}
+
+/// Where games are looked for when no folder is given, in order (the first folder with a
+/// game of some name wins): `games/` next to the executable, `./games`, then the XDG data
+/// folders: `$XDG_DATA_HOME/msxsync/games` (default `~/.local/share/msxsync/games`) and
+/// each of `$XDG_DATA_DIRS` (default `/usr/local/share:/usr/share`) + `/msxsync/games`.
+pub fn default_game_dirs() -> Vec<PathBuf> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    game_dirs_from(
+        exe_dir.as_deref(),
+        std::env::var_os("HOME"),
+        std::env::var_os("XDG_DATA_HOME"),
+        std::env::var_os("XDG_DATA_DIRS"),
+    )
+}
+
+/// [`default_game_dirs`] from explicit inputs, so the rules can be tested.
+fn game_dirs_from(
+    exe_dir: Option<&Path>,
+    home: Option<OsString>,
+    data_home: Option<OsString>,
+    data_dirs: Option<OsString>,
+) -> Vec<PathBuf> {
+    // The XDG spec says relative paths in these variables are invalid and to be ignored;
+    // an unset or empty variable means its default.
+    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = exe_dir {
+        dirs.push(exe_dir.join("games"));
+    }
+    dirs.push(PathBuf::from("games"));
+    let data_home = data_home
+        .and_then(|d| absolute(PathBuf::from(d)))
+        .or_else(|| absolute(PathBuf::from(home?)).map(|h| h.join(".local/share")));
+    if let Some(d) = data_home {
+        dirs.push(d.join("msxsync/games"));
+    }
+    let data_dirs = data_dirs
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| OsString::from("/usr/local/share:/usr/share"));
+    for d in std::env::split_paths(&data_dirs).filter_map(absolute) {
+        dirs.push(d.join("msxsync/games"));
+    }
+    dirs
+}
+
+/// The games a server serves, sorted by name, names unique.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    games: Vec<Game>,
+}
+
+impl Catalog {
+    /// An empty catalogue.
+    pub fn new() -> Catalog {
+        Catalog::default()
+    }
+
+    /// Loads every `*.regions` file in each of `dirs` (folders given by the user: one
+    /// that does not exist is warned about). Returns the catalogue and warnings about
+    /// what was skipped; a bad file never stops the other games from loading.
+    pub fn load(dirs: &[PathBuf]) -> (Catalog, Vec<String>) {
+        Catalog::load_from(dirs, true)
+    }
+
+    /// Loads the games of [`default_game_dirs`]; folders that do not exist are skipped
+    /// silently (most of them usually don't).
+    pub fn load_default() -> (Catalog, Vec<String>) {
+        Catalog::load_from(&default_game_dirs(), false)
+    }
+
+    fn load_from(dirs: &[PathBuf], warn_missing: bool) -> (Catalog, Vec<String>) {
+        let mut catalog = Catalog::new();
+        let mut warnings = Vec::new();
+        // Where each game came from, to name both files of a duplicate.
+        let mut sources: HashMap<String, PathBuf> = HashMap::new();
+        // The same folder can appear twice (the executable run from its own folder finds
+        // games/ both next to itself and in ./); read it once.
+        let mut seen_dirs = HashSet::new();
+        for dir in dirs {
+            let files = match regions_files(dir) {
+                Ok(files) => files,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !warn_missing => continue,
+                Err(e) => {
+                    warnings.push(format!("skipping game folder {}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            if !seen_dirs.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone())) {
+                continue;
+            }
+            for path in files {
+                let game = match load_game(&path) {
+                    Ok(game) => game,
+                    Err(e) => {
+                        warnings.push(format!("skipping {}: {e:#}", path.display()));
+                        continue;
+                    }
+                };
+                if let Some(first) = sources.get(&game.name) {
+                    warnings.push(format!(
+                        "skipping {}: game '{}' is already defined by {}",
+                        path.display(),
+                        game.name,
+                        first.display()
+                    ));
+                    continue;
+                }
+                if catalog.games.len() == MAX_GAMES {
+                    warnings.push(format!(
+                        "skipping {}: more than {MAX_GAMES} games",
+                        path.display()
+                    ));
+                    continue;
+                }
+                sources.insert(game.name.clone(), path);
+                catalog.add(game);
+            }
+        }
+        (catalog, warnings)
+    }
+
+    /// Adds a game unless one of the same name is already there (then returns false and
+    /// leaves the catalogue alone). Used for built-in games, which folders may override.
+    pub fn add(&mut self, game: Game) -> bool {
+        match self.games.binary_search_by(|g| g.name.cmp(&game.name)) {
+            Ok(_) => false,
+            Err(at) => {
+                self.games.insert(at, game);
+                true
+            }
+        }
+    }
+
+    /// The game of that name, if any.
+    pub fn get(&self, name: &str) -> Option<&Game> {
+        self.games
+            .binary_search_by(|g| g.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.games[i])
+    }
+
+    /// All games, sorted by name.
+    pub fn games(&self) -> &[Game] {
+        &self.games
+    }
+
+    /// Number of games.
+    pub fn len(&self) -> usize {
+        self.games.len()
+    }
+
+    /// Whether there are no games.
+    pub fn is_empty(&self) -> bool {
+        self.games.is_empty()
+    }
+}
+
+/// The `*.regions` files directly inside `dir` (hidden ones skipped, as the original
+/// did), sorted by file name.
+fn regions_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name {
+            if name.ends_with(".regions") && !name.starts_with('.') {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
