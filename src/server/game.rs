@@ -1,0 +1,202 @@
+//! One game's authoritative shared state on the server. Pure: no I/O, no clocks, no
+//! locks; the I/O shell in `server/mod.rs` holds one of these per game under a mutex.
+
+use crate::delta::{self, Change};
+use crate::protocol::{PlayerId, PlayerInfo, RegionInfo, ServerMsg};
+
+/// The shared state of one game and the players in it.
+#[derive(Debug, Clone)]
+pub struct GameState {
+    region_sizes: Vec<usize>,
+    state: Vec<Vec<u8>>,
+    seq: u64,
+    in_progress: bool,
+    players: Vec<PlayerInfo>,
+}
+
+impl GameState {
+    /// A fresh game: every shared byte zero, sequence 0, nobody playing.
+    pub fn new(regions: &[RegionInfo]) -> GameState {
+        let region_sizes: Vec<usize> = regions.iter().map(RegionInfo::len).collect();
+        let state = region_sizes.iter().map(|&n| vec![0u8; n]).collect();
+        GameState {
+            region_sizes,
+            state,
+            seq: 0,
+            in_progress: false,
+            players: Vec::new(),
+        }
+    }
+
+    /// Validates a batch of changes from `player`, merges it into the state bit by bit
+    /// and returns the sequenced [`ServerMsg::Update`] to send to every player.
+    ///
+    /// Either the whole batch is accepted or none of it: a bad change anywhere rejects
+    /// the batch with a lowercase reason and leaves the state untouched.
+    pub fn accept(
+        &mut self,
+        player: PlayerId,
+        batch: u32,
+        changes: Vec<Change>,
+    ) -> Result<ServerMsg, String> {
+        if changes.is_empty() {
+            return Err(format!("changes message (batch {batch}) has no changes"));
+        }
+        for c in &changes {
+            c.check(&self.region_sizes)?;
+        }
+        for c in &changes {
+            // `check` passed, so the region index is valid.
+            if let Some(region) = self.state.get_mut(c.region as usize) {
+                delta::apply(region, c);
+            }
+        }
+        self.seq += 1;
+        self.in_progress = true;
+        Ok(ServerMsg::Update {
+            seq: self.seq,
+            player,
+            batch,
+            changes,
+        })
+    }
+
+    /// Adds a player to the game.
+    pub fn add_player(&mut self, player: PlayerInfo) {
+        self.players.push(player);
+    }
+
+    /// Removes a player; returns it if it was in the game.
+    pub fn remove_player(&mut self, id: PlayerId) -> Option<PlayerInfo> {
+        let i = self.players.iter().position(|p| p.id == id)?;
+        Some(self.players.remove(i))
+    }
+
+    /// The players in the game, in joining order.
+    pub fn players(&self) -> &[PlayerInfo] {
+        &self.players
+    }
+
+    /// The current shared state, one byte vector per region.
+    pub fn state(&self) -> &[Vec<u8>] {
+        &self.state
+    }
+
+    /// Sequence number of the last accepted update (0 before any).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether any change was accepted since the game started.
+    pub fn in_progress(&self) -> bool {
+        self.in_progress
+    }
+
+    /// Size in bytes of each region.
+    pub fn region_sizes(&self) -> &[usize] {
+        &self.region_sizes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions() -> Vec<RegionInfo> {
+        vec![
+            RegionInfo {
+                start: 0xe000,
+                end: 0xe003,
+                description: "items".into(),
+            },
+            RegionInfo {
+                start: 0xe100,
+                end: 0xe100,
+                description: "flags".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn starts_zeroed_and_idle() {
+        let g = GameState::new(&regions());
+        assert_eq!(g.state(), &[vec![0; 4], vec![0; 1]]);
+        assert_eq!(g.seq(), 0);
+        assert!(!g.in_progress());
+        assert_eq!(g.region_sizes(), &[4, 1]);
+    }
+
+    #[test]
+    fn accept_merges_bits_and_sequences() {
+        let mut g = GameState::new(&regions());
+        let a = Change {
+            region: 1,
+            offset: 0,
+            values: vec![0x01],
+            masks: vec![0x01],
+        };
+        let b = Change {
+            region: 1,
+            offset: 0,
+            values: vec![0x80],
+            masks: vec![0x80],
+        };
+        let u1 = g.accept(7, 1, vec![a.clone()]).unwrap();
+        assert_eq!(
+            u1,
+            ServerMsg::Update {
+                seq: 1,
+                player: 7,
+                batch: 1,
+                changes: vec![a]
+            }
+        );
+        let u2 = g.accept(8, 1, vec![b]).unwrap();
+        assert!(matches!(
+            u2,
+            ServerMsg::Update {
+                seq: 2,
+                player: 8,
+                ..
+            }
+        ));
+        // Different bits of one byte from two players both survive (I5).
+        assert_eq!(g.state()[1], vec![0x81]);
+        assert!(g.in_progress());
+        g.accept(7, 2, vec![Change::bytes(0, 1, vec![5, 6, 7])])
+            .unwrap();
+        assert_eq!(g.state()[0], vec![0, 5, 6, 7]);
+        assert_eq!(g.seq(), 3);
+    }
+
+    #[test]
+    fn a_bad_change_rejects_the_whole_batch() {
+        let mut g = GameState::new(&regions());
+        let good = Change::bytes(0, 0, vec![9]);
+        let bad = Change::bytes(0, 3, vec![1, 2]);
+        let err = g.accept(1, 1, vec![good, bad]).unwrap_err();
+        assert!(err.contains("region has 4 bytes"), "{err}");
+        assert_eq!(g.state()[0], vec![0; 4], "nothing applied");
+        assert_eq!(g.seq(), 0);
+        assert!(!g.in_progress());
+        assert!(g.accept(1, 2, vec![Change::bytes(2, 0, vec![1])]).is_err());
+        assert!(g.accept(1, 3, vec![]).is_err());
+    }
+
+    #[test]
+    fn players_come_and_go() {
+        let mut g = GameState::new(&regions());
+        g.add_player(PlayerInfo {
+            id: 1,
+            name: "ann".into(),
+        });
+        g.add_player(PlayerInfo {
+            id: 2,
+            name: "bob".into(),
+        });
+        assert_eq!(g.remove_player(1).map(|p| p.name), Some("ann".into()));
+        assert_eq!(g.remove_player(1), None);
+        assert_eq!(g.players().len(), 1);
+        assert_eq!(g.players()[0].name, "bob");
+    }
+}
