@@ -693,3 +693,593 @@ pub fn summary(game: &Game) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regions")
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse("g.regions", text).unwrap_err())
+    }
+
+    fn region(start: u16, end: u16, description: &str, line: usize) -> Region {
+        Region {
+            start,
+            end,
+            description: description.into(),
+            line,
+        }
+    }
+
+    #[test]
+    fn original_format_parses_verbatim() {
+        let def = parse(
+            "galious.regions",
+            "galious.rom\n# arrows, coins, keys\ne046 e04b\ne052 e057 vitality\n",
+        )
+        .unwrap();
+        assert_eq!(def.rom_file, "galious.rom");
+        assert_eq!(
+            def.regions,
+            vec![
+                region(0xe046, 0xe04b, "", 3),
+                region(0xe052, 0xe057, "vitality", 4)
+            ]
+        );
+        assert_eq!(def.shared_bytes(), 12);
+        assert_eq!(def.title, None);
+        assert_eq!(def.machine, None);
+        assert_eq!(def.romtype, None);
+        assert_eq!(def.sync_when, None);
+    }
+
+    #[test]
+    fn accepts_what_python_int_and_split_accepted() {
+        // CRLF, trailing space after the rom name, tabs, upper case, 0x/0X, extra spaces,
+        // indented comments, blank lines with only spaces, no final newline.
+        let text =
+            "rom.bin \r\n  \r\n\t# note\r\n0xE000 0XE000\tone  byte \r\nC000\x1fc00f\r\nd000 D001";
+        let def = parse("g", text).unwrap();
+        assert_eq!(def.rom_file, "rom.bin");
+        assert_eq!(
+            def.regions,
+            vec![
+                region(0xe000, 0xe000, "one byte", 4),
+                region(0xc000, 0xc00f, "", 5),
+                region(0xd000, 0xd001, "", 6)
+            ]
+        );
+    }
+
+    #[test]
+    fn dollar_prefix_and_leading_zeros() {
+        let def = parse("g", "r\n$e046 00000000000000e04b\n").unwrap();
+        assert_eq!(def.regions[0], region(0xe046, 0xe04b, "", 2));
+    }
+
+    #[test]
+    fn rom_file_may_name_a_subfolder_and_keeps_inner_spaces() {
+        let def = parse("g", "roms/Maze of Galious.rom\n0 0\n").unwrap();
+        assert_eq!(def.rom_file, "roms/Maze of Galious.rom");
+    }
+
+    #[test]
+    fn directives_are_read() {
+        let def = parse(
+            "g",
+            "r.rom\ntitle:   The  Maze of Galious \nmachine: C-BIOS_MSX2+\nromtype: KonamiSCC\n\
+             sync-when: e001 == 03\ne046 e04b\n",
+        )
+        .unwrap();
+        assert_eq!(def.title.as_deref(), Some("The Maze of Galious"));
+        assert_eq!(def.machine.as_deref(), Some("C-BIOS_MSX2+"));
+        assert_eq!(def.romtype.as_deref(), Some("KonamiSCC"));
+        assert_eq!(def.sync_when, Some(parse_sync_when("e001 == 03").unwrap()));
+        assert_eq!(def.regions, vec![region(0xe046, 0xe04b, "", 6)]);
+    }
+
+    #[test]
+    fn colon_in_a_description_is_not_a_directive() {
+        let def = parse("g", "r\ne046 e04b keys: red blue\n").unwrap();
+        assert_eq!(def.regions[0].description, "keys: red blue");
+    }
+
+    #[test]
+    fn unknown_directive_lists_known_ones() {
+        assert_eq!(
+            err("r\nplayers: 2\n0 0\n"),
+            "could not read g.regions line 2: unknown directive 'players:'; \
+             known ones are title: machine: romtype: sync-when:"
+        );
+        // Keys are exact: no case folding.
+        assert!(err("r\nTitle: x\n0 0\n").contains("unknown directive 'Title:'"));
+    }
+
+    #[test]
+    fn repeated_directive_names_both_lines() {
+        assert_eq!(
+            err("r\nmachine: a\n0 0\n\nmachine: b\n"),
+            "could not read g.regions line 5: machine: given again, first on line 2"
+        );
+    }
+
+    #[test]
+    fn directive_needs_a_value() {
+        assert_eq!(
+            err("r\n0 0\ntitle:\n"),
+            "could not read g.regions line 3: title: needs a value"
+        );
+    }
+
+    #[test]
+    fn machine_and_romtype_must_be_plain_names() {
+        for bad in ["C-BIOS MSX1", "a;b", "x[exit]", "a/b", "{x}", "$x", "é"] {
+            let e = err(&format!("r\nmachine: {bad}\n0 0\n"));
+            assert!(
+                e.starts_with("could not read g.regions line 2: machine: "),
+                "{e}"
+            );
+            let e = err(&format!("r\nromtype: {bad}\n0 0\n"));
+            assert!(
+                e.starts_with("could not read g.regions line 2: romtype: "),
+                "{e}"
+            );
+        }
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        assert!(err(&format!("r\nmachine: {long}\n0 0\n")).contains("the limit is 64"));
+        let ok = "a".repeat(MAX_NAME_BYTES);
+        assert!(parse("g", &format!("r\nmachine: {ok}\n0 0\n")).is_ok());
+    }
+
+    #[test]
+    fn title_and_description_length_limits() {
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert!(err(&format!("r\ntitle: {long}\n0 0\n")).contains("line 2: title: is 1025 bytes"));
+        assert!(err(&format!("r\n0 0 {long}\n")).contains("line 2: description is 1025 bytes"));
+    }
+
+    #[test]
+    fn bad_sync_when_names_the_line() {
+        assert_eq!(
+            err("r\n0 0\nsync-when: e001 = 3\n"),
+            "could not read g.regions line 3: sync-when: unknown operator '='; \
+             use one of == != < > <= >= &"
+        );
+    }
+
+    #[test]
+    fn bad_hex_is_refused() {
+        for (line, what, word) in [
+            ("e04g e050", "start address", "e04g"),
+            ("e046 e04g", "end address", "e04g"),
+            ("0x e050", "start address", "0x"),
+            ("$ e050", "start address", "$"),
+            ("-1 e050", "start address", "-1"),
+            ("+e046 e050", "start address", "+e046"),
+            ("e0_46 e050", "start address", "e0_46"),
+            ("0xx1 e050", "start address", "0xx1"),
+            ("٣ e050", "start address", "٣"),
+        ] {
+            assert_eq!(
+                err(&format!("r\n{line}\n")),
+                format!(
+                    "could not read g.regions line 2: {what} '{word}' is not a hexadecimal number"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn end_before_start_message() {
+        assert_eq!(
+            err("galious.rom\n\n\n\n\ne046 e04b\ne075 e0\n"),
+            "could not read g.regions line 7: end 0xe0 is before start 0xe075"
+        );
+    }
+
+    #[test]
+    fn addresses_above_ffff_are_refused() {
+        assert_eq!(
+            err("r\nffff 10000\n"),
+            "could not read g.regions line 2: end address 0x10000 is above 0xffff"
+        );
+        assert_eq!(
+            err("r\n123456789 ffff\n"),
+            "could not read g.regions line 2: start address '123456789' is above 0xffff"
+        );
+        assert!(parse("g", "r\nffff ffff\n").is_ok());
+        assert!(
+            parse("g", "r\n0 ffff\n").is_err(),
+            "64 KiB is over the shared limit"
+        );
+    }
+
+    #[test]
+    fn overlaps_name_both_lines() {
+        assert_eq!(
+            err("r\ne046 e04b\ne000 e001\ne04b e050\n"),
+            "could not read g.regions line 4: region e04b-e050 overlaps region e046-e04b on line 2"
+        );
+        // Containment and identical regions are overlaps too.
+        assert!(err("r\ne000 e0ff\ne010 e011\n").contains("line 3: region e010-e011 overlaps"));
+        assert!(err("r\ne000 e000\ne000 e000\n").contains("on line 2"));
+        // Touching is fine.
+        let def = parse("g", "r\ne04c e04d\ne046 e04b\ne04e e04e\n").unwrap();
+        assert_eq!(def.regions.len(), 3);
+    }
+
+    #[test]
+    fn one_address_is_not_a_region() {
+        assert_eq!(
+            err("r\ne046 e04b\ne052\n"),
+            "could not read g.regions line 3: 'e052' is not a region: \
+             a region line needs a start and an end address"
+        );
+        assert!(err("r\ntitle:Galious\n0 0\n").contains("needs a space after its colon"));
+    }
+
+    #[test]
+    fn no_regions_is_refused() {
+        for text in ["r", "r\n", "r\n# only a comment\n\n", "r\ntitle: x\n"] {
+            assert_eq!(
+                err(text),
+                "could not read g.regions: no regions (lines 'START END [description]' after the rom file)"
+            );
+        }
+    }
+
+    #[test]
+    fn first_line_must_name_the_rom() {
+        for text in ["", "\n0 0\n", "  \r\n0 0\n"] {
+            assert_eq!(
+                err(text),
+                "could not read g.regions line 1: the first line must name the rom file, but it is empty"
+            );
+        }
+        assert!(err("# galious\ngalious.rom\n0 0\n")
+            .contains("line 1: the first line must name the rom file, not a comment"));
+    }
+
+    #[test]
+    fn shared_bytes_limit() {
+        // 0x8000-0xbfff is exactly MAX_SHARED_BYTES (16 KiB).
+        assert_eq!(MAX_SHARED_BYTES, 0x4000);
+        let def = parse("g", "r\n8000 bfff\n").unwrap();
+        assert_eq!(def.shared_bytes(), MAX_SHARED_BYTES);
+        assert_eq!(
+            err("r\n8000 bfff\nc000 c000\n"),
+            "could not read g.regions: its regions share 16385 bytes, the limit is 16384"
+        );
+    }
+
+    #[test]
+    fn region_count_limit() {
+        let mut text = String::from("r\n");
+        for i in 0..MAX_REGIONS {
+            text += &format!("{:x} {:x}\n", 0xc000 + 2 * i, 0xc000 + 2 * i);
+        }
+        assert_eq!(parse("g", &text).unwrap().regions.len(), MAX_REGIONS);
+        text += "f000 f000\n";
+        assert_eq!(
+            err(&text),
+            format!(
+                "could not read g.regions line {}: more than 256 regions",
+                MAX_REGIONS + 2
+            )
+        );
+    }
+
+    #[test]
+    fn parse_hex_rules() {
+        assert_eq!(parse_hex("a", "FfFf", 0xffff), Ok(0xffff));
+        assert_eq!(parse_hex("a", "0X1f", 0xff), Ok(0x1f));
+        assert_eq!(parse_hex("a", "$00", 0xff), Ok(0));
+        assert_eq!(parse_hex("a", "0", 0xff), Ok(0));
+        assert_eq!(
+            parse_hex("v", "100", 0xff),
+            Err("v 0x100 is above 0xff".into())
+        );
+        assert_eq!(
+            parse_hex("v", "ffffffff", 0xff),
+            Err("v 0xffffffff is above 0xff".into())
+        );
+        assert!(parse_hex("v", "", 0xff).is_err());
+        assert!(parse_hex("v", "0x0x1", 0xff).is_err());
+        assert!(parse_hex("v", "$0x1", 0xff).is_err());
+    }
+
+    #[test]
+    fn into_game_defaults_title_and_normalises_sync_when() {
+        let def = parse(
+            "g",
+            "r\nsync-when: $E001==3 or 0xc000&80\nmachine: M\ne046 e04b keys\n",
+        )
+        .unwrap();
+        let game = def.into_game("galious", vec![1, 2, 3]);
+        assert_eq!(game.name, "galious");
+        assert_eq!(game.title, "galious");
+        assert_eq!(game.machine.as_deref(), Some("M"));
+        assert_eq!(game.romtype, None);
+        assert_eq!(game.sync_when.as_deref(), Some("e001 == 03 or c000 & 80"));
+        assert_eq!(
+            game.regions,
+            vec![RegionInfo {
+                start: 0xe046,
+                end: 0xe04b,
+                description: "keys".into()
+            }]
+        );
+        assert_eq!(*game.rom, vec![1, 2, 3]);
+        assert_eq!(game.rom_sha256, crate::catalog::sha256(&[1, 2, 3]));
+        let titled = parse("g", "r\ntitle: Nice\n0 0\n")
+            .unwrap()
+            .into_game("x", vec![0]);
+        assert_eq!(titled.title, "Nice");
+    }
+
+    /// A tiny deterministic generator, so the "never panics" tests need no extra crate.
+    fn lcg(seed: &mut u64) -> usize {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as usize
+    }
+
+    #[test]
+    fn parse_never_panics_on_junk() {
+        let pieces = [
+            "r",
+            "\n",
+            "\r\n",
+            " ",
+            "\t",
+            "#",
+            "e046",
+            "e04b",
+            "0x",
+            "$",
+            "ffff",
+            "10000",
+            ":",
+            "title:",
+            "machine:",
+            "sync-when:",
+            "==",
+            "&",
+            "and",
+            "or",
+            "é",
+            "\u{3000}",
+            "-",
+        ];
+        let mut seed = 1;
+        for _ in 0..20_000 {
+            let n = lcg(&mut seed) % 16;
+            let text: String = (0..n)
+                .map(|_| pieces[lcg(&mut seed) % pieces.len()])
+                .collect();
+            if let Ok(def) = parse("g", &text) {
+                assert!(!def.regions.is_empty());
+                assert!(def.regions.iter().all(|r| r.start <= r.end));
+            }
+        }
+    }
+
+    #[test]
+    fn load_reads_fixture_and_rom() {
+        let (def, rom) = load(&fixtures().join("galious.regions")).unwrap();
+        assert_eq!(def.regions.len(), 2);
+        assert_eq!(rom.len(), 64);
+        assert_eq!(&rom[..2], b"AB");
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.regions");
+        let label = file.display().to_string();
+        let load_err = |text: &[u8]| {
+            std::fs::write(&file, text).unwrap();
+            format!("{:#}", load(&file).unwrap_err())
+        };
+
+        let e = load_err(b"nosuch.rom\n0 0\n");
+        let rom = dir.path().join("nosuch.rom");
+        assert_eq!(
+            e,
+            format!(
+                "could not read {label} line 1: rom file {} not found",
+                rom.display()
+            )
+        );
+
+        std::fs::write(dir.path().join("empty.rom"), b"").unwrap();
+        assert!(load_err(b"empty.rom\n0 0\n").ends_with("empty.rom is empty"));
+
+        // A sparse file: no 8 MiB written, and the size check refuses it before reading.
+        let big = std::fs::File::create(dir.path().join("big.rom")).unwrap();
+        big.set_len(MAX_ROM_BYTES as u64 + 1).unwrap();
+        assert!(load_err(b"big.rom\n0 0\n").ends_with(&format!(
+            "big.rom is {} bytes, the limit is {MAX_ROM_BYTES}",
+            MAX_ROM_BYTES + 1
+        )));
+        big.set_len(MAX_ROM_BYTES as u64).unwrap();
+        std::fs::write(&file, b"big.rom\n0 0\n").unwrap();
+        assert_eq!(load(&file).unwrap().1.len(), MAX_ROM_BYTES);
+
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(load_err(b"sub\n0 0\n").ends_with("sub is a folder"));
+
+        assert_eq!(
+            load_err(b"r\n0 0 \xff\n"),
+            format!("could not read {label}: not UTF-8 text (bad byte at offset 6)")
+        );
+
+        let e = format!("{:#}", load(&dir.path().join("none.regions")).unwrap_err());
+        assert!(
+            e.starts_with("could not read ") && e.contains("none.regions"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_finds_rom_relative_to_the_regions_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("roms")).unwrap();
+        std::fs::write(dir.path().join("roms/a.rom"), [7u8; 3]).unwrap();
+        let file = dir.path().join("a.regions");
+        std::fs::write(&file, "roms/a.rom\n0 0\n").unwrap();
+        assert_eq!(load(&file).unwrap().1, vec![7; 3]);
+        assert_eq!(
+            rom_path(Path::new("a.regions"), "x.rom"),
+            Path::new("x.rom")
+        );
+    }
+
+    #[test]
+    fn sync_when_parses_and_binds_and_tighter() {
+        let c = parse_sync_when("e001 == 03 and e002 & 80 or c000 != 0").unwrap();
+        let t = |addr, op, value| Term { addr, op, value };
+        assert_eq!(
+            c.any_of,
+            vec![
+                vec![t(0xe001, Op::Eq, 3), t(0xe002, Op::BitAnd, 0x80)],
+                vec![t(0xc000, Op::Ne, 0)]
+            ]
+        );
+        let mem = |e001: u8, e002: u8, c000: u8| {
+            move |a: u16| match a {
+                0xe001 => e001,
+                0xe002 => e002,
+                0xc000 => c000,
+                _ => 0x55,
+            }
+        };
+        assert!(c.eval(mem(3, 0x80, 0)));
+        assert!(c.eval(mem(3, 0xff, 0)));
+        assert!(!c.eval(mem(3, 0x7f, 0)));
+        assert!(!c.eval(mem(2, 0x80, 0)));
+        assert!(c.eval(mem(2, 0, 1)));
+        assert_eq!(c.addresses(), vec![0xc000, 0xe001, 0xe002]);
+    }
+
+    #[test]
+    fn sync_when_operators() {
+        let holds = |cond: &str, mem: u8| parse_sync_when(cond).unwrap().eval(|_| mem);
+        for (cond, yes, no) in [
+            ("0 == 10", 0x10, 0x11),
+            ("0 != 10", 0x11, 0x10),
+            ("0 < 10", 0x0f, 0x10),
+            ("0 > 10", 0x11, 0x10),
+            ("0 <= 10", 0x10, 0x11),
+            ("0 >= 10", 0x10, 0x0f),
+            ("0 & 81", 0x01, 0x7e),
+            ("0 > 7f", 0xff, 0x00), // unsigned
+        ] {
+            assert!(holds(cond, yes), "{cond} with {yes:#x}");
+            assert!(!holds(cond, no), "{cond} with {no:#x}");
+        }
+    }
+
+    #[test]
+    fn sync_when_display_round_trips() {
+        for (text, normal) in [
+            ("e001 == 03", "e001 == 03"),
+            ("$E001==3", "e001 == 03"),
+            (
+                "0x1&0X80 and 2<=ff or 3>0",
+                "0001 & 80 and 0002 <= ff or 0003 > 00",
+            ),
+            ("  c000   !=  00  ", "c000 != 00"),
+        ] {
+            let c = parse_sync_when(text).unwrap();
+            assert_eq!(c.to_string(), normal);
+            assert_eq!(parse_sync_when(normal).unwrap(), c);
+            assert_eq!(normal.parse::<SyncWhen>().unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn sync_when_rejects_odd_input() {
+        for (text, msg) in [
+            ("", "condition is empty; write terms like 'e001 == 03'"),
+            ("   ", "condition is empty; write terms like 'e001 == 03'"),
+            ("e001", "expected an operator (== != < > <= >= &) after address e001, found the end of the condition"),
+            ("e001 ==", "expected a value after 'e001 ==', found the end of the condition"),
+            ("e001 == and", "expected a value after 'e001 ==', found 'and'"),
+            ("== 3", "expected an address, found '=='"),
+            ("and e001 == 3", "expected an address, found 'and'"),
+            ("e001 == 3 and", "expected a term after 'and', found the end of the condition"),
+            ("e001 == 3 or", "expected a term after 'or', found the end of the condition"),
+            ("e001 == 3 and and 1 == 1", "expected an address, found 'and'"),
+            ("e001 == 3 e002 == 4", "expected 'and' or 'or' after 'e001 == 03', found 'e002'"),
+            ("e001 == 3 && 1 == 1", "expected 'and' or 'or' after 'e001 == 03', found '&&'"),
+            ("e001 == 3 || 1 == 1", "expected 'and' or 'or' after 'e001 == 03', found '||'"),
+            ("e001 === 3", "unknown operator '==='; use one of == != < > <= >= &"),
+            ("e001 =< 3", "unknown operator '=<'; use one of == != < > <= >= &"),
+            ("e001 == 100", "value 0x100 is above 0xff"),
+            ("10000 == 1", "address 0x10000 is above 0xffff"),
+            ("e00g == 1", "address 'e00g' is not a hexadecimal number"),
+            ("e001 == 3 AND 1 == 1", "expected 'and' or 'or' after 'e001 == 03', found 'AND'"),
+            ("(e001 == 3)", "unexpected character '('; write terms like 'e001 == 03' joined by 'and' or 'or'"),
+            ("e001 == 3; exit", "unexpected character ';'; write terms like 'e001 == 03' joined by 'and' or 'or'"),
+            ("e001 == -1", "unexpected character '-'; write terms like 'e001 == 03' joined by 'and' or 'or'"),
+            ("e001\u{a0}== 3", "unexpected character '\\u{a0}'; write terms like 'e001 == 03' joined by 'and' or 'or'"),
+        ] {
+            assert_eq!(parse_sync_when(text), Err(msg.to_string()), "for {text:?}");
+        }
+        let long = vec!["0 == 0"; 200].join(" and ");
+        assert!(parse_sync_when(&long)
+            .unwrap_err()
+            .contains("the limit is 1024"));
+    }
+
+    #[test]
+    fn sync_when_never_panics_on_junk() {
+        let pieces = [
+            "e001", " ", "==", "=", "!", "<", ">", "&", "|", "and", "or", "0x", "$", "ff", "100",
+            "(", "é", "\n",
+        ];
+        let mut seed = 7;
+        for _ in 0..20_000 {
+            let n = lcg(&mut seed) % 12;
+            let text: String = (0..n)
+                .map(|_| pieces[lcg(&mut seed) % pieces.len()])
+                .collect();
+            if let Ok(c) = parse_sync_when(&text) {
+                // Whatever parses must print back to something that parses the same.
+                assert_eq!(parse_sync_when(&c.to_string()).unwrap(), c, "{text:?}");
+                assert!(c.any_of.iter().all(|g| !g.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn summary_line() {
+        let game = parse(
+            "g",
+            "r\ntitle: The Maze of Galious\ne046 e04b\ne052 e057 vitality\n",
+        )
+        .unwrap()
+        .into_game("galious", vec![0; 131072]);
+        assert_eq!(
+            summary(&game),
+            "galious: \"The Maze of Galious\" rom 131072 bytes, 2 regions, 12 shared bytes"
+        );
+        let one = parse(
+            "g",
+            "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n0 0\n",
+        )
+        .unwrap()
+        .into_game("one", vec![0]);
+        assert_eq!(
+            summary(&one),
+            "one: \"one\" rom 1 byte, 1 region, 1 shared byte, machine C-BIOS_MSX1, \
+             romtype ASCII8, sync when e001 == 03"
+        );
+    }
+}
