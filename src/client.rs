@@ -1,10 +1,523 @@
-//! Placeholder: being written.
+//! The library-level client of `msxsync serve`, used by `list`, `play`, tests, benchmarks
+//! and bots, plus the `msxsync list` subcommand.
+//!
+//! [`connect`] opens the WebSocket and does the Hello/Welcome exchange; [`Client`] then
+//! offers the request/answer calls (`list_games`, `join`, `fetch_rom`). To send and
+//! receive at the same time (what `play` does), [`Client::split`] it into a
+//! [`ClientSender`] and a [`ClientReceiver`]. Messages that arrive while a request waits
+//! for its answer (updates, players joining) are kept and handed out by the receiver
+//! first, so nothing is lost.
 
-/// Arguments of the subcommand.
+use crate::delta::Change;
+use crate::protocol::{
+    self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
+};
+use anyhow::{anyhow, bail, Context, Result};
+use async_tungstenite::smol::ConnectStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use futures_util::StreamExt;
+use std::collections::VecDeque;
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+/// How long connecting (TCP, WebSocket handshake, Hello/Welcome) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Arguments of `msxsync list`.
 #[derive(clap::Args, Debug)]
-pub struct ListArgs {}
+pub struct ListArgs {
+    /// Server to ask: HOST, HOST:PORT, [IPV6]:PORT or a ws:// URL (default port 4567).
+    #[arg(long, value_name = "HOST[:PORT]", default_value = "localhost:4567")]
+    pub server: String,
+}
 
-/// Runs the subcommand.
-pub fn run_list(_args: ListArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Runs `msxsync list`: prints the server's games and who plays them.
+pub fn run_list(args: ListArgs) -> Result<()> {
+    smol::block_on(async {
+        let mut client = connect(&args.server, "msxsync list").await?;
+        let games = client.list_games().await?;
+        print!(
+            "{}",
+            format_games(client.server(), client.software(), &games)
+        );
+        client.close().await;
+        Ok(())
+    })
+}
+
+/// The `msxsync list` text: one paragraph per game.
+pub fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{server} ({software}) serves {} game{}:",
+        games.len(),
+        if games.len() == 1 { "" } else { "s" }
+    );
+    for g in games {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}  \"{}\"", g.name, printable(&g.title));
+        let _ = writeln!(
+            out,
+            "  rom {} bytes, {} shared byte{}",
+            g.rom_size,
+            g.shared_bytes,
+            if g.shared_bytes == 1 { "" } else { "s" }
+        );
+        if g.players.is_empty() {
+            let _ = writeln!(out, "  no players");
+        } else {
+            let names: Vec<String> = g
+                .players
+                .iter()
+                .map(|p| format!("{} (#{})", printable(&p.name), p.id))
+                .collect();
+            let _ = writeln!(out, "  {} playing: {}", g.players.len(), names.join(", "));
+        }
+    }
+    out
+}
+
+/// Names come from other people: show control characters escaped, not raw.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Splits `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT` or a bare IPv6 address into host
+/// and port (default [`DEFAULT_PORT`]). The host comes back without brackets.
+pub fn parse_server_addr(text: &str) -> Result<(String, u16)> {
+    let text = text.trim();
+    let bad = |why: &str| anyhow!("bad server address {text:?}: {why}");
+    if text.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("'[' without a closing ']'"))?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|_| bad("the part in brackets is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| bad("expected ':PORT' after ']'"))?,
+            ),
+        };
+        (host, port)
+    } else {
+        match text.matches(':').count() {
+            0 => (text, None),
+            1 => {
+                let (h, p) = text.split_once(':').unwrap_or((text, ""));
+                (h, Some(p))
+            }
+            _ => {
+                text.parse::<Ipv6Addr>().map_err(|_| {
+                    bad("too many ':'; write an IPv6 address with a port as [ADDRESS]:PORT")
+                })?;
+                (text, None)
+            }
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is empty"));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    {
+        return Err(bad(
+            "the host may only have letters, digits, '.', '-' and '_'",
+        ));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(bad("the port must be a number from 1 to 65535")),
+            Ok(n) => n,
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// The WebSocket URL for a server given as on the command line (see [`parse_server_addr`];
+/// `ws://` URLs are taken as they are).
+pub fn server_url(text: &str) -> Result<String> {
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("ws://") {
+        return Ok(text.to_string());
+    }
+    if lower.starts_with("wss://") {
+        bail!("bad server address {text:?}: wss:// (TLS) is not supported; use ws://");
+    }
+    if lower.contains("://") {
+        bail!("bad server address {text:?}: only ws:// URLs are supported");
+    }
+    let (host, port) = parse_server_addr(text)?;
+    Ok(if host.contains(':') {
+        format!("ws://[{host}]:{port}/")
+    } else {
+        format!("ws://{host}:{port}/")
+    })
+}
+
+/// Connects to a server and says Hello as `name`. Fails with the server's reason when
+/// it refuses (for example a protocol version mismatch).
+pub async fn connect(server: &str, name: &str) -> Result<Client> {
+    let url = server_url(server)?;
+    let shown = server.trim().to_string();
+    let attempt = async {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(protocol::MAX_SERVER_MESSAGE_BYTES))
+            .max_frame_size(Some(protocol::MAX_SERVER_MESSAGE_BYTES));
+        let (ws, _) =
+            async_tungstenite::smol::connect_async_with_config(url.as_str(), Some(config))
+                .await
+                .with_context(|| format!("cannot connect to server {shown}"))?;
+        // Changes are small and latency matters more than packet count.
+        let _ = ws.get_ref().set_nodelay(true);
+        let (sink, source) = ws.split();
+        let mut client = Client {
+            sender: ClientSender {
+                sink,
+                server: shown.clone(),
+            },
+            receiver: ClientReceiver {
+                source,
+                pending: VecDeque::new(),
+                server: shown.clone(),
+            },
+            software: String::new(),
+        };
+        client
+            .sender
+            .send(&ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+                name: name.to_string(),
+            })
+            .await?;
+        match client.receiver.recv_raw().await? {
+            ServerMsg::Welcome { version, software } => {
+                if version != PROTOCOL_VERSION {
+                    bail!(
+                        "protocol version mismatch: server {shown} speaks version {version}, \
+                         this client speaks version {PROTOCOL_VERSION}; use the same msxsync \
+                         release on all machines"
+                    );
+                }
+                client.software = software;
+            }
+            ServerMsg::Error { reason } => bail!("server {shown} refused: {reason}"),
+            other => bail!(
+                "server {shown} answered hello with {} instead of welcome",
+                server_msg_name(&other)
+            ),
+        }
+        Ok(client)
+    };
+    smol::future::or(attempt, async {
+        smol::Timer::after(CONNECT_TIMEOUT).await;
+        bail!(
+            "cannot connect to server {shown}: no answer within {} seconds",
+            CONNECT_TIMEOUT.as_secs()
+        )
+    })
+    .await
+}
+
+/// A connection to a server after Hello/Welcome.
+pub struct Client {
+    sender: ClientSender,
+    receiver: ClientReceiver,
+    software: String,
+}
+
+impl Client {
+    /// The server as given to [`connect`].
+    pub fn server(&self) -> &str {
+        &self.sender.server
+    }
+
+    /// The server's program version, e.g. "msxsync 0.1.0".
+    pub fn software(&self) -> &str {
+        &self.software
+    }
+
+    /// Asks for the server's games (sorted by name, with their players).
+    pub async fn list_games(&mut self) -> Result<Vec<GameInfo>> {
+        self.sender.send(&ClientMsg::ListGames).await?;
+        self.receiver
+            .wait_for("games", |m| match m {
+                ServerMsg::Games { games } => Ok(games),
+                other => Err(other),
+            })
+            .await
+    }
+
+    /// Joins a game. An unknown game fails with the server's reason, which lists the
+    /// games it has.
+    pub async fn join(&mut self, game: &str) -> Result<Joined> {
+        self.sender
+            .send(&ClientMsg::Join {
+                game: game.to_string(),
+            })
+            .await?;
+        let joined = self
+            .receiver
+            .wait_for("joined", |m| match m {
+                ServerMsg::Joined(j) => Ok(j),
+                other => Err(other),
+            })
+            .await?;
+        Ok(*joined)
+    }
+
+    /// Downloads the joined game's ROM.
+    pub async fn fetch_rom(&mut self) -> Result<Vec<u8>> {
+        self.sender.send(&ClientMsg::FetchRom).await?;
+        self.receiver
+            .wait_for("rom", |m| match m {
+                ServerMsg::Rom { data } => Ok(data),
+                other => Err(other),
+            })
+            .await
+    }
+
+    /// Sends a batch of changes (see [`ClientSender::send_changes`]).
+    pub async fn send_changes(&mut self, batch: u32, changes: Vec<Change>) -> Result<()> {
+        self.sender.send_changes(batch, changes).await
+    }
+
+    /// The next message from the server (see [`ClientReceiver::recv`]).
+    pub async fn recv(&mut self) -> Result<ServerMsg> {
+        self.receiver.recv().await
+    }
+
+    /// Splits the connection so that sending and receiving can run concurrently.
+    pub fn split(self) -> (ClientSender, ClientReceiver) {
+        (self.sender, self.receiver)
+    }
+
+    /// Closes the connection politely (errors are ignored: we are leaving anyway).
+    pub async fn close(mut self) {
+        self.sender.close().await;
+    }
+}
+
+/// The sending half of a connection.
+pub struct ClientSender {
+    sink: WebSocketSender<ConnectStream>,
+    server: String,
+}
+
+impl ClientSender {
+    /// Sends changes this player made, as batch `batch`. The server echoes them back in
+    /// an [`ServerMsg::Update`] carrying this player's id and `batch`: that is the
+    /// acknowledgement.
+    pub async fn send_changes(&mut self, batch: u32, changes: Vec<Change>) -> Result<()> {
+        self.send(&ClientMsg::Changes { batch, changes }).await
+    }
+
+    /// Sends any protocol message.
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        let bytes = protocol::encode(msg);
+        self.sink
+            .send(Message::Binary(bytes.into()))
+            .await
+            .with_context(|| format!("cannot send to server {}", self.server))
+    }
+
+    /// Sends a raw WebSocket message; for tests of the server's input checks.
+    pub async fn send_raw(&mut self, msg: Message) -> Result<()> {
+        self.sink
+            .send(msg)
+            .await
+            .with_context(|| format!("cannot send to server {}", self.server))
+    }
+
+    /// Closes the connection (errors ignored).
+    pub async fn close(&mut self) {
+        let _ = self.sink.close(None).await;
+    }
+}
+
+/// The receiving half of a connection.
+pub struct ClientReceiver {
+    source: WebSocketReceiver<ConnectStream>,
+    /// Messages that arrived while a request waited for its answer.
+    pending: VecDeque<ServerMsg>,
+    server: String,
+}
+
+impl ClientReceiver {
+    /// The next message from the server. `ServerMsg::Error` comes back as an error
+    /// carrying the server's reason; so does the connection closing.
+    pub async fn recv(&mut self) -> Result<ServerMsg> {
+        if let Some(msg) = self.pending.pop_front() {
+            return Ok(msg);
+        }
+        match self.recv_raw().await? {
+            ServerMsg::Error { reason } => Err(anyhow!("server {}: {reason}", self.server)),
+            msg => Ok(msg),
+        }
+    }
+
+    /// Reads the next message off the socket, skipping pings.
+    async fn recv_raw(&mut self) -> Result<ServerMsg> {
+        loop {
+            let msg = match self.source.next().await {
+                None => bail!("server {} closed the connection", self.server),
+                Some(Err(e)) => {
+                    return Err(
+                        anyhow!(e).context(format!("connection to server {} failed", self.server))
+                    )
+                }
+                Some(Ok(m)) => m,
+            };
+            match msg {
+                Message::Binary(bytes) => {
+                    return protocol::decode::<ServerMsg>(&bytes)
+                        .map_err(|e| anyhow!("server {} sent a bad message: {e}", self.server))
+                }
+                Message::Close(_) => bail!("server {} closed the connection", self.server),
+                Message::Text(_) => bail!(
+                    "server {} sent a text message; is it an msxsync server?",
+                    self.server
+                ),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            }
+        }
+    }
+
+    /// Reads until `pick` accepts a message; keeps the others for [`Self::recv`].
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(ServerMsg) -> std::result::Result<T, ServerMsg>,
+    ) -> Result<T> {
+        loop {
+            match self.recv_raw().await? {
+                ServerMsg::Error { reason } => bail!("server {}: {reason}", self.server),
+                msg => match pick(msg) {
+                    Ok(t) => return Ok(t),
+                    Err(other) => {
+                        if self.pending.len() >= crate::server::PLAYER_QUEUE_LIMIT * 4 {
+                            bail!(
+                                "server {} sent too many messages while waiting for {what}",
+                                self.server
+                            );
+                        }
+                        self.pending.push_back(other)
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Short lowercase name of a server message, for error texts.
+pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
+    match msg {
+        ServerMsg::Welcome { .. } => "welcome",
+        ServerMsg::Games { .. } => "games",
+        ServerMsg::Joined(_) => "joined",
+        ServerMsg::Rom { .. } => "rom",
+        ServerMsg::Update { .. } => "update",
+        ServerMsg::PlayerJoined(_) => "playerjoined",
+        ServerMsg::PlayerLeft(_) => "playerleft",
+        ServerMsg::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PlayerInfo;
+
+    #[test]
+    fn server_addresses_parse() {
+        let ok = |t: &str| parse_server_addr(t).unwrap();
+        assert_eq!(ok("example.org"), ("example.org".into(), 4567));
+        assert_eq!(ok("example.org:80"), ("example.org".into(), 80));
+        assert_eq!(ok(" 10.0.0.1:9000 "), ("10.0.0.1".into(), 9000));
+        assert_eq!(ok("[::1]:5000"), ("::1".into(), 5000));
+        assert_eq!(ok("[fe80::1]"), ("fe80::1".into(), 4567));
+        assert_eq!(ok("::1"), ("::1".into(), 4567));
+        for bad in [
+            "",
+            ":80",
+            "host:",
+            "host:0",
+            "host:70000",
+            "host:port",
+            "[::1",
+            "[nothex]:80",
+            "[::1]80",
+            "a:b:c",
+            "bad host",
+            "x/y",
+        ] {
+            let err = parse_server_addr(bad);
+            assert!(err.is_err(), "{bad:?} was accepted: {err:?}");
+            assert!(err.unwrap_err().to_string().contains("bad server address"));
+        }
+    }
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(server_url("h").unwrap(), "ws://h:4567/");
+        assert_eq!(server_url("[::1]:9").unwrap(), "ws://[::1]:9/");
+        assert_eq!(server_url("ws://h:1/x").unwrap(), "ws://h:1/x");
+        assert!(server_url("wss://h")
+            .unwrap_err()
+            .to_string()
+            .contains("TLS"));
+        assert!(server_url("http://h").is_err());
+    }
+
+    #[test]
+    fn list_output_is_readable() {
+        let games = vec![GameInfo {
+            name: "knight".into(),
+            title: "Knight\u{7}mare".into(),
+            rom_size: 32768,
+            rom_sha256: [0; 32],
+            shared_bytes: 9,
+            machine: None,
+            romtype: None,
+            sync_when: None,
+            players: vec![
+                PlayerInfo {
+                    id: 1,
+                    name: "ann".into(),
+                },
+                PlayerInfo {
+                    id: 4,
+                    name: "bob".into(),
+                },
+            ],
+        }];
+        let text = format_games("h:1", "msxsync 0.1.0", &games);
+        assert!(
+            text.starts_with("h:1 (msxsync 0.1.0) serves 1 game:\n"),
+            "{text}"
+        );
+        assert!(text.contains("knight  \"Knight\\u{7}mare\""), "{text}");
+        assert!(text.contains("rom 32768 bytes, 9 shared bytes"), "{text}");
+        assert!(text.contains("2 playing: ann (#1), bob (#4)"), "{text}");
+        assert!(format_games("h", "s", &[]).contains("serves 0 games:"));
+    }
 }
