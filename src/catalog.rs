@@ -284,3 +284,209 @@ fn regions_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regions")
+    }
+
+    fn names(c: &Catalog) -> Vec<&str> {
+        c.games().iter().map(|g| g.name.as_str()).collect()
+    }
+
+    /// Writes a game with a one-byte ROM into `dir`.
+    fn write_game(dir: &Path, name: &str, title: &str) {
+        std::fs::write(dir.join(format!("{name}.rom")), [0x41]).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.regions")),
+            format!("{name}.rom\ntitle: {title}\ne000 e000\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn fixture_folder_loads_good_games_and_warns_about_each_bad_one() {
+        let (catalog, warnings) = Catalog::load(&[fixtures()]);
+        assert_eq!(names(&catalog), ["directives", "galious", "oldstyle"]);
+        let bad: Vec<_> = std::fs::read_dir(fixtures())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("bad-"))
+            .collect();
+        assert_eq!(warnings.len(), bad.len(), "{warnings:#?}");
+        for name in &bad {
+            let path = fixtures().join(name);
+            let mine: Vec<_> = warnings
+                .iter()
+                .filter(|w| w.contains(name.as_str()))
+                .collect();
+            assert_eq!(mine.len(), 1, "{name}: {warnings:#?}");
+            // The warning carries the full error, which names the file again.
+            let expected = format!("skipping {0}: could not read {0}", path.display());
+            assert!(mine[0].starts_with(&expected), "{}", mine[0]);
+        }
+        let missing_rom = warnings
+            .iter()
+            .find(|w| w.contains("bad-missing-rom"))
+            .unwrap();
+        let rom = fixtures().join("nosuch.rom");
+        assert!(
+            missing_rom.ends_with(&format!("line 1: rom file {} not found", rom.display())),
+            "{missing_rom}"
+        );
+        let short_end = warnings
+            .iter()
+            .find(|w| w.contains("bad-end-before-start"))
+            .unwrap();
+        assert!(
+            short_end.ends_with("line 7: end 0xe0 is before start 0xe075"),
+            "{short_end}"
+        );
+
+        let g = catalog.get("directives").unwrap();
+        assert_eq!(g.title, "The Maze of Galious");
+        assert_eq!(g.machine.as_deref(), Some("C-BIOS_MSX2+"));
+        assert_eq!(g.romtype.as_deref(), Some("KonamiSCC"));
+        assert_eq!(
+            g.sync_when.as_deref(),
+            Some("e001 == 03 and e002 & 80 or c000 != 00")
+        );
+        assert_eq!(g.shared_bytes(), 12);
+        assert_eq!(g.rom.len(), 64);
+        assert_eq!(catalog.get("galious").unwrap().title, "galious");
+        assert!(catalog.get("nosuch").is_none());
+    }
+
+    #[test]
+    fn first_folder_wins_and_the_warning_names_both_files() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write_game(a.path(), "x", "from a");
+        write_game(b.path(), "x", "from b");
+        write_game(b.path(), "y", "only b");
+        let (catalog, warnings) = Catalog::load(&[a.path().into(), b.path().into()]);
+        assert_eq!(names(&catalog), ["x", "y"]);
+        assert_eq!(catalog.get("x").unwrap().title, "from a");
+        assert_eq!(
+            warnings,
+            [format!(
+                "skipping {}: game 'x' is already defined by {}",
+                b.path().join("x.regions").display(),
+                a.path().join("x.regions").display()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_same_folder_twice_is_read_once() {
+        let a = tempfile::tempdir().unwrap();
+        write_game(a.path(), "x", "t");
+        let again = a.path().join(".");
+        let (catalog, warnings) = Catalog::load(&[a.path().into(), again]);
+        assert_eq!(names(&catalog), ["x"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn missing_folder_warns_only_when_given_explicitly() {
+        let a = tempfile::tempdir().unwrap();
+        let missing = a.path().join("nope");
+        let (catalog, warnings) = Catalog::load(std::slice::from_ref(&missing));
+        assert!(catalog.is_empty());
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with(&format!("skipping game folder {}: ", missing.display())),
+            "{warnings:?}"
+        );
+        let (catalog, warnings) = Catalog::load_from(&[missing], false);
+        assert!(catalog.is_empty() && warnings.is_empty());
+    }
+
+    #[test]
+    fn only_visible_regions_files_directly_in_the_folder_count() {
+        let a = tempfile::tempdir().unwrap();
+        write_game(a.path(), "b", "t");
+        write_game(a.path(), "a", "t");
+        write_game(a.path(), ".hidden", "t");
+        std::fs::write(a.path().join("notes.txt"), "e000 e000\n").unwrap();
+        std::fs::create_dir(a.path().join("sub")).unwrap();
+        write_game(&a.path().join("sub"), "deep", "t");
+        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
+        assert_eq!(names(&catalog), ["a", "b"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn add_keeps_names_sorted_and_unique() {
+        let game = |name: &str, title: &str| Game::new(name, title, vec![], vec![0]);
+        let mut c = Catalog::new();
+        assert!(c.add(game("m", "1")));
+        assert!(c.add(game("b", "1")));
+        assert!(c.add(game("z", "1")));
+        assert!(!c.add(game("m", "2")), "a second game of a name is refused");
+        assert_eq!(names(&c), ["b", "m", "z"]);
+        assert_eq!(c.get("m").unwrap().title, "1");
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn game_names_come_from_file_names() {
+        assert_eq!(
+            game_name(Path::new("games/galious.regions")).unwrap(),
+            "galious"
+        );
+        assert_eq!(
+            game_name(Path::new("x/Maze of Galious.regions")).unwrap(),
+            "Maze of Galious"
+        );
+        assert_eq!(game_name(Path::new("galious.txt")).unwrap(), "galious.txt");
+        let long = format!("{}.regions", "g".repeat(MAX_NAME_BYTES + 1));
+        assert!(format!("{:#}", game_name(Path::new(&long)).unwrap_err())
+            .contains("is 65 bytes long, the limit is 64"));
+        assert!(game_name(Path::new(".regions")).is_err());
+        assert!(game_name(Path::new("a\u{7}.regions")).is_err());
+    }
+
+    #[test]
+    fn default_dirs_follow_xdg() {
+        let os = |s: &str| Some(OsString::from(s));
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            game_dirs_from(Some(Path::new("/opt/msx")), os("/home/u"), None, None),
+            [
+                p("/opt/msx/games"),
+                p("games"),
+                p("/home/u/.local/share/msxsync/games"),
+                p("/usr/local/share/msxsync/games"),
+                p("/usr/share/msxsync/games"),
+            ]
+        );
+        assert_eq!(
+            game_dirs_from(None, os("/home/u"), os("/data"), os("/a:relative::/b")),
+            [
+                p("games"),
+                p("/data/msxsync/games"),
+                p("/a/msxsync/games"),
+                p("/b/msxsync/games"),
+            ]
+        );
+        // Relative or empty XDG values are ignored; no HOME means no per-user folder.
+        assert_eq!(
+            game_dirs_from(None, os("/h"), os("rel"), os("")),
+            [
+                p("games"),
+                p("/h/.local/share/msxsync/games"),
+                p("/usr/local/share/msxsync/games"),
+                p("/usr/share/msxsync/games"),
+            ]
+        );
+        assert_eq!(
+            game_dirs_from(None, None, os(""), os("/x")),
+            [p("games"), p("/x/msxsync/games")]
+        );
+        assert!(default_game_dirs().contains(&p("games")));
+    }
+}
