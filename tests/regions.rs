@@ -38,7 +38,7 @@ fn good_files_print_one_line_each() {
 #[test]
 fn bad_file_fails_naming_file_and_line() {
     let bad = fixture("bad-end-before-start.regions");
-    let out = check(&[bad.clone()]);
+    let out = check(std::slice::from_ref(&bad));
     assert!(!out.status.success());
     assert_eq!(
         text(&out.stderr),
