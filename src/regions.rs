@@ -167,6 +167,8 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
 
     // The original split on '\n' only; a CRLF file leaves '\r' at line ends, which the
     // whitespace trimming below removes.
+    // A UTF-8 byte-order mark (Windows editors write one) is not part of the rom name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l));
     let rom_file = lines
         .next()
@@ -205,6 +207,7 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
             .split(is_py_space)
             .filter(|w| !w.is_empty())
             .collect();
+        // `trimmed` is not empty, so there is at least one word: indexing cannot panic.
         let rest = words[1..].join(" ");
 
         if let Some(key) = words[0].strip_suffix(':') {
@@ -234,6 +237,10 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
                                 rest.len()
                             ),
                         ));
+                    }
+                    // Titles are shown to players (terminal, emulator screen).
+                    if rest.chars().any(char::is_control) {
+                        return Err(at(n, "title: contains control characters".into()));
                     }
                     def.title = Some(rest);
                 }
@@ -752,6 +759,20 @@ mod tests {
                 region(0xc000, 0xc00f, "", 5),
                 region(0xd000, 0xd001, "", 6)
             ]
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored() {
+        let def = parse("g", "\u{feff}galious.rom\r\ne046 e04b\r\n").unwrap();
+        assert_eq!(def.rom_file, "galious.rom");
+    }
+
+    #[test]
+    fn title_must_not_contain_control_characters() {
+        assert_eq!(
+            err("r\ntitle: a\u{1b}[2Jb\n0 0\n"),
+            "could not read g.regions line 2: title: contains control characters"
         );
     }
 
