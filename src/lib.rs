@@ -11,5 +11,6 @@ pub mod openmsx;
 pub mod play;
 pub mod protocol;
 pub mod regions;
+pub mod replica;
 pub mod rom_cache;
 pub mod server;
