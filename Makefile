@@ -7,7 +7,7 @@ build:
 	$(CARGO) build
 
 test:
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 release:
 	$(CARGO) build --release
