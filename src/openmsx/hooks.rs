@@ -1,0 +1,572 @@
+//! The Tcl hooks (`hooks.tcl`) that watch the shared RAM regions inside openMSX, and
+//! the Rust side that drives them and decodes what they push.
+//!
+//! Only numbers formatted here and hex encoded here are ever put into a Tcl command;
+//! region descriptions, titles and paths never reach Tcl.
+//!
+//! Typical use (see `play`):
+//! 1. [`Hooks::load`] right after [`OpenMsx::spawn`];
+//! 2. [`Hooks::wait_for_cartridge`] powers the machine on and waits for the ROM's INIT;
+//! 3. [`Hooks::watch`] the regions (or [`Hooks::install`] = load + watch);
+//! 4. [`Hooks::write_state`] with the server's state;
+//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` go to the
+//!    server, `MachineSwitched` means "write the server's state again";
+//!    [`Hooks::apply`] the server's updates made by other players.
+
+use super::connection::{Event, OpenMsx};
+use crate::delta::Change;
+use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
+use anyhow::{anyhow, bail, Context, Result};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The hook script, sent to openMSX once per session.
+pub const SCRIPT: &str = include_str!("hooks.tcl");
+
+/// The user setting through which the hooks push data (see hooks.tcl for the format).
+pub const PUSH_SETTING: &str = "msxsync_out";
+
+/// What the hooks reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookEvent {
+    /// The game changed these bits of shared RAM (one flush, in region order).
+    LocalChanges(Vec<Change>),
+    /// openMSX switched machine (loadstate, rewind, another machine): the hooks
+    /// reinstalled themselves and took the new RAM as the shadow; write the server's
+    /// state back with [`Hooks::write_state`].
+    MachineSwitched,
+    /// The CPU reached the cartridge's INIT routine (see [`Hooks::wait_for_cartridge`]).
+    CartridgeStarted,
+}
+
+/// Parses openMSX's version answer, e.g. "openMSX 18.0" or "openMSX 21.0-123-gabc",
+/// into (major, minor).
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.trim().strip_prefix("openMSX")?.trim();
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// openMSX 21 replaced `debug set_watchpoint` with `debug watchpoint create`.
+fn uses_new_watchpoint_api(version: (u32, u32)) -> bool {
+    version.0 >= 21
+}
+
+/// Lowercase hex of bytes.
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Decodes hex (either case); an error for odd lengths or other characters.
+pub fn decode_hex(text: &str) -> Result<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        bail!("hex string of odd length {}", digits.len());
+    }
+    let nibble = |c: u8| -> Result<u8> {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| anyhow!("bad hex digit {:?}", c as char))
+    };
+    digits
+        .chunks(2)
+        .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+/// Formats changes as the flat Tcl list `REGION OFFSET VALUESHEX MASKSHEX ...` that
+/// `msxsync::apply` takes: numbers and hex only.
+pub fn format_changes(changes: &[Change]) -> String {
+    let mut out = String::new();
+    for c in changes {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(
+            out,
+            "{} {} {} {}",
+            c.region,
+            c.offset,
+            hex(&c.values),
+            hex(&c.masks)
+        );
+    }
+    out
+}
+
+/// Parses one value of the push setting. `Ok(None)` for a value that is not from this
+/// session (empty, or another token: a stale value openMSX restored); an error for
+/// anything malformed or not fitting the regions.
+pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Option<HookEvent>> {
+    let mut words = value.split_ascii_whitespace();
+    let Some(first) = words.next() else {
+        return Ok(None);
+    };
+    if first.parse::<u32>().ok() != Some(token) {
+        return Ok(None);
+    }
+    let _seq: u64 = words
+        .next()
+        .context("push without a sequence number")?
+        .parse()
+        .context("push with a bad sequence number")?;
+    let kind = words.next().context("push without a kind")?;
+    let rest: Vec<&str> = words.collect();
+    let event = match kind {
+        "c" => {
+            if rest.is_empty() || !rest.len().is_multiple_of(4) {
+                bail!("change push with {} words, not groups of 4", rest.len());
+            }
+            let mut changes = Vec::with_capacity(rest.len() / 4);
+            for g in rest.chunks(4) {
+                let change = Change {
+                    region: g[0]
+                        .parse()
+                        .with_context(|| format!("bad region {:?}", g[0]))?,
+                    offset: g[1]
+                        .parse()
+                        .with_context(|| format!("bad offset {:?}", g[1]))?,
+                    values: decode_hex(g[2]).context("bad values in push")?,
+                    masks: decode_hex(g[3]).context("bad masks in push")?,
+                };
+                change.check(region_sizes).map_err(|e| anyhow!("{e}"))?;
+                changes.push(change);
+            }
+            HookEvent::LocalChanges(changes)
+        }
+        "switched" if rest.is_empty() => HookEvent::MachineSwitched,
+        "init" if rest.is_empty() => HookEvent::CartridgeStarted,
+        other => bail!("unknown push {:?}", other),
+    };
+    Ok(Some(event))
+}
+
+/// Checks regions before they go to openMSX and returns (start, length) pairs.
+pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
+    if regions.len() > MAX_REGIONS {
+        bail!("{} regions, the limit is {MAX_REGIONS}", regions.len());
+    }
+    let mut total = 0usize;
+    let mut spans = Vec::with_capacity(regions.len());
+    for (i, r) in regions.iter().enumerate() {
+        if r.end < r.start {
+            bail!(
+                "region {i} ends at {:#06x} before it starts at {:#06x}",
+                r.end,
+                r.start
+            );
+        }
+        total += r.len();
+        spans.push((r.start, r.len()));
+    }
+    if total > MAX_SHARED_BYTES {
+        bail!("{total} shared bytes, the limit is {MAX_SHARED_BYTES}");
+    }
+    Ok(spans)
+}
+
+/// A session number that tells this session's pushes from stale ones.
+fn new_token() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+        .unwrap_or(0);
+    let mixed = nanos ^ (std::process::id() as u64).wrapping_mul(2_654_435_761);
+    (mixed % 999_999_999) as u32 + 1
+}
+
+/// The hooks loaded into one openMSX.
+#[derive(Clone)]
+pub struct Hooks {
+    msx: OpenMsx,
+    token: u32,
+    spans: Vec<(u16, usize)>,
+}
+
+impl Hooks {
+    /// Loads the hook script and creates the push channel; watches nothing yet.
+    pub async fn load(msx: &OpenMsx) -> Result<Hooks> {
+        let version_text = msx
+            .command("openmsx_info version")
+            .await
+            .context("asking openmsx for its version")?;
+        let version = parse_version(&version_text)
+            .with_context(|| format!("unexpected openmsx version {:?}", version_text))?;
+        msx.command(SCRIPT)
+            .await
+            .context("loading the msxsync hooks into openmsx")?;
+        let token = new_token();
+        let api = u8::from(uses_new_watchpoint_api(version));
+        msx.command(&format!("msxsync::setup {token} {api}"))
+            .await
+            .context("creating the msxsync push channel")?;
+        Ok(Hooks {
+            msx: msx.clone(),
+            token,
+            spans: Vec::new(),
+        })
+    }
+
+    /// Loads the hooks and watches `regions` ([`Hooks::load`] then [`Hooks::watch`]).
+    pub async fn install(msx: &OpenMsx, regions: &[RegionInfo]) -> Result<Hooks> {
+        let mut hooks = Hooks::load(msx).await?;
+        hooks.watch(regions).await?;
+        Ok(hooks)
+    }
+
+    /// Watches `regions` (replacing any earlier ones). The shadow starts as the current
+    /// RAM, so only writes from now on are reported.
+    pub async fn watch(&mut self, regions: &[RegionInfo]) -> Result<()> {
+        let spans = region_spans(regions)?;
+        let list: Vec<String> = spans.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        self.msx
+            .command(&format!("msxsync::install {{{}}}", list.join(" ")))
+            .await
+            .context("installing the msxsync watchpoints")?;
+        self.spans = spans;
+        Ok(())
+    }
+
+    /// The connection these hooks live in.
+    pub fn openmsx(&self) -> &OpenMsx {
+        &self.msx
+    }
+
+    /// Byte sizes of the watched regions, in order.
+    pub fn region_sizes(&self) -> Vec<usize> {
+        self.spans.iter().map(|&(_, n)| n).collect()
+    }
+
+    /// Interprets an event: `None` when it is not a push of these hooks (logs, other
+    /// settings, stale values), else the decoded push or why it is malformed.
+    pub fn decode(&self, event: &Event) -> Option<Result<HookEvent>> {
+        match event {
+            Event::Update {
+                kind,
+                name,
+                machine: None,
+                value,
+            } if kind == "setting" && name == PUSH_SETTING => {
+                parse_push(value, self.token, &self.region_sizes())
+                    .with_context(|| format!("malformed push from the openmsx hooks: {value:?}"))
+                    .transpose()
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies other players' changes: masked bits go into RAM and shadow in one Tcl
+    /// command without being reported back (I1); bits the game changed and that were
+    /// not flushed yet stay and are reported at the next flush (I4).
+    pub async fn apply(&self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let sizes = self.region_sizes();
+        for c in changes {
+            c.check(&sizes)
+                .map_err(|e| anyhow!("not applying a change: {e}"))?;
+        }
+        self.msx
+            .command(&format!("msxsync::apply {{{}}}", format_changes(changes)))
+            .await
+            .context("applying changes in openmsx")?;
+        Ok(())
+    }
+
+    /// Writes whole regions into RAM and shadow (bringing a player to the server's
+    /// state). Local changes not flushed yet are dropped.
+    pub async fn write_state(&self, state: &[Vec<u8>]) -> Result<()> {
+        let sizes = self.region_sizes();
+        if state.len() != sizes.len() {
+            bail!(
+                "state for {} regions, but {} regions are watched",
+                state.len(),
+                sizes.len()
+            );
+        }
+        for (i, (s, &n)) in state.iter().zip(&sizes).enumerate() {
+            if s.len() != n {
+                bail!("state of region {i} has {} bytes, the region {n}", s.len());
+            }
+        }
+        let hexes: Vec<String> = state.iter().map(|s| hex(s)).collect();
+        self.msx
+            .command(&format!("msxsync::write_state {{{}}}", hexes.join(" ")))
+            .await
+            .context("writing the shared state into openmsx")?;
+        Ok(())
+    }
+
+    async fn read_hex_list(&self, proc_name: &str) -> Result<Vec<Vec<u8>>> {
+        let reply = self
+            .msx
+            .command(proc_name)
+            .await
+            .with_context(|| format!("reading regions with {proc_name}"))?;
+        let sizes = self.region_sizes();
+        let parts: Vec<&str> = reply.split_ascii_whitespace().collect();
+        if parts.len() != sizes.len() {
+            bail!(
+                "openmsx returned {} regions, expected {}",
+                parts.len(),
+                sizes.len()
+            );
+        }
+        parts
+            .iter()
+            .zip(&sizes)
+            .enumerate()
+            .map(|(i, (p, &n))| {
+                let bytes = decode_hex(p).with_context(|| format!("region {i} from openmsx"))?;
+                if bytes.len() != n {
+                    bail!("region {i} from openmsx has {} bytes, not {n}", bytes.len());
+                }
+                Ok(bytes)
+            })
+            .collect()
+    }
+
+    /// The current RAM of every watched region.
+    pub async fn read_state(&self) -> Result<Vec<Vec<u8>>> {
+        self.read_hex_list("msxsync::read").await
+    }
+
+    /// The hooks' shadow of every region (what was last synced); for tests and checks.
+    pub async fn read_shadow(&self) -> Result<Vec<Vec<u8>>> {
+        self.read_hex_list("msxsync::read_shadow").await
+    }
+
+    /// Flushes now instead of at the next scheduled flush (e.g. before quitting).
+    pub async fn flush(&self) -> Result<()> {
+        self.msx.command("msxsync::flush").await.map(|_| ())
+    }
+
+    /// Reinstalls the watchpoints and takes RAM as the shadow. The hooks do this by
+    /// themselves on a machine switch; call it after anything else that changes RAM
+    /// behind their back, then [`Hooks::write_state`].
+    pub async fn reinstall(&self) -> Result<()> {
+        self.msx
+            .command("msxsync::reinstall")
+            .await
+            .map(|_| ())
+            .context("reinstalling the msxsync watchpoints")
+    }
+
+    /// Removes the watchpoints and breakpoints (leaves an attached openMSX clean).
+    pub async fn uninstall(&self) -> Result<()> {
+        self.msx.command("msxsync::uninstall").await.map(|_| ())
+    }
+
+    /// Waits until the CPU reaches the cartridge's INIT routine, powering the machine
+    /// on if it is off. `rom` is the ROM image (at least its first 4 bytes: "AB" and
+    /// the INIT address). Returns true when INIT was reached, false when the ROM has no
+    /// INIT or `timeout` (real time) passed first (e.g. attached after the game
+    /// started): then go on anyway. Events that are not this wait's are handed to
+    /// `other`, so nothing is lost.
+    pub async fn wait_for_cartridge(
+        &self,
+        rom: &[u8],
+        timeout: Duration,
+        mut other: impl FnMut(Event),
+    ) -> Result<bool> {
+        let Some(init) = init_address(rom)? else {
+            return Ok(false);
+        };
+        self.msx
+            .command(&format!(
+                "msxsync::arm_init {init} {} {} {} {}",
+                rom[0], rom[1], rom[2], rom[3]
+            ))
+            .await
+            .context("setting the cartridge start breakpoint")?;
+        if self.msx.command("set power").await?.trim() != "true" {
+            self.msx.power_on().await?;
+        }
+        let events = self.msx.events();
+        let deadline = smol::Timer::after(timeout);
+        let outcome = smol::future::or(
+            async {
+                loop {
+                    let Ok(ev) = events.recv().await else {
+                        bail!("openmsx closed while waiting for the cartridge to start");
+                    };
+                    match self.decode(&ev) {
+                        Some(Ok(HookEvent::CartridgeStarted)) => return Ok(true),
+                        _ if ev == Event::Closed => {
+                            bail!("openmsx closed while waiting for the cartridge to start")
+                        }
+                        _ => other(ev),
+                    }
+                }
+            },
+            async {
+                deadline.await;
+                Ok(false)
+            },
+        )
+        .await;
+        if !matches!(outcome, Ok(true)) {
+            let _ = self.msx.command("msxsync::disarm_init").await;
+        }
+        outcome
+    }
+}
+
+/// The INIT address from a cartridge header ("AB", INIT little endian at 2..3), or
+/// `None` when INIT is zero (BASIC or device ROMs).
+pub fn init_address(rom: &[u8]) -> Result<Option<u16>> {
+    if rom.len() < 4 || &rom[..2] != b"AB" {
+        bail!("the rom has no cartridge header (\"AB\" at the start)");
+    }
+    let init = u16::from_le_bytes([rom[2], rom[3]]);
+    Ok((init != 0).then_some(init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("openMSX 18.0"), Some((18, 0)));
+        assert_eq!(parse_version("openMSX 21.0-42-gabcdef"), Some((21, 0)));
+        assert_eq!(parse_version("openMSX 0.15.0"), Some((0, 15)));
+        assert_eq!(parse_version("fMSX 3"), None);
+        assert!(!uses_new_watchpoint_api((18, 0)));
+        assert!(uses_new_watchpoint_api((21, 0)));
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        assert_eq!(
+            decode_hex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
+            [0, 1, 0xab, 0xff]
+        );
+        assert_eq!(decode_hex("ABcd").unwrap(), [0xab, 0xcd]);
+        assert!(decode_hex("abc").is_err());
+        assert!(decode_hex("zz").is_err());
+        assert!(decode_hex("+1").is_err());
+    }
+
+    #[test]
+    fn changes_format_as_numbers_and_hex() {
+        let changes = [
+            Change::bytes(0, 3, vec![0x21]),
+            Change {
+                region: 1,
+                offset: 2,
+                values: vec![1, 2],
+                masks: vec![0x0f, 0xf0],
+            },
+        ];
+        assert_eq!(format_changes(&changes), "0 3 21 ff 1 2 0102 0ff0");
+    }
+
+    #[test]
+    fn pushes_parse() {
+        let sizes = [16, 64];
+        assert_eq!(
+            parse_push("77 2 c 0 3 21 21 1 60 0102 ff01", 77, &sizes).unwrap(),
+            Some(HookEvent::LocalChanges(vec![
+                Change {
+                    region: 0,
+                    offset: 3,
+                    values: vec![0x21],
+                    masks: vec![0x21]
+                },
+                Change {
+                    region: 1,
+                    offset: 60,
+                    values: vec![1, 2],
+                    masks: vec![0xff, 0x01]
+                },
+            ]))
+        );
+        assert_eq!(
+            parse_push("77 3 switched", 77, &sizes).unwrap(),
+            Some(HookEvent::MachineSwitched)
+        );
+        assert_eq!(
+            parse_push("77 4 init", 77, &sizes).unwrap(),
+            Some(HookEvent::CartridgeStarted)
+        );
+        // Stale values of an earlier session, and the reset value, are not ours.
+        assert_eq!(parse_push("", 77, &sizes).unwrap(), None);
+        assert_eq!(parse_push("76 9 c 0 0 01 01", 77, &sizes).unwrap(), None);
+        assert_eq!(parse_push("hello", 77, &sizes).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_pushes_are_rejected() {
+        let sizes = [16, 64];
+        for bad in [
+            "77",
+            "77 x c 0 0 01 01",
+            "77 1",
+            "77 1 c",
+            "77 1 c 0 0 01",
+            "77 1 c 0 0 01 0101",
+            "77 1 c 2 0 01 01",
+            "77 1 c 0 16 01 01",
+            "77 1 c 0 15 0101 0101",
+            "77 1 c 0 0 zz 01",
+            "77 1 c -1 0 01 01",
+            "77 1 c 0 0 \u{0}1 01",
+            "77 1 switched now",
+            "77 1 exit",
+        ] {
+            assert!(parse_push(bad, 77, &sizes).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn regions_are_checked() {
+        let r = |start, end| RegionInfo {
+            start,
+            end,
+            description: "]; exit; [".into(),
+        };
+        assert_eq!(
+            region_spans(&[r(0xe000, 0xe00f), r(0xffff, 0xffff)]).unwrap(),
+            vec![(0xe000, 16), (0xffff, 1)]
+        );
+        assert!(region_spans(&[r(2, 1)]).is_err());
+        assert!(region_spans(&[r(0, 0xffff)]).is_err());
+        assert!(region_spans(&vec![r(0, 0); MAX_REGIONS + 1]).is_err());
+    }
+
+    #[test]
+    fn cartridge_headers() {
+        assert_eq!(init_address(b"AB\x10\x40rest").unwrap(), Some(0x4010));
+        assert_eq!(init_address(b"AB\x00\x00").unwrap(), None);
+        assert!(init_address(b"AB").is_err());
+        assert!(init_address(b"XY\x10\x40").is_err());
+    }
+
+    #[test]
+    fn script_has_the_procs_rust_calls() {
+        for p in [
+            "proc msxsync::setup",
+            "proc msxsync::install",
+            "proc msxsync::apply",
+            "proc msxsync::write_state",
+            "proc msxsync::read ",
+            "proc msxsync::read_shadow",
+            "proc msxsync::flush",
+            "proc msxsync::reinstall",
+            "proc msxsync::uninstall",
+            "proc msxsync::arm_init",
+            "proc msxsync::disarm_init",
+        ] {
+            assert!(SCRIPT.contains(p), "hooks.tcl lacks {p}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+# msxsync hooks, loaded into openMSX by `msxsync play` (src/openmsx/hooks.rs).
+#
+# What it does (docs: design.md, "Sync semantics"):
+# - keeps a shadow copy of every shared RAM region: the bytes as last synced;
+# - puts one write watchpoint on each region; a hit only compares the written byte with
+#   the shadow and, when it differs, marks the region dirty and schedules one flush
+#   about a frame later (so a frame in which nothing changes costs only the hits);
+# - a flush diffs the dirty regions against the shadow, updates the shadow and pushes
+#   the changed bits to msxsync through the user setting `msxsync_out`;
+# - `apply` writes remote changes into RAM and shadow in one Tcl command, with a flag
+#   that makes the watchpoints ignore these writes (invariant I1), and keeps the bits
+#   the game changed but that were not flushed yet (invariant I4);
+# - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
+#   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
+#   pushes `switched` so that msxsync writes the server's state back.
+#
+# Rust only ever calls these procs with numbers it formatted and hex it encoded.
+#
+# Push format (the value of msxsync_out; every push is unique because openMSX reports
+# a setting only when its value changes):
+#   TOKEN SEQ c REGION OFFSET VALUESHEX MASKSHEX [REGION OFFSET VALUESHEX MASKSHEX ...]
+#   TOKEN SEQ switched
+#   TOKEN SEQ init
+# TOKEN is the number msxsync gave to `setup` (it tells this session's pushes from a
+# stale value), SEQ counts pushes, REGION and OFFSET are decimal, the hex strings hold
+# one byte per two digits.
+
+# Loading the script again must not leave the previous watchpoints behind.
+if {[info procs ::msxsync::uninstall] ne ""} {
+    catch {::msxsync::uninstall}
+}
+
+namespace eval msxsync {
+    variable token 0          ;# session number, first word of every push
+    variable seq 0            ;# push counter
+    variable new_api 0        ;# 1: openMSX >= 21 `debug watchpoint create`
+    variable starts {}        ;# per region: first CPU address
+    variable lens {}          ;# per region: number of bytes
+    variable shadow           ;# array region -> list of byte values as last synced
+    array set shadow {}
+    variable dirty            ;# array region -> 1 when a hit saw a new value
+    array set dirty {}
+    variable wps {}           ;# ids of our watchpoints
+    variable applying 0       ;# 1 while we write RAM ourselves: hits are ours, ignore
+    variable flush_pending 0  ;# 1 while a flush is scheduled
+    variable flush_delay 0.02 ;# emulated seconds from a change to its flush (~1 frame)
+    variable switch_id ""     ;# id of our `after machine_switch`
+    variable init_bp ""       ;# id of the cartridge INIT breakpoint
+    variable machine_id ""    ;# the machine the watchpoints are on
+}
+
+# Creates the push channel. The setting may exist with a stale value (openMSX saves
+# user settings on exit and brings them back), so the value is reset here and every
+# push carries the session token.
+proc msxsync::setup {tok api} {
+    variable token $tok
+    variable new_api $api
+    if {"msxsync_out" ni [user_setting info]} {
+        user_setting create string msxsync_out "msxsync: data from the hooks to msxsync play" ""
+    }
+    set ::msxsync_out ""
+    openmsx_update enable setting
+    return ok
+}
+
+proc msxsync::push {text} {
+    variable token
+    variable seq
+    incr seq
+    set ::msxsync_out "$token $seq $text"
+}
+
+proc msxsync::read_bytes {addr n} {
+    binary scan [debug read_block memory $addr $n] cu* bytes
+    return $bytes
+}
+
+proc msxsync::to_hex {bytes} {
+    return [binary encode hex [binary format cu* $bytes]]
+}
+
+proc msxsync::from_hex {hex} {
+    binary scan [binary decode hex $hex] cu* bytes
+    return $bytes
+}
+
+# regions: a flat list {START LEN START LEN ...}. The shadow starts as the current RAM.
+proc msxsync::install {regions} {
+    variable starts {}
+    variable lens {}
+    variable shadow
+    variable dirty
+    uninstall
+    array unset shadow
+    array unset dirty
+    set r 0
+    foreach {start len} $regions {
+        lappend starts $start
+        lappend lens $len
+        set shadow($r) [read_bytes $start $len]
+        set dirty($r) 0
+        incr r
+    }
+    watch
+    arm_switch
+    return $r
+}
+
+proc msxsync::watch {} {
+    variable machine_id [machine]
+    variable starts
+    variable lens
+    variable new_api
+    variable wps {}
+    set r 0
+    foreach start $starts len $lens {
+        set range [list $start [expr {$start + $len - 1}]]
+        set cmd [list msxsync::hit $r $start]
+        if {$new_api} {
+            lappend wps [debug watchpoint create -type write_mem -address $range -command $cmd]
+        } else {
+            lappend wps [debug set_watchpoint write_mem $range {} $cmd]
+        }
+        incr r
+    }
+}
+
+proc msxsync::unwatch {} {
+    variable wps
+    variable new_api
+    foreach id $wps {
+        if {$new_api} {
+            catch {debug watchpoint remove $id}
+        } else {
+            catch {debug remove_watchpoint $id}
+        }
+    }
+    set wps {}
+}
+
+proc msxsync::arm_switch {} {
+    variable switch_id
+    if {$switch_id ne ""} {
+        catch {after cancel $switch_id}
+    }
+    set switch_id [after machine_switch msxsync::on_switch]
+}
+
+proc msxsync::uninstall {} {
+    variable switch_id
+    unwatch
+    if {$switch_id ne ""} {
+        catch {after cancel $switch_id}
+        set switch_id ""
+    }
+    disarm_init
+}
+
+# The watchpoint callback: runs after every CPU write into a region. Keep it tiny.
+proc msxsync::hit {r start} {
+    variable applying
+    if {$applying} return
+    variable shadow
+    if {[lindex $shadow($r) [expr {$::wp_last_address - $start}]] != $::wp_last_value} {
+        variable dirty
+        set dirty($r) 1
+        variable flush_pending
+        if {!$flush_pending} {
+            set flush_pending 1
+            variable flush_delay
+            after time $flush_delay msxsync::flush
+        }
+    }
+}
+
+# Diffs one region against its shadow, updates the shadow and returns the changes as
+# a flat list {REGION OFFSET VALUESHEX MASKSHEX ...}, one entry per run of changed bytes.
+proc msxsync::diff_region {r} {
+    variable starts
+    variable lens
+    variable shadow
+    set cur [read_bytes [lindex $starts $r] [lindex $lens $r]]
+    set old $shadow($r)
+    if {$cur eq $old} {
+        return {}
+    }
+    set shadow($r) $cur
+    set out {}
+    set run_start -1
+    set i 0
+    foreach new $cur was $old {
+        if {$new != $was} {
+            if {$run_start < 0} {
+                set run_start $i
+                set vals {}
+                set masks {}
+            }
+            lappend vals $new
+            lappend masks [expr {$new ^ $was}]
+        } elseif {$run_start >= 0} {
+            lappend out $r $run_start [to_hex $vals] [to_hex $masks]
+            set run_start -1
+        }
+        incr i
+    }
+    if {$run_start >= 0} {
+        lappend out $r $run_start [to_hex $vals] [to_hex $masks]
+    }
+    return $out
+}
+
+proc msxsync::flush {} {
+    variable flush_pending 0
+    variable dirty
+    variable lens
+    set out {}
+    for {set r 0} {$r < [llength $lens]} {incr r} {
+        if {$dirty($r)} {
+            set dirty($r) 0
+            lappend out {*}[diff_region $r]
+        }
+    }
+    if {[llength $out]} {
+        push "c $out"
+    }
+}
+
+# changes: a flat list {REGION OFFSET VALUESHEX MASKSHEX ...}. Per byte, the bits the
+# game changed since the last flush (RAM xor shadow) stay as the game wrote them and
+# are sent at the next flush; every masked remote bit goes into the shadow.
+proc msxsync::apply {changes} {
+    variable applying 1
+    set failed [catch {
+        foreach {r off vhex mhex} $changes {
+            apply_one $r $off $vhex $mhex
+        }
+    } msg]
+    set applying 0
+    if {$failed} {
+        error $msg
+    }
+    return ok
+}
+
+proc msxsync::apply_one {r off vhex mhex} {
+    variable starts
+    variable lens
+    variable shadow
+    set vals [from_hex $vhex]
+    set masks [from_hex $mhex]
+    set n [llength $vals]
+    if {$r < 0 || $r >= [llength $lens] || $n == 0 || $n != [llength $masks]
+            || $off < 0 || $off + $n > [lindex $lens $r]} {
+        error "msxsync: bad change to region $r at $off"
+    }
+    set addr [expr {[lindex $starts $r] + $off}]
+    set last [expr {$off + $n - 1}]
+    set ram [read_bytes $addr $n]
+    set newram {}
+    set newshadow {}
+    foreach b $ram s [lrange $shadow($r) $off $last] v $vals m $masks {
+        set take [expr {$m & ~($b ^ $s) & 0xff}]
+        lappend newram [expr {($b & ~$take & 0xff) | ($v & $take)}]
+        lappend newshadow [expr {($s & ~$m & 0xff) | ($v & $m)}]
+    }
+    if {$newram ne $ram} {
+        debug write_block memory $addr [binary format cu* $newram]
+    }
+    set shadow($r) [lreplace $shadow($r) $off $last {*}$newshadow]
+}
+
+# hexes: one hex string per region, the whole region. RAM and shadow both become it;
+# local changes not flushed yet are dropped (used to bring a player to the server).
+proc msxsync::write_state {hexes} {
+    variable starts
+    variable lens
+    variable shadow
+    variable dirty
+    if {[llength $hexes] != [llength $lens]} {
+        error "msxsync: state for [llength $hexes] regions, have [llength $lens]"
+    }
+    foreach hex $hexes len $lens {
+        if {[string length $hex] != 2 * $len} {
+            error "msxsync: state of [string length $hex] hex digits for $len bytes"
+        }
+    }
+    variable applying 1
+    set failed [catch {
+        set r 0
+        foreach hex $hexes start $starts {
+            debug write_block memory $start [binary decode hex $hex]
+            set shadow($r) [from_hex $hex]
+            set dirty($r) 0
+            incr r
+        }
+    } msg]
+    set applying 0
+    if {$failed} {
+        error $msg
+    }
+    return ok
+}
+
+# The current RAM of every region, one hex string per region.
+proc msxsync::read {} {
+    variable starts
+    variable lens
+    set out {}
+    foreach start $starts len $lens {
+        lappend out [binary encode hex [debug read_block memory $start $len]]
+    }
+    return $out
+}
+
+# The shadow of every region, one hex string per region (for tests).
+proc msxsync::read_shadow {} {
+    variable shadow
+    variable lens
+    set out {}
+    for {set r 0} {$r < [llength $lens]} {incr r} {
+        lappend out [to_hex $shadow($r)]
+    }
+    return $out
+}
+
+# Loadstate, rewind or a machine change: our watchpoints went with the old machine and
+# RAM changed without any hit. Watch again, take RAM as the shadow (what the state
+# holds is not a change this player made) and tell msxsync, which writes the server's
+# state back.
+proc msxsync::on_switch {} {
+    variable switch_id ""
+    variable machine_id
+    # An `after machine_switch` added while openMSX runs the machine_switch callbacks
+    # runs in the same round, so this proc can be called twice for one switch.
+    if {[machine] eq $machine_id} {
+        arm_switch
+        return
+    }
+    reinstall
+    push switched
+}
+
+proc msxsync::reinstall {} {
+    variable starts
+    variable lens
+    variable shadow
+    variable dirty
+    variable flush_pending 0
+    unwatch
+    set r 0
+    foreach start $starts len $lens {
+        set shadow($r) [read_bytes $start $len]
+        set dirty($r) 0
+        incr r
+    }
+    watch
+    arm_switch
+    return $r
+}
+
+# Pushes `init` once the CPU reaches ADDR (the cartridge's INIT) while the four header
+# bytes H0..H3 are visible at 0x4000, so BIOS code at the same address does not count.
+proc msxsync::arm_init {addr h0 h1 h2 h3} {
+    variable init_bp
+    disarm_init
+    set cond "\[msxsync::header_is $h0 $h1 $h2 $h3\]"
+    set init_bp [debug set_bp $addr $cond msxsync::init_hit]
+    return $init_bp
+}
+
+proc msxsync::header_is {h0 h1 h2 h3} {
+    binary scan [debug read_block memory 0x4000 4] cu* got
+    return [expr {$got eq [list $h0 $h1 $h2 $h3]}]
+}
+
+proc msxsync::init_hit {} {
+    variable init_bp
+    if {$init_bp eq ""} return
+    # Removing a breakpoint from inside its own callback is left to a moment later.
+    set id $init_bp
+    set init_bp ""
+    after time 0 [list catch [list debug remove_bp $id]]
+    push init
+}
+
+proc msxsync::disarm_init {} {
+    variable init_bp
+    if {$init_bp ne ""} {
+        catch {debug remove_bp $init_bp}
+        set init_bp ""
+    }
+}
