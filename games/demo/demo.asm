@@ -1,7 +1,7 @@
 ; msxsync co-op demo: a 16 KiB MSX cartridge (page 1, 0x4000-0x7FFF, "AB" header).
 ; Assemble: pasmo --bin games/demo/demo.asm games/demo/demo.rom   (or `make roms`)
 ; Runs on the free C-BIOS machines (C-BIOS_MSX1, C-BIOS_MSX2, C-BIOS_MSX2+) and on
-; any real MSX. It only uses the standard BIOS entries INIT32, LDIRVM and SNSMAT.
+; any real MSX. It only uses the standard BIOS entries INIT32, LDIRMV, LDIRVM, SNSMAT.
 ;
 ; What it shows: a tiny "game" whose inventory and coin counter are meant to be
 ; shared by msxsync (games/demo/demo.regions), while the marker position and step
