@@ -221,7 +221,10 @@ pub fn start_with(
         next_player: AtomicU32::new(1),
     });
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
-    ex.spawn(accept_loop(listener, shared, ex.clone())).detach();
+    // The accept task holds the executor weakly: a strong reference from one of its own
+    // tasks would keep it (and every connection) alive after the threads stop.
+    ex.spawn(accept_loop(listener, shared, Arc::downgrade(&ex)))
+        .detach();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mut handles = Vec::new();
     for i in 0..threads {
@@ -358,11 +361,16 @@ fn ws_config() -> WebSocketConfig {
         .read_buffer_size(16 * 1024)
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, ex: Arc<smol::Executor<'static>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ex: std::sync::Weak<smol::Executor<'static>>,
+) {
     loop {
         match listener.accept().await {
             Ok((tcp, addr)) => {
                 let _ = tcp.set_nodelay(true);
+                let Some(ex) = ex.upgrade() else { return };
                 ex.spawn(serve_connection(shared.clone(), tcp, addr))
                     .detach();
             }

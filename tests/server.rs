@@ -1,0 +1,563 @@
+//! The sync server over real WebSockets on 127.0.0.1 (port 0), driven by the library
+//! client: ordering, late joiners, bit merging, bad input, slow players, `msxsync list`.
+
+use async_tungstenite::tungstenite::Message;
+use msxsync::catalog::{sha256, Game};
+use msxsync::client::{self, Client, ClientReceiver};
+use msxsync::delta::Change;
+use msxsync::protocol::{
+    self, ClientMsg, Joined, PlayerId, RegionInfo, ServerMsg, MAX_CLIENT_MESSAGE_BYTES,
+};
+use msxsync::server::{self, ServerConfig, ServerHandle};
+use std::future::Future;
+use std::time::Duration;
+
+/// Every test finishes well within this; hitting it means a hang.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn run<T>(fut: impl Future<Output = T>) -> T {
+    smol::block_on(smol::future::or(fut, async {
+        smol::Timer::after(DEADLINE).await;
+        panic!("test did not finish within {DEADLINE:?}");
+    }))
+}
+
+fn region(start: u16, end: u16) -> RegionInfo {
+    RegionInfo {
+        start,
+        end,
+        description: String::new(),
+    }
+}
+
+/// A game with an 8-byte region, a 1-byte region and a 4 KiB region.
+fn game(name: &str) -> Game {
+    let rom: Vec<u8> = (0..32768u32)
+        .map(|i| (i * 7 + name.len() as u32) as u8)
+        .collect();
+    Game::new(
+        name,
+        format!("The {name} game"),
+        vec![
+            region(0xe000, 0xe007),
+            region(0xe100, 0xe100),
+            region(0xc000, 0xcfff),
+        ],
+        rom,
+    )
+}
+
+fn start(config: ServerConfig) -> ServerHandle {
+    server::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![game("beta"), game("alpha")],
+        config,
+    )
+    .expect("server starts")
+}
+
+fn addr(s: &ServerHandle) -> String {
+    s.addr().to_string()
+}
+
+async fn joined(server: &str, name: &str, game: &str) -> (Client, Joined) {
+    let mut c = client::connect(server, name).await.expect("connects");
+    let j = c.join(game).await.expect("joins");
+    (c, j)
+}
+
+/// (seq, player, batch, changes) of the next update, skipping players coming and going.
+async fn next_update(rx: &mut ClientReceiver) -> (u64, PlayerId, u32, Vec<Change>) {
+    loop {
+        match rx.recv().await.expect("receives") {
+            ServerMsg::Update {
+                seq,
+                player,
+                batch,
+                changes,
+            } => return (seq, player, batch, changes),
+            ServerMsg::PlayerJoined(_) | ServerMsg::PlayerLeft(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server closes this connection; returns its error text.
+async fn closing_reason(rx: &mut ClientReceiver) -> String {
+    loop {
+        match rx.recv().await {
+            Ok(_) => continue,
+            Err(e) => return format!("{e:#}"),
+        }
+    }
+}
+
+/// Waits for `PlayerLeft` of `id` on `rx`, ignoring updates.
+async fn wait_left(rx: &mut ClientReceiver, id: PlayerId) {
+    loop {
+        if let ServerMsg::PlayerLeft(p) = rx.recv().await.expect("receives") {
+            if p.id == id {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn clients_see_all_changes_in_the_same_order() {
+    for n in [2usize, 3] {
+        let s = start(ServerConfig::default());
+        let server = addr(&s);
+        run(async {
+            let mut clients = Vec::new();
+            for i in 0..n {
+                clients.push(joined(&server, &format!("p{i}"), "alpha").await);
+            }
+            let per_client = 20u32;
+            let mut halves = Vec::new();
+            for (c, j) in clients {
+                let (tx, rx) = c.split();
+                halves.push((tx, rx, j.player));
+            }
+            // Everybody sends at once, before reading anything.
+            for (i, (tx, _, _)) in halves.iter_mut().enumerate() {
+                for b in 0..per_client {
+                    let change = Change::bytes(0, (b % 8) as u16, vec![(i as u8) << 4 | b as u8]);
+                    tx.send_changes(b, vec![change]).await.unwrap();
+                }
+            }
+            let total = n * per_client as usize;
+            let mut seen = Vec::new();
+            for (_, rx, me) in halves.iter_mut() {
+                let mut log = Vec::new();
+                let mut own = Vec::new();
+                for _ in 0..total {
+                    let u = next_update(rx).await;
+                    if u.1 == *me {
+                        own.push(u.2);
+                    }
+                    log.push(u);
+                }
+                // The sender's own updates are its acknowledgements, in sending order.
+                assert_eq!(own, (0..per_client).collect::<Vec<_>>());
+                seen.push(log);
+            }
+            let seqs: Vec<u64> = seen[0].iter().map(|u| u.0).collect();
+            assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+            for log in &seen[1..] {
+                assert_eq!(log, &seen[0], "every player sees the same order");
+            }
+        });
+    }
+}
+
+#[test]
+fn a_late_joiner_receives_the_current_state() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    run(async {
+        let (a, ja) = joined(&server, "ann", "alpha").await;
+        assert_eq!(ja.seq, 0);
+        assert!(!ja.in_progress);
+        assert_eq!(ja.state, vec![vec![0; 8], vec![0], vec![0; 4096]]);
+        assert_eq!(ja.regions.len(), 3);
+        let (mut tx, mut rx) = a.split();
+        tx.send_changes(1, vec![Change::bytes(0, 2, vec![0xaa, 0xbb])])
+            .await
+            .unwrap();
+        tx.send_changes(2, vec![Change::bytes(2, 4095, vec![0x11])])
+            .await
+            .unwrap();
+        assert_eq!(next_update(&mut rx).await.0, 1);
+        assert_eq!(next_update(&mut rx).await.0, 2);
+
+        let (_b, jb) = joined(&server, "bob", "alpha").await;
+        assert_eq!(jb.seq, 2);
+        assert!(jb.in_progress);
+        assert_eq!(jb.state[0], vec![0, 0, 0xaa, 0xbb, 0, 0, 0, 0]);
+        assert_eq!(jb.state[2][4095], 0x11);
+        let names: Vec<&str> = jb.game.players.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob"]);
+        // The first player hears about the second.
+        match rx.recv().await.unwrap() {
+            ServerMsg::PlayerJoined(p) => assert_eq!((p.id, p.name.as_str()), (jb.player, "bob")),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Another game is untouched.
+        let (_c, jc) = joined(&server, "cid", "beta").await;
+        assert_eq!(jc.seq, 0);
+        assert_eq!(jc.state[0], vec![0; 8]);
+    });
+}
+
+#[test]
+fn different_bits_of_one_byte_from_two_players_both_survive() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    run(async {
+        let (a, _) = joined(&server, "ann", "alpha").await;
+        let (b, _) = joined(&server, "bob", "alpha").await;
+        let (mut atx, mut arx) = a.split();
+        let (mut btx, mut brx) = b.split();
+        let bit = |v: u8| Change {
+            region: 1,
+            offset: 0,
+            values: vec![v],
+            masks: vec![v],
+        };
+        // Neither has seen the other's change when sending.
+        let (ra, rb) = smol::future::zip(
+            atx.send_changes(1, vec![bit(0x01)]),
+            btx.send_changes(1, vec![bit(0x80)]),
+        )
+        .await;
+        ra.unwrap();
+        rb.unwrap();
+        for rx in [&mut arx, &mut brx] {
+            next_update(rx).await;
+            next_update(rx).await;
+        }
+        let (_c, jc) = joined(&server, "cid", "alpha").await;
+        assert_eq!(jc.state[1], vec![0x81]);
+    });
+}
+
+#[test]
+fn bad_input_closes_only_that_client_with_a_reason() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    run(async {
+        let (good, _) = joined(&server, "good", "alpha").await;
+        let (mut gtx, mut grx) = good.split();
+        let mut batch = 0;
+        let cases: Vec<(&str, Message, &str)> = vec![
+            (
+                "garbage",
+                Message::Binary(vec![0xde, 0xad, 0xbe, 0xef, 0xff].into()),
+                "bad message",
+            ),
+            ("text", Message::text("hello"), "text messages are not part"),
+            (
+                "out of range",
+                Message::Binary(
+                    protocol::encode(&ClientMsg::Changes {
+                        batch: 1,
+                        changes: vec![Change::bytes(0, 7, vec![1, 2])],
+                    })
+                    .into(),
+                ),
+                "region has 8 bytes",
+            ),
+            (
+                "unknown region",
+                Message::Binary(
+                    protocol::encode(&ClientMsg::Changes {
+                        batch: 1,
+                        changes: vec![Change::bytes(9, 0, vec![1])],
+                    })
+                    .into(),
+                ),
+                "the game has 3 regions",
+            ),
+            (
+                "too large",
+                Message::Binary(vec![0u8; MAX_CLIENT_MESSAGE_BYTES + 1].into()),
+                "message too large",
+            ),
+            (
+                "second hello",
+                Message::Binary(
+                    protocol::encode(&ClientMsg::Hello {
+                        version: protocol::PROTOCOL_VERSION,
+                        name: "x".into(),
+                    })
+                    .into(),
+                ),
+                "hello was already sent",
+            ),
+        ];
+        for (what, msg, expected) in cases {
+            let (bad, jb) = joined(&server, what, "alpha").await;
+            let (mut btx, mut brx) = bad.split();
+            btx.send_raw(msg).await.unwrap();
+            let reason = closing_reason(&mut brx).await;
+            assert!(reason.contains(expected), "{what}: {reason}");
+            wait_left(&mut grx, jb.player).await;
+            // The good client still works.
+            batch += 1;
+            gtx.send_changes(batch, vec![Change::bytes(0, 0, vec![batch as u8])])
+                .await
+                .unwrap();
+            let (_, _, b, _) = next_update(&mut grx).await;
+            assert_eq!(b, batch, "{what}");
+        }
+        // Messages in the wrong state, before joining.
+        let mut c = client::connect(&server, "early").await.unwrap();
+        c.send_changes(1, vec![Change::bytes(0, 0, vec![1])])
+            .await
+            .unwrap();
+        let reason = format!("{:#}", c.recv().await.unwrap_err());
+        assert!(reason.contains("changes before joining"), "{reason}");
+        let mut c = client::connect(&server, "early").await.unwrap();
+        let err = format!("{:#}", c.fetch_rom().await.unwrap_err());
+        assert!(err.contains("fetchrom before joining"), "{err}");
+        // The server is still fine for newcomers.
+        let (_late, jl) = joined(&server, "late", "alpha").await;
+        assert_eq!(jl.state[0][0], batch as u8);
+    });
+}
+
+#[test]
+fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
+    let s = start(ServerConfig::default());
+    let url = format!("ws://{}/", s.addr());
+    run(async {
+        for (first, expected) in [
+            (
+                ClientMsg::Hello {
+                    version: 2,
+                    name: "old".into(),
+                },
+                "protocol version mismatch: this server speaks version 1, the client speaks \
+                 version 2; use the same msxsync release on all machines",
+            ),
+            (
+                ClientMsg::ListGames,
+                "the first message must be hello, not listgames",
+            ),
+            (
+                ClientMsg::Hello {
+                    version: 1,
+                    name: " ".into(),
+                },
+                "the player name is empty; give a name",
+            ),
+        ] {
+            let (mut ws, _) = async_tungstenite::smol::connect_async(url.as_str())
+                .await
+                .unwrap();
+            ws.send(Message::Binary(protocol::encode(&first).into()))
+                .await
+                .unwrap();
+            use futures_util::StreamExt;
+            let reply = ws.next().await.unwrap().unwrap();
+            let Message::Binary(bytes) = reply else {
+                panic!("{reply:?}")
+            };
+            let msg: ServerMsg = protocol::decode(&bytes).unwrap();
+            assert_eq!(
+                msg,
+                ServerMsg::Error {
+                    reason: expected.into()
+                }
+            );
+            // Then the server closes.
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(m)) => panic!("after the error: {m:?}"),
+                }
+            }
+        }
+        // And it still serves.
+        client::connect(&s.addr().to_string(), "fine")
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn unknown_game_error_lists_the_games() {
+    let s = start(ServerConfig::default());
+    run(async {
+        let mut c = client::connect(&addr(&s), "ann").await.unwrap();
+        let err = format!("{:#}", c.join("gamma").await.unwrap_err());
+        assert!(
+            err.contains("unknown game \"gamma\"; this server has: alpha, beta"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn list_games_and_fetch_rom() {
+    let s = start(ServerConfig::default());
+    run(async {
+        let (mut a, j) = joined(&addr(&s), "ann", "beta").await;
+        let games = a.list_games().await.unwrap();
+        let names: Vec<&str> = games.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta"]);
+        assert_eq!(games[1].players.len(), 1);
+        assert_eq!(games[1].shared_bytes, 8 + 1 + 4096);
+        let rom = a.fetch_rom().await.unwrap();
+        assert_eq!(rom.len(), 32768);
+        assert_eq!(rom, *game("beta").rom);
+        assert_eq!(sha256(&rom), j.game.rom_sha256);
+        assert_eq!(j.game.rom_size, 32768);
+    });
+}
+
+#[test]
+fn updates_sent_while_a_request_waits_are_not_lost() {
+    let s = start(ServerConfig::default());
+    run(async {
+        let (mut a, _) = joined(&addr(&s), "ann", "alpha").await;
+        let (b, _) = joined(&addr(&s), "bob", "alpha").await;
+        let (mut btx, _brx) = b.split();
+        btx.send_changes(5, vec![Change::bytes(0, 0, vec![1])])
+            .await
+            .unwrap();
+        // Make sure the update is on its way before a's request.
+        let (mut b2, _) = joined(&addr(&s), "cid", "alpha").await;
+        b2.fetch_rom().await.unwrap();
+        let rom = a.fetch_rom().await.unwrap();
+        assert_eq!(rom.len(), 32768);
+        let (_, rx) = a.split();
+        let mut rx = rx;
+        let (seq, _, batch, _) = next_update(&mut rx).await;
+        assert_eq!((seq, batch), (1, 5));
+    });
+}
+
+#[test]
+fn a_player_that_never_reads_is_dropped_without_stalling_the_others() {
+    let s = start(ServerConfig {
+        queue_limit: 16,
+        ..ServerConfig::default()
+    });
+    let server = addr(&s);
+    run(async {
+        let (slow, js) = joined(&server, "slow", "alpha").await;
+        let (fast, _) = joined(&server, "fast", "alpha").await;
+        let (watcher, _) = joined(&server, "watcher", "alpha").await;
+        let (mut ftx, mut frx) = fast.split();
+        let (_, mut wrx) = watcher.split();
+        // Big updates fill the slow player's socket buffers quickly; then its queue.
+        let mut sent = 0u32;
+        let mut left = [false, false];
+        let mut watcher_seq = 0;
+        while !(left[0] && left[1]) {
+            assert!(sent < 20_000, "the slow player was never dropped");
+            sent += 1;
+            let values = vec![sent as u8; 4000];
+            ftx.send_changes(sent, vec![Change::bytes(2, 0, values)])
+                .await
+                .unwrap();
+            // The fast player and the watcher keep getting every update promptly, and
+            // in order; both hear that the slow player left.
+            for (i, rx) in [&mut frx, &mut wrx].into_iter().enumerate() {
+                loop {
+                    match rx.recv().await.unwrap() {
+                        ServerMsg::Update { batch, seq, .. } if batch == sent => {
+                            if i == 1 {
+                                assert_eq!(seq, watcher_seq + 1);
+                                watcher_seq = seq;
+                            }
+                            break;
+                        }
+                        ServerMsg::PlayerLeft(p) if p.id == js.player => left[i] = true,
+                        ServerMsg::PlayerJoined(_) => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+        }
+        // The slow player, reading at last, finds its connection closed.
+        let (_, mut srx) = slow.split();
+        let reason = closing_reason(&mut srx).await;
+        assert!(
+            reason.contains("too slow") || reason.contains("closed") || reason.contains("failed"),
+            "{reason}"
+        );
+        eprintln!("slow player dropped after {sent} updates of 4000 bytes: {reason}");
+    });
+}
+
+#[test]
+fn stopping_the_server_closes_connections() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    run(async {
+        let (c, _) = joined(&server, "ann", "alpha").await;
+        s.stop();
+        let (_, mut rx) = c.split();
+        let reason = closing_reason(&mut rx).await;
+        assert!(reason.contains("server"), "{reason}");
+        assert!(client::connect(&server, "bob").await.is_err());
+    });
+}
+
+#[test]
+fn msxsync_list_prints_games_and_players() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    let _players = run(async {
+        (
+            joined(&server, "ann", "beta").await,
+            joined(&server, "bob", "beta").await,
+        )
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        .args(["list", "--server", &server])
+        .output()
+        .expect("msxsync runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("serves 2 games"), "{stdout}");
+    assert!(stdout.contains("alpha  \"The alpha game\""), "{stdout}");
+    assert!(
+        stdout.contains("rom 32768 bytes, 4105 shared bytes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no players"), "{stdout}");
+    assert!(stdout.contains("2 playing: ann (#"), "{stdout}");
+    assert!(stdout.contains("bob (#"), "{stdout}");
+
+    // A server that is not there: a clear error naming it.
+    drop(s);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        .args(["list", "--server", &server])
+        .output()
+        .expect("msxsync runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("cannot connect to server {server}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn one_byte_change_wire_size() {
+    // Measured on the wire: what a one-byte change costs up and down, payload plus
+    // WebSocket frame header (2 bytes, plus a 4-byte mask key from client to server).
+    let change = Change {
+        region: 0,
+        offset: 5,
+        values: vec![0x01],
+        masks: vec![0x01],
+    };
+    let up = protocol::encode(&ClientMsg::Changes {
+        batch: 1000,
+        changes: vec![change.clone()],
+    });
+    let down = protocol::encode(&ServerMsg::Update {
+        seq: 1000,
+        player: 3,
+        batch: 1000,
+        changes: vec![change],
+    });
+    eprintln!(
+        "one-byte change: {} bytes up ({} + 6 frame), {} bytes down ({} + 2 frame)",
+        up.len() + 6,
+        up.len(),
+        down.len() + 2,
+        down.len()
+    );
+    assert!(up.len() + 6 <= 20);
+    assert!(down.len() + 2 <= 20);
+}
