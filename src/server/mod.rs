@@ -14,6 +14,7 @@ use crate::protocol::{
     self, ClientMsg, Joined, PlayerId, PlayerInfo, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
 };
 use anyhow::{bail, Context, Result};
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
@@ -650,6 +651,9 @@ async fn next_message(source: &mut Source) -> Result<ClientMsg, End> {
                     "message too large ({e}); the limit is {} bytes",
                     protocol::MAX_CLIENT_MESSAGE_BYTES
                 )))
+            }
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return Err(End::quiet("client disconnected without closing"))
             }
             Some(Err(WsError::Protocol(e))) => {
                 return Err(End::tell(format!("websocket protocol error: {e}")))
