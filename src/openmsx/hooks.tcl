@@ -3,8 +3,11 @@
 # What it does (docs: design.md, "Sync semantics"):
 # - keeps a shadow copy of every shared RAM region: the bytes as last synced;
 # - puts one write watchpoint on each region; a hit only compares the written byte with
-#   the shadow and, when it differs, marks the region dirty and schedules one flush
-#   about a frame later (so a frame in which nothing changes costs only the hits);
+#   the shadow and, when it differs, marks the region dirty and schedules one flush at
+#   the next vertical interrupt (a one-shot VDP probe breakpoint: games are usually
+#   between two consistent states then, so multi-byte values do not travel torn), with
+#   a timer as a fallback for games that turn the VDP interrupt off; a frame in which
+#   nothing changes costs only the hits;
 # - a flush diffs the dirty regions against the shadow, updates the shadow and pushes
 #   the changed bits to msxsync through the user setting `msxsync_out`;
 # - `apply` writes remote changes into RAM and shadow in one Tcl command, with a flag
@@ -43,7 +46,10 @@ namespace eval msxsync {
     variable wps {}           ;# ids of our watchpoints
     variable applying 0       ;# 1 while we write RAM ourselves: hits are ours, ignore
     variable flush_pending 0  ;# 1 while a flush is scheduled
-    variable flush_delay 0.02 ;# emulated seconds from a change to its flush (~1 frame)
+    variable auto_flush 1     ;# 0: flush only when asked (tests)
+    variable frame_bp ""      ;# probe breakpoint that flushes at the next frame
+    variable backstop ""      ;# timer that flushes if no frame interrupt comes
+    variable flush_delay 0.1  ;# emulated seconds until the backstop timer flushes
     variable switch_id ""     ;# id of our `after machine_switch`
     variable init_bp ""       ;# id of the cartridge INIT breakpoint
     variable machine_id ""    ;# the machine the watchpoints are on
@@ -149,6 +155,7 @@ proc msxsync::arm_switch {} {
 proc msxsync::uninstall {} {
     variable switch_id
     unwatch
+    cancel_flush
     if {$switch_id ne ""} {
         catch {after cancel $switch_id}
         set switch_id ""
@@ -166,10 +173,42 @@ proc msxsync::hit {r start} {
         set dirty($r) 1
         variable flush_pending
         if {!$flush_pending} {
-            set flush_pending 1
-            variable flush_delay
-            after time $flush_delay msxsync::flush
+            schedule_flush
         }
+    }
+}
+
+proc msxsync::schedule_flush {} {
+    variable flush_pending 1
+    variable auto_flush
+    if {!$auto_flush} return
+    variable frame_bp [debug probe set_bp VDP.IRQvertical \
+        {[debug probe read VDP.IRQvertical]} msxsync::frame_flush]
+    variable flush_delay
+    variable backstop [after time $flush_delay msxsync::flush]
+}
+
+proc msxsync::frame_flush {} {
+    variable frame_bp
+    if {$frame_bp ne ""} {
+        # Removing a breakpoint from inside its own callback is left to a moment later.
+        after time 0 [list catch [list debug probe remove_bp $frame_bp]]
+        set frame_bp ""
+    }
+    flush
+}
+
+proc msxsync::cancel_flush {} {
+    variable flush_pending 0
+    variable frame_bp
+    variable backstop
+    if {$frame_bp ne ""} {
+        catch {debug probe remove_bp $frame_bp}
+        set frame_bp ""
+    }
+    if {$backstop ne ""} {
+        catch {after cancel $backstop}
+        set backstop ""
     }
 }
 
@@ -210,7 +249,7 @@ proc msxsync::diff_region {r} {
 }
 
 proc msxsync::flush {} {
-    variable flush_pending 0
+    cancel_flush
     variable dirty
     variable lens
     set out {}
@@ -345,7 +384,7 @@ proc msxsync::reinstall {} {
     variable lens
     variable shadow
     variable dirty
-    variable flush_pending 0
+    cancel_flush
     unwatch
     set r 0
     foreach start $starts len $lens {

@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests. Each test file uses only some of them.
+#![allow(dead_code)]
+
+pub mod testrom;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Whether the tests that need openMSX can run. False (skip, with a note on stderr)
+/// only when `openmsx` is not on PATH and `MSXSYNC_REQUIRE_OPENMSX` is unset; panics
+/// when the variable is set and openMSX is missing, so CI never skips silently.
+pub fn require_openmsx() -> bool {
+    require_program("openmsx")
+}
+
+/// Like [`require_openmsx`] for any program (e.g. pasmo).
+pub fn require_program(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var_os("MSXSYNC_REQUIRE_OPENMSX").is_some() {
+        panic!("{program} is not on PATH but MSXSYNC_REQUIRE_OPENMSX is set");
+    }
+    eprintln!("skipping: {program} is not on PATH (set MSXSYNC_REQUIRE_OPENMSX to make this fail)");
+    false
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        smol::Timer::after(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,106 @@
+//! The test cartridge tests/roms/testgame.rom: its RAM map (the same as the comment at
+//! the top of tests/roms/testgame.asm) and Tcl snippets that drive it. The snippets
+//! hold only numbers formatted here.
+
+use msxsync::protocol::RegionInfo;
+use std::path::PathBuf;
+
+/// Shared region 0: bytes the tests make the game change.
+pub const SHARED0: u16 = 0xE000;
+/// Length of shared region 0.
+pub const SHARED0_LEN: usize = 16;
+/// Shared region 1: rewritten every frame in the every-frame modes.
+pub const SHARED1: u16 = 0xE010;
+/// Length of shared region 1.
+pub const SHARED1_LEN: usize = 64;
+/// Written 1536 times per frame (with its own value) in stress mode.
+pub const STRESS: u16 = 0xE00F;
+/// Mailbox: the game acts when this differs from the last sequence it saw.
+pub const MB_SEQ: u16 = 0xE100;
+/// Mailbox: command.
+pub const MB_CMD: u16 = 0xE101;
+/// Mailbox: target address, little endian.
+pub const MB_ADDR: u16 = 0xE102;
+/// Mailbox: operand.
+pub const MB_VAL: u16 = 0xE104;
+/// Private: last mailbox sequence seen.
+pub const LAST_SEQ: u16 = 0xE110;
+/// Private: set to the mailbox sequence once the command was done.
+pub const ACK: u16 = 0xE111;
+/// Private: frame counter (16 bits, little endian), +1 every frame.
+pub const FRAMES: u16 = 0xE120;
+/// Private: game mode, 0 title, 1 playing.
+pub const MODE: u16 = 0xE122;
+/// Private: every-frame mode.
+pub const EF_MODE: u16 = 0xE123;
+/// Private: 0x5A once start-up cleared the variables and the main loop runs.
+pub const READY: u16 = 0xE12F;
+/// Value of [`READY`] once the game runs.
+pub const READY_VALUE: u8 = 0x5A;
+
+/// Mailbox commands.
+pub const CMD_SET: u8 = 1;
+/// (T) |= V
+pub const CMD_OR: u8 = 2;
+/// (T) &= !V
+pub const CMD_AND_NOT: u8 = 3;
+/// (T) += V
+pub const CMD_ADD: u8 = 4;
+/// every-frame mode = V
+pub const CMD_EVERY_FRAME: u8 = 5;
+/// game mode = V
+pub const CMD_MODE: u8 = 6;
+
+/// Every-frame modes (operand of [`CMD_EVERY_FRAME`]).
+pub const EF_NONE: u8 = 0;
+/// Rewrite region 1 with changing values each frame.
+pub const EF_CHANGING: u8 = 1;
+/// Rewrite region 1 with its own values each frame.
+pub const EF_UNCHANGED: u8 = 2;
+/// Write [`STRESS`] with its own value 1536 times each frame.
+pub const EF_STRESS: u8 = 3;
+
+/// Path of the committed ROM.
+pub fn rom_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.rom")
+}
+
+/// Path of the assembler source.
+pub fn asm_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.asm")
+}
+
+/// The shared regions, as in tests/roms/testgame.regions.
+pub fn regions() -> Vec<RegionInfo> {
+    vec![
+        RegionInfo {
+            start: SHARED0,
+            end: SHARED0 + SHARED0_LEN as u16 - 1,
+            description: "bytes the tests make the game change".into(),
+        },
+        RegionInfo {
+            start: SHARED1,
+            end: SHARED1 + SHARED1_LEN as u16 - 1,
+            description: "rewritten every frame in the every-frame modes".into(),
+        },
+    ]
+}
+
+/// A Tcl command that posts a mailbox command with debug writes (which the game never
+/// makes itself; the sequence byte goes last). The game performs it with CPU writes at
+/// its next frame and then sets [`ACK`] to `seq`.
+pub fn mailbox(seq: u8, cmd: u8, addr: u16, value: u8) -> String {
+    format!(
+        "debug write memory {MB_CMD} {cmd}; debug write memory {MB_ADDR} {}; \
+         debug write memory {} {}; debug write memory {MB_VAL} {value}; \
+         debug write memory {MB_SEQ} {seq}",
+        addr & 0xff,
+        MB_ADDR + 1,
+        addr >> 8
+    )
+}
+
+/// A Tcl command that reads one byte (reply in decimal).
+pub fn peek(addr: u16) -> String {
+    format!("debug read memory {addr}")
+}

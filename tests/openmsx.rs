@@ -1,0 +1,525 @@
+//! Driver-level tests with a real, headless openMSX (C-BIOS_MSX1) running the test
+//! cartridge tests/roms/testgame.rom. They skip only when openMSX is missing and
+//! MSXSYNC_REQUIRE_OPENMSX is unset (see tests/common/mod.rs).
+
+mod common;
+
+use common::testrom::{self, *};
+use common::{poll, require_openmsx, require_program};
+use msxsync::delta::Change;
+use msxsync::openmsx::{Event, HookEvent, Hooks, LaunchOptions, OpenMsx};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Generous: a loaded CI machine (2 cores shared) can be slow.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn launch(cart: Option<&Path>) -> LaunchOptions {
+    LaunchOptions {
+        machine: Some("C-BIOS_MSX1".into()),
+        cart: cart.map(Path::to_path_buf),
+        headless: true,
+        ..LaunchOptions::default()
+    }
+}
+
+/// The test game running with hooks on its regions.
+struct Game {
+    msx: OpenMsx,
+    hooks: Hooks,
+    events: async_channel::Receiver<Event>,
+    seq: u8,
+    /// Real time from spawn to the cartridge's INIT.
+    to_init: Duration,
+}
+
+impl Game {
+    /// Starts openMSX with the test ROM (throttle off), waits until the game's start-up
+    /// is done, then watches its regions.
+    async fn start() -> Game {
+        Self::start_with(&testrom::rom_path(), &testrom::regions()).await
+    }
+
+    async fn start_with(rom: &Path, regions: &[msxsync::protocol::RegionInfo]) -> Game {
+        let t0 = Instant::now();
+        let msx = OpenMsx::spawn(&launch(Some(rom))).await.expect("spawn");
+        msx.command("set throttle off").await.unwrap();
+        let mut hooks = Hooks::load(&msx).await.expect("load hooks");
+        let image = std::fs::read(rom).unwrap();
+        let reached = hooks
+            .wait_for_cartridge(&image, TIMEOUT, |_| {})
+            .await
+            .expect("waiting for the cartridge");
+        assert!(reached, "the cartridge's INIT was not reached");
+        let to_init = t0.elapsed();
+        let m = msx.clone();
+        poll("the game's start-up", TIMEOUT, || {
+            let m = m.clone();
+            async move {
+                let v = m.command(&peek(READY)).await.unwrap();
+                (v == READY_VALUE.to_string()).then_some(())
+            }
+        })
+        .await;
+        hooks.watch(regions).await.expect("watch regions");
+        let events = msx.events();
+        Game {
+            msx,
+            hooks,
+            events,
+            seq: 0,
+            to_init,
+        }
+    }
+
+    async fn peek(&self, addr: u16) -> u8 {
+        self.msx
+            .command(&peek(addr))
+            .await
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Makes the game run a mailbox command and waits until it did.
+    async fn game_does(&mut self, cmd: u8, addr: u16, value: u8) {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        let seq = self.seq;
+        self.msx
+            .command(&mailbox(seq, cmd, addr, value))
+            .await
+            .unwrap();
+        let m = self.msx.clone();
+        poll("the game's acknowledgement", TIMEOUT, || {
+            let m = m.clone();
+            async move {
+                let v: u8 = m.command(&peek(ACK)).await.unwrap().parse().unwrap();
+                (v == seq).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// The next event of the hooks, skipping logs and other settings.
+    async fn next_hook_event(&self) -> HookEvent {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let ev = smol::future::or(async { self.events.recv().await.ok() }, async {
+                smol::Timer::at(deadline).await;
+                None
+            })
+            .await
+            .expect("timed out waiting for a hook event");
+            assert_ne!(ev, Event::Closed, "openmsx closed");
+            if let Some(decoded) = self.hooks.decode(&ev) {
+                return decoded.expect("malformed push");
+            }
+        }
+    }
+
+    async fn next_changes(&self) -> Vec<Change> {
+        match self.next_hook_event().await {
+            HookEvent::LocalChanges(c) => c,
+            other => panic!("expected local changes, got {other:?}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.msx.shutdown().await.unwrap();
+    }
+}
+
+fn masked(region: u16, offset: u16, value: u8, mask: u8) -> Change {
+    Change {
+        region,
+        offset,
+        values: vec![value],
+        masks: vec![mask],
+    }
+}
+
+#[test]
+fn commands_replies_and_escaping() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let msx = OpenMsx::spawn(&launch(None)).await.unwrap();
+        // `<`, `&` and `>` reach Tcl intact and their replies come back unescaped.
+        assert_eq!(msx.command("expr {2 > 1 && 1 < 2}").await.unwrap(), "1");
+        assert_eq!(
+            msx.command("return {a<b && c>d}").await.unwrap(),
+            "a<b && c>d"
+        );
+        assert_eq!(msx.command("string length {<&>}").await.unwrap(), "3");
+        assert_eq!(
+            msx.command("return \"x\\ny\\tz\"").await.unwrap(),
+            "x\ny\tz"
+        );
+        // A failing command is an error naming it; later replies stay in order.
+        let err = msx
+            .command("error {bad <thing> & more}")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad <thing> & more"), "{err}");
+        assert!(err.contains("error {bad"), "{err}");
+        let (a, b, c) = futures_lite_join3(
+            msx.command("return 1"),
+            msx.command("no_such_command_here"),
+            msx.command("return 3"),
+        )
+        .await;
+        assert_eq!(a.unwrap(), "1");
+        assert!(b.is_err());
+        assert_eq!(c.unwrap(), "3");
+        // Nothing we set is saved into the player's settings.
+        assert_eq!(
+            msx.command("set save_settings_on_exit").await.unwrap(),
+            "false"
+        );
+        msx.shutdown().await.unwrap();
+    });
+}
+
+/// Runs three futures concurrently (their commands are written in this order).
+async fn futures_lite_join3<A, B, C>(
+    a: impl std::future::Future<Output = A>,
+    b: impl std::future::Future<Output = B>,
+    c: impl std::future::Future<Output = C>,
+) -> (A, B, C) {
+    let ab = smol::future::zip(a, b);
+    let ((a, b), c) = smol::future::zip(ab, c).await;
+    (a, b, c)
+}
+
+#[test]
+fn exit_is_reported_and_drop_kills_the_child() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let msx = OpenMsx::spawn(&launch(None)).await.unwrap();
+        let events = msx.events();
+        // The player closing the window looks like this.
+        let _ = msx.command("exit").await;
+        loop {
+            let ev = events.recv().await.expect("events end with Closed");
+            if ev == Event::Closed {
+                break;
+            }
+        }
+        assert!(msx.is_closed());
+        assert!(msx.command("return 1").await.is_err());
+
+        let msx = OpenMsx::spawn(&launch(None)).await.unwrap();
+        let pid = msx.pid().unwrap();
+        let proc_dir = format!("/proc/{pid}");
+        assert!(Path::new(&proc_dir).exists());
+        drop(msx);
+        poll("the child to be gone", TIMEOUT, || async {
+            (!Path::new(&proc_dir).exists()).then_some(())
+        })
+        .await;
+    });
+}
+
+#[test]
+fn attach_by_pid_through_the_control_socket() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let owner = OpenMsx::spawn(&launch(None)).await.unwrap();
+        let pid = owner.pid().unwrap();
+        owner
+            .command("set ::msxsync_attach_probe 42")
+            .await
+            .unwrap();
+        let attached = OpenMsx::attach(&pid.to_string()).await.unwrap();
+        assert_eq!(
+            attached
+                .command("set ::msxsync_attach_probe")
+                .await
+                .unwrap(),
+            "42"
+        );
+        // Closing the attached connection leaves the emulator running.
+        attached.shutdown().await.unwrap();
+        assert_eq!(owner.command("return 7").await.unwrap(), "7");
+        owner.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn hostile_strings_never_run_as_tcl() {
+    if !require_openmsx() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rom = dir.path().join("x]; set ::pwned 1; [$y {\"q' &<>.rom");
+    std::fs::copy(testrom::rom_path(), &rom).unwrap();
+    let mut regions = testrom::regions();
+    regions[0].description = "]; set ::pwned 2; [".into();
+    regions[1].description = "$::pwned {\" } \\ [set ::pwned 3]".into();
+    smol::block_on(async {
+        let mut game = Game::start_with(&rom, &regions).await;
+        assert_eq!(game.msx.command("info exists ::pwned").await.unwrap(), "0");
+        // The hooks still work on these regions.
+        game.game_does(CMD_SET, SHARED0 + 1, 0x42).await;
+        assert_eq!(game.next_changes().await, vec![masked(0, 1, 0x42, 0x42)]);
+        game.stop().await;
+    });
+}
+
+#[test]
+fn game_writes_become_exact_local_changes() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let mut g = Game::start().await;
+        eprintln!("spawn to cartridge INIT: {:?}", g.to_init);
+        g.game_does(CMD_SET, SHARED0 + 3, 0x21).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 3, 0x21, 0x21)]);
+        g.game_does(CMD_OR, SHARED0 + 3, 0x80).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 3, 0xa1, 0x80)]);
+        g.game_does(CMD_AND_NOT, SHARED0 + 3, 0x01).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 3, 0xa0, 0x01)]);
+        g.game_does(CMD_ADD, SHARED0 + 4, 3).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x03, 0x03)]);
+        g.game_does(CMD_ADD, SHARED0 + 4, 0xff).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x02, 0x01)]);
+        // Last byte of the last region (watchpoint ranges are inclusive).
+        g.game_does(CMD_SET, SHARED1 + 63, 0x01).await;
+        assert_eq!(g.next_changes().await, vec![masked(1, 63, 0x01, 0x01)]);
+        // Writes that change nothing, and writes outside the regions, are silent:
+        // the next report is the marker only.
+        g.game_does(CMD_OR, SHARED0 + 3, 0x20).await;
+        g.game_does(CMD_SET, 0xE050, 0x99).await;
+        g.game_does(CMD_SET, SHARED0, 0x5a).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 0, 0x5a, 0x5a)]);
+        // Every frame changing values: whole-region changes, consistent with RAM.
+        g.game_does(CMD_EVERY_FRAME, 0, EF_CHANGING).await;
+        for _ in 0..3 {
+            let changes = g.next_changes().await;
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            let c = &changes[0];
+            assert_eq!((c.region, c.offset, c.len()), (1, 0, 64));
+            for i in 1..64 {
+                assert_eq!(c.values[i], c.values[0].wrapping_add(i as u8));
+            }
+        }
+        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        let ram = g.hooks.read_state().await.unwrap();
+        // Drain what was flushed before the mode ended; then RAM and shadow agree.
+        g.hooks.flush().await.unwrap();
+        assert_eq!(g.hooks.read_shadow().await.unwrap(), ram);
+        g.stop().await;
+    });
+}
+
+#[test]
+fn applied_changes_are_not_echoed() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let mut g = Game::start().await;
+        // The game rewrites region 1 every frame with the values it finds there.
+        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
+        g.hooks
+            .apply(&[
+                masked(0, 5, 0xa5, 0xff),
+                masked(1, 10, 0x3c, 0x0f),
+                Change::bytes(1, 20, vec![1, 2, 3]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(g.peek(SHARED0 + 5).await, 0xa5);
+        assert_eq!(g.peek(SHARED1 + 10).await, 0x0c);
+        assert_eq!(g.peek(SHARED1 + 22).await, 3);
+        // Let the game rewrite the applied bytes for a while, then make a marker
+        // change: the first report must be the marker alone (I1).
+        let frames = g.peek(FRAMES).await;
+        poll("a few frames", TIMEOUT, || async {
+            (g.peek(FRAMES).await.wrapping_sub(frames) > 10).then_some(())
+        })
+        .await;
+        g.game_does(CMD_SET, SHARED0, 0x77).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 0, 0x77, 0x77)]);
+        assert_eq!(
+            g.hooks.read_shadow().await.unwrap(),
+            g.hooks.read_state().await.unwrap()
+        );
+        g.stop().await;
+    });
+}
+
+#[test]
+fn unflushed_local_bits_survive_an_apply() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let mut g = Game::start().await;
+        // Flush only when asked, so the remote change lands between the game's write
+        // and its flush.
+        g.msx.command("set msxsync::auto_flush 0").await.unwrap();
+        g.game_does(CMD_OR, SHARED0 + 6, 0x01).await;
+        // Remote: set bit 7 and clear bit 0 of the same byte, set byte 7.
+        g.hooks
+            .apply(&[Change {
+                region: 0,
+                offset: 6,
+                values: vec![0x80, 0x44],
+                masks: vec![0x81, 0xff],
+            }])
+            .await
+            .unwrap();
+        // The game's bit 0 stays (not flushed yet), the remote bit 7 is in.
+        assert_eq!(g.peek(SHARED0 + 6).await, 0x81);
+        assert_eq!(g.peek(SHARED0 + 7).await, 0x44);
+        g.hooks.flush().await.unwrap();
+        // Only the game's bit travels.
+        assert_eq!(g.next_changes().await, vec![masked(0, 6, 0x81, 0x01)]);
+        assert_eq!(
+            g.hooks.read_shadow().await.unwrap(),
+            g.hooks.read_state().await.unwrap()
+        );
+        g.stop().await;
+    });
+}
+
+#[test]
+fn hooks_survive_loadstate() {
+    if !require_openmsx() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // The path goes to Tcl hex-encoded, never pasted.
+    let state_hex = msxsync::protocol::hex(state.to_str().unwrap().as_bytes());
+    smol::block_on(async {
+        let mut g = Game::start().await;
+        g.msx
+            .command(&format!("savestate [binary decode hex {state_hex}]"))
+            .await
+            .unwrap();
+        g.game_does(CMD_SET, SHARED0 + 7, 0x11).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 7, 0x11, 0x11)]);
+        g.msx
+            .command(&format!("loadstate [binary decode hex {state_hex}]"))
+            .await
+            .unwrap();
+        assert_eq!(g.next_hook_event().await, HookEvent::MachineSwitched);
+        // The state's RAM is taken as it is (not reported as a change) ...
+        assert_eq!(g.peek(SHARED0 + 7).await, 0);
+        let ram = g.hooks.read_state().await.unwrap();
+        assert_eq!(g.hooks.read_shadow().await.unwrap(), ram);
+        // ... and the game's writes are seen again. The mailbox went back in time too.
+        g.seq = g.peek(LAST_SEQ).await;
+        g.game_does(CMD_SET, SHARED0 + 8, 0x22).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 8, 0x22, 0x22)]);
+        // The server's state can be written back.
+        let mut server = ram.clone();
+        server[0][7] = 0x11;
+        server[0][8] = 0x22;
+        g.hooks.write_state(&server).await.unwrap();
+        assert_eq!(g.hooks.read_state().await.unwrap(), server);
+        g.stop().await;
+    });
+}
+
+#[test]
+fn committed_rom_matches_its_source() {
+    if !require_program("pasmo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("testgame.rom");
+    let status = std::process::Command::new("pasmo")
+        .arg("--bin")
+        .arg(testrom::asm_path())
+        .arg(&out)
+        .status()
+        .expect("running pasmo");
+    assert!(status.success(), "pasmo failed");
+    let built = std::fs::read(&out).unwrap();
+    let committed = std::fs::read(testrom::rom_path()).unwrap();
+    assert_eq!(built.len(), 16384);
+    assert!(
+        built == committed,
+        "tests/roms/testgame.rom is stale: run `make roms`"
+    );
+}
+
+/// Frames per real second of the running game over `window`.
+async fn frame_rate(g: &Game, window: Duration) -> f64 {
+    let frames = |v: String| -> u16 { v.parse().unwrap() };
+    let read = || async {
+        let lo = g.msx.command(&peek(FRAMES)).await.unwrap();
+        let hi = g.msx.command(&peek(FRAMES + 1)).await.unwrap();
+        frames(lo) | frames(hi) << 8
+    };
+    let t0 = Instant::now();
+    let f0 = read().await;
+    smol::Timer::after(window).await;
+    let f1 = read().await;
+    f1.wrapping_sub(f0) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Measurements, not assertions: `cargo test --test openmsx -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_hook_cost() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let mut inits = Vec::new();
+        for _ in 0..3 {
+            let g = Game::start().await;
+            inits.push(g.to_init);
+            g.stop().await;
+        }
+        eprintln!("spawn to cartridge INIT (throttle off): {inits:?}");
+
+        let window = Duration::from_millis(1500);
+        let mut g = Game::start().await;
+        g.hooks.uninstall().await.unwrap();
+        let bare = frame_rate(&g, window).await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
+        let bare_unchanged = frame_rate(&g, window).await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
+        let bare_stress = frame_rate(&g, window).await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        g.hooks.watch(&testrom::regions()).await.unwrap();
+        let hooked = frame_rate(&g, window).await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
+        let hooked_unchanged = frame_rate(&g, window).await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
+        let hooked_stress = frame_rate(&g, window).await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_CHANGING).await;
+        let hooked_changing = frame_rate(&g, window).await;
+        let us = |a: f64, b: f64| 1e6 / b - 1e6 / a;
+        eprintln!("frames/s, throttle off, renderer none:");
+        eprintln!(
+            "  idle game:     {bare:.0} without hooks, {hooked:.0} with ({:+.1} us/frame)",
+            us(bare, hooked)
+        );
+        eprintln!(
+            "  64 unchanged bytes rewritten per frame: {bare_unchanged:.0} without, {hooked_unchanged:.0} with ({:+.1} us/frame)",
+            us(bare_unchanged, hooked_unchanged)
+        );
+        eprintln!(
+            "  stress (1536 writes of one byte per frame): {bare_stress:.0} without, {hooked_stress:.0} with ({:+.1} us/frame)",
+            us(bare_stress, hooked_stress)
+        );
+        eprintln!("  64 changed bytes per frame, with hooks: {hooked_changing:.0}");
+        g.stop().await;
+    });
+}
