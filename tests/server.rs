@@ -561,3 +561,89 @@ fn one_byte_change_wire_size() {
     assert!(up.len() + 6 <= 20);
     assert!(down.len() + 2 <= 20);
 }
+
+/// Kills the child process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn msxsync_serve_process_serves_a_games_folder() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.rom"), vec![0x41u8; 16384]).unwrap();
+    std::fs::write(
+        dir.path().join("tiny.regions"),
+        "tiny.rom\ntitle: Tiny\n# items\ne000 e007 items\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        .args(["serve", "--games"])
+        .arg(dir.path())
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("msxsync serve starts");
+    let mut child = KillOnDrop(child);
+    // Both pipes are drained by threads so the server can never block on a full pipe.
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.0.stderr.take().unwrap()),
+    ] {
+        let tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    fn wait_for(
+        lines: &mpsc::Receiver<String>,
+        seen: &mut Vec<String>,
+        deadline: std::time::Instant,
+        needle: &str,
+    ) -> String {
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; output so far: {seen:#?}"),
+            }
+        }
+    }
+    let mut wait_for = |needle: &str| wait_for(&lines, &mut seen, deadline, needle);
+    let served = wait_for("tiny: ");
+    assert!(
+        served.contains("tiny: Tiny (rom 16384 bytes, 8 shared bytes"),
+        "{served}"
+    );
+    let listening = wait_for("listening on ");
+    let server = listening
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_string();
+    run(async {
+        let (_c, j) = joined(&server, "ann", "tiny").await;
+        assert_eq!(j.state, vec![vec![0; 8]]);
+    });
+    wait_for("player \"ann\"");
+    wait_for("joined game tiny");
+    wait_for("left game tiny");
+}
