@@ -1,0 +1,617 @@
+//! `msxsync play`: joins a game on a server, starts (or attaches to) openMSX with the
+//! game's ROM and keeps the shared RAM regions in sync both ways.
+//!
+//! The order of start-up matters (docs/architecture.md): connect and join, get the ROM
+//! (from the cache when possible), start openMSX with the cartridge, wait until the
+//! cartridge's own code runs (so the BIOS's RAM tests are not taken for game writes),
+//! watch the regions, write the server's state into RAM, then sync until the game ends.
+
+mod state;
+
+pub use state::SyncState;
+
+use crate::client::{self, ClientReceiver, ClientSender};
+use crate::openmsx::{Event, HookEvent, Hooks, LaunchOptions, OpenMsx};
+use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, ServerMsg, DEFAULT_PORT};
+use crate::rom_cache::RomCache;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `msxsync play`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlayArgs {
+    /// The game to play, as the server lists it (`msxsync list`).
+    #[arg(long)]
+    pub game: String,
+    /// The server: HOST, HOST:PORT or ws://HOST:PORT.
+    #[arg(long, default_value_t = format!("localhost:{DEFAULT_PORT}"))]
+    pub server: String,
+    /// Your name, shown to the other players (default: your user name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// openMSX machine to start, e.g. C-BIOS_MSX1 (overrides the game's `machine:`;
+    /// without either, openMSX's default machine).
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// The openMSX program to run.
+    #[arg(long, default_value = "openmsx")]
+    pub openmsx: PathBuf,
+    /// No window and no sound (for servers, tests and bots).
+    #[arg(long)]
+    pub headless: bool,
+    /// Use an openMSX that is already running instead of starting one: its process id
+    /// or control socket path (Unix only).
+    #[arg(long, value_name = "PID|SOCKET")]
+    pub attach: Option<String>,
+    /// Where downloaded ROMs are kept (default: $XDG_CACHE_HOME/msxsync/roms).
+    #[arg(long, env = "MSXSYNC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Everything a player needs to start; [`PlayArgs`] with the defaults filled in.
+#[derive(Debug, Clone)]
+pub struct PlayOptions {
+    /// Server address (see [`client::connect`]).
+    pub server: String,
+    /// Player name.
+    pub name: String,
+    /// Game to join.
+    pub game: String,
+    /// Machine override.
+    pub machine: Option<String>,
+    /// openMSX program.
+    pub openmsx: PathBuf,
+    /// No window, no sound.
+    pub headless: bool,
+    /// Attach to this openMSX (pid or socket) instead of starting one.
+    pub attach: Option<String>,
+    /// ROM cache folder.
+    pub cache_dir: PathBuf,
+    /// Print progress lines for a person (the command line does; tests need not).
+    pub verbose: bool,
+    /// Run the emulator as fast as it can (`set throttle off`): for tests and
+    /// benchmarks, never for playing.
+    pub fast: bool,
+}
+
+impl PlayOptions {
+    /// Options for `game` on `server` with everything else at its default.
+    pub fn new(server: impl Into<String>, game: impl Into<String>) -> PlayOptions {
+        PlayOptions {
+            server: server.into(),
+            name: default_name(),
+            game: game.into(),
+            machine: None,
+            openmsx: PathBuf::from("openmsx"),
+            headless: false,
+            attach: None,
+            cache_dir: RomCache::default_dir(),
+            verbose: false,
+            fast: false,
+        }
+    }
+}
+
+impl From<PlayArgs> for PlayOptions {
+    fn from(a: PlayArgs) -> PlayOptions {
+        let mut o = PlayOptions::new(a.server, a.game);
+        if let Some(n) = a.name {
+            o.name = n;
+        }
+        o.machine = a.machine;
+        o.openmsx = a.openmsx;
+        o.headless = a.headless;
+        o.attach = a.attach;
+        if let Some(d) = a.cache_dir {
+            o.cache_dir = d;
+        }
+        o.verbose = true;
+        o
+    }
+}
+
+/// The user's login name, or "player".
+fn default_name() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "player".into())
+}
+
+/// How long to wait for the cartridge's INIT after power-on (real time). C-BIOS shows
+/// its logo for a few emulated seconds first.
+const CARTRIDGE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Counters of what one player did, for people and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches of local changes sent to the server.
+    pub batches_sent: AtomicU64,
+    /// Updates received from the server (own echoes included).
+    pub updates_received: AtomicU64,
+    /// Updates from other players written into the emulator.
+    pub updates_applied: AtomicU64,
+    /// Times the server's whole state was written into the emulator.
+    pub state_writes: AtomicU64,
+    /// Sequence number of the last update taken into account.
+    pub seq: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `msxsync play` until the player closes openMSX, presses Ctrl-C, or a fatal
+/// error happens.
+pub fn run(args: PlayArgs) -> Result<()> {
+    let opts = PlayOptions::from(args);
+    let (quit_tx, quit_rx) = async_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = quit_tx.try_send(());
+    })
+    .context("could not install the ctrl-c handler")?;
+    smol::block_on(async move {
+        let player = Player::start(opts).await?;
+        let outcome = smol::future::or(player.wait_done(), async {
+            let _ = quit_rx.recv().await;
+            Ok(Ending::Interrupted)
+        })
+        .await;
+        player.stop().await;
+        match outcome? {
+            Ending::OpenMsxClosed => println!("openMSX closed: left the game"),
+            Ending::Interrupted => println!("interrupted: left the game and stopped openMSX"),
+        }
+        Ok(())
+    })
+}
+
+/// Why a player's session ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The player closed openMSX.
+    OpenMsxClosed,
+    /// Ctrl-C or a stop request.
+    Interrupted,
+}
+
+/// One running player: a server connection and an openMSX, kept in sync by a task.
+pub struct Player {
+    msx: OpenMsx,
+    hooks: Hooks,
+    joined: Joined,
+    stats: Arc<Stats>,
+    done: async_channel::Receiver<Result<Ending>>,
+    stop: async_channel::Sender<()>,
+    task: smol::Task<()>,
+}
+
+impl Player {
+    /// Connects, joins, starts openMSX with the game and starts syncing. Returns once
+    /// the server's state is in the emulator and the hooks watch the regions.
+    pub async fn start(opts: PlayOptions) -> Result<Player> {
+        let say = |text: String| {
+            if opts.verbose {
+                println!("{text}");
+            }
+        };
+        let mut conn = client::connect(&opts.server, &opts.name).await?;
+        say(format!(
+            "connected to {} ({}) as {}",
+            conn.server(),
+            conn.software(),
+            opts.name
+        ));
+        let joined = conn.join(&opts.game).await?;
+        let game = joined.game.clone();
+        say(format!(
+            "joined {} ({}): {} shared bytes in {} regions; {}",
+            game.name,
+            game.title,
+            game.shared_bytes,
+            joined.regions.len(),
+            players_line(&game.players, joined.player)
+        ));
+
+        let cache = RomCache::new(&opts.cache_dir);
+        let rom_path = match cache.lookup(&game.rom_sha256) {
+            Some(p) => {
+                say(format!("rom {} from the cache", short_hash(&game)));
+                p
+            }
+            None => {
+                let data = conn.fetch_rom().await?;
+                let p = cache.store(&game.rom_sha256, &data)?;
+                say(format!(
+                    "downloaded the rom ({} KiB) into {}",
+                    data.len() / 1024,
+                    cache.dir().display()
+                ));
+                p
+            }
+        };
+        let rom = std::fs::read(&rom_path)
+            .with_context(|| format!("could not read the rom {}", rom_path.display()))?;
+
+        let machine = opts.machine.clone().or_else(|| game.machine.clone());
+        for (what, v) in [("machine", &machine), ("romtype", &game.romtype)] {
+            if let Some(v) = v {
+                if !is_plain_name(v) {
+                    bail!("refusing {what} {v:?}: only letters, digits and _-+. are allowed");
+                }
+            }
+        }
+        let msx = match &opts.attach {
+            None => {
+                let launch = LaunchOptions {
+                    program: opts.openmsx.clone(),
+                    machine,
+                    cart: Some(rom_path.clone()),
+                    romtype: game.romtype.clone(),
+                    headless: opts.headless,
+                };
+                OpenMsx::spawn(&launch).await?
+            }
+            Some(target) => {
+                let msx = OpenMsx::attach(target).await?;
+                insert_cartridge(&msx, &rom_path, game.romtype.as_deref()).await?;
+                msx
+            }
+        };
+        say(format!(
+            "openMSX started{}",
+            msx.pid().map(|p| format!(" (pid {p})")).unwrap_or_default()
+        ));
+
+        if opts.fast {
+            msx.command("set throttle off").await?;
+        }
+        let mut hooks = Hooks::load(&msx).await?;
+        let mut early = Vec::new();
+        let started = hooks
+            .wait_for_cartridge(&rom, CARTRIDGE_START_TIMEOUT, |ev| early.push(ev))
+            .await?;
+        if !started {
+            say("the cartridge start was not seen; syncing from now on".into());
+        }
+        hooks.watch(&joined.regions).await?;
+        let sync = SyncState::new(&joined);
+        hooks.write_state(sync.server_state()).await?;
+        let stats = Arc::new(Stats::default());
+        Stats::bump(&stats.state_writes);
+        stats.seq.store(sync.seq(), Ordering::Relaxed);
+        say(format!("syncing {} from update {}", game.name, sync.seq()));
+
+        let (sender, receiver) = conn.split();
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let (stop_tx, stop_rx) = async_channel::bounded(1);
+        let session = Session {
+            hooks: hooks.clone(),
+            sync,
+            sender,
+            stats: stats.clone(),
+            verbose: opts.verbose,
+            server: opts.server.clone(),
+            players: game.players.clone(),
+            connected: true,
+        };
+        let events = msx.events();
+        let task = smol::spawn(async move {
+            let result = session.run(receiver, events, early, stop_rx).await;
+            let _ = done_tx.send(result).await;
+        });
+        Ok(Player {
+            msx,
+            hooks,
+            joined,
+            stats,
+            done: done_rx,
+            stop: stop_tx,
+            task,
+        })
+    }
+
+    /// The player's openMSX (for tests and tools: read RAM, press keys).
+    pub fn openmsx(&self) -> &OpenMsx {
+        &self.msx
+    }
+
+    /// The hooks inside the player's openMSX.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// What the server said when the player joined.
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// The player's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Waits until the session ends by itself (openMSX closed) or fails.
+    pub async fn wait_done(&self) -> Result<Ending> {
+        match self.done.recv().await {
+            Ok(r) => r,
+            Err(_) => Ok(Ending::Interrupted),
+        }
+    }
+
+    /// Leaves the game and stops openMSX (an attached openMSX keeps running, with the
+    /// hooks removed).
+    pub async fn stop(self) {
+        let _ = self.stop.try_send(());
+        // The task ends at the stop request; don't wait forever if it is stuck.
+        let _ = smol::future::or(self.task, async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+        })
+        .await;
+        if self.msx.pid().is_some() && !self.msx.is_closed() {
+            let _ = self.hooks.uninstall().await;
+        }
+        let _ = self.msx.shutdown().await;
+    }
+}
+
+/// Inserts the cartridge into an attached openMSX and resets it so the game starts.
+/// The path reaches Tcl only hex-encoded; the rom type is a checked plain name, also
+/// hex-encoded.
+async fn insert_cartridge(
+    msx: &OpenMsx,
+    rom: &std::path::Path,
+    romtype: Option<&str>,
+) -> Result<()> {
+    let path = rom
+        .to_str()
+        .with_context(|| format!("the rom path {} is not valid unicode", rom.display()))?;
+    let mut cmd = format!("carta [binary decode hex {}]", hex(path.as_bytes()));
+    if let Some(t) = romtype {
+        cmd.push_str(&format!(
+            " -romtype [binary decode hex {}]",
+            hex(t.as_bytes())
+        ));
+    }
+    msx.command(&cmd)
+        .await
+        .context("inserting the cartridge into openmsx")?;
+    msx.command("reset").await.context("resetting openmsx")?;
+    Ok(())
+}
+
+/// Machine and rom type names go to openMSX on its command line: allow only plain names.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-+.".contains(c))
+}
+
+fn short_hash(game: &GameInfo) -> String {
+    hex(&game.rom_sha256[..6])
+}
+
+fn players_line(players: &[PlayerInfo], me: u32) -> String {
+    let others: Vec<&str> = players
+        .iter()
+        .filter(|p| p.id != me)
+        .map(|p| p.name.as_str())
+        .collect();
+    if others.is_empty() {
+        "no other players yet".into()
+    } else {
+        format!("also here: {}", others.join(", "))
+    }
+}
+
+/// What the sync loop reacts to.
+enum Input {
+    Server(Result<ServerMsg>),
+    Emulator(Event),
+    Stop,
+}
+
+/// The sync loop's state.
+struct Session {
+    hooks: Hooks,
+    sync: SyncState,
+    sender: ClientSender,
+    stats: Arc<Stats>,
+    verbose: bool,
+    server: String,
+    players: Vec<PlayerInfo>,
+    connected: bool,
+}
+
+impl Session {
+    fn say(&self, text: &str) {
+        if self.verbose {
+            println!("{text}");
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut receiver: ClientReceiver,
+        events: async_channel::Receiver<Event>,
+        early: Vec<Event>,
+        stop: async_channel::Receiver<()>,
+    ) -> Result<Ending> {
+        // The server connection is read by its own task so that a slow openMSX command
+        // never makes us miss a message, and no read is ever cancelled half-way.
+        let (srv_tx, srv_rx) = async_channel::unbounded();
+        let reader = smol::spawn(async move {
+            loop {
+                let msg = receiver.recv().await;
+                let failed = msg.is_err();
+                if srv_tx.send(msg).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for ev in early {
+            if let Some(end) = self.on_emulator(ev).await? {
+                return Ok(end);
+            }
+        }
+        let result = loop {
+            let next = smol::future::or(
+                async {
+                    events
+                        .recv()
+                        .await
+                        .map(Input::Emulator)
+                        .unwrap_or(Input::Emulator(Event::Closed))
+                },
+                smol::future::or(
+                    async {
+                        match srv_rx.recv().await {
+                            Ok(m) => Input::Server(m),
+                            // The reader ended after reporting its error: nothing more
+                            // will come; wait for the emulator or a stop.
+                            Err(_) => std::future::pending().await,
+                        }
+                    },
+                    async {
+                        let _ = stop.recv().await;
+                        Input::Stop
+                    },
+                ),
+            )
+            .await;
+            let step = match next {
+                Input::Emulator(ev) => self.on_emulator(ev).await,
+                Input::Server(msg) => self.on_server(msg).await.map(|()| None),
+                Input::Stop => Ok(Some(Ending::Interrupted)),
+            };
+            match step {
+                Ok(None) => continue,
+                Ok(Some(end)) => break Ok(end),
+                Err(e) => break Err(e),
+            }
+        };
+        self.sender.close().await;
+        drop(reader);
+        result
+    }
+
+    /// Handles one event from openMSX; `Some` when the session is over.
+    async fn on_emulator(&mut self, ev: Event) -> Result<Option<Ending>> {
+        if ev == Event::Closed {
+            return Ok(Some(Ending::OpenMsxClosed));
+        }
+        match self.hooks.decode(&ev) {
+            Some(Ok(HookEvent::LocalChanges(changes))) => {
+                if !self.connected {
+                    // Offline: the changes stay in RAM; they are not lost but cannot be
+                    // sent until a later release reconnects.
+                    return Ok(None);
+                }
+                let batch = self.sync.send(&changes);
+                if let Err(e) = self.sender.send_changes(batch, changes).await {
+                    self.lost_server(&e);
+                } else {
+                    Stats::bump(&self.stats.batches_sent);
+                }
+            }
+            Some(Ok(HookEvent::MachineSwitched)) => {
+                self.say("openMSX loaded a state or switched machine: bringing the shared regions back to the server's state");
+                self.hooks.write_state(self.sync.server_state()).await?;
+                Stats::bump(&self.stats.state_writes);
+            }
+            Some(Ok(HookEvent::CartridgeStarted)) => {}
+            Some(Err(e)) => self.say(&format!("warning: {e:#}")),
+            None => {
+                if let Event::Log { level, text } = &ev {
+                    if level == "warning" || level == "error" {
+                        self.say(&format!("openMSX {level}: {text}"));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Handles one message (or the loss of the connection) from the server.
+    async fn on_server(&mut self, msg: Result<ServerMsg>) -> Result<()> {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                self.lost_server(&e);
+                return Ok(());
+            }
+        };
+        match msg {
+            ServerMsg::Update {
+                seq,
+                player,
+                batch,
+                changes,
+            } => {
+                Stats::bump(&self.stats.updates_received);
+                let apply = self.sync.update(seq, player, batch, &changes)?;
+                self.stats.seq.store(seq, Ordering::Relaxed);
+                if !apply.is_empty() {
+                    self.hooks.apply(&apply).await?;
+                    if player != self.sync.me() {
+                        Stats::bump(&self.stats.updates_applied);
+                    }
+                }
+            }
+            ServerMsg::PlayerJoined(p) => {
+                self.say(&format!("{} joined the game", p.name));
+                self.players.push(p);
+            }
+            ServerMsg::PlayerLeft(p) => {
+                self.say(&format!("{} left the game", p.name));
+                self.players.retain(|q| q.id != p.id);
+            }
+            ServerMsg::Error { reason } => {
+                self.say(&format!("server {}: {reason}", self.server));
+            }
+            other => self.say(&format!(
+                "ignoring an unexpected {} from the server",
+                client::server_msg_name(&other)
+            )),
+        }
+        Ok(())
+    }
+
+    fn lost_server(&mut self, e: &anyhow::Error) {
+        if self.connected {
+            self.connected = false;
+            println!(
+                "lost the connection to server {}: {e:#}; openMSX keeps running, but nothing is shared until you start msxsync play again",
+                self.server
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_only() {
+        assert!(is_plain_name("C-BIOS_MSX2+"));
+        assert!(is_plain_name("KonamiSCC"));
+        assert!(!is_plain_name(""));
+        assert!(!is_plain_name("-script"));
+        assert!(!is_plain_name("a b"));
+        assert!(!is_plain_name("x;exit"));
+        assert!(!is_plain_name("[exit]"));
+    }
+}

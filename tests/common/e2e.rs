@@ -1,0 +1,95 @@
+//! End-to-end scaffolding: a real server on 127.0.0.1 port 0 serving the test
+//! cartridge, and real players (headless openMSX, C-BIOS_MSX1) joining it.
+
+use super::testrom;
+use msxsync::play::{PlayOptions, Player};
+use msxsync::server::{self, ServerHandle};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A server with the test game, plus a ROM cache folder for its players.
+pub struct World {
+    pub server: ServerHandle,
+    pub cache: tempfile::TempDir,
+    pub games: PathBuf,
+}
+
+/// The test game's regions file.
+pub fn testgame_regions() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.regions")
+}
+
+impl World {
+    /// Serves tests/roms/testgame.regions as the game "testgame".
+    pub fn new() -> World {
+        World::with_regions(&testgame_regions())
+    }
+
+    /// Serves the given regions file (its ROM next to it).
+    pub fn with_regions(path: &Path) -> World {
+        let game = msxsync::catalog::load_game(path).expect("test game loads");
+        let server = server::start("127.0.0.1:0".parse().unwrap(), vec![game]).expect("server");
+        World {
+            server,
+            cache: tempfile::tempdir().unwrap(),
+            games: path.parent().unwrap().to_path_buf(),
+        }
+    }
+
+    /// Options for a headless, unthrottled player of `game` called `name`.
+    pub fn options(&self, game: &str, name: &str) -> PlayOptions {
+        let mut o = PlayOptions::new(self.server.addr().to_string(), game);
+        o.name = name.into();
+        o.headless = true;
+        o.fast = true;
+        o.cache_dir = self.cache.path().to_path_buf();
+        o
+    }
+
+    /// Starts a player of the test game.
+    pub async fn player(&self, name: &str) -> Player {
+        Player::start(self.options("testgame", name))
+            .await
+            .unwrap_or_else(|e| panic!("player {name} failed to start: {e:#}"))
+    }
+}
+
+/// Reads one byte of a player's RAM.
+pub async fn peek(p: &Player, addr: u16) -> u8 {
+    let r = p
+        .openmsx()
+        .command(&testrom::peek(addr))
+        .await
+        .expect("peek");
+    r.trim().parse().expect("peek reply is a number")
+}
+
+/// Makes a player's game perform a mailbox command with CPU writes, and waits until
+/// the game acknowledged it.
+pub async fn game_does(p: &Player, seq: u8, cmd: u8, addr: u16, value: u8) {
+    p.openmsx()
+        .command(&testrom::mailbox(seq, cmd, addr, value))
+        .await
+        .expect("mailbox");
+    super::poll(
+        "the game to take the mailbox command",
+        Duration::from_secs(20),
+        || async { (peek(p, testrom::ACK).await == seq).then_some(()) },
+    )
+    .await;
+}
+
+/// Waits until `addr` reads `value` in the player's RAM; panics with what it read.
+pub async fn wait_byte(p: &Player, addr: u16, value: u8, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = peek(p, addr).await;
+        if got == value {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{what}: {addr:#06x} is {got:#04x}, expected {value:#04x}");
+        }
+        smol::Timer::after(Duration::from_millis(5)).await;
+    }
+}
