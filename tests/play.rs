@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::e2e::{game_does, peek, wait_byte, World};
+use common::e2e::{game_does, peek, post, shared, wait_ack, wait_byte, wait_converged, World};
 use common::require_openmsx;
 use common::testrom::*;
+use msxsync::play::Stats;
 
 #[test]
 fn a_game_write_reaches_every_other_player_and_back() {
@@ -14,20 +15,23 @@ fn a_game_write_reaches_every_other_player_and_back() {
     }
     smol::block_on(async {
         let world = World::new();
-        let (a, b, c) =
-            futures_lite_join3(world.player("ann"), world.player("bob"), world.player("cy")).await;
-        game_does(&a, 1, CMD_SET, SHARED0 + 3, 0x42).await;
+        let ((a, b), c) = smol::future::zip(
+            smol::future::zip(world.player("ann"), world.player("bob")),
+            world.player("cy"),
+        )
+        .await;
+        game_does(&a, CMD_SET, SHARED0 + 3, 0x42).await;
         wait_byte(&b, SHARED0 + 3, 0x42, "ann's write in bob").await;
         wait_byte(&c, SHARED0 + 3, 0x42, "ann's write in cy").await;
-        game_does(&c, 1, CMD_SET, SHARED1 + 63, 0x99).await;
+        game_does(&c, CMD_SET, SHARED1 + 63, 0x99).await;
         wait_byte(&a, SHARED1 + 63, 0x99, "cy's write in ann").await;
         wait_byte(&b, SHARED1 + 63, 0x99, "cy's write in bob").await;
         // Private RAM is not shared. The game writes a private byte in ann, then a
         // shared one; once bob has the shared one, the private one would be there too.
         const PRIVATE: u16 = 0xE12E;
         let before = peek(&b, PRIVATE).await;
-        game_does(&a, 2, CMD_SET, PRIVATE, before ^ 0x5a).await;
-        game_does(&a, 3, CMD_SET, SHARED0, 0x77).await;
+        game_does(&a, CMD_SET, PRIVATE, before ^ 0x5a).await;
+        game_does(&a, CMD_SET, SHARED0, 0x77).await;
         wait_byte(&b, SHARED0, 0x77, "the barrier write in bob").await;
         assert_eq!(
             peek(&b, PRIVATE).await,
@@ -41,15 +45,150 @@ fn a_game_write_reaches_every_other_player_and_back() {
     });
 }
 
-async fn futures_lite_join3<
-    A: std::future::Future,
-    B: std::future::Future,
-    C: std::future::Future,
->(
-    a: A,
-    b: B,
-    c: C,
-) -> (A::Output, B::Output, C::Output) {
-    let ((a, b), c) = smol::future::zip(smol::future::zip(a, b), c).await;
-    (a, b, c)
+#[test]
+fn applied_remote_changes_are_not_sent_back() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let (a, b) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        for i in 0..5u8 {
+            game_does(&b, CMD_SET, SHARED0 + u16::from(i), 0x10 + i).await;
+            wait_byte(&a, SHARED0 + u16::from(i), 0x10 + i, "bob's write in ann").await;
+        }
+        // A change of ann's own, after bob's: once it arrived, anything ann would have
+        // echoed would have been sent before it.
+        game_does(&a, CMD_SET, SHARED0 + 9, 0x99).await;
+        wait_byte(&b, SHARED0 + 9, 0x99, "ann's write in bob").await;
+        assert_eq!(
+            Stats::get(&a.stats().batches_sent),
+            1,
+            "ann sent only her own change, none of the five she received"
+        );
+        assert_eq!(Stats::get(&a.stats().updates_applied), 5);
+        a.stop().await;
+        b.stop().await;
+    });
+}
+
+#[test]
+fn different_bits_of_one_byte_at_the_same_moment_both_survive() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        // Normal speed: both games act at their next frame and flush a frame later,
+        // so each change is made before the other's can have arrived.
+        let mut oa = world.options("testgame", "ann");
+        let mut ob = world.options("testgame", "bob");
+        oa.fast = false;
+        ob.fast = false;
+        let (a, b) = smol::future::zip(
+            msxsync::play::Player::start(oa),
+            msxsync::play::Player::start(ob),
+        )
+        .await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for r in 0..6u16 {
+            let byte = SHARED0 + r;
+            let (sa, sb) = smol::future::zip(
+                post(&a, CMD_OR, byte, 1 << r),
+                post(&b, CMD_OR, byte, 0x80 >> r),
+            )
+            .await;
+            smol::future::zip(wait_ack(&a, sa), wait_ack(&b, sb)).await;
+        }
+        let state = wait_converged(&world, "testgame", &[&a, &b]).await;
+        for r in 0..6usize {
+            assert_eq!(
+                state[0][r],
+                (1u8 << r) | (0x80u8 >> r),
+                "byte {r} has both players' bits"
+            );
+        }
+        a.stop().await;
+        b.stop().await;
+    });
+}
+
+#[test]
+fn many_concurrent_random_changes_converge() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let ((a, b), c) = smol::future::zip(
+            smol::future::zip(world.player("ann"), world.player("bob")),
+            world.player("cy"),
+        )
+        .await;
+        async fn run(p: &msxsync::play::Player, seed: u64) {
+            {
+                let mut x = seed;
+                for _ in 0..60 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let cmd = [CMD_SET, CMD_OR, CMD_AND_NOT, CMD_ADD][(x % 4) as usize];
+                    // Mostly a few hot bytes, so players collide often.
+                    let addr = if x % 3 == 0 {
+                        SHARED1 + ((x >> 8) % 64) as u16
+                    } else {
+                        SHARED0 + ((x >> 8) % 4) as u16
+                    };
+                    game_does(p, cmd, addr, (x >> 20) as u8).await;
+                }
+            }
+        }
+        smol::future::zip(smol::future::zip(run(&a, 1), run(&b, 2)), run(&c, 3)).await;
+        let state = wait_converged(&world, "testgame", &[&a, &b, &c]).await;
+        assert_ne!(
+            state,
+            shared(&a)
+                .await
+                .iter()
+                .map(|r| vec![0; r.len()])
+                .collect::<Vec<_>>()
+        );
+        for p in [a, b, c] {
+            p.stop().await;
+        }
+    });
+}
+
+#[test]
+fn loadstate_brings_the_player_back_to_the_shared_state() {
+    if !require_openmsx() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The path reaches Tcl hex-encoded, never pasted.
+    let state = msxsync::protocol::hex(dir.path().join("s").to_str().unwrap().as_bytes());
+    smol::block_on(async {
+        let world = World::new();
+        let (a, b) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        a.openmsx()
+            .command(&format!("savestate [binary decode hex {state}]"))
+            .await
+            .unwrap();
+        game_does(&b, CMD_SET, SHARED0 + 5, 0x55).await;
+        wait_byte(&a, SHARED0 + 5, 0x55, "bob's write in ann").await;
+        a.openmsx()
+            .command(&format!("loadstate [binary decode hex {state}]"))
+            .await
+            .unwrap();
+        // The saved state predates bob's write; the shared state wins.
+        wait_converged(&world, "testgame", &[&a, &b]).await;
+        assert_eq!(peek(&a, SHARED0 + 5).await, 0x55);
+        // And ann keeps syncing both ways.
+        game_does(&a, CMD_SET, SHARED0 + 6, 0x66).await;
+        wait_byte(&b, SHARED0 + 6, 0x66, "ann's write after loadstate in bob").await;
+        game_does(&b, CMD_SET, SHARED0 + 7, 0x77).await;
+        wait_byte(&a, SHARED0 + 7, 0x77, "bob's write after loadstate in ann").await;
+        a.stop().await;
+        b.stop().await;
+    });
 }

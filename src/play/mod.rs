@@ -305,6 +305,7 @@ impl Player {
             server: opts.server.clone(),
             players: game.players.clone(),
             connected: true,
+            trace: std::env::var_os("MSXSYNC_TRACE").is_some_and(|v| v == "1"),
         };
         let events = msx.events();
         let task = smol::spawn(async move {
@@ -433,6 +434,8 @@ struct Session {
     server: String,
     players: Vec<PlayerInfo>,
     connected: bool,
+    /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
+    trace: bool,
 }
 
 impl Session {
@@ -520,6 +523,9 @@ impl Session {
                     return Ok(None);
                 }
                 let batch = self.sync.send(&changes);
+                if self.trace {
+                    eprintln!("trace {}: send batch {batch}: {changes:?}", self.sync.me());
+                }
                 if let Err(e) = self.sender.send_changes(batch, changes).await {
                     self.lost_server(&e);
                 } else {
@@ -562,6 +568,12 @@ impl Session {
             } => {
                 Stats::bump(&self.stats.updates_received);
                 let apply = self.sync.update(seq, player, batch, &changes)?;
+                if self.trace {
+                    eprintln!(
+                        "trace {}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
+                        self.sync.me()
+                    );
+                }
                 self.stats.seq.store(seq, Ordering::Relaxed);
                 if !apply.is_empty() {
                     self.hooks.apply(&apply).await?;

@@ -66,17 +66,71 @@ pub async fn peek(p: &Player, addr: u16) -> u8 {
 
 /// Makes a player's game perform a mailbox command with CPU writes, and waits until
 /// the game acknowledged it.
-pub async fn game_does(p: &Player, seq: u8, cmd: u8, addr: u16, value: u8) {
+pub async fn game_does(p: &Player, cmd: u8, addr: u16, value: u8) {
+    let seq = post(p, cmd, addr, value).await;
+    wait_ack(p, seq).await;
+}
+
+/// Posts a mailbox command without waiting; returns the sequence to wait for.
+pub async fn post(p: &Player, cmd: u8, addr: u16, value: u8) -> u8 {
+    // The game acts when the sequence differs from the last one it saw, which a
+    // loadstate can take back in time: always use the next one.
+    let seq = peek(p, testrom::LAST_SEQ).await.wrapping_add(1);
     p.openmsx()
         .command(&testrom::mailbox(seq, cmd, addr, value))
         .await
         .expect("mailbox");
+    seq
+}
+
+/// Waits until the game acknowledged mailbox command `seq`.
+pub async fn wait_ack(p: &Player, seq: u8) {
     super::poll(
         "the game to take the mailbox command",
         Duration::from_secs(20),
         || async { (peek(p, testrom::ACK).await == seq).then_some(()) },
     )
     .await;
+}
+
+/// The shared regions of a player's RAM.
+pub async fn shared(p: &Player) -> Vec<Vec<u8>> {
+    p.hooks().read_state().await.expect("read shared regions")
+}
+
+/// The server's current state, as a newly joining client receives it.
+pub async fn server_state(world: &World, game: &str) -> Vec<Vec<u8>> {
+    let mut c = msxsync::client::connect(&world.server.addr().to_string(), "observer")
+        .await
+        .expect("observer connects");
+    let j = c.join(game).await.expect("observer joins");
+    c.close().await;
+    j.state
+}
+
+/// Waits until every player's shared regions equal the server's state.
+pub async fn wait_converged(world: &World, game: &str, players: &[&Player]) -> Vec<Vec<u8>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let server = server_state(world, game).await;
+        let mut all = true;
+        for p in players {
+            if shared(p).await != server {
+                all = false;
+            }
+        }
+        if all {
+            return server;
+        }
+        if std::time::Instant::now() > deadline {
+            let mut msg = format!("no convergence: server {server:02x?}");
+            for p in players {
+                msg.push_str(&format!("\nplayer {:02x?}", shared(p).await));
+            }
+            panic!("{msg}");
+        }
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until `addr` reads `value` in the player's RAM; panics with what it read.
