@@ -441,6 +441,33 @@ fn hooks_survive_loadstate() {
 }
 
 #[test]
+fn flushes_without_vertical_interrupts_too() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let g = Game::start().await;
+        // VDP interrupts off (R#1 bit 5): the probe never fires, the timer must flush.
+        // The game halts for good; a debug write stands in for it (it hits too).
+        g.msx
+            .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] & 0xdf}]")
+            .await
+            .unwrap();
+        let frames = g.peek(FRAMES).await;
+        g.msx
+            .command(&format!("debug write memory {} 9", SHARED0 + 2))
+            .await
+            .unwrap();
+        assert_eq!(g.next_changes().await, vec![masked(0, 2, 9, 9)]);
+        assert!(
+            g.peek(FRAMES).await.wrapping_sub(frames) <= 1,
+            "frames still ran"
+        );
+        g.stop().await;
+    });
+}
+
+#[test]
 fn committed_rom_matches_its_source() {
     if !require_program("pasmo") {
         return;

@@ -418,7 +418,8 @@ impl OpenMsx {
     }
 
     /// Asks openMSX to quit, waits up to a few seconds, then kills it. For an attached
-    /// openMSX only the connection is closed: the player's emulator keeps running.
+    /// openMSX only the connection is closed (when the last clone is dropped): the
+    /// player's emulator keeps running.
     pub async fn shutdown(self) -> Result<()> {
         let has_child = self
             .inner
@@ -455,7 +456,14 @@ impl OpenMsx {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                // Drop kills it.
+                // Other clones (e.g. the hooks) may keep the connection alive: kill
+                // the child here rather than waiting for the last drop.
+                if let Ok(mut child) = self.inner.child.lock() {
+                    if let Some(mut c) = child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                }
                 return Ok(());
             }
             smol::Timer::after(Duration::from_millis(20)).await;
