@@ -188,6 +188,12 @@ impl OpenMsx {
     /// Settings are not saved on exit, so nothing we set leaks into the player's
     /// configuration.
     pub async fn spawn(opts: &LaunchOptions) -> Result<OpenMsx> {
+        if let Some(m) = &opts.machine {
+            check_name("machine", m)?;
+        }
+        if let Some(t) = &opts.romtype {
+            check_name("rom type", t)?;
+        }
         let mut cmd = Command::new(&opts.program);
         cmd.args(opts.args())
             .stdin(Stdio::piped())
@@ -471,6 +477,21 @@ impl OpenMsx {
     }
 }
 
+/// Machine and rom type names come from the server: allow only what openMSX's own
+/// names use, so a name can never be a path or look like an option.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
+        && !name.starts_with(['-', '.']);
+    if !ok {
+        bail!("bad openmsx {what} name {name:?}: only letters, digits and _ - + . are allowed");
+    }
+    Ok(())
+}
+
 fn drain_stderr(
     stderr: Box<dyn BufRead + Send>,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -641,6 +662,24 @@ mod tests {
                 "ASCII8"
             ]
         );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in [
+            "C-BIOS_MSX1",
+            "C-BIOS_MSX2+",
+            "Panasonic_FS-A1GT",
+            "KonamiSCC",
+            "ASCII8",
+        ] {
+            assert!(check_name("machine", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "-script", "../x", "a/b", "a b", "x;y", "$x", "[x]", ".hidden",
+        ] {
+            assert!(check_name("machine", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
