@@ -302,7 +302,11 @@ fn an_unflushed_change_survives_a_remote_write_of_the_same_bit() {
     sim.flush(1);
     sim.server_reads(1);
     sim.deliver(0);
-    assert_eq!(sim.players[0].replica.ram()[0], vec![0x00], "local clear kept");
+    assert_eq!(
+        sim.players[0].replica.ram()[0],
+        vec![0x00],
+        "local clear kept"
+    );
     let mut rng = Rng::new(4);
     sim.quiesce(&mut rng);
     sim.assert_converged("unflushed");
