@@ -134,7 +134,10 @@ mod tests {
 
     #[test]
     fn merge_byte_takes_only_masked_bits() {
-        assert_eq!(merge_byte(0b1010_1010, 0b0101_0101, 0b0000_1111), 0b1010_0101);
+        assert_eq!(
+            merge_byte(0b1010_1010, 0b0101_0101, 0b0000_1111),
+            0b1010_0101
+        );
         assert_eq!(merge_byte(0xff, 0x00, 0x00), 0xff);
         assert_eq!(merge_byte(0x00, 0xff, 0xff), 0xff);
     }

@@ -70,8 +70,7 @@ impl RomCache {
         let tmp = self
             .dir
             .join(format!(".{}.{}.tmp", hex(sha), std::process::id()));
-        std::fs::write(&tmp, data)
-            .with_context(|| format!("could not write {}", tmp.display()))?;
+        std::fs::write(&tmp, data).with_context(|| format!("could not write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("could not move rom into {}", path.display()))?;
         Ok(path)

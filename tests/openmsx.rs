@@ -52,6 +52,8 @@ impl Game {
             .expect("waiting for the cartridge");
         assert!(reached, "the cartridge's INIT was not reached");
         let to_init = t0.elapsed();
+        // Emulation waits at INIT until we say so.
+        hooks.resume().await.expect("resume");
         let m = msx.clone();
         poll("the game's start-up", TIMEOUT, || {
             let m = m.clone();
@@ -422,20 +424,21 @@ fn hooks_survive_loadstate() {
             .await
             .unwrap();
         assert_eq!(g.next_hook_event().await, HookEvent::MachineSwitched);
-        // The state's RAM is taken as it is (not reported as a change) ...
+        // The state's RAM is taken as it is (not reported as a change), and the hooks
+        // hold until msxsync writes the server's state back.
         assert_eq!(g.peek(SHARED0 + 7).await, 0);
         let ram = g.hooks.read_state().await.unwrap();
         assert_eq!(g.hooks.read_shadow().await.unwrap(), ram);
-        // ... and the game's writes are seen again. The mailbox went back in time too.
+        assert!(!g.hooks.is_active().await.unwrap());
+        let mut server = ram.clone();
+        server[0][7] = 0x11;
+        g.hooks.write_state(&server).await.unwrap();
+        assert_eq!(g.hooks.read_state().await.unwrap(), server);
+        assert!(g.hooks.is_active().await.unwrap());
+        // The game's writes are seen again. The mailbox went back in time too.
         g.seq = g.peek(LAST_SEQ).await;
         g.game_does(CMD_SET, SHARED0 + 8, 0x22).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 8, 0x22, 0x22)]);
-        // The server's state can be written back.
-        let mut server = ram.clone();
-        server[0][7] = 0x11;
-        server[0][8] = 0x22;
-        g.hooks.write_state(&server).await.unwrap();
-        assert_eq!(g.hooks.read_state().await.unwrap(), server);
         g.stop().await;
     });
 }
@@ -488,87 +491,4 @@ fn committed_rom_matches_its_source() {
         built == committed,
         "tests/roms/testgame.rom is stale: run `make roms`"
     );
-}
-
-/// openMSX's CPU time (user + system) in seconds, from /proc: other processes on a
-/// shared machine then barely disturb the measurement.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// Emulated frames per second of openMSX CPU time, over `window` of real time.
-async fn frame_rate(g: &Game, window: Duration) -> f64 {
-    let pid = g.msx.pid().unwrap();
-    let read = || async {
-        let lo: u16 = g.msx.command(&peek(FRAMES)).await.unwrap().parse().unwrap();
-        let hi: u16 = g
-            .msx
-            .command(&peek(FRAMES + 1))
-            .await
-            .unwrap()
-            .parse()
-            .unwrap();
-        lo | hi << 8
-    };
-    let (f0, c0) = (read().await, cpu_seconds(pid));
-    smol::Timer::after(window).await;
-    let (f1, c1) = (read().await, cpu_seconds(pid));
-    f1.wrapping_sub(f0) as f64 / (c1 - c0)
-}
-
-/// Measurements, not assertions: `cargo test --test openmsx -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn measure_hook_cost() {
-    if !require_openmsx() {
-        return;
-    }
-    smol::block_on(async {
-        let mut inits = Vec::new();
-        for _ in 0..3 {
-            let g = Game::start().await;
-            inits.push(g.to_init);
-            g.stop().await;
-        }
-        eprintln!("spawn to cartridge INIT (throttle off): {inits:?}");
-
-        let window = Duration::from_millis(1500);
-        let mut g = Game::start().await;
-        g.hooks.uninstall().await.unwrap();
-        let bare = frame_rate(&g, window).await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
-        let bare_unchanged = frame_rate(&g, window).await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
-        let bare_stress = frame_rate(&g, window).await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
-        g.hooks.watch(&testrom::regions()).await.unwrap();
-        let hooked = frame_rate(&g, window).await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
-        let hooked_unchanged = frame_rate(&g, window).await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
-        let hooked_stress = frame_rate(&g, window).await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_CHANGING).await;
-        let hooked_changing = frame_rate(&g, window).await;
-        let us = |a: f64, b: f64| 1e6 / b - 1e6 / a;
-        eprintln!("frames per second of openmsx cpu time, throttle off, renderer none:");
-        eprintln!(
-            "  idle game:     {bare:.0} without hooks, {hooked:.0} with ({:+.1} us/frame)",
-            us(bare, hooked)
-        );
-        eprintln!(
-            "  64 unchanged bytes rewritten per frame: {bare_unchanged:.0} without, {hooked_unchanged:.0} with ({:+.1} us/frame)",
-            us(bare_unchanged, hooked_unchanged)
-        );
-        eprintln!(
-            "  stress (1536 writes of one byte per frame): {bare_stress:.0} without, {hooked_stress:.0} with ({:+.1} us/frame)",
-            us(bare_stress, hooked_stress)
-        );
-        eprintln!("  64 changed bytes per frame, with hooks: {hooked_changing:.0}");
-        g.stop().await;
-    });
 }

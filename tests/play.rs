@@ -101,9 +101,9 @@ fn different_bits_of_one_byte_at_the_same_moment_both_survive() {
             smol::future::zip(wait_ack(&a, sa), wait_ack(&b, sb)).await;
         }
         let state = wait_converged(&world, "testgame", &[&a, &b]).await;
-        for r in 0..6usize {
+        for (r, &byte) in state[0][..6].iter().enumerate() {
             assert_eq!(
-                state[0][r],
+                byte,
                 (1u8 << r) | (0x80u8 >> r),
                 "byte {r} has both players' bits"
             );
@@ -134,7 +134,7 @@ fn many_concurrent_random_changes_converge() {
                     x ^= x << 17;
                     let cmd = [CMD_SET, CMD_OR, CMD_AND_NOT, CMD_ADD][(x % 4) as usize];
                     // Mostly a few hot bytes, so players collide often.
-                    let addr = if x % 3 == 0 {
+                    let addr = if x.is_multiple_of(3) {
                         SHARED1 + ((x >> 8) % 64) as u16
                     } else {
                         SHARED0 + ((x >> 8) % 4) as u16

@@ -16,6 +16,7 @@
 use super::connection::{Event, OpenMsx};
 use crate::delta::Change;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
+use crate::regions::{Op, SyncWhen};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -35,8 +36,14 @@ pub enum HookEvent {
     /// reinstalled themselves and took the new RAM as the shadow; write the server's
     /// state back with [`Hooks::write_state`].
     MachineSwitched,
-    /// The CPU reached the cartridge's INIT routine (see [`Hooks::wait_for_cartridge`]).
+    /// The CPU reached the cartridge's INIT routine: the game (re)started (power-on
+    /// or reset). The hooks hold and emulation is paused until [`Hooks::resume`].
     CartridgeStarted,
+    /// The sync gate (`sync-when:`) opened (true) or closed (false). When it closes
+    /// the hooks already hold; when it opens, write the server's state to sync again.
+    Gate(bool),
+    /// The player pressed the join key (see [`Hooks::bind_join_key`]).
+    JoinRequested,
 }
 
 /// Parses openMSX's version answer, e.g. "openMSX 18.0" or "openMSX 21.0-123-gabc",
@@ -143,6 +150,9 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
         }
         "switched" if rest.is_empty() => HookEvent::MachineSwitched,
         "init" if rest.is_empty() => HookEvent::CartridgeStarted,
+        "join" if rest.is_empty() => HookEvent::JoinRequested,
+        "gate" if rest == ["0"] => HookEvent::Gate(false),
+        "gate" if rest == ["1"] => HookEvent::Gate(true),
         other => bail!("unknown push {:?}", other),
     };
     Ok(Some(event))
@@ -360,13 +370,102 @@ impl Hooks {
             .context("reinstalling the msxsync watchpoints")
     }
 
+    /// Stops reporting game writes and applying remote changes until the next
+    /// [`Hooks::write_state`]. What the game changed before is flushed first.
+    pub async fn hold(&self) -> Result<()> {
+        self.msx.command("msxsync::hold").await.map(|_| ())
+    }
+
+    /// Whether the hooks are syncing (true) or holding (false).
+    pub async fn is_active(&self) -> Result<bool> {
+        Ok(self.msx.command("msxsync::is_active").await?.trim() == "1")
+    }
+
+    /// Continues emulation after the pause at the cartridge's INIT (no-op otherwise).
+    pub async fn resume(&self) -> Result<()> {
+        self.msx
+            .command("msxsync::resume")
+            .await
+            .map(|_| ())
+            .context("resuming emulation")
+    }
+
+    /// Writes bytes into RAM and shadow whatever the game did to them: repairs bytes
+    /// that changed behind the watchpoints' back. Masks are ignored.
+    pub async fn force(&self, changes: &[Change]) -> Result<()> {
+        let sizes = self.region_sizes();
+        let mut cmd = String::from("msxsync::force {");
+        for c in changes {
+            c.check(&sizes).map_err(|e| anyhow!("not repairing: {e}"))?;
+            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex(&c.values));
+        }
+        cmd.push('}');
+        self.msx
+            .command(&cmd)
+            .await
+            .context("repairing shared ram in openmsx")?;
+        Ok(())
+    }
+
+    /// Installs the sync gate for `cond` and returns whether it is open now. While it
+    /// is closed the hooks hold; it reports [`HookEvent::Gate`] when it flips. With
+    /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
+    /// RAM holds leftovers) and opens at the game's first write that makes it true.
+    pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
+        let (addrs, expr) = gate_expression(cond);
+        let closed = u8::from(closed);
+        let reply = self
+            .msx
+            .command(&format!(
+                "msxsync::gate_setup {{{addrs}}} {{{expr}}} {closed}"
+            ))
+            .await
+            .context("installing the sync-when gate")?;
+        Ok(reply.trim() == "1")
+    }
+
+    /// The gate: `None` without one, else whether it is open.
+    pub async fn gate_state(&self) -> Result<Option<bool>> {
+        let reply = self.msx.command("msxsync::gate_state").await?;
+        Ok(match reply.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        })
+    }
+
+    /// Binds [`JOIN_KEY`] in openMSX so that pressing it reports
+    /// [`HookEvent::JoinRequested`].
+    pub async fn bind_join_key(&self) -> Result<()> {
+        self.msx
+            .command(&format!("msxsync::bind_join {JOIN_KEY}"))
+            .await
+            .map(|_| ())
+            .context("binding the join key")
+    }
+
+    /// Shows `text` on the emulator's screen (and in its log). The text reaches Tcl
+    /// hex-encoded, so it can hold anything.
+    pub async fn show(&self, text: &str) -> Result<()> {
+        self.msx
+            .command(&format!(
+                "message [binary decode hex {}] info",
+                hex(text.as_bytes())
+            ))
+            .await
+            .map(|_| ())
+    }
+
     /// Removes the watchpoints and breakpoints (leaves an attached openMSX clean).
     pub async fn uninstall(&self) -> Result<()> {
         self.msx.command("msxsync::uninstall").await.map(|_| ())
     }
 
     /// Waits until the CPU reaches the cartridge's INIT routine, powering the machine
-    /// on if it is off. `rom` is the ROM image (at least its first 4 bytes: "AB" and
+    /// on if it is off. Emulation then stays paused at INIT, before the game's own
+    /// start-up code runs, until [`Hooks::resume`]; the breakpoint stays armed, so
+    /// every later start of the game (reset, power cycle) reports
+    /// [`HookEvent::CartridgeStarted`] and pauses again. `rom` is the ROM image (at least its first 4 bytes: "AB" and
     /// the INIT address). Returns true when INIT was reached, false when the ROM has no
     /// INIT or `timeout` (real time) passed first (e.g. attached after the game
     /// started): then go on anyway. Events that are not this wait's are handed to
@@ -382,7 +481,7 @@ impl Hooks {
         };
         self.msx
             .command(&format!(
-                "msxsync::arm_init {init} {} {} {} {}",
+                "msxsync::arm_init {init} {} {} {} {} 1",
                 rom[0], rom[1], rom[2], rom[3]
             ))
             .await
@@ -420,6 +519,42 @@ impl Hooks {
     }
 }
 
+/// The key a player presses in openMSX to join a game already in progress.
+pub const JOIN_KEY: &str = "F12";
+
+/// Turns a `sync-when:` condition into the byte addresses it reads and a Tcl
+/// expression over them. Only numbers formatted here go into the expression.
+pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
+    let mut addrs: Vec<u16> = cond.addresses();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let groups: Vec<String> = cond
+        .any_of
+        .iter()
+        .map(|group| {
+            let terms: Vec<String> = group
+                .iter()
+                .map(|t| {
+                    let byte = format!("[debug read memory {}]", t.addr);
+                    let v = t.value;
+                    match t.op {
+                        Op::Eq => format!("({byte} == {v})"),
+                        Op::Ne => format!("({byte} != {v})"),
+                        Op::Lt => format!("({byte} < {v})"),
+                        Op::Gt => format!("({byte} > {v})"),
+                        Op::Le => format!("({byte} <= {v})"),
+                        Op::Ge => format!("({byte} >= {v})"),
+                        Op::BitAnd => format!("(({byte} & {v}) != 0)"),
+                    }
+                })
+                .collect();
+            format!("({})", terms.join(" && "))
+        })
+        .collect();
+    let addrs: Vec<String> = addrs.iter().map(u16::to_string).collect();
+    (addrs.join(" "), groups.join(" || "))
+}
+
 /// The INIT address from a cartridge header ("AB", INIT little endian at 2..3), or
 /// `None` when INIT is zero (BASIC or device ROMs).
 pub fn init_address(rom: &[u8]) -> Result<Option<u16>> {
@@ -433,6 +568,37 @@ pub fn init_address(rom: &[u8]) -> Result<Option<u16>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gate_expressions_hold_only_numbers() {
+        let cond =
+            crate::regions::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
+        let (addrs, expr) = gate_expression(&cond);
+        assert_eq!(addrs, "57344 57345 57634");
+        assert_eq!(
+            expr,
+            "(([debug read memory 57634] == 1) && (([debug read memory 57345] & 128) != 0)) \
+             || (([debug read memory 57344] >= 16))"
+        );
+    }
+
+    #[test]
+    fn gate_and_join_pushes_parse() {
+        assert_eq!(
+            parse_push("5 1 gate 1", 5, &[1]).unwrap(),
+            Some(HookEvent::Gate(true))
+        );
+        assert_eq!(
+            parse_push("5 2 gate 0", 5, &[1]).unwrap(),
+            Some(HookEvent::Gate(false))
+        );
+        assert_eq!(
+            parse_push("5 3 join", 5, &[1]).unwrap(),
+            Some(HookEvent::JoinRequested)
+        );
+        assert!(parse_push("5 4 gate 2", 5, &[1]).is_err());
+        assert!(parse_push("5 4 join now", 5, &[1]).is_err());
+    }
 
     #[test]
     fn versions_parse() {

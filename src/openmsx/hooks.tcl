@@ -15,7 +15,19 @@
 #   the game changed but that were not flushed yet (invariant I4);
 # - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
 #   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
-#   pushes `switched` so that msxsync writes the server's state back.
+#   pushes `switched` so that msxsync writes the server's state back;
+# - the hooks are *active* (sending and applying) or *holding*: while holding, game
+#   writes are not reported and remote changes are not applied. `write_state` makes
+#   them active (the player is brought to the server's state first, then syncs);
+#   `hold` stops them. Holding is what keeps a title screen, an attract demo or a
+#   restarting game from wiping the group's state;
+# - the sync gate (`sync-when:` in the regions file) is an expression over RAM bytes
+#   that msxsync builds from numbers only; watchpoints on its bytes re-evaluate it, and
+#   when it turns false the hooks hold at once and push `gate 0`; when it turns true
+#   they push `gate 1` and msxsync writes the server's state (which activates them);
+# - the cartridge's INIT breakpoint stays armed: every start of the game (power-on,
+#   reset) holds the hooks, pauses emulation and pushes `init`, so msxsync can decide
+#   what to do before the game's start-up code clears its variables.
 #
 # Rust only ever calls these procs with numbers it formatted and hex it encoded.
 #
@@ -24,6 +36,8 @@
 #   TOKEN SEQ c REGION OFFSET VALUESHEX MASKSHEX [REGION OFFSET VALUESHEX MASKSHEX ...]
 #   TOKEN SEQ switched
 #   TOKEN SEQ init
+#   TOKEN SEQ gate 0|1
+#   TOKEN SEQ join
 # TOKEN is the number msxsync gave to `setup` (it tells this session's pushes from a
 # stale value), SEQ counts pushes, REGION and OFFSET are decimal, the hex strings hold
 # one byte per two digits.
@@ -53,6 +67,13 @@ namespace eval msxsync {
     variable switch_id ""     ;# id of our `after machine_switch`
     variable init_bp ""       ;# id of the cartridge INIT breakpoint
     variable machine_id ""    ;# the machine the watchpoints are on
+    variable active 1         ;# 0: holding, game writes are not reported (see above)
+    variable gate -1          ;# sync gate: -1 none, 0 closed, 1 open
+    variable gate_cond ""     ;# the gate expression (numbers only, built by msxsync)
+    variable gate_addrs {}    ;# the bytes the gate reads
+    variable gate_wps {}      ;# watchpoints on those bytes
+    variable init_pause 0     ;# 1: pause emulation when INIT is reached
+    variable join_key ""      ;# key bound to `join_request`, if any
 }
 
 # Creates the push channel. The setting may exist with a stale value (openMSX saves
@@ -96,7 +117,9 @@ proc msxsync::install {regions} {
     variable lens {}
     variable shadow
     variable dirty
-    uninstall
+    # Not `uninstall`: the INIT breakpoint and the gate stay.
+    unwatch
+    cancel_flush
     array unset shadow
     array unset dirty
     set r 0
@@ -109,6 +132,7 @@ proc msxsync::install {regions} {
     }
     watch
     arm_switch
+    variable active 1
     return $r
 }
 
@@ -155,6 +179,8 @@ proc msxsync::arm_switch {} {
 proc msxsync::uninstall {} {
     variable switch_id
     unwatch
+    gate_unwatch
+    unbind_join
     cancel_flush
     if {$switch_id ne ""} {
         catch {after cancel $switch_id}
@@ -166,7 +192,8 @@ proc msxsync::uninstall {} {
 # The watchpoint callback: runs after every CPU write into a region. Keep it tiny.
 proc msxsync::hit {r start} {
     variable applying
-    if {$applying} return
+    variable active
+    if {$applying || !$active} return
     variable shadow
     if {[lindex $shadow($r) [expr {$::wp_last_address - $start}]] != $::wp_last_value} {
         variable dirty
@@ -268,6 +295,10 @@ proc msxsync::flush {} {
 # game changed since the last flush (RAM xor shadow) stay as the game wrote them and
 # are sent at the next flush; every masked remote bit goes into the shadow.
 proc msxsync::apply {changes} {
+    variable active
+    if {!$active} {
+        return held
+    }
     variable applying 1
     set failed [catch {
         foreach {r off vhex mhex} $changes {
@@ -337,6 +368,146 @@ proc msxsync::write_state {hexes} {
     if {$failed} {
         error $msg
     }
+    variable active 1
+    return ok
+}
+
+# Stops reporting and applying (see "holding" at the top). What the game changed
+# before is flushed first: it was made while syncing.
+proc msxsync::hold {} {
+    variable active
+    if {$active} {
+        flush
+    }
+    set active 0
+    return ok
+}
+
+# Whether the hooks are active (1) or holding (0).
+proc msxsync::is_active {} {
+    variable active
+    return $active
+}
+
+# changes: a flat list {REGION OFFSET VALUESHEX ...}: writes these bytes into RAM and
+# shadow whatever the game did to them. Used to repair bytes that changed behind the
+# watchpoints' back (a write to "Main RAM", a cheat), found by msxsync's desync check.
+proc msxsync::force {changes} {
+    variable starts
+    variable lens
+    variable shadow
+    variable applying 1
+    set failed [catch {
+        foreach {r off vhex} $changes {
+            set vals [from_hex $vhex]
+            set n [llength $vals]
+            if {$r < 0 || $r >= [llength $lens] || $n == 0 || $off < 0
+                    || $off + $n > [lindex $lens $r]} {
+                error "msxsync: bad repair of region $r at $off"
+            }
+            debug write_block memory [expr {[lindex $starts $r] + $off}] \
+                [binary decode hex $vhex]
+            set shadow($r) [lreplace $shadow($r) $off [expr {$off + $n - 1}] {*}$vals]
+        }
+    } msg]
+    set applying 0
+    if {$failed} {
+        error $msg
+    }
+    return ok
+}
+
+# The sync gate. addrs: the bytes the condition reads; cond: a Tcl expression over
+# `[debug read memory ADDR]` terms and numbers, built by msxsync. Returns the gate's
+# current value (0 or 1); while it is closed the hooks hold.
+# With closed 1 the gate starts closed whatever RAM says (at the cartridge's INIT, RAM
+# still holds what was there before the game started), and opens at the first write
+# that makes the condition true.
+proc msxsync::gate_setup {addrs cond {closed 0}} {
+    variable gate_addrs $addrs
+    variable gate_cond $cond
+    gate_watch
+    variable gate [expr {$closed ? 0 : [expr $gate_cond]}]
+    if {!$gate} {
+        hold
+    }
+    return $gate
+}
+
+proc msxsync::gate_watch {} {
+    variable gate_addrs
+    variable gate_wps
+    variable new_api
+    gate_unwatch
+    foreach addr $gate_addrs {
+        if {$new_api} {
+            lappend gate_wps [debug watchpoint create -type write_mem -address $addr \
+                -command msxsync::gate_hit]
+        } else {
+            lappend gate_wps [debug set_watchpoint write_mem $addr {} msxsync::gate_hit]
+        }
+    }
+}
+
+proc msxsync::gate_unwatch {} {
+    variable gate_wps
+    variable new_api
+    foreach id $gate_wps {
+        if {$new_api} {
+            catch {debug watchpoint remove $id}
+        } else {
+            catch {debug remove_watchpoint $id}
+        }
+    }
+    set gate_wps {}
+}
+
+# Runs after every write to a byte the gate reads: cheap unless the value flips.
+proc msxsync::gate_hit {} {
+    variable gate
+    variable gate_cond
+    set now [expr $gate_cond]
+    if {$now != $gate} {
+        set gate $now
+        if {!$now} {
+            hold
+        }
+        push "gate $now"
+    }
+}
+
+# The gate: -1 when there is none, else 0 (closed) or 1 (open).
+proc msxsync::gate_state {} {
+    variable gate
+    return $gate
+}
+
+# Binds KEY (a key name msxsync chose, e.g. F12) so that pressing it pushes `join`.
+proc msxsync::bind_join {key} {
+    variable join_key
+    unbind_join
+    bind $key msxsync::join_request
+    set join_key $key
+    return ok
+}
+
+proc msxsync::unbind_join {} {
+    variable join_key
+    if {$join_key ne ""} {
+        catch {unbind $join_key}
+        set join_key ""
+    }
+}
+
+proc msxsync::join_request {} {
+    push join
+}
+
+# Continues emulation if the hooks paused it (at INIT); harmless otherwise.
+proc msxsync::resume {} {
+    if {[debug breaked]} {
+        debug cont
+    }
     return ok
 }
 
@@ -376,6 +547,13 @@ proc msxsync::on_switch {} {
         return
     }
     reinstall
+    variable gate
+    variable gate_cond
+    if {$gate >= 0} {
+        gate_watch
+        set gate [expr $gate_cond]
+    }
+    hold
     push switched
 }
 
@@ -399,8 +577,9 @@ proc msxsync::reinstall {} {
 
 # Pushes `init` once the CPU reaches ADDR (the cartridge's INIT) while the four header
 # bytes H0..H3 are visible at 0x4000, so BIOS code at the same address does not count.
-proc msxsync::arm_init {addr h0 h1 h2 h3} {
+proc msxsync::arm_init {addr h0 h1 h2 h3 {pause 0}} {
     variable init_bp
+    variable init_pause $pause
     disarm_init
     set cond "\[msxsync::header_is $h0 $h1 $h2 $h3\]"
     set init_bp [debug set_bp $addr $cond msxsync::init_hit]
@@ -412,13 +591,20 @@ proc msxsync::header_is {h0 h1 h2 h3} {
     return [expr {$got eq [list $h0 $h1 $h2 $h3]}]
 }
 
+# The game (re)starts: power-on or reset. The breakpoint stays for the next start.
 proc msxsync::init_hit {} {
-    variable init_bp
-    if {$init_bp eq ""} return
-    # Removing a breakpoint from inside its own callback is left to a moment later.
-    set id $init_bp
-    set init_bp ""
-    after time 0 [list catch [list debug remove_bp $id]]
+    variable init_pause
+    variable gate
+    hold
+    if {$gate > 0} {
+        # RAM is what the game left before the restart: only the game's own writes
+        # from now on may open the gate again.
+        set gate 0
+        push "gate 0"
+    }
+    if {$init_pause} {
+        debug break
+    }
     push init
 }
 

@@ -11,8 +11,10 @@ mod state;
 pub use state::SyncState;
 
 use crate::client::{self, ClientReceiver, ClientSender};
+use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks, LaunchOptions, OpenMsx};
 use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, ServerMsg, DEFAULT_PORT};
+use crate::regions::{parse_sync_when, SyncWhen};
 use crate::rom_cache::RomCache;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -49,6 +51,10 @@ pub struct PlayArgs {
     /// Where downloaded ROMs are kept (default: $XDG_CACHE_HOME/msxsync/roms).
     #[arg(long, env = "MSXSYNC_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Joining a game already in progress: take the shared state as soon as the game
+    /// starts instead of waiting for you to press F12 (games without `sync-when:`).
+    #[arg(long)]
+    pub join_now: bool,
 }
 
 /// Everything a player needs to start; [`PlayArgs`] with the defaults filled in.
@@ -75,6 +81,8 @@ pub struct PlayOptions {
     /// Run the emulator as fast as it can (`set throttle off`): for tests and
     /// benchmarks, never for playing.
     pub fast: bool,
+    /// Take the shared state at the game's start even when the game is in progress.
+    pub join_now: bool,
 }
 
 impl PlayOptions {
@@ -91,6 +99,7 @@ impl PlayOptions {
             cache_dir: RomCache::default_dir(),
             verbose: false,
             fast: false,
+            join_now: false,
         }
     }
 }
@@ -108,6 +117,7 @@ impl From<PlayArgs> for PlayOptions {
         if let Some(d) = a.cache_dir {
             o.cache_dir = d;
         }
+        o.join_now = a.join_now;
         o.verbose = true;
         o
     }
@@ -285,28 +295,40 @@ impl Player {
         if !started {
             say("the cartridge start was not seen; syncing from now on".into());
         }
+        // Emulation is paused at the cartridge's INIT (when it was seen): nothing the
+        // game does can slip between watching and deciding whether to sync.
         hooks.watch(&joined.regions).await?;
-        let sync = SyncState::new(&joined);
-        hooks.write_state(sync.server_state()).await?;
+        let gate =
+            match &game.sync_when {
+                Some(text) => Some(parse_sync_when(text).map_err(|e| {
+                    anyhow::anyhow!("the server sent a bad sync-when {text:?}: {e}")
+                })?),
+                None => None,
+            };
         let stats = Arc::new(Stats::default());
-        Stats::bump(&stats.state_writes);
+        let sync = SyncState::new(&joined);
         stats.seq.store(sync.seq(), Ordering::Relaxed);
-        say(format!("syncing {} from update {}", game.name, sync.seq()));
-
         let (sender, receiver) = conn.split();
-        let (done_tx, done_rx) = async_channel::bounded(1);
-        let (stop_tx, stop_rx) = async_channel::bounded(1);
-        let session = Session {
+        let mut session = Session {
             hooks: hooks.clone(),
             sync,
             sender,
             stats: stats.clone(),
             verbose: opts.verbose,
             server: opts.server.clone(),
+            game: game.name.clone(),
             players: game.players.clone(),
             connected: true,
             trace: std::env::var_os("MSXSYNC_TRACE").is_some_and(|v| v == "1"),
+            gate,
+            waiting_for_key: false,
         };
+        let in_progress = joined.in_progress && !opts.join_now;
+        session.game_started(started, in_progress).await?;
+        hooks.resume().await?;
+
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let (stop_tx, stop_rx) = async_channel::bounded(1);
         let events = msx.events();
         let task = smol::spawn(async move {
             let result = session.run(receiver, events, early, stop_rx).await;
@@ -432,10 +454,16 @@ struct Session {
     stats: Arc<Stats>,
     verbose: bool,
     server: String,
+    game: String,
     players: Vec<PlayerInfo>,
     connected: bool,
     /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
     trace: bool,
+    /// The game's `sync-when:` condition, if it has one.
+    gate: Option<SyncWhen>,
+    /// Holding until the player presses the join key (a game in progress without
+    /// `sync-when:`).
+    waiting_for_key: bool,
 }
 
 impl Session {
@@ -443,6 +471,57 @@ impl Session {
         if self.verbose {
             println!("{text}");
         }
+    }
+
+    /// The game (re)started; the hooks hold and emulation is paused at its INIT when
+    /// `at_init`. Decides when this player starts syncing:
+    /// - with `sync-when:`, when the condition turns true (the game's own start-up
+    ///   writes come first, with the gate closed);
+    /// - without, a player of a fresh game syncs from the start, like the original
+    ///   tool, so a group starting together just works; a player joining a game in
+    ///   progress (or whose game restarted) waits for the join key, so that its
+    ///   start-up does not wipe what the group has earned.
+    async fn game_started(&mut self, at_init: bool, in_progress: bool) -> Result<()> {
+        if let Some(cond) = &self.gate {
+            let open = self.hooks.set_gate(cond, at_init).await?;
+            if open {
+                self.activate().await?;
+            } else {
+                self.say(&format!(
+                    "waiting for the game to reach the shared part (sync-when: {cond})"
+                ));
+            }
+            return Ok(());
+        }
+        if in_progress {
+            self.hooks.hold().await?;
+            self.hooks.bind_join_key().await?;
+            self.waiting_for_key = true;
+            let text = format!(
+                "msxsync: {} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
+                self.game
+            );
+            self.say(&format!(
+                "{} (in the openMSX window)",
+                text.trim_start_matches("msxsync: ")
+            ));
+            let _ = self.hooks.show(&text).await;
+            return Ok(());
+        }
+        self.activate().await
+    }
+
+    /// Brings the emulator to the server's state and starts syncing.
+    async fn activate(&mut self) -> Result<()> {
+        self.waiting_for_key = false;
+        self.hooks.write_state(self.sync.server_state()).await?;
+        Stats::bump(&self.stats.state_writes);
+        self.say(&format!(
+            "syncing {}: shared state of update {} written into openMSX",
+            self.game,
+            self.sync.seq()
+        ));
+        Ok(())
     }
 
     async fn run(
@@ -533,11 +612,36 @@ impl Session {
                 }
             }
             Some(Ok(HookEvent::MachineSwitched)) => {
-                self.say("openMSX loaded a state or switched machine: bringing the shared regions back to the server's state");
-                self.hooks.write_state(self.sync.server_state()).await?;
-                Stats::bump(&self.stats.state_writes);
+                // Loadstate, rewind or another machine: RAM changed behind the hooks'
+                // back. The shared state is the group's, not the savestate's.
+                self.say("openMSX loaded a state or switched machine");
+                let open = match &self.gate {
+                    Some(_) => self.hooks.gate_state().await? == Some(true),
+                    None => !self.waiting_for_key,
+                };
+                if open {
+                    self.activate().await?;
+                }
             }
-            Some(Ok(HookEvent::CartridgeStarted)) => {}
+            Some(Ok(HookEvent::CartridgeStarted)) => {
+                self.say("the game restarted (reset or power cycle)");
+                let fresh = self.sync.seq() == 0;
+                self.game_started(true, !fresh).await?;
+                self.hooks.resume().await?;
+            }
+            Some(Ok(HookEvent::Gate(open))) => {
+                if open {
+                    self.activate().await?;
+                } else {
+                    self.say("the game left the shared part (sync-when is false): holding");
+                }
+            }
+            Some(Ok(HookEvent::JoinRequested)) => {
+                if self.waiting_for_key {
+                    self.activate().await?;
+                    let _ = self.hooks.show("msxsync: joined the shared state").await;
+                }
+            }
             Some(Err(e)) => self.say(&format!("warning: {e:#}")),
             None => {
                 if let Event::Log { level, text } = &ev {
