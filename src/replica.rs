@@ -3,16 +3,19 @@
 //! A client keeps, for every shared region, the emulator's RAM and a *shadow*: the value
 //! it last sent or received. The rules:
 //!
-//! - Local flush: changes = diff(shadow, ram); shadow = ram; send the changes as batch B
-//!   and remember B as *in flight* until the server echoes it back.
-//! - Own update (player id is mine): B is acknowledged and leaves the in-flight set; its
-//!   bits are already in RAM and shadow.
-//! - Someone else's update: it was sequenced *before* every own batch still in flight
-//!   (the server echoes in sequence order, so our acknowledgement would have come
-//!   first otherwise), so bits covered by in-flight own changes are *protected*: our
-//!   value will win on the server and everywhere. The rest goes into the shadow; into
-//!   RAM go only the bits the game has not changed since the last flush (`ram ^ shadow`),
-//!   so an unflushed local change survives and is sent at the next flush (I4).
+//! - Local flush (in the emulator): changes = diff(shadow, ram); shadow = ram.
+//! - Send (in msxsync, a moment later): the flushed changes go out as batch B, which is
+//!   *in flight* until the server echoes it back. Updates can arrive between the flush
+//!   and the send; they are applied like any other.
+//! - Every update, in sequence order: if it is the player's own, B is acknowledged and
+//!   leaves the in-flight set. Then its bits are applied, except bits covered by own
+//!   batches still in flight: those were sequenced *after* this update (the server
+//!   echoes in sequence order), so our value will win on the server and everywhere.
+//!   Own updates are applied too: an earlier-sequenced update that arrived between
+//!   the flush and the send may have overwritten the change in RAM. The shadow takes
+//!   the applied bits; RAM takes only those the game has not changed since the last
+//!   flush (`ram ^ shadow`), so an unflushed local change survives and is sent at the
+//!   next flush (I4).
 //!
 //! At quiescence (everything flushed and delivered) RAM equals shadow equals the
 //! server's state on every player (I2); `tests/convergence.rs` checks this on random
@@ -118,6 +121,8 @@ pub struct Replica {
     shadow: Vec<Vec<u8>>,
     in_flight: InFlight,
     next_batch: u32,
+    /// Flushed in the emulator but not sent yet, oldest first.
+    outbox: std::collections::VecDeque<Vec<Change>>,
 }
 
 impl Replica {
@@ -129,6 +134,7 @@ impl Replica {
             shadow: state,
             in_flight: InFlight::new(),
             next_batch: 1,
+            outbox: Default::default(),
         }
     }
 
@@ -160,28 +166,47 @@ impl Replica {
         }
     }
 
-    /// Flushes local changes: returns the batch number and changes to send, or `None`
-    /// when RAM equals the shadow.
+    /// Flushes and sends at once: returns the batch number and changes to send, or
+    /// `None` when RAM equals the shadow and nothing waits to be sent.
     pub fn flush(&mut self) -> Option<(u32, Vec<Change>)> {
+        self.flush_only();
+        self.send()
+    }
+
+    /// The emulator's flush: diffs RAM against the shadow, takes RAM as the shadow and
+    /// queues the changes for [`Self::send`]. Returns whether there were changes.
+    pub fn flush_only(&mut self) -> bool {
         let mut changes = Vec::new();
         for (i, (ram, shadow)) in self.ram.iter().zip(&mut self.shadow).enumerate() {
             changes.extend(delta::diff(i as u16, shadow, ram));
             shadow.copy_from_slice(ram);
         }
-        if changes.is_empty() {
-            return None;
+        let any = !changes.is_empty();
+        if any {
+            self.outbox.push_back(changes);
         }
+        any
+    }
+
+    /// Sends the oldest flushed changes: records them as in flight and returns them
+    /// with their batch number, or `None` when nothing was flushed.
+    pub fn send(&mut self) -> Option<(u32, Vec<Change>)> {
+        let changes = self.outbox.pop_front()?;
         let batch = self.next_batch;
         self.next_batch = self.next_batch.wrapping_add(1);
         self.in_flight.record(batch, &changes);
         Some((batch, changes))
     }
 
+    /// Whether flushed changes wait to be sent.
+    pub fn has_unsent(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// Receives an update from the server (in sequence order).
     pub fn receive(&mut self, player: PlayerId, batch: u32, changes: &[Change]) {
         if player == self.player {
             self.in_flight.ack(batch);
-            return;
         }
         for c in changes {
             let Some(c) = self.in_flight.protect(c) else {

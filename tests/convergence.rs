@@ -64,8 +64,30 @@ impl Sim {
         self.players[p].wrote = true;
     }
 
+    /// The emulator flushes but msxsync has not sent yet: updates can arrive between.
+    fn flush_only(&mut self, p: usize) {
+        let player = &mut self.players[p];
+        let any = player.replica.flush_only();
+        if !player.wrote {
+            assert!(!any, "player {p} flushed changes without writing (echo)");
+        }
+        player.wrote = false;
+    }
+
+    /// msxsync sends what the emulator flushed.
+    fn send(&mut self, p: usize) {
+        let player = &mut self.players[p];
+        if let Some(batch) = player.replica.send() {
+            player.uplink.push_back(batch);
+        }
+    }
+
     fn flush(&mut self, p: usize) {
         let player = &mut self.players[p];
+        if player.replica.has_unsent() {
+            self.send(p);
+            return;
+        }
         let out = player.replica.flush();
         if !player.wrote {
             assert!(
@@ -114,7 +136,7 @@ impl Sim {
     fn busy(&self) -> bool {
         self.players
             .iter()
-            .any(|p| !p.uplink.is_empty() || !p.inbox.is_empty())
+            .any(|p| !p.uplink.is_empty() || !p.inbox.is_empty() || p.replica.has_unsent())
     }
 
     /// Everybody stops writing: flush, deliver everything, until nothing moves.
@@ -129,10 +151,10 @@ impl Sim {
             // Drain in a random interleaving too.
             while self.busy() {
                 let p = rng.below(self.players.len());
-                if rng.below(2) == 0 {
-                    self.server_reads(p);
-                } else {
-                    self.deliver(p);
+                match rng.below(3) {
+                    0 => self.server_reads(p),
+                    1 => self.deliver(p),
+                    _ => self.send(p),
                 }
             }
         }
@@ -194,7 +216,7 @@ fn random_interleavings_converge() {
         let steps = 20 + rng.below(300);
         for _ in 0..steps {
             let p = rng.below(n);
-            match rng.below(10) {
+            match rng.below(11) {
                 0..=3 => {
                     let region = rng.below(sizes.len());
                     let offset = rng.below(sizes[region]);
@@ -202,8 +224,10 @@ fn random_interleavings_converge() {
                     let mask = random_mask(&mut rng);
                     sim.write(p, region, offset, value, mask);
                 }
-                4 | 5 => sim.flush(p),
-                6 | 7 => sim.server_reads(p),
+                4 => sim.flush(p),
+                5 => sim.flush_only(p),
+                6 => sim.send(p),
+                7 | 8 => sim.server_reads(p),
                 _ => sim.deliver(p),
             }
         }
