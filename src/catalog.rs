@@ -169,16 +169,32 @@ impl Catalog {
     }
 
     /// Loads every `*.regions` file in each of `dirs` (folders given by the user: one
-    /// that does not exist is warned about). Returns the catalogue and warnings about
-    /// what was skipped; a bad file never stops the other games from loading.
+    /// that does not exist is warned about), then adds the built-in games
+    /// ([`crate::builtin`]) whose names no folder used. Returns the catalogue and
+    /// warnings about what was skipped; a bad file never stops the other games from
+    /// loading.
     pub fn load(dirs: &[PathBuf]) -> (Catalog, Vec<String>) {
-        Catalog::load_from(dirs, true)
+        let (mut catalog, warnings) = Catalog::load_from(dirs, true);
+        catalog.add_builtin();
+        (catalog, warnings)
     }
 
-    /// Loads the games of [`default_game_dirs`]; folders that do not exist are skipped
-    /// silently (most of them usually don't).
+    /// Loads the games of [`default_game_dirs`] (folders that do not exist are skipped
+    /// silently: most of them usually don't), plus the built-in games, as [`Catalog::load`].
     pub fn load_default() -> (Catalog, Vec<String>) {
-        Catalog::load_from(&default_game_dirs(), false)
+        let (mut catalog, warnings) = Catalog::load_from(&default_game_dirs(), false);
+        catalog.add_builtin();
+        (catalog, warnings)
+    }
+
+    /// Adds each built-in game unless a game of its name is already there (a folder may
+    /// replace the demo) or the catalogue is full.
+    fn add_builtin(&mut self) {
+        for game in crate::builtin::games() {
+            if self.games.len() < MAX_GAMES {
+                self.add(game);
+            }
+        }
     }
 
     fn load_from(dirs: &[PathBuf], warn_missing: bool) -> (Catalog, Vec<String>) {
@@ -310,7 +326,7 @@ mod tests {
     #[test]
     fn fixture_folder_loads_good_games_and_warns_about_each_bad_one() {
         let (catalog, warnings) = Catalog::load(&[fixtures()]);
-        assert_eq!(names(&catalog), ["directives", "galious", "oldstyle"]);
+        assert_eq!(names(&catalog), ["demo", "directives", "galious", "oldstyle"]);
         let bad: Vec<_> = std::fs::read_dir(fixtures())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -368,7 +384,7 @@ mod tests {
         write_game(b.path(), "x", "from b");
         write_game(b.path(), "y", "only b");
         let (catalog, warnings) = Catalog::load(&[a.path().into(), b.path().into()]);
-        assert_eq!(names(&catalog), ["x", "y"]);
+        assert_eq!(names(&catalog), ["demo", "x", "y"]);
         assert_eq!(catalog.get("x").unwrap().title, "from a");
         assert_eq!(
             warnings,
@@ -386,7 +402,7 @@ mod tests {
         write_game(a.path(), "x", "t");
         let again = a.path().join(".");
         let (catalog, warnings) = Catalog::load(&[a.path().into(), again]);
-        assert_eq!(names(&catalog), ["x"]);
+        assert_eq!(names(&catalog), ["demo", "x"]);
         assert!(warnings.is_empty(), "{warnings:?}");
     }
 
@@ -395,7 +411,7 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let missing = a.path().join("nope");
         let (catalog, warnings) = Catalog::load(std::slice::from_ref(&missing));
-        assert!(catalog.is_empty());
+        assert_eq!(names(&catalog), ["demo"], "only the built-in game");
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].starts_with(&format!("skipping game folder {}: ", missing.display())),
@@ -415,8 +431,30 @@ mod tests {
         std::fs::create_dir(a.path().join("sub")).unwrap();
         write_game(&a.path().join("sub"), "deep", "t");
         let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert_eq!(names(&catalog), ["a", "b"]);
+        assert_eq!(names(&catalog), ["a", "b", "demo"]);
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn the_built_in_demo_is_served_unless_a_folder_defines_demo() {
+        let a = tempfile::tempdir().unwrap();
+        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let demo = catalog.get("demo").expect("built-in demo");
+        assert!(crate::builtin::is_builtin(demo));
+        assert!(demo.title.ends_with("(built in)"), "{}", demo.title);
+        assert_eq!(demo.rom.as_slice(), crate::builtin::DEMO_ROM);
+
+        write_game(a.path(), "demo", "my own demo");
+        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(names(&catalog), ["demo"]);
+        let demo = catalog.get("demo").unwrap();
+        assert_eq!(demo.title, "my own demo", "the folder's demo wins");
+        assert!(!crate::builtin::is_builtin(demo));
+
+        // The default search path has it too, whatever folders exist here.
+        assert!(Catalog::load_default().0.get("demo").is_some());
     }
 
     #[test]
