@@ -55,7 +55,12 @@ mod tests {
         let spans: Vec<_> = game.regions.iter().map(|r| (r.start, r.end)).collect();
         assert_eq!(
             spans,
-            [(0xe010, 0xe010), (0xe011, 0xe011), (0xe012, 0xe012), (0xe020, 0xe021)]
+            [
+                (0xe010, 0xe010),
+                (0xe011, 0xe011),
+                (0xe012, 0xe012),
+                (0xe020, 0xe021)
+            ]
         );
         assert_eq!(game.shared_bytes(), 5);
         assert!(is_builtin(&game));

@@ -326,7 +326,10 @@ mod tests {
     #[test]
     fn fixture_folder_loads_good_games_and_warns_about_each_bad_one() {
         let (catalog, warnings) = Catalog::load(&[fixtures()]);
-        assert_eq!(names(&catalog), ["demo", "directives", "galious", "oldstyle"]);
+        assert_eq!(
+            names(&catalog),
+            ["demo", "directives", "galious", "oldstyle"]
+        );
         let bad: Vec<_> = std::fs::read_dir(fixtures())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
