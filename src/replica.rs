@@ -54,6 +54,11 @@ impl InFlight {
         }
     }
 
+    /// Every change in flight, oldest batch first.
+    pub fn changes(&self) -> impl Iterator<Item = &Change> {
+        self.batches.iter().flat_map(|(_, c)| c.iter())
+    }
+
     /// Whether no batch is in flight.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()

@@ -6,15 +6,19 @@
 //! cartridge's own code runs (so the BIOS's RAM tests are not taken for game writes),
 //! watch the regions, write the server's state into RAM, then sync until the game ends.
 
+mod session;
 mod state;
 
+pub use session::{Ending, CHECK_PERIOD};
 pub use state::SyncState;
 
-use crate::client::{self, ClientReceiver, ClientSender};
-use crate::openmsx::hooks::JOIN_KEY;
-use crate::openmsx::{Event, HookEvent, Hooks, LaunchOptions, OpenMsx};
-use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, ServerMsg, DEFAULT_PORT};
-use crate::regions::{parse_sync_when, SyncWhen};
+use session::{Identity, Session};
+use state::Offline;
+
+use crate::client;
+use crate::openmsx::{Hooks, LaunchOptions, OpenMsx};
+use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, DEFAULT_PORT};
+use crate::regions::parse_sync_when;
 use crate::rom_cache::RomCache;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -149,6 +153,12 @@ pub struct Stats {
     pub state_writes: AtomicU64,
     /// Sequence number of the last update taken into account.
     pub seq: AtomicU64,
+    /// Times the connection to the server was lost.
+    pub disconnects: AtomicU64,
+    /// Times the player got back after losing the connection.
+    pub reconnects: AtomicU64,
+    /// Shared bytes found wrong by the periodic check and repaired.
+    pub repaired_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -185,15 +195,6 @@ pub fn run(args: PlayArgs) -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// Why a player's session ended normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// The player closed openMSX.
-    OpenMsxClosed,
-    /// Ctrl-C or a stop request.
-    Interrupted,
 }
 
 /// One running player: a server connection and an openMSX, kept in sync by a task.
@@ -309,19 +310,26 @@ impl Player {
         let sync = SyncState::new(&joined);
         stats.seq.store(sync.seq(), Ordering::Relaxed);
         let (sender, receiver) = conn.split();
+        let offline = Offline::new(&sync.region_sizes());
         let mut session = Session {
             hooks: hooks.clone(),
             sync,
-            sender,
             stats: stats.clone(),
             verbose: opts.verbose,
-            server: opts.server.clone(),
-            game: game.name.clone(),
+            who: Identity {
+                server: opts.server.clone(),
+                name: opts.name.clone(),
+                game: game.name.clone(),
+                rom_sha256: game.rom_sha256,
+            },
             players: game.players.clone(),
-            connected: true,
             trace: std::env::var_os("MSXSYNC_TRACE").is_some_and(|v| v == "1"),
             gate,
             waiting_for_key: false,
+            active: false,
+            sender: Some(sender),
+            offline,
+            suspects: Vec::new(),
         };
         let in_progress = joined.in_progress && !opts.join_now;
         session.game_started(started, in_progress).await?;
@@ -382,7 +390,8 @@ impl Player {
             smol::Timer::after(Duration::from_secs(2)).await;
         })
         .await;
-        if self.msx.pid().is_some() && !self.msx.is_closed() {
+        if !self.msx.is_closed() {
+            // Leaves an attached openMSX clean; a child is shut down right after.
             let _ = self.hooks.uninstall().await;
         }
         let _ = self.msx.shutdown().await;
@@ -436,283 +445,6 @@ fn players_line(players: &[PlayerInfo], me: u32) -> String {
         "no other players yet".into()
     } else {
         format!("also here: {}", others.join(", "))
-    }
-}
-
-/// What the sync loop reacts to.
-enum Input {
-    Server(Result<ServerMsg>),
-    Emulator(Event),
-    Stop,
-}
-
-/// The sync loop's state.
-struct Session {
-    hooks: Hooks,
-    sync: SyncState,
-    sender: ClientSender,
-    stats: Arc<Stats>,
-    verbose: bool,
-    server: String,
-    game: String,
-    players: Vec<PlayerInfo>,
-    connected: bool,
-    /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
-    trace: bool,
-    /// The game's `sync-when:` condition, if it has one.
-    gate: Option<SyncWhen>,
-    /// Holding until the player presses the join key (a game in progress without
-    /// `sync-when:`).
-    waiting_for_key: bool,
-}
-
-impl Session {
-    fn say(&self, text: &str) {
-        if self.verbose {
-            println!("{text}");
-        }
-    }
-
-    /// The game (re)started; the hooks hold and emulation is paused at its INIT when
-    /// `at_init`. Decides when this player starts syncing:
-    /// - with `sync-when:`, when the condition turns true (the game's own start-up
-    ///   writes come first, with the gate closed);
-    /// - without, a player of a fresh game syncs from the start, like the original
-    ///   tool, so a group starting together just works; a player joining a game in
-    ///   progress (or whose game restarted) waits for the join key, so that its
-    ///   start-up does not wipe what the group has earned.
-    async fn game_started(&mut self, at_init: bool, in_progress: bool) -> Result<()> {
-        if let Some(cond) = &self.gate {
-            let open = self.hooks.set_gate(cond, at_init).await?;
-            if open {
-                self.activate().await?;
-            } else {
-                self.say(&format!(
-                    "waiting for the game to reach the shared part (sync-when: {cond})"
-                ));
-            }
-            return Ok(());
-        }
-        if in_progress {
-            self.hooks.hold().await?;
-            self.hooks.bind_join_key().await?;
-            self.waiting_for_key = true;
-            let text = format!(
-                "msxsync: {} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
-                self.game
-            );
-            self.say(&format!(
-                "{} (in the openMSX window)",
-                text.trim_start_matches("msxsync: ")
-            ));
-            let _ = self.hooks.show(&text).await;
-            return Ok(());
-        }
-        self.activate().await
-    }
-
-    /// Brings the emulator to the server's state and starts syncing.
-    async fn activate(&mut self) -> Result<()> {
-        self.waiting_for_key = false;
-        self.hooks.write_state(self.sync.server_state()).await?;
-        Stats::bump(&self.stats.state_writes);
-        self.say(&format!(
-            "syncing {}: shared state of update {} written into openMSX",
-            self.game,
-            self.sync.seq()
-        ));
-        Ok(())
-    }
-
-    async fn run(
-        mut self,
-        mut receiver: ClientReceiver,
-        events: async_channel::Receiver<Event>,
-        early: Vec<Event>,
-        stop: async_channel::Receiver<()>,
-    ) -> Result<Ending> {
-        // The server connection is read by its own task so that a slow openMSX command
-        // never makes us miss a message, and no read is ever cancelled half-way.
-        let (srv_tx, srv_rx) = async_channel::unbounded();
-        let reader = smol::spawn(async move {
-            loop {
-                let msg = receiver.recv().await;
-                let failed = msg.is_err();
-                if srv_tx.send(msg).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        for ev in early {
-            if let Some(end) = self.on_emulator(ev).await? {
-                return Ok(end);
-            }
-        }
-        let result = loop {
-            let next = smol::future::or(
-                async {
-                    events
-                        .recv()
-                        .await
-                        .map(Input::Emulator)
-                        .unwrap_or(Input::Emulator(Event::Closed))
-                },
-                smol::future::or(
-                    async {
-                        match srv_rx.recv().await {
-                            Ok(m) => Input::Server(m),
-                            // The reader ended after reporting its error: nothing more
-                            // will come; wait for the emulator or a stop.
-                            Err(_) => std::future::pending().await,
-                        }
-                    },
-                    async {
-                        let _ = stop.recv().await;
-                        Input::Stop
-                    },
-                ),
-            )
-            .await;
-            let step = match next {
-                Input::Emulator(ev) => self.on_emulator(ev).await,
-                Input::Server(msg) => self.on_server(msg).await.map(|()| None),
-                Input::Stop => Ok(Some(Ending::Interrupted)),
-            };
-            match step {
-                Ok(None) => continue,
-                Ok(Some(end)) => break Ok(end),
-                Err(e) => break Err(e),
-            }
-        };
-        self.sender.close().await;
-        drop(reader);
-        result
-    }
-
-    /// Handles one event from openMSX; `Some` when the session is over.
-    async fn on_emulator(&mut self, ev: Event) -> Result<Option<Ending>> {
-        if ev == Event::Closed {
-            return Ok(Some(Ending::OpenMsxClosed));
-        }
-        match self.hooks.decode(&ev) {
-            Some(Ok(HookEvent::LocalChanges(changes))) => {
-                if !self.connected {
-                    // Offline: the changes stay in RAM; they are not lost but cannot be
-                    // sent until a later release reconnects.
-                    return Ok(None);
-                }
-                let batch = self.sync.send(&changes);
-                if self.trace {
-                    eprintln!("trace {}: send batch {batch}: {changes:?}", self.sync.me());
-                }
-                if let Err(e) = self.sender.send_changes(batch, changes).await {
-                    self.lost_server(&e);
-                } else {
-                    Stats::bump(&self.stats.batches_sent);
-                }
-            }
-            Some(Ok(HookEvent::MachineSwitched)) => {
-                // Loadstate, rewind or another machine: RAM changed behind the hooks'
-                // back. The shared state is the group's, not the savestate's.
-                self.say("openMSX loaded a state or switched machine");
-                let open = match &self.gate {
-                    Some(_) => self.hooks.gate_state().await? == Some(true),
-                    None => !self.waiting_for_key,
-                };
-                if open {
-                    self.activate().await?;
-                }
-            }
-            Some(Ok(HookEvent::CartridgeStarted)) => {
-                self.say("the game restarted (reset or power cycle)");
-                let fresh = self.sync.seq() == 0;
-                self.game_started(true, !fresh).await?;
-                self.hooks.resume().await?;
-            }
-            Some(Ok(HookEvent::Gate(open))) => {
-                if open {
-                    self.activate().await?;
-                } else {
-                    self.say("the game left the shared part (sync-when is false): holding");
-                }
-            }
-            Some(Ok(HookEvent::JoinRequested)) => {
-                if self.waiting_for_key {
-                    self.activate().await?;
-                    let _ = self.hooks.show("msxsync: joined the shared state").await;
-                }
-            }
-            Some(Err(e)) => self.say(&format!("warning: {e:#}")),
-            None => {
-                if let Event::Log { level, text } = &ev {
-                    if level == "warning" || level == "error" {
-                        self.say(&format!("openMSX {level}: {text}"));
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Handles one message (or the loss of the connection) from the server.
-    async fn on_server(&mut self, msg: Result<ServerMsg>) -> Result<()> {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                self.lost_server(&e);
-                return Ok(());
-            }
-        };
-        match msg {
-            ServerMsg::Update {
-                seq,
-                player,
-                batch,
-                changes,
-            } => {
-                Stats::bump(&self.stats.updates_received);
-                let apply = self.sync.update(seq, player, batch, &changes)?;
-                if self.trace {
-                    eprintln!(
-                        "trace {}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
-                        self.sync.me()
-                    );
-                }
-                self.stats.seq.store(seq, Ordering::Relaxed);
-                if !apply.is_empty() {
-                    self.hooks.apply(&apply).await?;
-                    if player != self.sync.me() {
-                        Stats::bump(&self.stats.updates_applied);
-                    }
-                }
-            }
-            ServerMsg::PlayerJoined(p) => {
-                self.say(&format!("{} joined the game", p.name));
-                self.players.push(p);
-            }
-            ServerMsg::PlayerLeft(p) => {
-                self.say(&format!("{} left the game", p.name));
-                self.players.retain(|q| q.id != p.id);
-            }
-            ServerMsg::Error { reason } => {
-                self.say(&format!("server {}: {reason}", self.server));
-            }
-            other => self.say(&format!(
-                "ignoring an unexpected {} from the server",
-                client::server_msg_name(&other)
-            )),
-        }
-        Ok(())
-    }
-
-    fn lost_server(&mut self, e: &anyhow::Error) {
-        if self.connected {
-            self.connected = false;
-            println!(
-                "lost the connection to server {}: {e:#}; openMSX keeps running, but nothing is shared until you start msxsync play again",
-                self.server
-            );
-        }
     }
 }
 

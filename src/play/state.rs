@@ -65,6 +65,33 @@ impl SyncState {
         batch
     }
 
+    /// The bits of `changes` that may be written into the emulator now: all but those
+    /// covered by own batches in flight (they are sequenced later and will win).
+    pub fn unprotected(&self, changes: &[Change]) -> Vec<Change> {
+        changes
+            .iter()
+            .filter_map(|c| self.in_flight.protect(c))
+            .collect()
+    }
+
+    /// What the hooks' shadow should hold: the server's state with the own batches in
+    /// flight on top. RAM that differs from it for long changed behind the hooks' back.
+    pub fn expected(&self) -> Vec<Vec<u8>> {
+        let mut out = self.server.clone();
+        for c in self.in_flight.changes() {
+            if let Some(region) = out.get_mut(c.region as usize) {
+                delta::apply(region, c);
+            }
+        }
+        out
+    }
+
+    /// Every change in flight, oldest first (re-sent after a reconnect, as the old
+    /// connection may have lost them).
+    pub fn in_flight_changes(&self) -> Vec<Change> {
+        self.in_flight.changes().cloned().collect()
+    }
+
     /// Takes an update from the server and returns what to write into the emulator.
     ///
     /// Every update, the player's own included, goes into the mirror. Into the
@@ -99,11 +126,62 @@ impl SyncState {
         if player == self.me {
             self.in_flight.ack(batch);
         }
-        Ok(changes
-            .iter()
-            .filter_map(|c| self.in_flight.protect(c))
-            .collect())
+        Ok(self.unprotected(changes))
     }
+}
+
+/// Changes the game made while the player was not connected, merged bit by bit so
+/// that a long outage costs memory for the shared bytes only, not per change.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    values: Vec<Vec<u8>>,
+    masks: Vec<Vec<u8>>,
+}
+
+impl Offline {
+    /// Nothing changed yet, for regions of these sizes.
+    pub fn new(sizes: &[usize]) -> Offline {
+        Offline {
+            values: sizes.iter().map(|&n| vec![0; n]).collect(),
+            masks: sizes.iter().map(|&n| vec![0; n]).collect(),
+        }
+    }
+
+    /// Records changes; later ones win bit by bit. Out-of-range bytes are ignored.
+    pub fn add(&mut self, changes: &[Change]) {
+        for c in changes {
+            let r = c.region as usize;
+            let (Some(vals), Some(masks)) = (self.values.get_mut(r), self.masks.get_mut(r)) else {
+                continue;
+            };
+            for (i, (&v, &m)) in c.values.iter().zip(&c.masks).enumerate() {
+                let j = c.offset as usize + i;
+                if let (Some(val), Some(mask)) = (vals.get_mut(j), masks.get_mut(j)) {
+                    *val = delta::merge_byte(*val, v, m);
+                    *mask |= m;
+                }
+            }
+        }
+    }
+
+    /// Merges what was recorded into `state` (bit by bit) and forgets it.
+    pub fn drain_into(&mut self, state: &mut [Vec<u8>]) {
+        for ((vals, masks), bytes) in self.values.iter().zip(&mut self.masks).zip(state) {
+            for ((b, &v), m) in bytes.iter_mut().zip(vals).zip(masks.iter_mut()) {
+                *b = delta::merge_byte(*b, v, *m);
+                *m = 0;
+            }
+        }
+    }
+}
+
+/// The changes that turn `from` into `to`, region by region.
+pub fn diff_state(from: &[Vec<u8>], to: &[Vec<u8>]) -> Vec<Change> {
+    from.iter()
+        .zip(to)
+        .enumerate()
+        .flat_map(|(r, (a, b))| delta::diff(r as u16, a, b))
+        .collect()
 }
 
 #[cfg(test)]
@@ -185,6 +263,34 @@ mod tests {
         assert_eq!(out, mine.to_vec());
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.server_state()[0][0], 0x81);
+    }
+
+    #[test]
+    fn expected_state_is_the_server_with_own_batches_on_top() {
+        let mut s = SyncState::new(&joined(vec![vec![0; 2]]));
+        s.update(11, 1, 1, &[bit(0, 0xf0, 0xf0)]).unwrap();
+        s.send(&[bit(1, 0x01, 0x01)]);
+        s.send(&[bit(0, 0x00, 0x10)]);
+        assert_eq!(s.expected(), vec![vec![0xe0, 0x01]]);
+        assert_eq!(s.server_state(), &[vec![0xf0, 0x00]]);
+        assert_eq!(s.in_flight_changes().len(), 2);
+    }
+
+    #[test]
+    fn offline_changes_merge_bitwise_and_only_differences_travel() {
+        let mut o = Offline::new(&[4]);
+        o.add(&[bit(0, 0x01, 0x01), bit(0, 0x80, 0x80), bit(0, 0x00, 0x01)]);
+        o.add(&[bit(2, 0x42, 0xff)]);
+        // The server already has byte 2 as 0x42; byte 0 wants bit 7 set, bit 0 clear.
+        let server = vec![vec![0x01, 0, 0x42, 0]];
+        let mut wanted = server.clone();
+        o.drain_into(&mut wanted);
+        assert_eq!(wanted, vec![vec![0x80, 0, 0x42, 0]]);
+        let out = diff_state(&server, &wanted);
+        assert_eq!(out.len(), 1, "only byte 0 travels: {out:?}");
+        let mut again = server.clone();
+        o.drain_into(&mut again);
+        assert_eq!(again, server);
     }
 
     #[test]

@@ -1,0 +1,549 @@
+//! The sync loop of one player: reacts to the server, to openMSX and to a clock.
+//!
+//! It owns the decisions of docs/architecture.md: when to start syncing (game start,
+//! sync gate, join key), what to do after a loadstate or a restart of the game, how to
+//! get back after the connection dropped, and how to repair bytes that changed behind
+//! the hooks' back.
+
+use super::state::{diff_state, Offline, SyncState};
+use super::Stats;
+use crate::client::{self, Client, ClientReceiver, ClientSender};
+use crate::delta::Change;
+use crate::openmsx::hooks::JOIN_KEY;
+use crate::openmsx::{Event, HookEvent, Hooks};
+use crate::protocol::{Joined, PlayerInfo, ServerMsg};
+use crate::regions::SyncWhen;
+use anyhow::Result;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the shared regions are compared with the server's state.
+pub const CHECK_PERIOD: Duration = Duration::from_secs(2);
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Inputs waiting for the loop; a full queue slows the server reader down instead of
+/// growing without bound.
+const INPUT_QUEUE: usize = 4096;
+
+/// Why a player's session ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The player closed openMSX.
+    OpenMsxClosed,
+    /// Ctrl-C or a stop request.
+    Interrupted,
+}
+
+/// What the sync loop reacts to.
+enum Input {
+    /// A message (or the end) of server connection number `.0`.
+    Server(u64, Result<ServerMsg>),
+    Emulator(Event),
+    Reconnected(Box<Result<(Client, Joined)>>),
+    Tick,
+    Stop,
+}
+
+/// Who this player is, for reconnecting.
+pub struct Identity {
+    pub server: String,
+    pub name: String,
+    pub game: String,
+    pub rom_sha256: [u8; 32],
+}
+
+/// The sync loop's state.
+pub struct Session {
+    pub hooks: Hooks,
+    pub sync: SyncState,
+    pub stats: Arc<Stats>,
+    pub verbose: bool,
+    pub who: Identity,
+    pub players: Vec<PlayerInfo>,
+    /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
+    pub trace: bool,
+    /// The game's `sync-when:` condition, if it has one.
+    pub gate: Option<SyncWhen>,
+    /// Holding until the player presses the join key (a game in progress without
+    /// `sync-when:`).
+    pub waiting_for_key: bool,
+    /// Whether the hooks sync (as far as this loop knows; the hooks hold by
+    /// themselves when the gate closes or the game restarts).
+    pub active: bool,
+    /// The connection, while there is one.
+    pub sender: Option<ClientSender>,
+    /// Changes the game made while offline, sent after reconnecting.
+    pub offline: Offline,
+    /// Bytes that differed from the expected state at the last check.
+    pub suspects: Vec<(usize, usize, u8, u8)>,
+}
+
+impl Session {
+    fn say(&self, text: &str) {
+        if self.verbose {
+            println!("{text}");
+        }
+    }
+
+    /// The game (re)started; the hooks hold and emulation is paused at its INIT when
+    /// `at_init`. Decides when this player starts syncing:
+    /// - with `sync-when:`, when the condition turns true (the game's own start-up
+    ///   writes come first, with the gate closed);
+    /// - without, a player of a fresh game syncs from the start, like the original
+    ///   tool, so a group starting together just works; a player joining a game in
+    ///   progress (or whose game restarted) waits for the join key, so that its
+    ///   start-up does not wipe what the group has earned.
+    pub async fn game_started(&mut self, at_init: bool, in_progress: bool) -> Result<()> {
+        self.active = false;
+        if let Some(cond) = &self.gate {
+            let open = self.hooks.set_gate(cond, at_init).await?;
+            if open {
+                self.activate().await?;
+            } else {
+                self.say(&format!(
+                    "waiting for the game to reach the shared part (sync-when: {cond})"
+                ));
+            }
+            return Ok(());
+        }
+        if in_progress {
+            self.hooks.hold().await?;
+            self.hooks.bind_join_key().await?;
+            self.waiting_for_key = true;
+            let text = format!(
+                "{} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
+                self.who.game
+            );
+            self.say(&format!("{text} (in the openMSX window)"));
+            let _ = self.hooks.show(&format!("msxsync: {text}")).await;
+            return Ok(());
+        }
+        self.activate().await
+    }
+
+    /// Brings the emulator to the server's state and starts syncing.
+    async fn activate(&mut self) -> Result<()> {
+        self.waiting_for_key = false;
+        self.hooks.write_state(self.sync.server_state()).await?;
+        self.active = true;
+        self.suspects.clear();
+        Stats::bump(&self.stats.state_writes);
+        self.say(&format!(
+            "syncing {}: shared state of update {} written into openMSX",
+            self.who.game,
+            self.sync.seq()
+        ));
+        Ok(())
+    }
+
+    /// Runs until openMSX closes, a stop request, or a fatal error.
+    pub async fn run(
+        mut self,
+        receiver: ClientReceiver,
+        events: async_channel::Receiver<Event>,
+        early: Vec<Event>,
+        stop: async_channel::Receiver<()>,
+    ) -> Result<Ending> {
+        let (tx, inputs) = async_channel::bounded(INPUT_QUEUE);
+        let mut conn_id = 0u64;
+        let mut tasks = vec![spawn_reader(conn_id, receiver, tx.clone())];
+        {
+            let tx = tx.clone();
+            tasks.push(smol::spawn(async move {
+                while let Ok(ev) = events.recv().await {
+                    if tx.send(Input::Emulator(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Input::Emulator(Event::Closed)).await;
+            }));
+        }
+        {
+            let tx = tx.clone();
+            tasks.push(smol::spawn(async move {
+                let _ = stop.recv().await;
+                let _ = tx.send(Input::Stop).await;
+            }));
+        }
+        {
+            let tx = tx.clone();
+            tasks.push(smol::spawn(async move {
+                loop {
+                    smol::Timer::after(CHECK_PERIOD).await;
+                    if tx.send(Input::Tick).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        for ev in early {
+            if let Some(end) = self.on_emulator(ev).await? {
+                return Ok(end);
+            }
+        }
+        let mut reconnecting: Option<smol::Task<()>> = None;
+        let mut attempt = 0u32;
+        let result = loop {
+            let Ok(input) = inputs.recv().await else {
+                break Ok(Ending::Interrupted);
+            };
+            let step = match input {
+                Input::Emulator(ev) => self.on_emulator(ev).await,
+                Input::Server(id, msg) if id == conn_id => match self.on_server(msg).await {
+                    Ok(true) => Ok(None),
+                    Ok(false) => {
+                        // The connection is gone: try again, with growing pauses.
+                        conn_id += 1;
+                        reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
+                        attempt = 0;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                },
+                Input::Server(..) => Ok(None), // from a connection already given up
+                Input::Reconnected(result) => match *result {
+                    Ok((conn, joined)) => {
+                        reconnecting = None;
+                        let (sender, receiver) = conn.split();
+                        tasks.push(spawn_reader(conn_id, receiver, tx.clone()));
+                        self.resume_after_outage(sender, joined)
+                            .await
+                            .map(|()| None)
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        let wait = backoff(attempt);
+                        self.say(&format!(
+                            "reconnecting to {} failed: {e:#}; next try in {} s",
+                            self.who.server,
+                            wait.as_secs_f32()
+                        ));
+                        reconnecting = Some(self.spawn_reconnect(attempt, tx.clone()));
+                        Ok(None)
+                    }
+                },
+                Input::Tick => self.check_desync().await.map(|()| None),
+                Input::Stop => Ok(Some(Ending::Interrupted)),
+            };
+            match step {
+                Ok(None) => continue,
+                Ok(Some(end)) => break Ok(end),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(reconnecting);
+        if let Some(mut s) = self.sender.take() {
+            s.close().await;
+        }
+        drop(tasks);
+        result
+    }
+
+    fn spawn_reconnect(&self, attempt: u32, tx: async_channel::Sender<Input>) -> smol::Task<()> {
+        let server = self.who.server.clone();
+        let name = self.who.name.clone();
+        let game = self.who.game.clone();
+        smol::spawn(async move {
+            if attempt > 0 {
+                smol::Timer::after(backoff(attempt)).await;
+            }
+            let result = async {
+                let mut conn = client::connect(&server, &name).await?;
+                let joined = conn.join(&game).await?;
+                Ok((conn, joined))
+            }
+            .await;
+            let _ = tx.send(Input::Reconnected(Box::new(result))).await;
+        })
+    }
+
+    /// Handles one event from openMSX; `Some` when the session is over.
+    async fn on_emulator(&mut self, ev: Event) -> Result<Option<Ending>> {
+        if ev == Event::Closed {
+            return Ok(Some(Ending::OpenMsxClosed));
+        }
+        match self.hooks.decode(&ev) {
+            Some(Ok(HookEvent::LocalChanges(changes))) => self.send_local(changes).await,
+            Some(Ok(HookEvent::MachineSwitched)) => {
+                // Loadstate, rewind or another machine: RAM changed behind the hooks'
+                // back. The shared state is the group's, not the savestate's.
+                self.active = false;
+                self.say("openMSX loaded a state or switched machine");
+                let open = match &self.gate {
+                    Some(_) => self.hooks.gate_state().await? == Some(true),
+                    None => !self.waiting_for_key,
+                };
+                if open {
+                    self.activate().await?;
+                }
+            }
+            Some(Ok(HookEvent::CartridgeStarted)) => {
+                self.say("the game restarted (reset or power cycle)");
+                let fresh = self.sync.seq() == 0;
+                self.game_started(true, !fresh).await?;
+                self.hooks.resume().await?;
+            }
+            Some(Ok(HookEvent::Gate(open))) => {
+                if open {
+                    self.activate().await?;
+                } else {
+                    self.active = false;
+                    self.say("the game left the shared part (sync-when is false): holding");
+                }
+            }
+            Some(Ok(HookEvent::JoinRequested)) => {
+                if self.waiting_for_key {
+                    self.activate().await?;
+                    let _ = self.hooks.show("msxsync: joined the shared state").await;
+                }
+            }
+            Some(Err(e)) => self.say(&format!("warning: {e:#}")),
+            None => {
+                if let Event::Log { level, text } = &ev {
+                    if level == "warning" || level == "error" {
+                        self.say(&format!("openMSX {level}: {text}"));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends what the game changed, or keeps it for later while offline.
+    async fn send_local(&mut self, changes: Vec<Change>) {
+        let Some(sender) = self.sender.as_mut() else {
+            self.offline.add(&changes);
+            return;
+        };
+        let batch = self.sync.send(&changes);
+        if self.trace {
+            eprintln!("trace {}: send batch {batch}: {changes:?}", self.sync.me());
+        }
+        match sender.send_changes(batch, changes).await {
+            Ok(()) => Stats::bump(&self.stats.batches_sent),
+            // The reader notices the broken connection too and starts reconnecting;
+            // the batch stays in flight and is re-sent from there.
+            Err(e) => self.connection_lost(&e),
+        }
+    }
+
+    /// Handles one message from the server. False when the connection is gone.
+    async fn on_server(&mut self, msg: Result<ServerMsg>) -> Result<bool> {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                self.connection_lost(&e);
+                return Ok(false);
+            }
+        };
+        match msg {
+            ServerMsg::Update {
+                seq,
+                player,
+                batch,
+                changes,
+            } => {
+                Stats::bump(&self.stats.updates_received);
+                let apply = match self.sync.update(seq, player, batch, &changes) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Our copy of the server's state can no longer be trusted:
+                        // start over with a fresh join.
+                        self.connection_lost(&e);
+                        return Ok(false);
+                    }
+                };
+                if self.trace {
+                    eprintln!(
+                        "trace {}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
+                        self.sync.me()
+                    );
+                }
+                self.stats.seq.store(seq, Ordering::Relaxed);
+                if !apply.is_empty() {
+                    self.hooks.apply(&apply).await?;
+                    if player != self.sync.me() {
+                        Stats::bump(&self.stats.updates_applied);
+                    }
+                }
+            }
+            ServerMsg::PlayerJoined(p) => {
+                self.say(&format!("{} joined the game", p.name));
+                self.players.push(p);
+            }
+            ServerMsg::PlayerLeft(p) => {
+                self.say(&format!("{} left the game", p.name));
+                self.players.retain(|q| q.id != p.id);
+            }
+            ServerMsg::Error { reason } => {
+                self.say(&format!("server {}: {reason}", self.who.server));
+            }
+            other => self.say(&format!(
+                "ignoring an unexpected {} from the server",
+                client::server_msg_name(&other)
+            )),
+        }
+        Ok(true)
+    }
+
+    /// The connection broke: keep playing offline. What was in flight may not have
+    /// reached the server; it is kept with the offline changes and sent again.
+    fn connection_lost(&mut self, e: &anyhow::Error) {
+        if self.sender.take().is_none() {
+            return;
+        }
+        Stats::bump(&self.stats.disconnects);
+        self.offline.add(&self.sync.in_flight_changes());
+        let text = format!(
+            "lost the connection to server {}: {e:#}; openMSX keeps running and msxsync reconnects",
+            self.who.server
+        );
+        println!("{text}");
+        let hooks = self.hooks.clone();
+        smol::spawn(async move {
+            let _ = hooks
+                .show("msxsync: connection to the server lost, reconnecting...")
+                .await;
+        })
+        .detach();
+    }
+
+    /// Back online: the server's state is the truth, plus what this player's game did
+    /// meanwhile. A server that came back empty (restarted without saved state) is
+    /// seeded with what this player knew, instead of wiping everyone with zeros.
+    async fn resume_after_outage(
+        &mut self,
+        mut sender: ClientSender,
+        joined: Joined,
+    ) -> Result<()> {
+        if joined.game.rom_sha256 != self.who.rom_sha256 {
+            self.hooks.hold().await?;
+            self.active = false;
+            println!(
+                "the server now has another rom for {}: not syncing any more (start msxsync play again)",
+                self.who.game
+            );
+            return Ok(());
+        }
+        let known = self.sync.seq();
+        let blank = joined.seq == 0 && !joined.in_progress;
+        // What the server should hold: its state (or, when it came back empty, what
+        // we knew) with our offline changes on top.
+        let mut wanted = if blank && known > 0 {
+            self.say(&format!(
+                "the server lost the game's state (it restarted empty): seeding it with the state of update {known}"
+            ));
+            self.sync.server_state().to_vec()
+        } else {
+            joined.state.clone()
+        };
+        self.offline.drain_into(&mut wanted);
+        let changes = diff_state(&joined.state, &wanted);
+        self.sync = SyncState::new(&joined);
+        if !changes.is_empty() {
+            let batch = self.sync.send(&changes);
+            sender.send_changes(batch, changes).await.ok();
+            Stats::bump(&self.stats.batches_sent);
+        }
+        self.sender = Some(sender);
+        Stats::bump(&self.stats.reconnects);
+        self.stats.seq.store(joined.seq, Ordering::Relaxed);
+        // Bring RAM to the server's state, keeping our in-flight and unflushed bits
+        // (the hooks ignore this while they hold).
+        let whole: Vec<Change> = joined
+            .state
+            .iter()
+            .enumerate()
+            .map(|(r, bytes)| Change::bytes(r as u16, 0, bytes.clone()))
+            .collect();
+        let apply = self.sync.unprotected(&whole);
+        if self.active && !apply.is_empty() {
+            self.hooks.apply(&apply).await?;
+        }
+        self.players = joined.game.players.clone();
+        println!(
+            "reconnected to {}: {} at update {}",
+            self.who.server, self.who.game, joined.seq
+        );
+        let _ = self.hooks.show("msxsync: reconnected").await;
+        Ok(())
+    }
+
+    /// Compares the shared regions with what they should hold and repairs bytes that
+    /// stay wrong across two checks (a write to "Main RAM", a cheat, a bug): a byte that
+    /// differs only for a moment is a game write on its way out.
+    async fn check_desync(&mut self) -> Result<()> {
+        if !self.active || self.sender.is_none() {
+            self.suspects.clear();
+            return Ok(());
+        }
+        let ram = self.hooks.read_state().await?;
+        let expected = self.sync.expected();
+        let mut now = Vec::new();
+        for (r, (have, want)) in ram.iter().zip(&expected).enumerate() {
+            for (i, (&h, &w)) in have.iter().zip(want).enumerate() {
+                if h != w {
+                    now.push((r, i, h, w));
+                }
+            }
+        }
+        let (stale, fresh): (Vec<_>, Vec<_>) =
+            now.into_iter().partition(|d| self.suspects.contains(d));
+        self.suspects = fresh;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let repairs: Vec<Change> = stale
+            .iter()
+            .map(|&(r, i, _, w)| Change::bytes(r as u16, i as u16, vec![w]))
+            .collect();
+        self.hooks.force(&repairs).await?;
+        self.stats
+            .repaired_bytes
+            .fetch_add(repairs.len() as u64, Ordering::Relaxed);
+        println!(
+            "repaired {} shared byte(s) that changed behind msxsync's back (first: region {} offset {}: {:#04x} -> {:#04x})",
+            repairs.len(),
+            stale[0].0,
+            stale[0].1,
+            stale[0].2,
+            stale[0].3
+        );
+        Ok(())
+    }
+}
+
+/// Reads one server connection into the loop's queue, tagged with its number.
+fn spawn_reader(
+    id: u64,
+    mut receiver: ClientReceiver,
+    tx: async_channel::Sender<Input>,
+) -> smol::Task<()> {
+    smol::spawn(async move {
+        loop {
+            let msg = receiver.recv().await;
+            let failed = msg.is_err();
+            if tx.send(Input::Server(id, msg)).await.is_err() || failed {
+                return;
+            }
+        }
+    })
+}
+
+/// Pause before reconnection attempt `attempt` (1, 2, 4, 8, 10, 10... seconds).
+fn backoff(attempt: u32) -> Duration {
+    let secs = 1u64 << attempt.saturating_sub(1).min(4);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let waits: Vec<u64> = (1..=7).map(|a| backoff(a).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 10, 10, 10]);
+    }
+}
