@@ -28,6 +28,38 @@ impl GameState {
         }
     }
 
+    /// A game continuing from a saved state: `bytes` holds every region's bytes one
+    /// after the other, and `seq` is the last update they include. A game saved after
+    /// any change (`seq > 0`) is in progress, so players joining it keep its state.
+    pub fn restore(regions: &[RegionInfo], seq: u64, bytes: &[u8]) -> Result<GameState, String> {
+        let mut game = GameState::new(regions);
+        let total: usize = game.region_sizes.iter().sum();
+        if bytes.len() != total {
+            return Err(format!(
+                "saved state has {} bytes, the regions have {total}",
+                bytes.len()
+            ));
+        }
+        let mut rest = bytes;
+        for region in &mut game.state {
+            let (mine, after) = rest.split_at(region.len());
+            region.copy_from_slice(mine);
+            rest = after;
+        }
+        game.seq = seq;
+        game.in_progress = seq > 0;
+        Ok(game)
+    }
+
+    /// A copy of every region's bytes, one region after the other (what is saved).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.region_sizes.iter().sum());
+        for region in &self.state {
+            out.extend_from_slice(region);
+        }
+        out
+    }
+
     /// Validates a batch of changes from `player`, merges it into the state bit by bit
     /// and returns the sequenced [`ServerMsg::Update`] to send to every player.
     ///
@@ -181,6 +213,30 @@ mod tests {
         assert!(!g.in_progress());
         assert!(g.accept(1, 2, vec![Change::bytes(2, 0, vec![1])]).is_err());
         assert!(g.accept(1, 3, vec![]).is_err());
+    }
+
+    #[test]
+    fn restore_continues_from_a_saved_state() {
+        let mut g = GameState::new(&regions());
+        g.accept(1, 1, vec![Change::bytes(0, 1, vec![5, 6])])
+            .unwrap();
+        g.accept(1, 2, vec![Change::bytes(1, 0, vec![9])]).unwrap();
+        let bytes = g.bytes();
+        assert_eq!(bytes, vec![0, 5, 6, 0, 9]);
+        let mut r = GameState::restore(&regions(), g.seq(), &bytes).unwrap();
+        assert_eq!(r.state(), g.state());
+        assert_eq!(r.seq(), 2);
+        assert!(r.in_progress());
+        // Sequence numbers go on from the saved one.
+        let u = r.accept(3, 1, vec![Change::bytes(0, 0, vec![1])]).unwrap();
+        assert!(matches!(u, ServerMsg::Update { seq: 3, .. }));
+        // A state saved before any change is not in progress.
+        let z = GameState::restore(&regions(), 0, &[0; 5]).unwrap();
+        assert!(!z.in_progress());
+        assert_eq!(
+            GameState::restore(&regions(), 1, &[0; 4]).unwrap_err(),
+            "saved state has 4 bytes, the regions have 5"
+        );
     }
 
     #[test]

@@ -6,8 +6,13 @@
 //! every player, so that all players see the same order. Each player has a bounded
 //! outgoing queue; a player that cannot keep up is disconnected instead of stalling the
 //! others. Updates are encoded once and the bytes are shared by all queues.
+//!
+//! With a state folder, each game's state is loaded at start and kept on disk by a saver
+//! thread ([`persist`]): a change marks its game dirty under the game's lock, and the
+//! saver copies the bytes under that lock and writes the file with no lock held.
 
 pub mod game;
+pub mod persist;
 
 use crate::catalog::{self, Game};
 use crate::protocol::{
@@ -57,10 +62,24 @@ pub struct ServeArgs {
     /// TCP port to listen on; 0 picks a free port (the address is printed).
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
+    /// Folder where each game's shared state is kept (a GAME.state file per game), saved
+    /// within a second of a change and on Ctrl-C, and loaded at start so a restarted
+    /// server continues where it stopped. Default: $XDG_STATE_HOME/msxsync, or
+    /// ~/.local/state/msxsync.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Start every game from zeros, ignoring its saved state (which is then overwritten).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
-/// Runs `msxsync serve`: loads the games, prints them and the address, serves forever.
+/// Runs `msxsync serve`: loads the games and their saved state, prints them and the
+/// address, and serves until Ctrl-C or SIGTERM, then saves every game's state.
 pub fn run(args: ServeArgs) -> Result<()> {
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => persist::default_state_dir()?,
+    };
     let (catalog, warnings, dirs) = if args.games.is_empty() {
         let (c, w) = catalog::Catalog::load_default();
         (c, w, catalog::default_game_dirs())
@@ -92,18 +111,45 @@ pub fn run(args: ServeArgs) -> Result<()> {
             g.regions.len()
         );
     }
+    // Installed before the server starts, so a stop request is never lost; the server
+    // then stops accepting changes before the final save, which therefore has them all.
+    let (quit_tx, quit_rx) = std::sync::mpsc::channel::<()>();
+    ctrlc::set_handler(move || {
+        let _ = quit_tx.send(());
+    })
+    .context("could not install the ctrl-c handler")?;
     let handle = start_with(
         SocketAddr::new(args.bind, args.port),
         games,
         ServerConfig {
             log: true,
+            state_dir: Some(state_dir),
+            fresh: args.fresh,
             ..ServerConfig::default()
         },
     )?;
+    for (name, origin) in handle.state_origins() {
+        if let Some(warning) = origin.warning(name) {
+            eprintln!("msxsync: warning: {warning}");
+        }
+        println!("  {name}: {origin}");
+    }
     println!("listening on {}", handle.addr());
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    handle.wait();
+    let _ = quit_rx.recv();
+    println!("stopping: closing connections and saving the state");
+    let report = handle.stop_and_save();
+    if let Some(report) = report {
+        if !report.errors.is_empty() {
+            bail!(
+                "could not save the state of {} game(s): {}",
+                report.errors.len(),
+                report.errors.join("; ")
+            );
+        }
+        println!("stopped: {report}");
+    }
     Ok(())
 }
 
@@ -116,6 +162,12 @@ pub struct ServerConfig {
     pub log: bool,
     /// Executor threads; 0 means one per CPU core, at most four.
     pub threads: usize,
+    /// Folder to load each game's state from and save it to; `None` keeps no state.
+    pub state_dir: Option<PathBuf>,
+    /// Ignore saved state: every game starts from zeros and its file is overwritten.
+    pub fresh: bool,
+    /// How often, at most, a changing game's state is written.
+    pub save_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +176,9 @@ impl Default for ServerConfig {
             queue_limit: PLAYER_QUEUE_LIMIT,
             log: false,
             threads: 0,
+            state_dir: None,
+            fresh: false,
+            save_interval: persist::SAVE_INTERVAL,
         }
     }
 }
@@ -134,6 +189,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     stop: Option<async_channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
+    saver: Option<persist::Saver>,
+    origins: Origins,
 }
 
 impl ServerHandle {
@@ -142,9 +199,20 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Stops the server and waits for its threads to finish.
+    /// Where each game's state came from at start, by game name (sorted).
+    pub fn state_origins(&self) -> &[(String, persist::Origin)] {
+        &self.origins
+    }
+
+    /// Stops the server and waits for its threads to finish; unsaved state is saved.
     pub fn stop(mut self) {
         self.shutdown();
+    }
+
+    /// Stops the server, then saves every game with unsaved changes. Says what was
+    /// saved, or `None` when the server keeps no state.
+    pub fn stop_and_save(mut self) -> Option<persist::StopReport> {
+        self.shutdown()
     }
 
     /// Blocks until the server stops (it only stops when told to, so: forever).
@@ -154,7 +222,7 @@ impl ServerHandle {
         }
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self) -> Option<persist::StopReport> {
         // Closing the channel ends every executor thread's `run`; the executor is then
         // dropped together with its tasks, which closes the listener and the sockets.
         if let Some(stop) = self.stop.take() {
@@ -163,6 +231,8 @@ impl ServerHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // No connection is left to change anything, so the final save is the last word.
+        self.saver.take().and_then(persist::Saver::stop)
     }
 }
 
@@ -199,6 +269,8 @@ pub fn start_with(
     let listener = TcpListener::try_from(std_listener)
         .with_context(|| format!("cannot use the socket bound to {addr}"))?;
 
+    let (rooms, origins) = initial_rooms(&games, &config)?;
+
     let threads = if config.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -207,20 +279,41 @@ pub fn start_with(
     } else {
         config.threads
     };
+    let (notifier, inbox) = persist::channel();
+    let saver_games = config.state_dir.as_ref().map(|_| games.clone());
     let shared = Arc::new(Shared {
         games: games
             .into_iter()
-            .map(|game| GameSlot {
-                room: Mutex::new(Room {
-                    state: GameState::new(&game.regions),
-                    members: Vec::new(),
-                }),
+            .zip(rooms)
+            .map(|(game, room)| GameSlot {
+                room: Mutex::new(room),
                 game,
             })
             .collect(),
+        saver: saver_games.as_ref().map(|_| notifier),
         config,
         next_player: AtomicU32::new(1),
     });
+    let saver = match (&shared.config.state_dir, saver_games) {
+        (Some(dir), Some(games)) => {
+            let from = shared.clone();
+            let saver = persist::Saver::start(
+                inbox,
+                dir.clone(),
+                games,
+                shared.config.save_interval,
+                Box::new(move |g| from.snapshot(g)),
+            )?;
+            // Games that start dirty (--fresh) are written right away.
+            for (g, slot) in shared.games.iter().enumerate() {
+                if lock(&slot.room).dirty {
+                    saver.notifier().dirty(g);
+                }
+            }
+            Some(saver)
+        }
+        _ => None,
+    };
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
     // The accept task holds the executor weakly: a strong reference from one of its own
     // tasks would keep it (and every connection) alive after the threads stop.
@@ -243,7 +336,49 @@ pub fn start_with(
         addr,
         stop: Some(stop_tx),
         threads: handles,
+        saver,
+        origins,
     })
+}
+
+/// Where each game's state came from at start, by game name.
+type Origins = Vec<(String, persist::Origin)>;
+
+/// Each game's room at start, from its saved state when there is one, and where that
+/// state came from.
+fn initial_rooms(games: &[Game], config: &ServerConfig) -> Result<(Vec<Room>, Origins)> {
+    if let Some(dir) = &config.state_dir {
+        persist::prepare_dir(dir)?;
+    }
+    let mut rooms = Vec::with_capacity(games.len());
+    let mut origins = Vec::with_capacity(games.len());
+    for game in games {
+        let fresh = GameState::new(&game.regions);
+        let (state, dirty, origin) = match &config.state_dir {
+            None => (fresh, false, persist::Origin::NotKept),
+            Some(dir) if config.fresh => {
+                let path = persist::state_file(dir, &game.name);
+                (fresh, true, persist::Origin::Ignored { path })
+            }
+            Some(dir) => match persist::load(dir, game)? {
+                (Some(saved), origin) => {
+                    // `load` checked the layout, so the sizes agree.
+                    let state = GameState::restore(&game.regions, saved.seq, &saved.bytes)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("cannot restore game {}", game.name))?;
+                    (state, false, origin)
+                }
+                (None, origin) => (fresh, false, origin),
+            },
+        };
+        rooms.push(Room {
+            state,
+            members: Vec::new(),
+            dirty,
+        });
+        origins.push((game.name.clone(), origin));
+    }
+    Ok((rooms, origins))
 }
 
 /// Everything the connection tasks share.
@@ -252,6 +387,8 @@ struct Shared {
     games: Vec<GameSlot>,
     config: ServerConfig,
     next_player: AtomicU32,
+    /// Tells the saver a game turned dirty; `None` when no state is kept.
+    saver: Option<persist::Notifier>,
 }
 
 struct GameSlot {
@@ -263,6 +400,8 @@ struct GameSlot {
 struct Room {
     state: GameState,
     members: Vec<Member>,
+    /// Changed since the saver last took a copy.
+    dirty: bool,
 }
 
 struct Member {
@@ -276,6 +415,17 @@ impl Shared {
         if self.config.log {
             eprintln!("{text}");
         }
+    }
+
+    /// A copy of game `g`'s state for the saver, taken under the lock (the file is
+    /// written after it is released); `None` when nothing changed since the last copy.
+    fn snapshot(&self, g: usize) -> Option<persist::Snapshot> {
+        let mut room = lock(&self.games.get(g)?.room);
+        if !room.dirty {
+            return None;
+        }
+        room.dirty = false;
+        Some((room.state.seq(), room.state.bytes()))
     }
 
     fn find_game(&self, name: &str) -> Option<usize> {
@@ -577,6 +727,13 @@ impl Conn {
                     .map_err(End::tell)?;
                 // Sequencing and queueing under one lock: everyone sees the same order.
                 room.broadcast(encode(&update), None);
+                // Only the clean-to-dirty step wakes the saver: one message per save.
+                if !room.dirty {
+                    room.dirty = true;
+                    if let Some(saver) = &self.shared.saver {
+                        saver.dirty(g);
+                    }
+                }
                 Ok(())
             }
         }
