@@ -113,24 +113,34 @@ impl Serve {
         }
     }
 
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "msxsync serve did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Every line of output, once the process has exited and its pipes are drained.
     fn all_output(&mut self) -> Vec<String> {
         while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
             self.seen.push(line);
         }
         self.seen.clone()
+    }
+}
+
+/// Waits for a process to exit by itself.
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "msxsync serve did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills a child process when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -213,6 +223,31 @@ fn state_survives_sigkill_and_a_restart_continues_the_sequence() {
     assert!(line.contains("demo: demo (rom 16384 bytes"), "{line}");
     let line = a.wait_for("demo: fresh state");
     assert!(line.contains("none saved yet"), "{line}");
+    // A second server on the same state folder would overwrite this one's files.
+    let second = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        .arg("serve")
+        .arg("--games")
+        .arg(games.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second = KillOnDrop(second);
+    let status = wait_exit(&mut second.0);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "msxsync: error: another msxsync serve is using the state folder {}; stop it or \
+             give another --state-dir",
+            state.path().display()
+        )
+    );
     let seq = run(async {
         let (mut c, j) = join(&a.addr, "ann").await;
         assert_eq!((j.seq, j.in_progress), (0, false));
@@ -273,7 +308,7 @@ fn sigterm_saves_the_latest_change_and_exits_0() {
             .expect("kill runs");
         assert!(status.success());
     });
-    let status = a.wait_exit();
+    let status = wait_exit(&mut a.child);
     assert_eq!(status.code(), Some(0), "{:#?}", a.all_output());
     let out = a.all_output();
     assert!(

@@ -191,6 +191,8 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     saver: Option<persist::Saver>,
     origins: Origins,
+    /// Held while the server runs; released after the final save.
+    _dir_lock: Option<persist::DirLock>,
 }
 
 impl ServerHandle {
@@ -261,6 +263,12 @@ pub fn start_with(
             w[0].name
         );
     }
+    let dir_lock = config
+        .state_dir
+        .as_deref()
+        .map(persist::prepare_dir)
+        .transpose()?;
+    let (rooms, origins) = initial_rooms(&games, &config)?;
     let std_listener =
         std::net::TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
     let addr = std_listener
@@ -268,8 +276,6 @@ pub fn start_with(
         .with_context(|| format!("cannot read the address bound for {bind}"))?;
     let listener = TcpListener::try_from(std_listener)
         .with_context(|| format!("cannot use the socket bound to {addr}"))?;
-
-    let (rooms, origins) = initial_rooms(&games, &config)?;
 
     let threads = if config.threads == 0 {
         std::thread::available_parallelism()
@@ -338,6 +344,7 @@ pub fn start_with(
         threads: handles,
         saver,
         origins,
+        _dir_lock: dir_lock,
     })
 }
 
@@ -347,9 +354,6 @@ type Origins = Vec<(String, persist::Origin)>;
 /// Each game's room at start, from its saved state when there is one, and where that
 /// state came from.
 fn initial_rooms(games: &[Game], config: &ServerConfig) -> Result<(Vec<Room>, Origins)> {
-    if let Some(dir) = &config.state_dir {
-        persist::prepare_dir(dir)?;
-    }
     let mut rooms = Vec::with_capacity(games.len());
     let mut origins = Vec::with_capacity(games.len());
     for game in games {

@@ -422,14 +422,42 @@ pub fn save(dir: &Path, game: &Game, seq: u64, bytes: Vec<u8>) -> Result<()> {
     write_atomically(&state_file(dir, &game.name), &file)
 }
 
-/// Creates the state folder if needed and checks that it is a folder.
-pub fn prepare_dir(dir: &Path) -> Result<()> {
+/// Name of the lock file inside a state folder.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Holds the state folder for one server: a second server on the same folder would
+/// overwrite the first one's files with its own state. The lock is an advisory file
+/// lock, so the kernel releases it when the process dies, even by SIGKILL.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Creates the state folder if needed and locks it for this server.
+pub fn prepare_dir(dir: &Path) -> Result<DirLock> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
     if !dir.is_dir() {
         bail!("the state folder {} is not a folder", dir.display());
     }
-    Ok(())
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another msxsync serve is using the state folder {}; stop it or give another \
+             --state-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// When each dirty game is due to be saved: a game is written at once when it was not
@@ -824,6 +852,23 @@ mod tests {
         );
         assert_eq!(state_dir_from(None, os("")), None);
         assert_eq!(state_dir_from(os("rel"), None), None);
+    }
+
+    #[test]
+    fn one_server_per_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("a/b");
+        let lock = prepare_dir(&inner).unwrap();
+        let err = prepare_dir(&inner).unwrap_err().to_string();
+        assert!(
+            err.starts_with("another msxsync serve is using the state folder"),
+            "{err}"
+        );
+        drop(lock);
+        prepare_dir(&inner).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(prepare_dir(&file).is_err());
     }
 
     #[test]
