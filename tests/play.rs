@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::e2e::{game_does, peek, post, shared, wait_ack, wait_byte, wait_converged, World};
+use common::e2e::{
+    game_does, peek, post, shared, wait_ack, wait_byte, wait_converged, wait_ready, World,
+};
 use common::require_openmsx;
 use common::testrom::*;
 use msxsync::play::Stats;
@@ -40,7 +42,7 @@ fn a_game_write_reaches_every_other_player_and_back() {
         );
         assert_eq!(peek(&a, PRIVATE).await, before ^ 0x5a);
         for p in [a, b, c] {
-            p.stop().await;
+            p.stop().await.expect("player synced without errors");
         }
     });
 }
@@ -67,8 +69,8 @@ fn applied_remote_changes_are_not_sent_back() {
             "ann sent only her own change, none of the five she received"
         );
         assert_eq!(Stats::get(&a.stats().updates_applied), 5);
-        a.stop().await;
-        b.stop().await;
+        a.stop().await.expect("ann synced without errors");
+        b.stop().await.expect("bob synced without errors");
     });
 }
 
@@ -91,6 +93,7 @@ fn different_bits_of_one_byte_at_the_same_moment_both_survive() {
         )
         .await;
         let (a, b) = (a.unwrap(), b.unwrap());
+        smol::future::zip(wait_ready(&a), wait_ready(&b)).await;
         for r in 0..6u16 {
             let byte = SHARED0 + r;
             let (sa, sb) = smol::future::zip(
@@ -108,8 +111,8 @@ fn different_bits_of_one_byte_at_the_same_moment_both_survive() {
                 "byte {r} has both players' bits"
             );
         }
-        a.stop().await;
-        b.stop().await;
+        a.stop().await.expect("ann synced without errors");
+        b.stop().await.expect("bob synced without errors");
     });
 }
 
@@ -154,7 +157,7 @@ fn many_concurrent_random_changes_converge() {
                 .collect::<Vec<_>>()
         );
         for p in [a, b, c] {
-            p.stop().await;
+            p.stop().await.expect("player synced without errors");
         }
     });
 }
@@ -188,7 +191,7 @@ fn loadstate_brings_the_player_back_to_the_shared_state() {
         wait_byte(&b, SHARED0 + 6, 0x66, "ann's write after loadstate in bob").await;
         game_does(&b, CMD_SET, SHARED0 + 7, 0x77).await;
         wait_byte(&a, SHARED0 + 7, 0x77, "bob's write after loadstate in ann").await;
-        a.stop().await;
-        b.stop().await;
+        a.stop().await.expect("ann synced without errors");
+        b.stop().await.expect("bob synced without errors");
     });
 }

@@ -188,8 +188,10 @@ pub fn run(args: PlayArgs) -> Result<()> {
             Ok(Ending::Interrupted)
         })
         .await;
-        player.stop().await;
-        match outcome? {
+        let stopped = player.stop().await;
+        let ending = outcome?;
+        stopped?;
+        match ending {
             Ending::OpenMsxClosed => println!("openMSX closed: left the game"),
             Ending::Interrupted => println!("interrupted: left the game and stopped openMSX"),
         }
@@ -340,6 +342,9 @@ impl Player {
         let events = msx.events();
         let task = smol::spawn(async move {
             let result = session.run(receiver, events, early, stop_rx).await;
+            if let Err(e) = &result {
+                eprintln!("msxsync: syncing stopped: {e:#}");
+            }
             let _ = done_tx.send(result).await;
         });
         Ok(Player {
@@ -382,8 +387,8 @@ impl Player {
     }
 
     /// Leaves the game and stops openMSX (an attached openMSX keeps running, with the
-    /// hooks removed).
-    pub async fn stop(self) {
+    /// hooks removed). Returns the error that stopped syncing earlier, if one did.
+    pub async fn stop(self) -> Result<()> {
         let _ = self.stop.try_send(());
         // The task ends at the stop request; don't wait forever if it is stuck.
         let _ = smol::future::or(self.task, async {
@@ -395,6 +400,10 @@ impl Player {
             let _ = self.hooks.uninstall().await;
         }
         let _ = self.msx.shutdown().await;
+        match self.done.try_recv() {
+            Ok(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -263,7 +263,15 @@ impl Session {
         if ev == Event::Closed {
             return Ok(Some(Ending::OpenMsxClosed));
         }
-        match self.hooks.decode(&ev) {
+        let decoded = self.hooks.decode(&ev);
+        if self.trace {
+            if let Some(Ok(e)) = &decoded {
+                if !matches!(e, HookEvent::LocalChanges(_)) {
+                    eprintln!("trace {}: hooks: {e:?}", self.sync.me());
+                }
+            }
+        }
+        match decoded {
             Some(Ok(HookEvent::LocalChanges(changes))) => self.send_local(changes).await,
             Some(Ok(HookEvent::MachineSwitched)) => {
                 // Loadstate, rewind or another machine: RAM changed behind the hooks'

@@ -42,16 +42,28 @@ impl World {
         o.name = name.into();
         o.headless = true;
         o.fast = true;
+        o.verbose = std::env::var_os("MSXSYNC_TEST_VERBOSE").is_some();
         o.cache_dir = self.cache.path().to_path_buf();
         o
     }
 
-    /// Starts a player of the test game.
+    /// Starts a player of the test game and waits until the game's start-up is done
+    /// (before that, the game would clear a mailbox command with its variables).
     pub async fn player(&self, name: &str) -> Player {
-        Player::start(self.options("testgame", name))
+        let p = Player::start(self.options("testgame", name))
             .await
-            .unwrap_or_else(|e| panic!("player {name} failed to start: {e:#}"))
+            .unwrap_or_else(|e| panic!("player {name} failed to start: {e:#}"));
+        wait_ready(&p).await;
+        p
     }
+}
+
+/// Waits until the test game finished its start-up and runs its main loop.
+pub async fn wait_ready(p: &Player) {
+    super::poll("the game's start-up", Duration::from_secs(20), || async {
+        (peek(p, testrom::READY).await == testrom::READY_VALUE).then_some(())
+    })
+    .await;
 }
 
 /// Reads one byte of a player's RAM.
