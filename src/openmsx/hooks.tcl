@@ -74,6 +74,7 @@ namespace eval msxsync {
     variable gate_wps {}      ;# watchpoints on those bytes
     variable init_pause 0     ;# 1: pause emulation when INIT is reached
     variable join_key ""      ;# key bound to `join_request`, if any
+    variable boot_id ""       ;# id of our `after boot`
 }
 
 # Creates the push channel. The setting may exist with a stale value (openMSX saves
@@ -87,7 +88,35 @@ proc msxsync::setup {tok api} {
     }
     set ::msxsync_out ""
     openmsx_update enable setting
+    arm_boot
     return ok
+}
+
+# Power-on and reset re-initialise RAM without any watchpoint hit, and the BIOS then
+# writes all over it: hold at once (dropping what was not flushed: RAM is not the
+# game's any more) until the cartridge's INIT, where msxsync decides again.
+proc msxsync::arm_boot {} {
+    variable boot_id
+    if {$boot_id ne ""} {
+        catch {after cancel $boot_id}
+    }
+    set boot_id [after boot msxsync::on_boot]
+}
+
+proc msxsync::on_boot {} {
+    variable boot_id ""
+    variable active 0
+    variable gate
+    variable dirty
+    cancel_flush
+    foreach r [array names dirty] {
+        set dirty($r) 0
+    }
+    if {$gate > 0} {
+        set gate 0
+        push "gate 0"
+    }
+    arm_boot
 }
 
 proc msxsync::push {text} {
@@ -178,6 +207,11 @@ proc msxsync::arm_switch {} {
 
 proc msxsync::uninstall {} {
     variable switch_id
+    variable boot_id
+    if {$boot_id ne ""} {
+        catch {after cancel $boot_id}
+        set boot_id ""
+    }
     unwatch
     gate_unwatch
     unbind_join

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod proxy;
 pub mod testrom;
 
 use std::future::Future;

@@ -1,0 +1,285 @@
+//! End-to-end: shared play that survives real sessions. Title screens (sync gate), late
+//! joiners, rewinds, savestates and power cycles, RAM changed behind the hooks' back,
+//! network outages and server restarts, with real headless openMSX players.
+
+mod common;
+
+use common::e2e::{
+    game_does, peek, server_state, shared, wait_byte, wait_converged, wait_ready, World,
+};
+use common::proxy::Proxy;
+use common::require_openmsx;
+use common::testrom::*;
+use msxsync::play::{Player, Stats};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A games folder with the test game gated on its mode byte (0 title, 1 playing).
+fn gated_game(dir: &Path) -> PathBuf {
+    std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();
+    let text = std::fs::read_to_string(common::e2e::testgame_regions()).unwrap();
+    let path = dir.join("testgame.regions");
+    std::fs::write(&path, format!("{text}\nsync-when: E122 == 01\n")).unwrap();
+    path
+}
+
+/// Presses the join key in a player's openMSX: checks that F12 is bound to the join
+/// request, then runs it (a test cannot make SDL deliver a host key press).
+async fn press_join_key(p: &Player) {
+    let binding = p.openmsx().command("bind F12").await.unwrap();
+    assert!(
+        binding.contains("msxsync::join_request"),
+        "F12 is bound to {binding:?}"
+    );
+    p.openmsx().command("msxsync::join_request").await.unwrap();
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
+    if !require_openmsx() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::with_regions(&gated_game(dir.path()));
+    smol::block_on(async {
+        let ann = world.player("ann").await;
+        // On the title screen, the game's writes stay home.
+        game_does(&ann, CMD_SET, SHARED0 + 1, 0xee).await;
+        // Playing: the gate opens, ann is brought to the group's (empty) state first.
+        game_does(&ann, CMD_MODE, 0, 1).await;
+        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write undone").await;
+        game_does(&ann, CMD_SET, SHARED0 + 2, 0x42).await;
+        game_does(&ann, CMD_OR, SHARED0 + 3, 0x81).await;
+        until("ann's items on the server", async || {
+            server_state(&world, "testgame").await[0][2..4] == [0x42, 0x81]
+        })
+        .await;
+
+        // Bob joins late: his start-up cleared his variables, his title screen writes.
+        let bob = world.player("bob").await;
+        game_does(&bob, CMD_SET, SHARED0 + 2, 0x00).await;
+        game_does(&bob, CMD_SET, SHARED0 + 4, 0x99).await;
+        // Nothing of it reached ann or the server.
+        game_does(&ann, CMD_SET, SHARED0 + 5, 0x55).await;
+        wait_converged(&world, "testgame", &[&ann]).await;
+        assert_eq!(shared(&ann).await[0][2..6], [0x42, 0x81, 0, 0x55]);
+        // Bob starts playing: he gets the group's items and syncs from then on.
+        game_does(&bob, CMD_MODE, 0, 1).await;
+        wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        assert_eq!(shared(&bob).await[0][2..6], [0x42, 0x81, 0, 0x55]);
+        game_does(&bob, CMD_SET, SHARED0 + 6, 0x66).await;
+        wait_byte(&ann, SHARED0 + 6, 0x66, "bob's write in ann").await;
+
+        // Ann goes back to the title screen, whose attract demo clears the items.
+        game_does(&ann, CMD_MODE, 0, 0).await;
+        game_does(&ann, CMD_SET, SHARED0 + 2, 0).await;
+        game_does(&bob, CMD_SET, SHARED0 + 7, 0x77).await;
+        let state = wait_converged(&world, "testgame", &[&bob]).await;
+        assert_eq!(
+            state[0][2], 0x42,
+            "the group kept the item ann's title cleared"
+        );
+        assert_eq!(
+            peek(&ann, SHARED0 + 7).await,
+            0,
+            "ann holds while on the title"
+        );
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn a_late_joiner_without_a_gate_waits_for_the_join_key() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let ann = world.player("ann").await;
+        game_does(&ann, CMD_SET, SHARED0, 0x11).await;
+        game_does(&ann, CMD_SET, SHARED1 + 5, 0x22).await;
+        until("ann's items on the server", async || {
+            server_state(&world, "testgame").await[0][0] == 0x11
+        })
+        .await;
+
+        let bob = world.player("bob").await;
+        assert!(bob.joined().in_progress);
+        // Bob's start-up cleared his copy, and he writes on his own: nothing is sent.
+        assert_eq!(peek(&bob, SHARED0).await, 0);
+        game_does(&bob, CMD_SET, SHARED1 + 5, 0x99).await;
+        game_does(&ann, CMD_SET, SHARED0 + 1, 0x33).await;
+        wait_converged(&world, "testgame", &[&ann]).await;
+        assert_eq!(peek(&ann, SHARED1 + 5).await, 0x22);
+        assert_eq!(
+            peek(&bob, SHARED0 + 1).await,
+            0,
+            "bob holds until he presses F12"
+        );
+        assert_eq!(Stats::get(&bob.stats().batches_sent), 0);
+
+        press_join_key(&bob).await;
+        wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        assert_eq!(shared(&bob).await[0][..2], [0x11, 0x33]);
+        game_does(&bob, CMD_SET, SHARED0 + 2, 0x44).await;
+        wait_byte(&ann, SHARED0 + 2, 0x44, "bob's write after joining").await;
+
+        // --join-now takes the state at the game's start without a key.
+        let mut o = world.options("testgame", "cy");
+        o.join_now = true;
+        let cy = Player::start(o).await.unwrap();
+        wait_ready(&cy).await;
+        game_does(&cy, CMD_SET, SHARED0 + 3, 0x55).await;
+        wait_byte(&ann, SHARED0 + 3, 0x55, "cy's write with --join-now").await;
+        for p in [ann, bob, cy] {
+            p.stop().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn rewind_and_power_cycles_come_back_to_the_shared_state() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        ann.openmsx().command("reverse start").await.unwrap();
+        game_does(&ann, CMD_SET, SHARED0, 0x10).await;
+        let before = ann.openmsx().command("machine_info time").await.unwrap();
+        let before: f64 = before.trim().parse().unwrap();
+        // Let some emulated time pass, then lose an item in the group.
+        until("a second of emulated time", async || {
+            let t = ann.openmsx().command("machine_info time").await.unwrap();
+            t.trim().parse::<f64>().unwrap() > before + 2.0
+        })
+        .await;
+        game_does(&bob, CMD_SET, SHARED0, 0x00).await;
+        wait_byte(&ann, SHARED0, 0x00, "bob's loss in ann").await;
+        // Ann rewinds to before the loss: the loss stays, for her too.
+        ann.openmsx()
+            .command(&format!("reverse goto {}", before + 0.5))
+            .await
+            .unwrap();
+        until("ann's rewind to be noticed", async || {
+            Stats::get(&ann.stats().state_writes) >= 2
+        })
+        .await;
+        wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        assert_eq!(
+            peek(&ann, SHARED0).await,
+            0,
+            "a rewind cannot undo a shared loss"
+        );
+
+        // A power cycle restarts the game, whose start-up clears its variables: ann
+        // holds (the game is in progress) and the group keeps its state.
+        game_does(&bob, CMD_SET, SHARED0 + 1, 0x21).await;
+        wait_byte(&ann, SHARED0 + 1, 0x21, "bob's write in ann").await;
+        ann.openmsx().command("set power off").await.unwrap();
+        ann.openmsx().command("set power on").await.unwrap();
+        until("ann's game restarted", async || {
+            peek(&ann, READY).await == READY_VALUE && peek(&ann, SHARED0 + 1).await == 0
+        })
+        .await;
+        game_does(&bob, CMD_SET, SHARED0 + 2, 0x22).await;
+        let state = wait_converged(&world, "testgame", &[&bob]).await;
+        assert_eq!(state[0][1], 0x21, "ann's restart did not wipe the group");
+        press_join_key(&ann).await;
+        wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        // A reset too.
+        ann.openmsx().command("reset").await.unwrap();
+        until("ann's game reset", async || {
+            peek(&ann, READY).await == READY_VALUE && peek(&ann, SHARED0 + 1).await == 0
+        })
+        .await;
+        assert_eq!(server_state(&world, "testgame").await[0][1], 0x21);
+        press_join_key(&ann).await;
+        wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
+        wait_byte(&bob, SHARED0 + 3, 0x33, "ann syncs again after the reset").await;
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn ram_changed_behind_the_hooks_back_is_repaired() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        game_does(&bob, CMD_SET, SHARED0 + 5, 0x55).await;
+        wait_byte(&ann, SHARED0 + 5, 0x55, "bob's write in ann").await;
+        // "Main RAM" is the physical RAM: writes there trigger no watchpoint.
+        let t0 = Instant::now();
+        ann.openmsx()
+            .command(&format!("debug write {{Main RAM}} {} 171", SHARED0 + 5))
+            .await
+            .unwrap();
+        assert_eq!(peek(&ann, SHARED0 + 5).await, 0xab);
+        wait_byte(&ann, SHARED0 + 5, 0x55, "the repair").await;
+        let took = t0.elapsed();
+        assert!(Stats::get(&ann.stats().repaired_bytes) >= 1);
+        assert!(
+            took < msxsync::play::CHECK_PERIOD * 3,
+            "repaired after {took:?}"
+        );
+        assert_eq!(server_state(&world, "testgame").await[0][5], 0x55);
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn a_network_outage_loses_nothing() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let proxy = Proxy::start(world.server.addr());
+        let mut o = world.options("testgame", "ann");
+        o.server = proxy.addr().to_string();
+        let ann = Player::start(o).await.unwrap();
+        wait_ready(&ann).await;
+        let bob = world.player("bob").await;
+        game_does(&ann, CMD_SET, SHARED0, 0x01).await;
+        wait_byte(&bob, SHARED0, 0x01, "ann's write before the outage").await;
+
+        proxy.cut();
+        until("ann to notice the outage", async || {
+            Stats::get(&ann.stats().disconnects) == 1
+        })
+        .await;
+        // Both keep playing: ann offline, bob online.
+        game_does(&ann, CMD_OR, SHARED0 + 1, 0x0f).await;
+        game_does(&ann, CMD_SET, SHARED1 + 9, 0x99).await;
+        game_does(&bob, CMD_OR, SHARED0 + 1, 0xf0).await;
+        game_does(&bob, CMD_SET, SHARED0 + 2, 0x22).await;
+        proxy.restore();
+        until("ann to reconnect", async || {
+            Stats::get(&ann.stats().reconnects) == 1
+        })
+        .await;
+        let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        assert_eq!(state[0][..3], [0x01, 0xff, 0x22]);
+        assert_eq!(state[1][9], 0x99);
+        game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
+        wait_byte(&bob, SHARED0 + 3, 0x33, "ann's write after reconnecting").await;
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
