@@ -438,3 +438,30 @@ fn stopping_the_library_server_saves_what_the_interval_held_back() {
     assert_eq!(s.seq, 50);
     assert_eq!(s.bytes[8 + 50], 50);
 }
+
+#[test]
+fn a_failed_write_is_warned_about_and_retried_without_a_new_change() {
+    let (games, _) = games_dir();
+    let state = tempfile::tempdir().unwrap();
+    let mut a = Serve::start(games.path(), state.path(), &[]);
+    // A folder where the file should be: renaming the new file over it fails.
+    let blocker = state.path().join("demo.state");
+    std::fs::create_dir(&blocker).unwrap();
+    run(async {
+        let (mut c, _) = join(&a.addr, "ann").await;
+        change(&mut c, 1, vec![Change::bytes(0, 0, vec![1])]).await;
+        let warning = a.wait_for("cannot save");
+        assert!(
+            warning.starts_with(
+                "msxsync: warning: cannot save the state of game demo (will retry): cannot \
+                 rename"
+            ),
+            "{warning}"
+        );
+        // The way is cleared and nothing else changes: the retry alone saves it.
+        std::fs::remove_dir(&blocker).unwrap();
+    });
+    let saved = wait_saved(state.path(), |s| s.seq == 1);
+    assert_eq!(saved.bytes[0], 1);
+    a.wait_for("msxsync: the state of game demo is saved again");
+}

@@ -542,7 +542,7 @@ pub struct StopReport {
     pub dir: PathBuf,
     /// Games written at stop.
     pub written: usize,
-    /// Games that were already saved (or never changed).
+    /// Games with nothing new to save (saved already, or never changed).
     pub unchanged: usize,
     /// Errors of writes that failed at stop.
     pub errors: Vec<String>,
@@ -552,7 +552,7 @@ impl fmt::Display for StopReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "saved the state of every game in {} ({} written now, {} already saved)",
+            "saved the state of every game in {} ({} written now, {} unchanged)",
             self.dir.display(),
             self.written,
             self.unchanged
@@ -645,14 +645,19 @@ fn saver_loop(
     let mut schedule = Schedule::new(games.len(), interval);
     // The last error per game, so a full disk is reported once, not every second.
     let mut last_error: Vec<Option<String>> = vec![None; games.len()];
+    // Per game: a copy whose write failed. Taking a copy marks the game clean, so
+    // without this a failed write would be forgotten until the next change.
+    let mut unsaved: Vec<Option<Snapshot>> = vec![None; games.len()];
     let mut write = |g: usize| -> Option<Result<(), String>> {
         let game = games.get(g)?;
-        let (seq, bytes) = snapshot(g)?;
-        let result = save(dir, game, seq, bytes).map_err(|e| format!("{e:#}"));
+        let (seq, bytes) = snapshot(g).or_else(|| unsaved[g].take())?;
+        let saved = Saved::of(game, seq, bytes);
+        let result = write_atomically(&state_file(dir, &game.name), &encode(&saved))
+            .map_err(|e| format!("{e:#}"));
         match (&result, &last_error[g]) {
             (Err(e), last) if last.as_ref() != Some(e) => {
                 eprintln!(
-                    "msxsync: warning: cannot save the state of game {}: {e}",
+                    "msxsync: warning: cannot save the state of game {} (will retry): {e}",
                     game.name
                 );
             }
@@ -662,6 +667,9 @@ fn saver_loop(
             _ => {}
         }
         last_error[g] = result.as_ref().err().cloned();
+        if result.is_err() {
+            unsaved[g] = Some((saved.seq, saved.bytes));
+        }
         Some(result)
     };
     loop {
@@ -682,7 +690,10 @@ fn saver_loop(
             None => {}
         }
         for g in schedule.take_due(Instant::now()) {
-            write(g);
+            if let Some(Err(_)) = write(g) {
+                // Retried one interval later, changed or not.
+                schedule.dirty(g, Instant::now());
+            }
         }
     }
     // Final save: changes may have come in after the last notification was handled, so
