@@ -20,5 +20,10 @@ roms: $(ASM_SOURCES:.asm=.rom)
 %.rom: %.asm
 	pasmo --bin $< $@
 
+# Benchmarks (release build, a few minutes): prints a table, rewrites docs/benchmarks.md
+# and bench/results.json. Not part of `make test`.
+bench:
+	$(CARGO) bench --bench sync
+
 clean:
 	$(CARGO) clean
