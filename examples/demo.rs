@@ -1,0 +1,639 @@
+//! `make demo`: the whole of msxsync on one machine with the built-in demo cartridge. A
+//! server on 127.0.0.1 (a free port) and two players, side by side.
+//!
+//! ```text
+//! cargo run --release --example demo -- [--headless] [--out DIR]
+//! ```
+//!
+//! With a display (DISPLAY or WAYLAND_DISPLAY set, CI unset): two openMSX windows to
+//! play in; Ctrl-C ends everything. Without one, or with `--headless` or CI=true: no
+//! windows; the demo presses keys in player 1 (RETURN to start both games, then 1, 3, 5
+//! and SPACE twice: the SWORD, the KEY, the MAP and two coins), prints player 2's screen
+//! and shared RAM, saves a screenshot of each player, and exits 0 only when player 2 has
+//! player 1's items and coins.
+//!
+//! tests/demo.rs includes this file as a module and runs [`run_headless`].
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use msxsync::builtin;
+use msxsync::openmsx::hooks::decode_hex;
+use msxsync::play::{PlayOptions, Player};
+use msxsync::protocol::hex;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Run the built-in co-op demo: a server and two openMSX players on this machine.
+#[derive(Parser, Debug)]
+pub struct Args {
+    /// No windows: play a scripted session, check that player 2 got player 1's items,
+    /// save screenshots. Chosen by itself without a display or when CI=true.
+    #[arg(long)]
+    pub headless: bool,
+    /// Folder for the screenshots (headless mode); created when missing.
+    #[arg(long, value_name = "DIR", default_value = "target/demo")]
+    pub out: PathBuf,
+    /// The openMSX program to run.
+    #[arg(long, value_name = "PROGRAM", default_value = "openmsx")]
+    pub openmsx: PathBuf,
+}
+
+// The demo cartridge's RAM map (games/demo/demo.asm).
+/// 00 title screen, 01 playing.
+pub const MODE: u16 = 0xE000;
+/// Frame counter, +1 every frame in both modes.
+pub const FRAME: u16 = 0xE001;
+/// Items bit 0 SWORD .. bit 7 POTION (shared).
+pub const ITEMS: u16 = 0xE010;
+/// Coins, 4-digit BCD, low byte first (shared).
+pub const COINS: u16 = 0xE020;
+/// Keyboard rows 0..8 as the game read them last frame (bit clear = key down).
+pub const KEYPREV: u16 = 0xE050;
+/// SCREEN 1 name table in VRAM: 32x24 character codes.
+pub const NAME_TABLE: u32 = 0x1800;
+
+/// Names of the ITEMS bits, bit 0 first.
+pub const ITEM_NAMES: [&str; 8] = [
+    "SWORD", "SHIELD", "KEY", "LAMP", "MAP", "BOOTS", "RING", "POTION",
+];
+
+/// A key of the MSX keyboard matrix: row and bit mask, as `keymatrixdown` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Name shown in the log.
+    pub name: &'static str,
+    /// Matrix row (0..8 here).
+    pub row: u8,
+    /// Bit mask inside the row.
+    pub mask: u8,
+}
+
+/// RETURN starts the game on the title screen.
+pub const RETURN: Key = Key {
+    name: "RETURN",
+    row: 7,
+    mask: 0x80,
+};
+/// SPACE adds a coin while playing.
+pub const SPACE: Key = Key {
+    name: "SPACE",
+    row: 8,
+    mask: 0x01,
+};
+
+/// The digit keys 1..9 and 0 (toggle items while playing).
+pub fn digit_key(digit: u8) -> Option<Key> {
+    const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    // 0..7 are row 0 bits 0..7; 8 and 9 are row 1 bits 0 and 1.
+    let (row, bit) = match digit {
+        0..=7 => (0, digit),
+        8 | 9 => (1, digit - 8),
+        _ => return None,
+    };
+    Some(Key {
+        name: NAMES[usize::from(digit)],
+        row,
+        mask: 1 << bit,
+    })
+}
+
+/// What the scripted player 1 does once playing: take items 1, 3, 5, add two coins.
+pub fn script() -> Vec<Key> {
+    [1, 3, 5]
+        .iter()
+        .filter_map(|&d| digit_key(d))
+        .chain([SPACE, SPACE])
+        .collect()
+}
+
+/// ITEMS after [`script`]: SWORD, KEY and MAP.
+pub const EXPECTED_ITEMS: u8 = 0b0001_0101;
+/// COINS after [`script`] (BCD 0002, low byte first).
+pub const EXPECTED_COINS: [u8; 2] = [0x02, 0x00];
+
+/// Whether to open windows: a display is there and this is not a CI run.
+pub fn has_display(display: Option<&str>, wayland: Option<&str>, ci: Option<&str>) -> bool {
+    let set = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
+    let ci = ci.is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"));
+    (set(display) || set(wayland)) && !ci
+}
+
+/// The names of the items set in an ITEMS byte.
+pub fn item_names(items: u8) -> Vec<&'static str> {
+    ITEM_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| items & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The name table as 24 lines of 32 characters. The demo draws plain ASCII, and
+/// highlighted text as ASCII + 80h (its own yellow copy of the font); anything else
+/// shows as `.`.
+pub fn screen_lines(names: &[u8]) -> Vec<String> {
+    names
+        .chunks(32)
+        .map(|row| {
+            row.iter()
+                .map(|&c| match c {
+                    0x20..=0x7e => c as char,
+                    0xa0..=0xdf => (c - 0x80) as char,
+                    _ => '.',
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Checks that a playing screen shows exactly the items and coins of [`script`]: the
+/// screen is redrawn from RAM every frame, so this is what a person would see.
+pub fn check_screen(lines: &[String]) -> Result<()> {
+    let expect = [
+        (3, "1 SWORD  [X]     5 MAP    [X]"),
+        (4, "2 SHIELD [ ]     6 BOOTS  [ ]"),
+        (5, "3 KEY    [X]     7 RING   [ ]"),
+        (6, "4 LAMP   [ ]     8 POTION [ ]"),
+        (9, "COINS  0002"),
+    ];
+    for (row, text) in expect {
+        let line = lines.get(row).map(String::as_str).unwrap_or("");
+        if !line.contains(text) {
+            bail!("screen row {row} is {line:?}, expected it to show {text:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Formats one region's bytes for people: address range, hex bytes, what it is.
+pub fn region_line(start: u16, end: u16, bytes: &[u8], description: &str) -> String {
+    let what = description.split(':').next().unwrap_or("");
+    let range = if start == end {
+        format!("{start:04x}")
+    } else {
+        format!("{start:04x}-{end:04x}")
+    };
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{range:<10} {:<6} {what}", hex.join(" "))
+}
+
+/// What a headless run found, for tests.
+#[derive(Debug)]
+pub struct Report {
+    /// Player 2's screen as text (24 lines).
+    pub screen: Vec<String>,
+    /// Player 2's shared regions.
+    pub state: Vec<Vec<u8>>,
+    /// Screenshots written: player 1's, then player 2's.
+    pub screenshots: Vec<PathBuf>,
+}
+
+/// Reads one byte of a player's memory (as the CPU sees it).
+async fn peek(p: &Player, addr: u16) -> Result<u8> {
+    let reply = p
+        .openmsx()
+        .command(&format!("debug read memory {addr}"))
+        .await?;
+    reply
+        .trim()
+        .parse()
+        .with_context(|| format!("openmsx answered {reply:?} when reading {addr:#06x}"))
+}
+
+/// Reads `len` bytes of a debuggable (`memory`, `VRAM`) from `addr`.
+async fn read_block(p: &Player, debuggable: &str, addr: u32, len: u32) -> Result<Vec<u8>> {
+    // The debuggable name is one of ours, not input; the bytes come back hex-encoded.
+    let reply = p
+        .openmsx()
+        .command(&format!(
+            "binary encode hex [debug read_block {debuggable} {addr} {len}]"
+        ))
+        .await?;
+    decode_hex(reply.trim()).with_context(|| format!("reading {debuggable} at {addr:#x}"))
+}
+
+/// Polls `check` every 10 ms until it gives a value, or fails naming `what`.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the game has run `frames` more frames (emulated time, any speed).
+async fn wait_frames(p: &Player, who: &str, frames: u8) -> Result<()> {
+    let first = peek(p, FRAME).await?;
+    poll(
+        &format!("{who}'s game to run {frames} frames"),
+        STEP_TIMEOUT,
+        || async { Ok((peek(p, FRAME).await?.wrapping_sub(first) >= frames).then_some(())) },
+    )
+    .await
+}
+
+/// Presses and releases a key so that the game sees exactly one press: holds it until
+/// the game's own keyboard copy shows it down, then releases it until the copy shows it
+/// up again (the game acts on the frame it first sees the key down).
+async fn press(p: &Player, who: &str, key: Key) -> Result<()> {
+    let row_addr = KEYPREV + u16::from(key.row);
+    let msx = p.openmsx();
+    msx.command(&format!("keymatrixdown {} {}", key.row, key.mask))
+        .await?;
+    poll(
+        &format!("{who}'s game to see {} down", key.name),
+        STEP_TIMEOUT,
+        || async { Ok((peek(p, row_addr).await? & key.mask == 0).then_some(())) },
+    )
+    .await?;
+    msx.command(&format!("keymatrixup {} {}", key.row, key.mask))
+        .await?;
+    poll(
+        &format!("{who}'s game to see {} up", key.name),
+        STEP_TIMEOUT,
+        || async { Ok((peek(p, row_addr).await? & key.mask != 0).then_some(())) },
+    )
+    .await
+}
+
+/// Starts the game from the title screen and waits until it plays and syncs.
+async fn start_game(p: &Player, who: &str) -> Result<()> {
+    // Right after power-on the game's keyboard copy says "every key down" (it starts
+    // zeroed); a couple of frames later it holds the real rows.
+    wait_frames(p, who, 3).await?;
+    press(p, who, RETURN).await?;
+    poll(&format!("{who}'s game to start"), STEP_TIMEOUT, || async {
+        Ok((peek(p, MODE).await? == 1).then_some(()))
+    })
+    .await?;
+    // `sync-when: E000 == 01`: when the gate opens, msxsync writes the server's state
+    // into RAM and only then syncs (the hooks turn active). A key pressed before that
+    // would be overwritten by the shared state, so wait for both.
+    poll(
+        &format!("{who}'s game to be brought to the shared state"),
+        STEP_TIMEOUT,
+        || async {
+            let open = p.hooks().gate_state().await? == Some(true);
+            Ok((open && p.hooks().is_active().await?).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Saves a screenshot of the player's screen at normal speed. With the emulator
+/// unthrottled a screenshot can show an old frame, so the game first runs a few frames
+/// at normal speed with a renderer that draws them.
+async fn screenshot(p: &Player, who: &str, file: &Path) -> Result<()> {
+    let msx = p.openmsx();
+    msx.command("set throttle on").await?;
+    msx.command("set renderer SDL")
+        .await
+        .context("switching openmsx to the SDL renderer for a screenshot")?;
+    wait_frames(p, who, 20).await?;
+    let path = file
+        .to_str()
+        .with_context(|| format!("the screenshot path {} is not unicode", file.display()))?;
+    // The path reaches Tcl hex-encoded, never pasted.
+    msx.command(&format!(
+        "screenshot -raw -doublesize [binary decode hex {}]",
+        hex(path.as_bytes())
+    ))
+    .await
+    .with_context(|| format!("saving the screenshot {}", file.display()))?;
+    Ok(())
+}
+
+/// Options for one demo player.
+fn player_options(server: &str, name: &str, cache: &Path, openmsx: &Path) -> PlayOptions {
+    let mut o = PlayOptions::new(server, builtin::DEMO_NAME);
+    o.name = name.into();
+    o.cache_dir = cache.to_path_buf();
+    o.openmsx = openmsx.to_path_buf();
+    o
+}
+
+/// Starts both players, giving the first error with the player's name.
+async fn start_players(opts: [PlayOptions; 2]) -> Result<(Player, Player)> {
+    let [o1, o2] = opts;
+    let (a, b) = smol::future::zip(Player::start(o1), Player::start(o2)).await;
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        // Stop the one that started, report the one(s) that did not.
+        (a, b) => {
+            let mut errors = Vec::new();
+            for (who, r) in [("player 1", a), ("player 2", b)] {
+                match r {
+                    Ok(p) => {
+                        let _ = p.stop().await;
+                    }
+                    Err(e) => errors.push(format!("{who} did not start: {e:#}")),
+                }
+            }
+            bail!("{}", errors.join("; "))
+        }
+    }
+}
+
+/// The headless demo: everything in this process, no windows. Prints what it does;
+/// fails unless player 2 ends up with player 1's items and coins.
+pub async fn run_headless(out: &Path, openmsx: &Path) -> Result<Report> {
+    let started = Instant::now();
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("could not create the folder {}", out.display()))?;
+    let game = builtin::demo()?;
+    let title = game.title.clone();
+    let server = msxsync::server::start("127.0.0.1:0".parse()?, vec![game])?;
+    let addr = server.addr().to_string();
+    println!(
+        "server: serving '{}' ({title}) on {addr}",
+        builtin::DEMO_NAME
+    );
+    let cache = tempfile::tempdir().context("could not make a rom cache folder")?;
+    let opts = ["player1", "player2"].map(|name| {
+        let mut o = player_options(&addr, name, cache.path(), openmsx);
+        o.headless = true;
+        // Unthrottled until the screenshots: C-BIOS's logo alone takes seconds.
+        o.fast = true;
+        o
+    });
+    let (p1, p2) = start_players(opts).await?;
+    println!(
+        "players: player1 and player2 joined, each in its own headless openMSX ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let result = scripted_session(&p1, &p2, out).await;
+    // (Whatever stopping says, the outcome is what counts.)
+    let _ = p1.stop().await;
+    let _ = p2.stop().await;
+    server.stop();
+    let report = result?;
+    println!(
+        "demo ok: player 2 has player 1's items ({}) and coins ({:02x}{:02x}), {:.1} s in all",
+        item_names(EXPECTED_ITEMS).join(", "),
+        EXPECTED_COINS[1],
+        EXPECTED_COINS[0],
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report)
+}
+
+/// A player's items, coins, gate and counters, for failure messages.
+async fn describe(p: &Player) -> String {
+    use msxsync::play::Stats;
+    let items = peek(p, ITEMS).await.map(|v| format!("{v:02x}"));
+    let coins = read_block(p, "memory", u32::from(COINS), 2).await.map(|c| {
+        format!(
+            "{:02x}{:02x}",
+            c.get(1).unwrap_or(&0),
+            c.first().unwrap_or(&0)
+        )
+    });
+    let gate = p.hooks().gate_state().await;
+    let s = p.stats();
+    format!(
+        "items {}, coins {}, gate {gate:?}, batches sent {}, updates received {}, applied {}, state writes {}",
+        items.unwrap_or_else(|e| format!("{e:#}")),
+        coins.unwrap_or_else(|e| format!("{e:#}")),
+        Stats::get(&s.batches_sent),
+        Stats::get(&s.updates_received),
+        Stats::get(&s.updates_applied),
+        Stats::get(&s.state_writes),
+    )
+}
+
+/// Presses the keys, waits for player 2 to have the result, prints and checks it.
+async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report> {
+    println!("keys: RETURN in both players (start the game)");
+    let (a, b) = smol::future::zip(start_game(p1, "player 1"), start_game(p2, "player 2")).await;
+    a?;
+    b?;
+    let keys = script();
+    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+    println!("keys: {} in player 1 only", names.join(" "));
+    let mut last_key = Instant::now();
+    for key in keys {
+        last_key = Instant::now();
+        press(p1, "player 1", key).await?;
+    }
+    async fn want(p: &Player) -> Result<Option<()>> {
+        let items = peek(p, ITEMS).await?;
+        let coins = [peek(p, COINS).await?, peek(p, COINS + 1).await?];
+        Ok((items == EXPECTED_ITEMS && coins == EXPECTED_COINS).then_some(()))
+    }
+    poll("player 1's items and coins", STEP_TIMEOUT, || want(p1)).await?;
+    let synced_p2 = poll(
+        "player 2 to get player 1's items and coins",
+        STEP_TIMEOUT,
+        || want(p2),
+    )
+    .await;
+    if let Err(e) = synced_p2 {
+        let mut seen = Vec::new();
+        for (who, p) in [("player 1", p1), ("player 2", p2)] {
+            seen.push(format!("{who}: {}", describe(p).await));
+        }
+        return Err(e.context(format!(
+            "player 2 does NOT have player 1's items: the sync failed ({})",
+            seen.join("; ")
+        )));
+    }
+    println!(
+        "sync: player 2's RAM has them, {} ms after player 1's last key went down",
+        last_key.elapsed().as_millis()
+    );
+    // The screen follows RAM within a frame; wait for it rather than assume.
+    let screen = poll(
+        "player 2's screen to show the items",
+        STEP_TIMEOUT,
+        || async {
+            let lines = screen_lines(&read_block(p2, "VRAM", NAME_TABLE, 32 * 24).await?);
+            Ok(check_screen(&lines).is_ok().then_some(lines))
+        },
+    )
+    .await;
+    let screen = match screen {
+        Ok(s) => s,
+        Err(e) => {
+            let lines = screen_lines(&read_block(p2, "VRAM", NAME_TABLE, 32 * 24).await?);
+            let why = check_screen(&lines).err().map(|w| format!("{w:#}"));
+            return Err(e.context(format!(
+                "player 2's screen does not show player 1's items: {}",
+                why.unwrap_or_default()
+            )));
+        }
+    };
+    println!("player 2's screen (SCREEN 1 name table, VRAM {NAME_TABLE:#06x}):");
+    println!("  +{}+", "-".repeat(32));
+    for line in &screen {
+        println!("  |{line}|");
+    }
+    println!("  +{}+", "-".repeat(32));
+    let state = p2.hooks().read_state().await?;
+    println!("player 2's shared RAM:");
+    for (region, bytes) in p2.joined().regions.iter().zip(&state) {
+        println!(
+            "  {}",
+            region_line(region.start, region.end, bytes, &region.description)
+        );
+    }
+    if state.first().and_then(|r| r.first()) != Some(&EXPECTED_ITEMS) {
+        bail!("player 2's shared RAM does not hold player 1's items: {state:02x?}");
+    }
+    let mut screenshots = Vec::new();
+    for (p, who, file) in [
+        (p1, "player 1", "player1.png"),
+        (p2, "player 2", "player2.png"),
+    ] {
+        let path = out.join(file);
+        screenshot(p, who, &path).await?;
+        println!("screenshot: {who} -> {}", path.display());
+        screenshots.push(path);
+    }
+    Ok(Report {
+        screen,
+        state,
+        screenshots,
+    })
+}
+
+/// The windowed demo: two openMSX windows sharing one inventory until Ctrl-C.
+pub async fn run_windows(openmsx: &Path, quit: async_channel::Receiver<()>) -> Result<()> {
+    let game = builtin::demo()?;
+    let title = game.title.clone();
+    let server = msxsync::server::start("127.0.0.1:0".parse()?, vec![game])?;
+    let addr = server.addr().to_string();
+    println!(
+        "server: serving '{}' ({title}) on {addr}",
+        builtin::DEMO_NAME
+    );
+    let cache = tempfile::tempdir().context("could not make a rom cache folder")?;
+    let opts =
+        ["player1", "player2"].map(|name| player_options(&addr, name, cache.path(), openmsx));
+    let (p1, p2) = start_players(opts).await?;
+    println!("two openMSX windows are open, one per player. In each:");
+    println!("  SPACE or RETURN starts; 1-8, 9, 0 take or drop items; SPACE adds a coin;");
+    println!("  cursor keys move your own marker. What one player takes, the other has.");
+    println!("Ctrl-C here ends the demo (closing both windows does too).");
+    let both_closed = async {
+        let _ = p1.wait_done().await;
+        println!("player 1's window closed");
+        let _ = p2.wait_done().await;
+        println!("player 2's window closed");
+    };
+    smol::future::or(both_closed, async {
+        let _ = quit.recv().await;
+        println!("stopping: closing both players and the server");
+    })
+    .await;
+    // (Whatever stopping says, the outcome is what counts.)
+    let _ = p1.stop().await;
+    let _ = p2.stop().await;
+    server.stop();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let var = |k: &str| std::env::var(k).ok();
+    let headless = args.headless
+        || !has_display(
+            var("DISPLAY").as_deref(),
+            var("WAYLAND_DISPLAY").as_deref(),
+            var("CI").as_deref(),
+        );
+    let result = if headless {
+        println!(
+            "demo: headless (no display, CI set or --headless); screenshots go to {}",
+            args.out.display()
+        );
+        smol::block_on(run_headless(&args.out, &args.openmsx)).map(|_| ())
+    } else {
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        match ctrlc::set_handler(move || {
+            let _ = tx.try_send(());
+        }) {
+            Ok(()) => smol::block_on(run_windows(&args.openmsx, rx)),
+            Err(e) => Err(anyhow::anyhow!("could not install the ctrl-c handler: {e}")),
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_the_msx_keyboard_matrix() {
+        assert_eq!(digit_key(1).map(|k| (k.row, k.mask)), Some((0, 0x02)));
+        assert_eq!(digit_key(0).map(|k| (k.row, k.mask)), Some((0, 0x01)));
+        assert_eq!(digit_key(8).map(|k| (k.row, k.mask)), Some((1, 0x01)));
+        assert_eq!(digit_key(9).map(|k| (k.row, k.mask)), Some((1, 0x02)));
+        assert_eq!(digit_key(10), None);
+        let names: Vec<_> = script().iter().map(|k| k.name).collect();
+        assert_eq!(names, ["1", "3", "5", "SPACE", "SPACE"]);
+        assert_eq!(item_names(EXPECTED_ITEMS), ["SWORD", "KEY", "MAP"]);
+        assert_eq!(item_names(0x80), ["POTION"]);
+    }
+
+    #[test]
+    fn display_means_windows_unless_ci() {
+        assert!(has_display(Some(":0"), None, None));
+        assert!(has_display(None, Some("wayland-0"), Some("false")));
+        assert!(!has_display(Some(":0"), None, Some("true")));
+        assert!(!has_display(Some(""), Some(""), None));
+        assert!(!has_display(None, None, None));
+    }
+
+    #[test]
+    fn screen_text_maps_plain_and_highlighted_characters() {
+        let mut names = vec![b' '; 32 * 24];
+        names[0] = b'A';
+        names[1] = b'A' + 0x80;
+        names[2] = 0x00;
+        let lines = screen_lines(&names);
+        assert_eq!(lines.len(), 24);
+        assert_eq!(&lines[0][..3], "AA.");
+        assert!(check_screen(&lines).is_err());
+        let mut lines = vec![String::new(); 24];
+        lines[3] = " 1 SWORD  [X]     5 MAP    [X]".into();
+        lines[4] = " 2 SHIELD [ ]     6 BOOTS  [ ]".into();
+        lines[5] = " 3 KEY    [X]     7 RING   [ ]".into();
+        lines[6] = " 4 LAMP   [ ]     8 POTION [ ]".into();
+        lines[9] = " COINS  0002   SPACE ADDS ONE".into();
+        check_screen(&lines).unwrap();
+        lines[4] = " 2 SHIELD [X]     6 BOOTS  [ ]".into();
+        let err = check_screen(&lines).unwrap_err().to_string();
+        assert!(err.starts_with("screen row 4 is"), "{err}");
+    }
+
+    #[test]
+    fn region_lines_are_short() {
+        assert_eq!(
+            region_line(0xe010, 0xe010, &[0x15], "items: bit 0 sword"),
+            "e010       15     items"
+        );
+        assert_eq!(
+            region_line(0xe020, 0xe021, &[2, 0], "coins"),
+            "e020-e021  02 00  coins"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The built-in demo: `msxsync serve` with no games folder serves it, and the headless
+//! `make demo` session (examples/demo.rs, included here as a module) really carries
+//! player 1's items to player 2.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/demo.rs"]
+mod demo;
+
+use common::require_openmsx;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Kills the child process when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_with_no_games_folder_anywhere_serves_the_built_in_demo() {
+    let home = tempfile::tempdir().unwrap();
+    let empty = home.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    // Every default games folder points into the temp folder (and none exists there);
+    // the executable's own folder has no games/ either.
+    let child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
+        .current_dir(&empty)
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_DATA_DIRS", home.path().join("share"))
+        .env("XDG_STATE_HOME", home.path().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("msxsync serve starts");
+    let mut child = KillOnDrop(child);
+    let (tx, lines) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.0.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no 'listening on' line; output: {seen:#?}"));
+        seen.push(line.clone());
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.trim().to_string();
+        }
+    };
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("demo: msxsync co-op demo (built in) (rom 16384 bytes")),
+        "the server says the demo is built in: {seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("warning")),
+        "no warnings: {seen:#?}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        .args(["list", "--server", &addr])
+        .output()
+        .expect("msxsync list runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("serves 1 game"), "{stdout}");
+    assert!(
+        stdout.contains("demo  \"msxsync co-op demo (built in)\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rom 16384 bytes, 5 shared bytes"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn headless_demo_brings_player_1s_items_to_player_2() {
+    if !require_openmsx() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let report = smol::block_on(demo::run_headless(
+        out.path(),
+        std::path::Path::new("openmsx"),
+    ))
+    .unwrap_or_else(|e| panic!("the demo failed: {e:#}"));
+    // Player 2's shared RAM: items, crown, harp, coins.
+    assert_eq!(
+        report.state,
+        [
+            vec![demo::EXPECTED_ITEMS],
+            vec![0],
+            vec![0],
+            demo::EXPECTED_COINS.to_vec()
+        ]
+    );
+    demo::check_screen(&report.screen).unwrap();
+    assert!(
+        report.screen[0].contains("MSXSYNC CO-OP DEMO"),
+        "{:?}",
+        report.screen
+    );
+    assert_eq!(report.screenshots.len(), 2);
+    for shot in &report.screenshots {
+        let bytes = std::fs::read(shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is a PNG",
+            shot.display()
+        );
+        // Width and height from the IHDR chunk: the raw, doubled MSX screen.
+        let size = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!((size(16), size(20)), (640, 480), "{}", shot.display());
+    }
+}
