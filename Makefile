@@ -9,9 +9,18 @@ build:
 test:
 	$(CARGO) test
 
+# An optimized msxsync that runs from any folder (the demo game is built in).
 release:
 	$(CARGO) build --release
-	@echo "built target/release/msxsync"
+	@echo "built $(abspath $(or $(CARGO_TARGET_DIR),target))/release/msxsync (copy it anywhere; it needs openMSX and C-BIOS to play)"
+
+# The built-in co-op demo: a server on 127.0.0.1 and two openMSX players. With a display,
+# two windows to play in (Ctrl-C ends it); without one or with CI=true, a scripted
+# headless session that checks player 2 gets player 1's items and saves screenshots in
+# target/demo. Installs openMSX and C-BIOS with apt-get when missing. DEMO_ARGS goes to
+# the demo, e.g. make demo DEMO_ARGS=--headless.
+demo:
+	scripts/demo.sh $(DEMO_ARGS)
 
 # Assemble every Z80 source that has a committed ROM next to it (needs pasmo).
 ASM_SOURCES := $(wildcard tests/roms/*.asm games/demo/*.asm)
