@@ -46,8 +46,12 @@ pub const MODE: u16 = 0xE000;
 pub const FRAME: u16 = 0xE001;
 /// Items bit 0 SWORD .. bit 7 POTION (shared).
 pub const ITEMS: u16 = 0xE010;
+/// CROWN: 00 not owned, else owned (shared).
+pub const CROWN: u16 = 0xE011;
 /// Coins, 4-digit BCD, low byte first (shared).
 pub const COINS: u16 = 0xE020;
+/// Steps the player's own marker made, 4-digit BCD (private: each player has their own).
+pub const STEPS: u16 = 0xE042;
 /// Keyboard rows 0..8 as the game read them last frame (bit clear = key down).
 pub const KEYPREV: u16 = 0xE050;
 /// SCREEN 1 name table in VRAM: 32x24 character codes.
@@ -82,6 +86,13 @@ pub const SPACE: Key = Key {
     mask: 0x01,
 };
 
+/// Cursor right moves the player's own marker (private) and counts a step.
+pub const RIGHT: Key = Key {
+    name: "RIGHT",
+    row: 8,
+    mask: 0x80,
+};
+
 /// The digit keys 1..9 and 0 (toggle items while playing).
 pub fn digit_key(digit: u8) -> Option<Key> {
     const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -107,10 +118,57 @@ pub fn script() -> Vec<Key> {
         .collect()
 }
 
+/// What player 2 does next: move its marker two steps right (private, so player 1's
+/// marker and steps stay as they were) and take the CROWN (shared, so player 1 gets it).
+pub fn script_player2() -> Vec<Key> {
+    [RIGHT, RIGHT].into_iter().chain(digit_key(9)).collect()
+}
+
 /// ITEMS after [`script`]: SWORD, KEY and MAP.
 pub const EXPECTED_ITEMS: u8 = 0b0001_0101;
 /// COINS after [`script`] (BCD 0002, low byte first).
 pub const EXPECTED_COINS: [u8; 2] = [0x02, 0x00];
+/// Player 2's STEPS after [`script_player2`]; player 1's stay 0000.
+pub const EXPECTED_STEPS_PLAYER2: [u8; 2] = [0x02, 0x00];
+
+/// The demo's variables that the scripted session looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vars {
+    /// ITEMS (shared).
+    pub items: u8,
+    /// CROWN (shared).
+    pub crown: u8,
+    /// COINS, low byte first (shared).
+    pub coins: [u8; 2],
+    /// STEPS, low byte first (private).
+    pub steps: [u8; 2],
+}
+
+impl Vars {
+    /// Bytes read from [`MODE`] on: at least up to STEPS.
+    pub const BLOCK_LEN: u16 = STEPS - MODE + 2;
+
+    /// Picks the variables out of the RAM block starting at [`MODE`].
+    pub fn from_block(block: &[u8]) -> Option<Vars> {
+        let at = |addr: u16| block.get(usize::from(addr - MODE)).copied();
+        Some(Vars {
+            items: at(ITEMS)?,
+            crown: at(CROWN)?,
+            coins: [at(COINS)?, at(COINS + 1)?],
+            steps: [at(STEPS)?, at(STEPS + 1)?],
+        })
+    }
+
+    /// Player 1's shared results: its items and coins.
+    pub fn has_player1s_things(&self) -> bool {
+        self.items == EXPECTED_ITEMS && self.coins == EXPECTED_COINS
+    }
+}
+
+/// A 4-digit BCD number stored low byte first, as the screen shows it.
+pub fn bcd4(bytes: [u8; 2]) -> String {
+    format!("{:02x}{:02x}", bytes[1], bytes[0])
+}
 
 /// Whether to open windows: a display is there and this is not a CI run.
 pub fn has_display(display: Option<&str>, wayland: Option<&str>, ci: Option<&str>) -> bool {
@@ -147,15 +205,19 @@ pub fn screen_lines(names: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Checks that a playing screen shows exactly the items and coins of [`script`]: the
-/// screen is redrawn from RAM every frame, so this is what a person would see.
-pub fn check_screen(lines: &[String]) -> Result<()> {
+/// Checks that a playing screen shows exactly the shared things of both scripts (the
+/// SWORD, KEY and MAP, the CROWN, 2 coins) and the player's own `steps`: the screen is
+/// redrawn from RAM every frame, so this is what a person would see.
+pub fn check_screen(lines: &[String], steps: &str) -> Result<()> {
+    let steps = format!("STEPS  {steps}");
     let expect = [
         (3, "1 SWORD  [X]     5 MAP    [X]"),
         (4, "2 SHIELD [ ]     6 BOOTS  [ ]"),
         (5, "3 KEY    [X]     7 RING   [ ]"),
         (6, "4 LAMP   [ ]     8 POTION [ ]"),
+        (7, "9 CROWN  [X]     0 HARP   [ ]"),
         (9, "COINS  0002"),
+        (13, steps.as_str()),
     ];
     for (row, text) in expect {
         let line = lines.get(row).map(String::as_str).unwrap_or("");
@@ -181,6 +243,8 @@ pub fn region_line(start: u16, end: u16, bytes: &[u8], description: &str) -> Str
 /// What a headless run found, for tests.
 #[derive(Debug)]
 pub struct Report {
+    /// Player 1's screen as text (24 lines).
+    pub screen_player1: Vec<String>,
     /// Player 2's screen as text (24 lines).
     pub screen: Vec<String>,
     /// Player 2's shared regions.
@@ -389,23 +453,23 @@ pub async fn run_headless(out: &Path, openmsx: &Path) -> Result<Report> {
     Ok(report)
 }
 
-/// A player's items, coins, gate and counters, for failure messages.
+/// A player's variables, gate and counters, for failure messages.
 async fn describe(p: &Player) -> String {
     use msxsync::play::Stats;
-    let items = peek(p, ITEMS).await.map(|v| format!("{v:02x}"));
-    let coins = read_block(p, "memory", u32::from(COINS), 2).await.map(|c| {
-        format!(
-            "{:02x}{:02x}",
-            c.get(1).unwrap_or(&0),
-            c.first().unwrap_or(&0)
-        )
-    });
+    let vars = match vars(p).await {
+        Ok(v) => format!(
+            "items {:02x}, crown {:02x}, coins {}, steps {}",
+            v.items,
+            v.crown,
+            bcd4(v.coins),
+            bcd4(v.steps)
+        ),
+        Err(e) => format!("ram unreadable ({e:#})"),
+    };
     let gate = p.hooks().gate_state().await;
     let s = p.stats();
     format!(
-        "items {}, coins {}, gate {gate:?}, batches sent {}, updates received {}, applied {}, state writes {}",
-        items.unwrap_or_else(|e| format!("{e:#}")),
-        coins.unwrap_or_else(|e| format!("{e:#}")),
+        "{vars}, gate {gate:?}, batches sent {}, updates received {}, applied {}, state writes {}",
         Stats::get(&s.batches_sent),
         Stats::get(&s.updates_received),
         Stats::get(&s.updates_applied),
@@ -413,67 +477,119 @@ async fn describe(p: &Player) -> String {
     )
 }
 
-/// Presses the keys, waits for player 2 to have the result, prints and checks it.
+/// Reads the demo's variables from a player's RAM.
+async fn vars(p: &Player) -> Result<Vars> {
+    let block = read_block(p, "memory", u32::from(MODE), u32::from(Vars::BLOCK_LEN)).await?;
+    Vars::from_block(&block).context("openmsx returned a short block of ram")
+}
+
+/// Waits until a player's variables satisfy `want`; the error says what they were.
+async fn wait_vars(p: &Player, what: &str, want: impl Fn(&Vars) -> bool) -> Result<Vars> {
+    let got = poll(what, STEP_TIMEOUT, || async {
+        let v = vars(p).await?;
+        Ok(want(&v).then_some(v))
+    })
+    .await;
+    match got {
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.context(format!("last seen: {}", describe(p).await))),
+    }
+}
+
+/// Reads a player's screen (the name table) as text.
+async fn screen(p: &Player) -> Result<Vec<String>> {
+    Ok(screen_lines(
+        &read_block(p, "VRAM", NAME_TABLE, 32 * 24).await?,
+    ))
+}
+
+/// Waits until a player's screen passes [`check_screen`]; the error shows the screen.
+async fn wait_screen(p: &Player, who: &str, steps: &str) -> Result<Vec<String>> {
+    let got = poll(
+        &format!("{who}'s screen to show the shared things"),
+        STEP_TIMEOUT,
+        || async {
+            let lines = screen(p).await?;
+            Ok(check_screen(&lines, steps).is_ok().then_some(lines))
+        },
+    )
+    .await;
+    match got {
+        Ok(lines) => Ok(lines),
+        Err(e) => {
+            let lines = screen(p).await?;
+            let why = check_screen(&lines, steps)
+                .err()
+                .map(|w| format!("{w:#}"))
+                .unwrap_or_default();
+            Err(e.context(format!("{who}'s screen is wrong: {why}")))
+        }
+    }
+}
+
+/// Presses `keys` one after the other in one player.
+async fn press_all(p: &Player, who: &str, keys: &[Key]) -> Result<Instant> {
+    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+    println!("keys: {} in {who} only", names.join(" "));
+    let mut last = Instant::now();
+    for &key in keys {
+        last = Instant::now();
+        press(p, who, key).await?;
+    }
+    Ok(last)
+}
+
+/// Presses the keys, waits for the other player to have the result, prints and checks
+/// it, and takes the screenshots.
 async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report> {
     println!("keys: RETURN in both players (start the game)");
     let (a, b) = smol::future::zip(start_game(p1, "player 1"), start_game(p2, "player 2")).await;
     a?;
     b?;
-    let keys = script();
-    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
-    println!("keys: {} in player 1 only", names.join(" "));
-    let mut last_key = Instant::now();
-    for key in keys {
-        last_key = Instant::now();
-        press(p1, "player 1", key).await?;
-    }
-    async fn want(p: &Player) -> Result<Option<()>> {
-        let items = peek(p, ITEMS).await?;
-        let coins = [peek(p, COINS).await?, peek(p, COINS + 1).await?];
-        Ok((items == EXPECTED_ITEMS && coins == EXPECTED_COINS).then_some(()))
-    }
-    poll("player 1's items and coins", STEP_TIMEOUT, || want(p1)).await?;
-    let synced_p2 = poll(
-        "player 2 to get player 1's items and coins",
-        STEP_TIMEOUT,
-        || want(p2),
-    )
-    .await;
-    if let Err(e) = synced_p2 {
-        let mut seen = Vec::new();
-        for (who, p) in [("player 1", p1), ("player 2", p2)] {
-            seen.push(format!("{who}: {}", describe(p).await));
-        }
-        return Err(e.context(format!(
-            "player 2 does NOT have player 1's items: the sync failed ({})",
-            seen.join("; ")
-        )));
-    }
+
+    let last_key = press_all(p1, "player 1", &script()).await?;
+    wait_vars(p1, "player 1's game to take the items and coins", |v| {
+        v.has_player1s_things()
+    })
+    .await?;
+    wait_vars(p2, "player 2 to get player 1's items and coins", |v| {
+        v.has_player1s_things()
+    })
+    .await
+    .context("player 2 does NOT have player 1's items: the sync failed")?;
     println!(
-        "sync: player 2's RAM has them, {} ms after player 1's last key went down",
+        "sync: player 2 has player 1's {} and coins, {} ms after player 1's last key went down",
+        item_names(EXPECTED_ITEMS).join(", "),
         last_key.elapsed().as_millis()
     );
-    // The screen follows RAM within a frame; wait for it rather than assume.
-    let screen = poll(
-        "player 2's screen to show the items",
-        STEP_TIMEOUT,
-        || async {
-            let lines = screen_lines(&read_block(p2, "VRAM", NAME_TABLE, 32 * 24).await?);
-            Ok(check_screen(&lines).is_ok().then_some(lines))
-        },
-    )
-    .await;
-    let screen = match screen {
-        Ok(s) => s,
-        Err(e) => {
-            let lines = screen_lines(&read_block(p2, "VRAM", NAME_TABLE, 32 * 24).await?);
-            let why = check_screen(&lines).err().map(|w| format!("{w:#}"));
-            return Err(e.context(format!(
-                "player 2's screen does not show player 1's items: {}",
-                why.unwrap_or_default()
-            )));
-        }
-    };
+
+    let last_key = press_all(p2, "player 2", &script_player2()).await?;
+    let v2 = wait_vars(p2, "player 2's game to take the crown and move", |v| {
+        v.crown != 0 && v.steps == EXPECTED_STEPS_PLAYER2
+    })
+    .await?;
+    let v1 = wait_vars(p1, "player 1 to get player 2's crown", |v| v.crown != 0)
+        .await
+        .context("player 1 does NOT have player 2's crown: the sync failed")?;
+    println!(
+        "sync: player 1 has player 2's CROWN, {} ms after player 2's last key went down",
+        last_key.elapsed().as_millis()
+    );
+    if v1.steps == v2.steps {
+        bail!(
+            "player 1's steps {} followed player 2's, but steps are private",
+            bcd4(v1.steps)
+        );
+    }
+    println!(
+        "private: steps stay each player's own (player 1: {}, player 2: {})",
+        bcd4(v1.steps),
+        bcd4(v2.steps)
+    );
+
+    // The screens follow RAM within a frame; wait for them rather than assume.
+    let screen_player1 = wait_screen(p1, "player 1", &bcd4(v1.steps)).await?;
+    let screen = wait_screen(p2, "player 2", &bcd4(v2.steps)).await?;
     println!("player 2's screen (SCREEN 1 name table, VRAM {NAME_TABLE:#06x}):");
     println!("  +{}+", "-".repeat(32));
     for line in &screen {
@@ -488,9 +604,6 @@ async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report
             region_line(region.start, region.end, bytes, &region.description)
         );
     }
-    if state.first().and_then(|r| r.first()) != Some(&EXPECTED_ITEMS) {
-        bail!("player 2's shared RAM does not hold player 1's items: {state:02x?}");
-    }
     let mut screenshots = Vec::new();
     for (p, who, file) in [
         (p1, "player 1", "player1.png"),
@@ -502,6 +615,7 @@ async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report
         screenshots.push(path);
     }
     Ok(Report {
+        screen_player1,
         screen,
         state,
         screenshots,
@@ -612,17 +726,42 @@ mod tests {
         let lines = screen_lines(&names);
         assert_eq!(lines.len(), 24);
         assert_eq!(&lines[0][..3], "AA.");
-        assert!(check_screen(&lines).is_err());
+        assert!(check_screen(&lines, "0000").is_err());
+    }
+
+    #[test]
+    fn screen_check_wants_the_shared_things_and_the_players_steps() {
         let mut lines = vec![String::new(); 24];
         lines[3] = " 1 SWORD  [X]     5 MAP    [X]".into();
         lines[4] = " 2 SHIELD [ ]     6 BOOTS  [ ]".into();
         lines[5] = " 3 KEY    [X]     7 RING   [ ]".into();
         lines[6] = " 4 LAMP   [ ]     8 POTION [ ]".into();
+        lines[7] = " 9 CROWN  [X]     0 HARP   [ ]".into();
         lines[9] = " COINS  0002   SPACE ADDS ONE".into();
-        check_screen(&lines).unwrap();
+        lines[13] = " STEPS  0002   CURSORS MOVE @".into();
+        check_screen(&lines, "0002").unwrap();
+        let err = check_screen(&lines, "0000").unwrap_err().to_string();
+        assert!(err.starts_with("screen row 13 is"), "{err}");
         lines[4] = " 2 SHIELD [X]     6 BOOTS  [ ]".into();
-        let err = check_screen(&lines).unwrap_err().to_string();
+        let err = check_screen(&lines, "0002").unwrap_err().to_string();
         assert!(err.starts_with("screen row 4 is"), "{err}");
+    }
+
+    #[test]
+    fn vars_come_from_their_addresses() {
+        let mut block = vec![0u8; usize::from(Vars::BLOCK_LEN)];
+        block[0x10] = 0x15;
+        block[0x11] = 1;
+        block[0x20] = 2;
+        block[0x42] = 0x34;
+        block[0x43] = 0x12;
+        let v = Vars::from_block(&block).unwrap();
+        assert_eq!((v.items, v.crown, v.coins), (0x15, 1, [2, 0]));
+        assert_eq!(bcd4(v.steps), "1234");
+        assert!(v.has_player1s_things());
+        assert_eq!(Vars::from_block(&block[..0x43]), None, "too short");
+        let names: Vec<_> = script_player2().iter().map(|k| k.name).collect();
+        assert_eq!(names, ["RIGHT", "RIGHT", "9"]);
     }
 
     #[test]
