@@ -1,4 +1,4 @@
-//! 3. Server fan-out: one `msxsync serve` process, N bot players in one game (no
+//! Section 3: Server fan-out: one `msxsync serve` process, N bot players in one game (no
 //! emulator), each sending 60 changes per second. Delivery latency from send to receipt
 //! at every other player, the server's CPU share and peak RSS.
 

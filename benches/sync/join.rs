@@ -1,7 +1,6 @@
-//! 5. Join time: from starting `msxsync play` to the first change of another player
+//! Section 5: Join time: from starting `msxsync play` to the first change of another player
 //! showing in its emulator, with a 512 KiB ROM not cached and cached.
 
-use crate::emu;
 use crate::json::Json;
 use crate::player::PlayProcess;
 use crate::report::{ms, Row, Section};

@@ -80,6 +80,8 @@ fn main() {
         "msxsync benchmarks on {} x {} ({}), {}, {}",
         machine.nproc, machine.cpu, machine.kernel, machine.openmsx, machine.date
     );
+    let nice = sys::raise_priority();
+    println!("running at nice {nice} (the machine is shared; see docs/benchmarks.md)");
     let load_before = sys::load_average();
     let t0 = Instant::now();
     let mut sections = Vec::new();
@@ -112,6 +114,7 @@ fn main() {
                 .with("kernel", machine.kernel.as_str())
                 .with("openmsx", machine.openmsx.as_str())
                 .with("date", machine.date.as_str())
+                .with("nice", nice as f64)
                 .with("load_average_before", load_before.as_str())
                 .with("load_average_after", load_after.as_str()),
         )
@@ -127,8 +130,9 @@ fn main() {
     }
     let mut generated = format!(
         "Last run: {}, on {} logical CPUs ({}), Linux {}, {}; all sections took {:.0} s. \
-         Load average (1, 5, 15 min) {} before and {} after: the machine is shared, so \
-         figures from a loaded run are pessimistic.\n\n",
+         Load average (1, 5, 15 min) {} before and {} after: the machine is shared with \
+         other work, so the bench ran its processes at nice {} (everything it starts \
+         inherits it); figures from a loaded run are still pessimistic.\n\n",
         machine.date,
         machine.nproc,
         machine.cpu,
@@ -136,7 +140,8 @@ fn main() {
         machine.openmsx,
         total,
         load_before,
-        load_after
+        load_after,
+        nice
     );
     for s in &sections {
         generated.push_str(&s.markdown());

@@ -1,4 +1,4 @@
-//! 2. Emulator overhead: frames per second of the test cartridge in openMSX with
+//! Section 2: Emulator overhead: frames per second of the test cartridge in openMSX with
 //! throttle off and renderer none, with the msxsync hooks watching its regions and
 //! without, alternating in the same openMSX process.
 

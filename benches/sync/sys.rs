@@ -64,6 +64,27 @@ pub fn machine_info() -> MachineInfo {
     }
 }
 
+/// Asks for a higher scheduling priority for this process and the children it starts
+/// from now on (`renice -n -10`, which needs root or CAP_SYS_NICE). On a machine shared
+/// with other work the measured programs then get the CPU when they need it, as they
+/// would on a player's machine. Returns the niceness in effect afterwards.
+pub fn raise_priority() -> i32 {
+    let me = std::process::id().to_string();
+    let _ = Command::new("renice")
+        .args(["-n", "-10", "-p", &me])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let (_, rest) = s.rsplit_once(')')?;
+            // Field 19 (1-based) is the nice value; `rest` starts at field 3.
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The 1, 5 and 15 minute load averages (/proc/loadavg), as written there.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -1,4 +1,4 @@
-//! 4. Wire size: what one change costs on the wire, measured through a byte-counting
+//! Section 4: Wire size: what one change costs on the wire, measured through a byte-counting
 //! TCP proxy between two real clients and a real server, next to a model of what the
 //! original openmsx-sync sends for the same change.
 
@@ -190,7 +190,7 @@ async fn measure_all() -> Result<Vec<Measured>> {
         (l[0].clone(), l[1].clone())
     };
     let mut state: Vec<Vec<u8>> = regions.iter().map(|r| vec![0u8; r.len()]).collect();
-    let cases = vec![
+    let cases = [
         Case {
             what: "one byte changed, 8-byte region",
             region: 0,
