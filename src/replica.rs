@@ -23,12 +23,16 @@
 
 use crate::delta::{self, Change};
 use crate::protocol::PlayerId;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Own batches sent but not yet echoed back by the server.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight {
     batches: VecDeque<(u32, Vec<Change>)>,
+    /// Per (region, byte): how many in-flight changes cover each of its 8 bits. Keeps
+    /// `protect` proportional to the change, not to the number of batches in flight
+    /// (a busy player has thousands).
+    cover: HashMap<(u16, usize), [u32; 8]>,
 }
 
 impl InFlight {
@@ -39,7 +43,28 @@ impl InFlight {
 
     /// Remembers a batch that was just sent.
     pub fn record(&mut self, batch: u32, changes: &[Change]) {
+        for c in changes {
+            self.count(c, true);
+        }
         self.batches.push_back((batch, changes.to_vec()));
+    }
+
+    fn count(&mut self, c: &Change, add: bool) {
+        for (i, &m) in c.masks.iter().enumerate() {
+            if m == 0 {
+                continue;
+            }
+            let key = (c.region, c.offset as usize + i);
+            let bits = self.cover.entry(key).or_default();
+            for (b, n) in bits.iter_mut().enumerate() {
+                if m & (1 << b) != 0 {
+                    *n = if add { *n + 1 } else { n.saturating_sub(1) };
+                }
+            }
+            if bits.iter().all(|&n| n == 0) {
+                self.cover.remove(&key);
+            }
+        }
     }
 
     /// The server echoed `batch`: forget it. Returns whether it was in flight.
@@ -47,7 +72,11 @@ impl InFlight {
         // Echoes come in sending order, so this is nearly always the front.
         match self.batches.iter().position(|(b, _)| *b == batch) {
             Some(i) => {
-                self.batches.remove(i);
+                if let Some((_, changes)) = self.batches.remove(i) {
+                    for c in &changes {
+                        self.count(c, false);
+                    }
+                }
                 true
             }
             None => false,
@@ -72,6 +101,17 @@ impl InFlight {
     /// Forgets every batch (after a reconnect the server state is taken as it is).
     pub fn clear(&mut self) {
         self.batches.clear();
+        self.cover.clear();
+    }
+
+    /// The bits of one byte that own in-flight changes cover.
+    fn covered(&self, region: u16, byte: usize) -> u8 {
+        self.cover.get(&(region, byte)).map_or(0, |bits| {
+            bits.iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .fold(0u8, |m, (b, _)| m | (1 << b))
+        })
     }
 
     /// Removes from a remote change the bits that own in-flight changes cover (those are
@@ -80,17 +120,17 @@ impl InFlight {
     pub fn protect(&self, change: &Change) -> Option<Change> {
         let start = change.offset as usize;
         let len = change.values.len().min(change.masks.len());
-        let mut masks = change.masks[..len].to_vec();
-        for (_, own) in &self.batches {
-            for c in own.iter().filter(|c| c.region == change.region) {
-                let own_start = c.offset as usize;
-                let lo = start.max(own_start);
-                let hi = (start + len).min(own_start + c.masks.len());
-                for i in lo..hi {
-                    masks[i - start] &= !c.masks[i - own_start];
+        let masks: Vec<u8> = change.masks[..len]
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| {
+                if self.cover.is_empty() {
+                    m
+                } else {
+                    m & !self.covered(change.region, start + i)
                 }
-            }
-        }
+            })
+            .collect();
         let first = masks.iter().position(|&m| m != 0)?;
         let last = masks.iter().rposition(|&m| m != 0)?;
         Some(Change {

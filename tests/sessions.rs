@@ -5,10 +5,12 @@
 mod common;
 
 use common::e2e::{
-    game_does, peek, server_state, shared, wait_byte, wait_converged, wait_ready, World,
+    game_does, peek, player_options, server_state, shared, start_player, wait_byte, wait_converged,
+    wait_converged_at, wait_ready, World,
 };
 use common::proxy::Proxy;
 use common::require_openmsx;
+use common::serve::Serve;
 use common::testrom::*;
 use msxsync::play::{Player, Stats};
 use std::path::{Path, PathBuf};
@@ -279,6 +281,163 @@ fn a_network_outage_loses_nothing() {
         assert_eq!(state[1][9], 0x99);
         game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
         wait_byte(&bob, SHARED0 + 3, 0x33, "ann's write after reconnecting").await;
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
+
+/// A games folder holding only the test game.
+fn games_folder(dir: &Path) {
+    std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();
+    std::fs::copy(
+        common::e2e::testgame_regions(),
+        dir.join("testgame.regions"),
+    )
+    .unwrap();
+}
+
+/// Kills a real `msxsync serve` with SIGKILL mid-game, changes RAM on both players
+/// while it is down, and restarts it on the same port: with its saved state (`fresh`
+/// false) or with none (`fresh` true, then a player seeds it). Nothing earned is lost.
+fn server_restart(fresh: bool) {
+    let games = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    games_folder(games.path());
+    smol::block_on(async {
+        let first = Serve::start(games.path(), state.path(), &[]);
+        let addr = first.addr.clone();
+        let port = first.port().to_string();
+        let ann = start_player(player_options(&addr, "testgame", "ann", cache.path())).await;
+        let bob = start_player(player_options(&addr, "testgame", "bob", cache.path())).await;
+        game_does(&ann, CMD_SET, SHARED0, 0x11).await;
+        game_does(&bob, CMD_SET, SHARED1, 0x12).await;
+        let seq = wait_converged_at(&addr, "testgame", &[&ann, &bob]).await;
+        assert_eq!((seq[0][0], seq[1][0]), (0x11, 0x12));
+        // The server saves within a second of a change; wait until it did.
+        let file = state.path().join("testgame.state");
+        until("the state file", async || {
+            std::fs::read(&file)
+                .ok()
+                .and_then(|b| msxsync::server::persist::decode(&b).ok())
+                .is_some_and(|saved| saved.seq == 2)
+        })
+        .await;
+        first.kill9();
+        until("both players to notice", async || {
+            Stats::get(&ann.stats().disconnects) == 1 && Stats::get(&bob.stats().disconnects) == 1
+        })
+        .await;
+        // Both keep playing while the server is away.
+        game_does(&ann, CMD_SET, SHARED0 + 1, 0x21).await;
+        game_does(&bob, CMD_SET, SHARED0 + 2, 0x22).await;
+
+        let extra: Vec<&str> = if fresh {
+            vec!["--port", &port, "--fresh"]
+        } else {
+            vec!["--port", &port]
+        };
+        let mut second = Serve::start(games.path(), state.path(), &extra);
+        if !fresh {
+            second.wait_for("update 2");
+        }
+        until("both players to reconnect", async || {
+            Stats::get(&ann.stats().reconnects) == 1 && Stats::get(&bob.stats().reconnects) == 1
+        })
+        .await;
+        let state = wait_converged_at(&second.addr, "testgame", &[&ann, &bob]).await;
+        assert_eq!(state[0][..3], [0x11, 0x21, 0x22], "nothing earned was lost");
+        assert_eq!(state[1][0], 0x12);
+        game_does(&bob, CMD_SET, SHARED0 + 3, 0x33).await;
+        wait_byte(&ann, SHARED0 + 3, 0x33, "bob's write after the restart").await;
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn a_killed_server_comes_back_with_its_saved_state() {
+    if !require_openmsx() {
+        return;
+    }
+    server_restart(false);
+}
+
+#[test]
+fn a_server_that_comes_back_empty_is_seeded_by_its_players() {
+    if !require_openmsx() {
+        return;
+    }
+    server_restart(true);
+}
+
+/// Resident memory of this process in KiB (players and server run inside it).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_long_evening_of_changes_neither_stalls_nor_grows() {
+    if !require_openmsx() {
+        return;
+    }
+    const EACH_WAY: u64 = 20_000;
+    smol::block_on(async {
+        let world = World::new();
+        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        // Both games rewrite the 64-byte region with new values every frame, at ten
+        // times normal speed (500 frames a second): every frame is a batch from each
+        // player, colliding all the time. (Unthrottled, a C-BIOS machine makes some
+        // 20,000 frames a second, more than a real game ever sends; the server would
+        // rightly drop a player that far behind.)
+        for p in [&ann, &bob] {
+            p.openmsx().command("set throttle on").await.unwrap();
+            p.openmsx().command("set speed 1000").await.unwrap();
+        }
+        game_does(&ann, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
+        game_does(&bob, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
+        let sent = |p: &Player| Stats::get(&p.stats().batches_sent);
+        let got = |p: &Player| Stats::get(&p.stats().updates_from_others);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut rss_half = 0;
+        while sent(&ann).min(sent(&bob)) < EACH_WAY || got(&ann).min(got(&bob)) < EACH_WAY {
+            assert!(
+                Instant::now() < deadline,
+                "stalled: ann sent {} got {}, bob sent {} got {}",
+                sent(&ann),
+                got(&ann),
+                sent(&bob),
+                got(&bob)
+            );
+            if rss_half == 0 && sent(&ann).min(sent(&bob)) >= EACH_WAY / 2 {
+                rss_half = rss_kib();
+            }
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+        let rss_end = rss_kib();
+        game_does(&ann, CMD_EVERY_FRAME, 0, EF_NONE).await;
+        game_does(&bob, CMD_EVERY_FRAME, 0, EF_NONE).await;
+        wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        eprintln!(
+            "soak: ann sent {} received {}, bob sent {} received {}; rss {} KiB at half, {} KiB at the end",
+            sent(&ann),
+            got(&ann),
+            sent(&bob),
+            got(&bob),
+            rss_half,
+            rss_end
+        );
+        // Flat, not exact: allocator noise, but nothing per change.
+        assert!(
+            rss_end < rss_half + 16 * 1024,
+            "memory grew from {rss_half} KiB to {rss_end} KiB"
+        );
+        assert_eq!(Stats::get(&ann.stats().disconnects), 0);
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });

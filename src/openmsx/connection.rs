@@ -203,6 +203,7 @@ impl OpenMsx {
             cmd.env("SDL_VIDEODRIVER", "dummy")
                 .env("SDL_AUDIODRIVER", "dummy");
         }
+        die_with_parent(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -352,19 +353,17 @@ impl OpenMsx {
     /// Sends one Tcl command and returns its result. A `nok` reply becomes an error
     /// naming the command. Only put numbers and hex you formatted into `tcl`.
     pub async fn command(&self, tcl: &str) -> Result<String> {
-        let rx = self.send(tcl)?;
-        match rx.recv().await {
-            Ok(Ok(text)) => Ok(text),
-            Ok(Err(text)) => Err(anyhow!(
-                "openmsx command `{}` failed: {}",
-                short(tcl),
-                text.trim_end()
-            )),
-            Err(_) => Err(anyhow!(
-                "openmsx closed the connection before answering `{}`",
-                short(tcl)
-            )),
-        }
+        self.post(tcl)?.wait().await
+    }
+
+    /// Sends a command without waiting for its reply. Commands run in the order they
+    /// were sent, so a caller that only needs to hear about failures can go on and
+    /// look at the [`Reply`] later.
+    pub fn post(&self, tcl: &str) -> Result<Reply> {
+        Ok(Reply {
+            rx: self.send(tcl)?,
+            command: short(tcl),
+        })
     }
 
     /// Like [`OpenMsx::command`], for code that is not async (tests, setup code).
@@ -475,6 +474,65 @@ impl OpenMsx {
             smol::Timer::after(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The reply to a command sent with [`OpenMsx::post`].
+pub struct Reply {
+    rx: async_channel::Receiver<std::result::Result<String, String>>,
+    command: String,
+}
+
+impl Reply {
+    fn outcome(&self, got: Option<std::result::Result<String, String>>) -> Result<String> {
+        match got {
+            Some(Ok(text)) => Ok(text),
+            Some(Err(text)) => Err(anyhow!(
+                "openmsx command `{}` failed: {}",
+                self.command,
+                text.trim_end()
+            )),
+            None => Err(anyhow!(
+                "openmsx closed the connection before answering `{}`",
+                self.command
+            )),
+        }
+    }
+
+    /// Waits for the reply: the command's result, or an error naming the command.
+    pub async fn wait(self) -> Result<String> {
+        let got = self.rx.recv().await.ok();
+        self.outcome(got)
+    }
+
+    /// The reply if it has arrived; `None` while openMSX is still working on it.
+    pub fn try_take(&self) -> Option<Result<String>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(self.outcome(Some(r))),
+            Err(async_channel::TryRecvError::Empty) => None,
+            Err(async_channel::TryRecvError::Closed) => Some(self.outcome(None)),
+        }
+    }
+}
+
+/// openMSX keeps running when its control pipe closes, so a killed msxsync (or a test
+/// killed by a timeout) would leave it behind. On Linux the kernel kills the child
+/// when the thread that started it ends; elsewhere Drop and shutdown still do.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// Machine and rom type names come from the server: allow only what openMSX's own

@@ -13,7 +13,7 @@
 //!    server, `MachineSwitched` means "write the server's state again";
 //!    [`Hooks::apply`] the server's updates made by other players.
 
-use super::connection::{Event, OpenMsx};
+use super::connection::{Event, OpenMsx, Reply};
 use crate::delta::Change;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
 use crate::regions::{Op, SyncWhen};
@@ -279,16 +279,24 @@ impl Hooks {
         if changes.is_empty() {
             return Ok(());
         }
+        self.post_apply(changes)?
+            .wait()
+            .await
+            .context("applying changes in openmsx")?;
+        Ok(())
+    }
+
+    /// Like [`Hooks::apply`] without waiting for openMSX: the command runs in order
+    /// with every other command; look at the returned reply for failures. Lets a busy
+    /// player keep up instead of waiting a round trip per update.
+    pub fn post_apply(&self, changes: &[Change]) -> Result<Reply> {
         let sizes = self.region_sizes();
         for c in changes {
             c.check(&sizes)
                 .map_err(|e| anyhow!("not applying a change: {e}"))?;
         }
         self.msx
-            .command(&format!("msxsync::apply {{{}}}", format_changes(changes)))
-            .await
-            .context("applying changes in openmsx")?;
-        Ok(())
+            .post(&format!("msxsync::apply {{{}}}", format_changes(changes)))
     }
 
     /// Writes whole regions into RAM and shadow (bringing a player to the server's

@@ -9,5 +9,5 @@ pub mod connection;
 pub mod hooks;
 pub mod xml;
 
-pub use connection::{Event, LaunchOptions, OpenMsx};
+pub use connection::{Event, LaunchOptions, OpenMsx, Reply};
 pub use hooks::{HookEvent, Hooks};

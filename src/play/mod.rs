@@ -147,7 +147,10 @@ pub struct Stats {
     pub batches_sent: AtomicU64,
     /// Updates received from the server (own echoes included).
     pub updates_received: AtomicU64,
-    /// Updates from other players written into the emulator.
+    /// Updates from other players received.
+    pub updates_from_others: AtomicU64,
+    /// Updates from other players that changed bits in the emulator (the others
+    /// were covered by this player's own newer changes).
     pub updates_applied: AtomicU64,
     /// Times the server's whole state was written into the emulator.
     pub state_writes: AtomicU64,
@@ -332,6 +335,7 @@ impl Player {
             sender: Some(sender),
             offline,
             suspects: Vec::new(),
+            applying: Default::default(),
         };
         let in_progress = joined.in_progress && !opts.join_now;
         session.game_started(started, in_progress).await?;

@@ -13,7 +13,7 @@ use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg};
 use crate::regions::SyncWhen;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,8 @@ pub struct Session {
     pub offline: Offline,
     /// Bytes that differed from the expected state at the last check.
     pub suspects: Vec<(usize, usize, u8, u8)>,
+    /// Applies sent to openMSX whose replies were not looked at yet.
+    pub applying: std::collections::VecDeque<crate::openmsx::Reply>,
 }
 
 impl Session {
@@ -184,23 +186,30 @@ impl Session {
         }
         let mut reconnecting: Option<smol::Task<()>> = None;
         let mut attempt = 0u32;
+        let mut stash: Option<Input> = None;
         let result = loop {
-            let Ok(input) = inputs.recv().await else {
-                break Ok(Ending::Interrupted);
+            let input = match stash.take() {
+                Some(i) => i,
+                None => match inputs.recv().await {
+                    Ok(i) => i,
+                    Err(_) => break Ok(Ending::Interrupted),
+                },
             };
             let step = match input {
                 Input::Emulator(ev) => self.on_emulator(ev).await,
-                Input::Server(id, msg) if id == conn_id => match self.on_server(msg).await {
-                    Ok(true) => Ok(None),
-                    Ok(false) => {
-                        // The connection is gone: try again, with growing pauses.
-                        conn_id += 1;
-                        reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
-                        attempt = 0;
-                        Ok(None)
+                Input::Server(id, msg) if id == conn_id => {
+                    match self.on_server_burst(id, msg, &inputs, &mut stash).await {
+                        Ok(true) => Ok(None),
+                        Ok(false) => {
+                            // The connection is gone: try again, with growing pauses.
+                            conn_id += 1;
+                            reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
+                            attempt = 0;
+                            Ok(None)
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                },
+                }
                 Input::Server(..) => Ok(None), // from a connection already given up
                 Input::Reconnected(result) => match *result {
                     Ok((conn, joined)) => {
@@ -336,8 +345,73 @@ impl Session {
         }
     }
 
-    /// Handles one message from the server. False when the connection is gone.
-    async fn on_server(&mut self, msg: Result<ServerMsg>) -> Result<bool> {
+    /// Handles a message from the server and every further one of the same connection
+    /// that is already waiting, then writes their changes into openMSX with one Tcl
+    /// command: under load, one round trip per update would fall behind. False when
+    /// the connection is gone.
+    async fn on_server_burst(
+        &mut self,
+        id: u64,
+        first: Result<ServerMsg>,
+        inputs: &async_channel::Receiver<Input>,
+        stash: &mut Option<Input>,
+    ) -> Result<bool> {
+        /// Most changes written in one command (bounded so one command stays short).
+        const MAX_BURST: usize = 1024;
+        let mut apply = Vec::new();
+        let mut alive = self.on_server(first, &mut apply)?;
+        while alive && apply.len() < MAX_BURST {
+            match inputs.try_recv() {
+                Ok(Input::Server(i, msg)) if i == id => alive = self.on_server(msg, &mut apply)?,
+                Ok(other) => {
+                    *stash = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !apply.is_empty() {
+            self.applying.push_back(self.hooks.post_apply(&apply)?);
+        }
+        self.collect_applies().await?;
+        Ok(alive)
+    }
+
+    /// Looks at the replies of applies sent earlier: an apply that failed is a bug,
+    /// reported as an error. Waits for the oldest when too many are outstanding, so a
+    /// player that cannot keep up slows its server reader instead of flooding openMSX.
+    async fn collect_applies(&mut self) -> Result<()> {
+        /// Applies openMSX may have queued before we wait for one.
+        const MAX_OUTSTANDING: usize = 64;
+        while let Some(front) = self.applying.front() {
+            let done = if self.applying.len() > MAX_OUTSTANDING {
+                Some(
+                    self.applying
+                        .pop_front()
+                        .expect("front exists")
+                        .wait()
+                        .await,
+                )
+            } else {
+                let r = front.try_take();
+                if r.is_some() {
+                    self.applying.pop_front();
+                }
+                r
+            };
+            match done {
+                Some(r) => {
+                    r.context("writing other players' changes into openmsx")?;
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one message from the server, adding what to write into openMSX to
+    /// `apply`. False when the connection is gone.
+    fn on_server(&mut self, msg: Result<ServerMsg>, apply_out: &mut Vec<Change>) -> Result<bool> {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -369,12 +443,13 @@ impl Session {
                     );
                 }
                 self.stats.seq.store(seq, Ordering::Relaxed);
-                if !apply.is_empty() {
-                    self.hooks.apply(&apply).await?;
-                    if player != self.sync.me() {
+                if player != self.sync.me() {
+                    Stats::bump(&self.stats.updates_from_others);
+                    if !apply.is_empty() {
                         Stats::bump(&self.stats.updates_applied);
                     }
                 }
+                apply_out.extend(apply);
             }
             ServerMsg::PlayerJoined(p) => {
                 self.say(&format!("{} joined the game", p.name));

@@ -38,24 +38,40 @@ impl World {
 
     /// Options for a headless, unthrottled player of `game` called `name`.
     pub fn options(&self, game: &str, name: &str) -> PlayOptions {
-        let mut o = PlayOptions::new(self.server.addr().to_string(), game);
-        o.name = name.into();
-        o.headless = true;
-        o.fast = true;
-        o.verbose = std::env::var_os("MSXSYNC_TEST_VERBOSE").is_some();
-        o.cache_dir = self.cache.path().to_path_buf();
-        o
+        player_options(
+            &self.server.addr().to_string(),
+            game,
+            name,
+            self.cache.path(),
+        )
     }
 
     /// Starts a player of the test game and waits until the game's start-up is done
     /// (before that, the game would clear a mailbox command with its variables).
     pub async fn player(&self, name: &str) -> Player {
-        let p = Player::start(self.options("testgame", name))
-            .await
-            .unwrap_or_else(|e| panic!("player {name} failed to start: {e:#}"));
-        wait_ready(&p).await;
-        p
+        start_player(self.options("testgame", name)).await
     }
+}
+
+/// Options for a headless, unthrottled player of `game` on `server`.
+pub fn player_options(server: &str, game: &str, name: &str, cache: &Path) -> PlayOptions {
+    let mut o = PlayOptions::new(server, game);
+    o.name = name.into();
+    o.headless = true;
+    o.fast = true;
+    o.verbose = std::env::var_os("MSXSYNC_TEST_VERBOSE").is_some();
+    o.cache_dir = cache.to_path_buf();
+    o
+}
+
+/// Starts a player and waits until the test game's start-up is done.
+pub async fn start_player(o: PlayOptions) -> Player {
+    let name = o.name.clone();
+    let p = Player::start(o)
+        .await
+        .unwrap_or_else(|e| panic!("player {name} failed to start: {e:#}"));
+    wait_ready(&p).await;
+    p
 }
 
 /// Waits until the test game finished its start-up and runs its main loop.
@@ -112,7 +128,12 @@ pub async fn shared(p: &Player) -> Vec<Vec<u8>> {
 
 /// The server's current state, as a newly joining client receives it.
 pub async fn server_state(world: &World, game: &str) -> Vec<Vec<u8>> {
-    let mut c = msxsync::client::connect(&world.server.addr().to_string(), "observer")
+    server_state_at(&world.server.addr().to_string(), game).await
+}
+
+/// The state of `game` on the server at `addr`, as a newly joining client receives it.
+pub async fn server_state_at(addr: &str, game: &str) -> Vec<Vec<u8>> {
+    let mut c = msxsync::client::connect(addr, "observer")
         .await
         .expect("observer connects");
     let j = c.join(game).await.expect("observer joins");
@@ -122,9 +143,14 @@ pub async fn server_state(world: &World, game: &str) -> Vec<Vec<u8>> {
 
 /// Waits until every player's shared regions equal the server's state.
 pub async fn wait_converged(world: &World, game: &str, players: &[&Player]) -> Vec<Vec<u8>> {
+    wait_converged_at(&world.server.addr().to_string(), game, players).await
+}
+
+/// [`wait_converged`] for the server at `addr`.
+pub async fn wait_converged_at(addr: &str, game: &str, players: &[&Player]) -> Vec<Vec<u8>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let server = server_state(world, game).await;
+        let server = server_state_at(addr, game).await;
         let mut all = true;
         for p in players {
             if shared(p).await != server {

@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod proxy;
+pub mod serve;
 pub mod testrom;
 
 use std::future::Future;
