@@ -433,10 +433,7 @@ pub async fn run_headless(out: &Path, openmsx: &Path) -> Result<Report> {
         o
     });
     let (p1, p2) = start_players(opts).await?;
-    println!(
-        "players: player1 and player2 joined, each in its own headless openMSX ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+    println!("players: player1 and player2 joined, each in its own headless openMSX");
     let result = scripted_session(&p1, &p2, out).await;
     // (Whatever stopping says, the outcome is what counts.)
     let _ = p1.stop().await;
@@ -640,6 +637,10 @@ pub async fn run_windows(openmsx: &Path, quit: async_channel::Receiver<()>) -> R
     println!("  SPACE or RETURN starts; 1-8, 9, 0 take or drop items; SPACE adds a coin;");
     println!("  cursor keys move your own marker. What one player takes, the other has.");
     println!("Ctrl-C here ends the demo (closing both windows does too).");
+    println!(
+        "A LAN party: `msxsync serve` on one machine (it serves this demo with no games \
+         folder), `msxsync play --game demo --server THAT-MACHINE` on every other."
+    );
     let both_closed = async {
         let _ = p1.wait_done().await;
         println!("player 1's window closed");
