@@ -587,6 +587,8 @@ fn msxsync_serve_process_serves_a_games_folder() {
     let child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
         .args(["serve", "--games"])
         .arg(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .args(["--bind", "127.0.0.1", "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
