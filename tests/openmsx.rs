@@ -435,6 +435,9 @@ fn hooks_survive_loadstate() {
         g.hooks.write_state(&server).await.unwrap();
         assert_eq!(g.hooks.read_state().await.unwrap(), server);
         assert!(g.hooks.is_active().await.unwrap());
+        // Emulation waited for us since the switch.
+        assert_eq!(g.msx.command("debug breaked").await.unwrap(), "1");
+        g.hooks.resume().await.unwrap();
         // The game's writes are seen again. The mailbox went back in time too.
         g.seq = g.peek(LAST_SEQ).await;
         g.game_does(CMD_SET, SHARED0 + 8, 0x22).await;

@@ -33,16 +33,18 @@ pub enum HookEvent {
     /// The game changed these bits of shared RAM (one flush, in region order).
     LocalChanges(Vec<Change>),
     /// openMSX switched machine (loadstate, rewind, another machine): the hooks
-    /// reinstalled themselves and took the new RAM as the shadow; write the server's
-    /// state back with [`Hooks::write_state`].
+    /// reinstalled themselves, hold, and paused emulation; write the server's state
+    /// back with [`Hooks::write_state`], then [`Hooks::resume`].
     MachineSwitched,
     /// The CPU reached the cartridge's INIT routine: the game (re)started (power-on
     /// or reset). The hooks hold and emulation is paused until [`Hooks::resume`].
     CartridgeStarted,
     /// The sync gate (`sync-when:`) opened (true) or closed (false). When it closes
-    /// the hooks already hold; when it opens, write the server's state to sync again.
+    /// the hooks already hold; when it opens, emulation is paused: write the server's
+    /// state, then [`Hooks::resume`].
     Gate(bool),
-    /// The player pressed the join key (see [`Hooks::bind_join_key`]).
+    /// The player pressed the join key (see [`Hooks::bind_join_key`]); emulation is
+    /// paused until [`Hooks::resume`].
     JoinRequested,
 }
 

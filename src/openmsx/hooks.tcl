@@ -503,7 +503,11 @@ proc msxsync::gate_hit {} {
     set now [expr $gate_cond]
     if {$now != $gate} {
         set gate $now
-        if {!$now} {
+        if {$now} {
+            # Paused until msxsync wrote the group's state (it resumes): a key the
+            # player presses right now would otherwise be undone by that write.
+            debug break
+        } else {
             hold
         }
         push "gate $now"
@@ -534,6 +538,8 @@ proc msxsync::unbind_join {} {
 }
 
 proc msxsync::join_request {} {
+    # Paused until msxsync wrote the group's state (it resumes).
+    debug break
     push join
 }
 
@@ -588,6 +594,8 @@ proc msxsync::on_switch {} {
         set gate [expr $gate_cond]
     }
     hold
+    # Paused until msxsync brought the shared regions back (it resumes).
+    debug break
     push switched
 }
 

@@ -294,6 +294,7 @@ impl Session {
                 if open {
                     self.activate().await?;
                 }
+                self.hooks.resume().await?;
             }
             Some(Ok(HookEvent::CartridgeStarted)) => {
                 self.say("the game restarted (reset or power cycle)");
@@ -304,6 +305,7 @@ impl Session {
             Some(Ok(HookEvent::Gate(open))) => {
                 if open {
                     self.activate().await?;
+                    self.hooks.resume().await?;
                 } else {
                     self.active = false;
                     self.say("the game left the shared part (sync-when is false): holding");
@@ -314,6 +316,7 @@ impl Session {
                     self.activate().await?;
                     let _ = self.hooks.show("msxsync: joined the shared state").await;
                 }
+                self.hooks.resume().await?;
             }
             Some(Err(e)) => self.say(&format!("warning: {e:#}")),
             None => {
