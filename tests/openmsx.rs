@@ -305,7 +305,8 @@ fn game_writes_become_exact_local_changes() {
         g.game_does(CMD_SET, SHARED0, 0x5a).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 0, 0x5a, 0x5a)]);
         // Every frame changing values: whole-region changes, consistent with RAM.
-        // Flushes come at vertical interrupts: one per frame, none lost or torn.
+        // A flush waits for the game's write burst to end: one per frame, none lost
+        // or torn.
         g.game_does(CMD_EVERY_FRAME, 0, EF_CHANGING).await;
         let mut previous: Option<u8> = None;
         for _ in 0..5 {
@@ -453,8 +454,8 @@ fn flushes_without_vertical_interrupts_too() {
     }
     smol::block_on(async {
         let g = Game::start().await;
-        // VDP interrupts off (R#1 bit 5): the probe never fires, the timer must flush.
-        // The game halts for good; a debug write stands in for it (it hits too).
+        // VDP interrupts off (R#1 bit 5): the game halts for good, and the flush must
+        // not depend on frames. A debug write stands in for the game (it hits too).
         g.msx
             .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] & 0xdf}]")
             .await

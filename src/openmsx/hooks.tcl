@@ -3,10 +3,10 @@
 # What it does (docs: design.md, "Sync semantics"):
 # - keeps a shadow copy of every shared RAM region: the bytes as last synced;
 # - puts one write watchpoint on each region; a hit only compares the written byte with
-#   the shadow and, when it differs, marks the region dirty and schedules one flush at
-#   the next vertical interrupt (a one-shot VDP probe breakpoint: games are usually
-#   between two consistent states then, so multi-byte values do not travel torn), with
-#   a timer as a fallback for games that turn the VDP interrupt off; a frame in which
+#   the shadow and, when it differs, marks the region dirty and schedules a flush for
+#   when the game has written no new value for a millisecond of emulated time (so a
+#   value written in a quick burst does not travel torn, and a change leaves within
+#   about a millisecond instead of waiting for the next frame); a frame in which
 #   nothing changes costs only the hits;
 # - a flush diffs the dirty regions against the shadow, updates the shadow and pushes
 #   the changed bits to msxsync through the user setting `msxsync_out`;
@@ -61,9 +61,12 @@ namespace eval msxsync {
     variable applying 0       ;# 1 while we write RAM ourselves: hits are ours, ignore
     variable flush_pending 0  ;# 1 while a flush is scheduled
     variable auto_flush 1     ;# 0: flush only when asked (tests)
-    variable frame_bp ""      ;# probe breakpoint that flushes at the next frame
-    variable backstop ""      ;# timer that flushes if no frame interrupt comes
-    variable flush_delay 0.1  ;# emulated seconds until the backstop timer flushes
+    variable backstop ""      ;# timer of the next settle check
+    variable changes 0        ;# hits that saw a new value (only compared, may wrap)
+    variable settled 0        ;# `changes` at the last settle check
+    variable settle_round 0   ;# settle checks since the flush was scheduled
+    variable settle_time 0.001 ;# emulated seconds without a new value before a flush
+    variable settle_max 20    ;# settle checks before flushing anyway (~20 ms)
     variable switch_id ""     ;# id of our `after machine_switch`
     variable init_bp ""       ;# id of the cartridge INIT breakpoint
     variable machine_id ""    ;# the machine the watchpoints are on
@@ -232,6 +235,8 @@ proc msxsync::hit {r start} {
     if {[lindex $shadow($r) [expr {$::wp_last_address - $start}]] != $::wp_last_value} {
         variable dirty
         set dirty($r) 1
+        variable changes
+        incr changes
         variable flush_pending
         if {!$flush_pending} {
             schedule_flush
@@ -239,34 +244,39 @@ proc msxsync::hit {r start} {
     }
 }
 
+# A flush waits until the game has written no new value for `settle_time` (emulated
+# seconds): a game updates a multi-byte value or a table in a quick burst, and sending
+# it half-written would show the others a torn value. Writing on for `settle_max`
+# checks in a row flushes anyway, so a game that never pauses still syncs.
 proc msxsync::schedule_flush {} {
     variable flush_pending 1
     variable auto_flush
     if {!$auto_flush} return
-    variable frame_bp [debug probe set_bp VDP.IRQvertical \
-        {[debug probe read VDP.IRQvertical]} msxsync::frame_flush]
-    variable flush_delay
-    variable backstop [after time $flush_delay msxsync::flush]
+    variable changes
+    variable settled $changes
+    variable settle_round 0
+    variable settle_time
+    variable backstop [after time $settle_time msxsync::settle]
 }
 
-proc msxsync::frame_flush {} {
-    variable frame_bp
-    if {$frame_bp ne ""} {
-        # Removing a breakpoint from inside its own callback is left to a moment later.
-        after time 0 [list catch [list debug probe remove_bp $frame_bp]]
-        set frame_bp ""
+proc msxsync::settle {} {
+    variable changes
+    variable settled
+    variable settle_round
+    variable settle_max
+    variable backstop ""
+    if {$changes != $settled && [incr settle_round] < $settle_max} {
+        set settled $changes
+        variable settle_time
+        set backstop [after time $settle_time msxsync::settle]
+        return
     }
     flush
 }
 
 proc msxsync::cancel_flush {} {
     variable flush_pending 0
-    variable frame_bp
     variable backstop
-    if {$frame_bp ne ""} {
-        catch {debug probe remove_bp $frame_bp}
-        set frame_bp ""
-    }
     if {$backstop ne ""} {
         catch {after cancel $backstop}
         set backstop ""
