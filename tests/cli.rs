@@ -5,17 +5,15 @@
 mod common;
 
 use common::e2e::World;
+use common::lines::{wait_exit, Lines};
 use common::require_openmsx;
-use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A running `msxsync play` whose output is read line by line.
 struct Play {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    out: Lines,
 }
 
 impl Play {
@@ -29,58 +27,19 @@ impl Play {
             .stderr(Stdio::piped())
             .spawn()
             .expect("msxsync play starts");
-        let (tx, lines) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Play {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let out = Lines::capture(&mut child);
+        Play { child, out }
     }
 
-    /// Waits for a line containing `needle`; returns it.
     fn wait_for(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; output: {:#?}", self.seen),
-            }
-        }
+        self.out.wait_for(needle)
     }
 
     /// Waits for the process to end by itself; returns its exit code.
     fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-                    self.seen.push(line);
-                }
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "msxsync play did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let code = wait_exit(&mut self.child).code().unwrap_or(-1);
+        self.out.all();
+        code
     }
 
     /// The pid of the openMSX it started, from its "openMSX started (pid N)" line.
@@ -128,7 +87,7 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     let msx = first.openmsx_pid();
     first.wait_for("syncing testgame");
     signal(first.child.id() as i32, "INT");
-    assert_eq!(first.wait_exit(), 0, "output: {:#?}", first.seen);
+    assert_eq!(first.wait_exit(), 0, "output: {:#?}", first.out.seen);
     first.wait_for("interrupted: left the game and stopped openMSX");
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(msx) {
@@ -143,7 +102,7 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     let mut second = Play::start(&world, cache.path(), &["--game", "testgame"]);
     second.wait_for("from the cache");
     second.wait_for("syncing testgame");
-    assert!(!second.seen.iter().any(|l| l.contains("downloaded")));
+    assert!(!second.out.seen.iter().any(|l| l.contains("downloaded")));
 }
 
 #[test]
@@ -158,7 +117,7 @@ fn closing_openmsx_ends_play_with_success() {
     play.wait_for("syncing testgame");
     // What closing the window does: openMSX quits.
     signal(msx, "TERM");
-    assert_eq!(play.wait_exit(), 0, "output: {:#?}", play.seen);
+    assert_eq!(play.wait_exit(), 0, "output: {:#?}", play.out.seen);
     play.wait_for("openMSX closed: left the game");
 }
 

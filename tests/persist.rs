@@ -2,6 +2,10 @@
 //! processes on 127.0.0.1 (port 0) with a state folder, killed with SIGKILL or stopped
 //! with SIGTERM, and the library server's final save.
 
+mod common;
+
+use common::lines::wait_exit;
+use common::serve::Serve;
 use msxsync::catalog::{self, Game};
 use msxsync::client::{self, Client};
 use msxsync::delta::Change;
@@ -9,10 +13,8 @@ use msxsync::protocol::{Joined, ServerMsg};
 use msxsync::server::persist::{self, Saved};
 use msxsync::server::{self, ServerConfig};
 use std::future::Future;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every step finishes well within this; hitting it means a hang.
@@ -44,96 +46,6 @@ fn games_dir() -> (tempfile::TempDir, Game) {
     (dir, game)
 }
 
-/// A running `msxsync serve`, killed when dropped; its output is read by threads.
-struct Serve {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    addr: String,
-}
-
-impl Serve {
-    fn start(games: &Path, state: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-            .arg("serve")
-            .arg("--games")
-            .arg(games)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("msxsync serve starts");
-        // Both pipes are drained so the server can never block on a full pipe.
-        let (tx, lines) = mpsc::channel::<String>();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut serve = Serve {
-            child,
-            lines,
-            seen: Vec::new(),
-            addr: String::new(),
-        };
-        let listening = serve.wait_for("listening on ");
-        serve.addr = listening
-            .trim_start_matches("listening on ")
-            .trim()
-            .to_string();
-        serve
-    }
-
-    /// The next output line containing `needle` (earlier lines included).
-    fn wait_for(&mut self, needle: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; output so far: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Every line of output, once the process has exited and its pipes are drained.
-    fn all_output(&mut self) -> Vec<String> {
-        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
-            self.seen.push(line);
-        }
-        self.seen.clone()
-    }
-}
-
-/// Waits for a process to exit by itself.
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "msxsync serve did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Kills a child process when the test ends, however it ends.
 struct KillOnDrop(Child);
 
@@ -141,13 +53,6 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,7 +8,17 @@ use common::e2e::{
 };
 use common::require_openmsx;
 use common::testrom::*;
-use msxsync::play::Stats;
+use msxsync::play::{Player, Stats};
+
+/// Ann, bob and cy join the test game at the same time.
+async fn three_players(world: &World) -> (Player, Player, Player) {
+    let ((a, b), c) = smol::future::zip(
+        smol::future::zip(world.player("ann"), world.player("bob")),
+        world.player("cy"),
+    )
+    .await;
+    (a, b, c)
+}
 
 #[test]
 fn a_game_write_reaches_every_other_player_and_back() {
@@ -17,11 +27,7 @@ fn a_game_write_reaches_every_other_player_and_back() {
     }
     smol::block_on(async {
         let world = World::new();
-        let ((a, b), c) = smol::future::zip(
-            smol::future::zip(world.player("ann"), world.player("bob")),
-            world.player("cy"),
-        )
-        .await;
+        let (a, b, c) = three_players(&world).await;
         game_does(&a, CMD_SET, SHARED0 + 3, 0x42).await;
         wait_byte(&b, SHARED0 + 3, 0x42, "ann's write in bob").await;
         wait_byte(&c, SHARED0 + 3, 0x42, "ann's write in cy").await;
@@ -123,11 +129,7 @@ fn many_concurrent_random_changes_converge() {
     }
     smol::block_on(async {
         let world = World::new();
-        let ((a, b), c) = smol::future::zip(
-            smol::future::zip(world.player("ann"), world.player("bob")),
-            world.player("cy"),
-        )
-        .await;
+        let (a, b, c) = three_players(&world).await;
         async fn run(p: &msxsync::play::Player, seed: u64) {
             {
                 let mut x = seed;

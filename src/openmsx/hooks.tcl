@@ -38,6 +38,7 @@
 #   TOKEN SEQ init
 #   TOKEN SEQ gate 0|1
 #   TOKEN SEQ join
+#   TOKEN SEQ boot
 # TOKEN is the number msxsync gave to `setup` (it tells this session's pushes from a
 # stale value), SEQ counts pushes, REGION and OFFSET are decimal, the hex strings hold
 # one byte per two digits.
@@ -119,6 +120,7 @@ proc msxsync::on_boot {} {
         set gate 0
         push "gate 0"
     }
+    push boot
     arm_boot
 }
 
@@ -189,15 +191,19 @@ proc msxsync::watch {} {
 
 proc msxsync::unwatch {} {
     variable wps
+    remove_watchpoints $wps
+    set wps {}
+}
+
+proc msxsync::remove_watchpoints {ids} {
     variable new_api
-    foreach id $wps {
+    foreach id $ids {
         if {$new_api} {
             catch {debug watchpoint remove $id}
         } else {
             catch {debug remove_watchpoint $id}
         }
     }
-    set wps {}
 }
 
 proc msxsync::arm_switch {} {
@@ -495,14 +501,7 @@ proc msxsync::gate_watch {} {
 
 proc msxsync::gate_unwatch {} {
     variable gate_wps
-    variable new_api
-    foreach id $gate_wps {
-        if {$new_api} {
-            catch {debug watchpoint remove $id}
-        } else {
-            catch {debug remove_watchpoint $id}
-        }
-    }
+    remove_watchpoints $gate_wps
     set gate_wps {}
 }
 
