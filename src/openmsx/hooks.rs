@@ -43,6 +43,9 @@ pub enum HookEvent {
     /// the hooks already hold; when it opens, emulation is paused: write the server's
     /// state, then [`Hooks::resume`].
     Gate(bool),
+    /// The machine was powered on or reset: RAM was re-initialised and the hooks
+    /// hold. [`HookEvent::CartridgeStarted`] follows when the cartridge has an INIT.
+    Booted,
     /// The player pressed the join key (see [`Hooks::bind_join_key`]); emulation is
     /// paused until [`Hooks::resume`].
     JoinRequested,
@@ -153,6 +156,7 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
         "switched" if rest.is_empty() => HookEvent::MachineSwitched,
         "init" if rest.is_empty() => HookEvent::CartridgeStarted,
         "join" if rest.is_empty() => HookEvent::JoinRequested,
+        "boot" if rest.is_empty() => HookEvent::Booted,
         "gate" if rest == ["0"] => HookEvent::Gate(false),
         "gate" if rest == ["1"] => HookEvent::Gate(true),
         other => bail!("unknown push {:?}", other),

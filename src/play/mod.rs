@@ -16,11 +16,12 @@ use session::{Identity, Session};
 use state::Offline;
 
 use crate::client;
-use crate::openmsx::{Hooks, LaunchOptions, OpenMsx};
+use crate::openmsx::connection::check_name;
+use crate::openmsx::{HookEvent, Hooks, LaunchOptions, OpenMsx};
 use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, DEFAULT_PORT};
 use crate::regions::parse_sync_when;
 use crate::rom_cache::RomCache;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -263,9 +264,7 @@ impl Player {
         let machine = opts.machine.clone().or_else(|| game.machine.clone());
         for (what, v) in [("machine", &machine), ("romtype", &game.romtype)] {
             if let Some(v) = v {
-                if !is_plain_name(v) {
-                    bail!("refusing {what} {v:?}: only letters, digits and _-+. are allowed");
-                }
+                check_name(what, v)?;
             }
         }
         let msx = match &opts.attach {
@@ -296,7 +295,12 @@ impl Player {
         let mut hooks = Hooks::load(&msx).await?;
         let mut early = Vec::new();
         let started = hooks
-            .wait_for_cartridge(&rom, CARTRIDGE_START_TIMEOUT, |ev| early.push(ev))
+            .wait_for_cartridge(&rom, CARTRIDGE_START_TIMEOUT, |ev| {
+                // The power-on we just caused is not news.
+                if !matches!(hooks.decode(&ev), Some(Ok(HookEvent::Booted))) {
+                    early.push(ev);
+                }
+            })
             .await?;
         if !started {
             say("the cartridge start was not seen; syncing from now on".into());
@@ -336,6 +340,7 @@ impl Player {
             offline,
             suspects: Vec::new(),
             applying: Default::default(),
+            init_seen: started,
         };
         let in_progress = joined.in_progress && !opts.join_now;
         session.game_started(started, in_progress).await?;
@@ -436,14 +441,6 @@ async fn insert_cartridge(
     Ok(())
 }
 
-/// Machine and rom type names go to openMSX on its command line: allow only plain names.
-fn is_plain_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('-')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-+.".contains(c))
-}
-
 fn short_hash(game: &GameInfo) -> String {
     hex(&game.rom_sha256[..6])
 }
@@ -458,21 +455,5 @@ fn players_line(players: &[PlayerInfo], me: u32) -> String {
         "no other players yet".into()
     } else {
         format!("also here: {}", others.join(", "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_names_only() {
-        assert!(is_plain_name("C-BIOS_MSX2+"));
-        assert!(is_plain_name("KonamiSCC"));
-        assert!(!is_plain_name(""));
-        assert!(!is_plain_name("-script"));
-        assert!(!is_plain_name("a b"));
-        assert!(!is_plain_name("x;exit"));
-        assert!(!is_plain_name("[exit]"));
     }
 }

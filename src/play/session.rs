@@ -11,7 +11,7 @@ use crate::client::{self, Client, ClientReceiver, ClientSender};
 use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
-use crate::protocol::{Joined, PlayerInfo, ServerMsg};
+use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
 use crate::regions::SyncWhen;
 use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
@@ -77,6 +77,9 @@ pub struct Session {
     pub offline: Offline,
     /// Bytes that differed from the expected state at the last check.
     pub suspects: Vec<(usize, usize, u8, u8)>,
+    /// Whether the cartridge's INIT breakpoint works for this game: then every start
+    /// of the game is reported at INIT; otherwise a boot has to stand in for it.
+    pub init_seen: bool,
     /// Applies sent to openMSX whose replies were not looked at yet.
     pub applying: std::collections::VecDeque<crate::openmsx::Reply>,
 }
@@ -302,6 +305,16 @@ impl Session {
                 self.game_started(true, !fresh).await?;
                 self.hooks.resume().await?;
             }
+            Some(Ok(HookEvent::Booted)) => {
+                // Power-on or reset: the hooks hold already. With an INIT breakpoint
+                // the decision comes at INIT; without one, now.
+                self.active = false;
+                if !self.init_seen {
+                    self.say("the machine restarted (reset or power cycle)");
+                    let fresh = self.sync.seq() == 0;
+                    self.game_started(false, !fresh).await?;
+                }
+            }
             Some(Ok(HookEvent::Gate(open))) => {
                 if open {
                     self.activate().await?;
@@ -332,19 +345,25 @@ impl Session {
 
     /// Sends what the game changed, or keeps it for later while offline.
     async fn send_local(&mut self, changes: Vec<Change>) {
-        let Some(sender) = self.sender.as_mut() else {
+        if self.sender.is_none() {
             self.offline.add(&changes);
             return;
-        };
-        let batch = self.sync.send(&changes);
-        if self.trace {
-            eprintln!("trace {}: send batch {batch}: {changes:?}", self.sync.me());
         }
-        match sender.send_changes(batch, changes).await {
-            Ok(()) => Stats::bump(&self.stats.batches_sent),
-            // The reader notices the broken connection too and starts reconnecting;
-            // the batch stays in flight and is re-sent from there.
-            Err(e) => self.connection_lost(&e),
+        // A flush of a big, scattered region can hold more runs than one message may.
+        for part in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
+            let batch = self.sync.send(part);
+            if self.trace {
+                eprintln!("trace {}: send batch {batch}: {part:?}", self.sync.me());
+            }
+            let Some(sender) = self.sender.as_mut() else {
+                return;
+            };
+            match sender.send_changes(batch, part.to_vec()).await {
+                Ok(()) => Stats::bump(&self.stats.batches_sent),
+                // The reader notices the broken connection too and starts
+                // reconnecting; the batch stays in flight and is re-sent from there.
+                Err(e) => self.connection_lost(&e),
+            }
         }
     }
 
@@ -455,15 +474,12 @@ impl Session {
                 apply_out.extend(apply);
             }
             ServerMsg::PlayerJoined(p) => {
-                self.say(&format!("{} joined the game", p.name));
+                self.say(&format!("{} joined the game", printable(&p.name)));
                 self.players.push(p);
             }
             ServerMsg::PlayerLeft(p) => {
-                self.say(&format!("{} left the game", p.name));
+                self.say(&format!("{} left the game", printable(&p.name)));
                 self.players.retain(|q| q.id != p.id);
-            }
-            ServerMsg::Error { reason } => {
-                self.say(&format!("server {}: {reason}", self.who.server));
             }
             other => self.say(&format!(
                 "ignoring an unexpected {} from the server",
@@ -476,9 +492,12 @@ impl Session {
     /// The connection broke: keep playing offline. What was in flight may not have
     /// reached the server; it is kept with the offline changes and sent again.
     fn connection_lost(&mut self, e: &anyhow::Error) {
-        if self.sender.take().is_none() {
+        let Some(mut old) = self.sender.take() else {
             return;
-        }
+        };
+        // Close it for real, so the server does not keep a ghost player that reads
+        // nothing (the reader task ends when the socket does).
+        smol::spawn(async move { old.close().await }).detach();
         Stats::bump(&self.stats.disconnects);
         self.offline.add(&self.sync.in_flight_changes());
         let text = format!(
@@ -498,11 +517,7 @@ impl Session {
     /// Back online: the server's state is the truth, plus what this player's game did
     /// meanwhile. A server that came back empty (restarted without saved state) is
     /// seeded with what this player knew, instead of wiping everyone with zeros.
-    async fn resume_after_outage(
-        &mut self,
-        mut sender: ClientSender,
-        joined: Joined,
-    ) -> Result<()> {
+    async fn resume_after_outage(&mut self, sender: ClientSender, joined: Joined) -> Result<()> {
         if joined.game.rom_sha256 != self.who.rom_sha256 {
             self.hooks.hold().await?;
             self.active = false;
@@ -527,12 +542,10 @@ impl Session {
         self.offline.drain_into(&mut wanted);
         let changes = diff_state(&joined.state, &wanted);
         self.sync = SyncState::new(&joined);
-        if !changes.is_empty() {
-            let batch = self.sync.send(&changes);
-            sender.send_changes(batch, changes).await.ok();
-            Stats::bump(&self.stats.batches_sent);
-        }
         self.sender = Some(sender);
+        if !changes.is_empty() {
+            self.send_local(changes).await;
+        }
         Stats::bump(&self.stats.reconnects);
         self.stats.seq.store(joined.seq, Ordering::Relaxed);
         // Bring RAM to the server's state, keeping our in-flight and unflushed bits
@@ -560,7 +573,8 @@ impl Session {
     /// stay wrong across two checks (a write to "Main RAM", a cheat, a bug): a byte that
     /// differs only for a moment is a game write on its way out.
     async fn check_desync(&mut self) -> Result<()> {
-        if !self.active || self.sender.is_none() {
+        // The hooks hold by themselves (boot, gate closing), so ask them, not our flag.
+        if !self.active || self.sender.is_none() || !self.hooks.is_active().await? {
             self.suspects.clear();
             return Ok(());
         }
@@ -600,6 +614,20 @@ impl Session {
     }
 }
 
+/// Text from the network for the terminal: control characters are shown escaped, so
+/// a name cannot move the cursor or clear the screen.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// Reads one server connection into the loop's queue, tagged with its number.
 fn spawn_reader(
     id: u64,
@@ -626,6 +654,12 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_text_has_no_control_characters() {
+        assert_eq!(printable("ann\u{1b}[2J\n"), "ann\\u{1b}[2J\\n");
+        assert_eq!(printable("Émile 🎮"), "Émile 🎮");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
