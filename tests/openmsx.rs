@@ -496,3 +496,32 @@ fn committed_rom_matches_its_source() {
         "tests/roms/testgame.rom is stale: run `make roms`"
     );
 }
+
+#[test]
+fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let mut g = Game::start().await;
+        assert_eq!(g.msx.command("set msxsync::polled(0)").await.unwrap(), "0");
+        // 1536 writes of the stress byte per frame: far beyond what a watchpoint
+        // should pay for. After a second of emulated time the region is polled.
+        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
+        poll("region 0 to be polled", TIMEOUT, || async {
+            (g.msx.command("set msxsync::polled(0)").await.unwrap() == "1").then_some(())
+        })
+        .await;
+        assert_eq!(g.msx.command("set msxsync::polled(1)").await.unwrap(), "0");
+        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        // Game writes in the polled region are still reported, bit-exact.
+        g.game_does(CMD_OR, SHARED0 + 1, 0x81).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 1, 0x81, 0x81)]);
+        // And a remote change there is not echoed: the next report is the marker.
+        g.hooks.apply(&[masked(0, 2, 0x42, 0xff)]).await.unwrap();
+        g.game_does(CMD_SET, SHARED0 + 4, 0x44).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x44, 0x44)]);
+        assert_eq!(g.peek(SHARED0 + 2).await, 0x42);
+        g.stop().await;
+    });
+}

@@ -153,6 +153,41 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
             }
             HookEvent::LocalChanges(changes)
         }
+        "d" => {
+            if rest.is_empty() || !rest.len().is_multiple_of(4) {
+                bail!("diff push with {} words, not groups of 4", rest.len());
+            }
+            let mut changes = Vec::new();
+            for g in rest.chunks(4) {
+                let region: u16 = g[0]
+                    .parse()
+                    .with_context(|| format!("bad region {:?}", g[0]))?;
+                let offset: u16 = g[1]
+                    .parse()
+                    .with_context(|| format!("bad offset {:?}", g[1]))?;
+                let old = decode_hex(g[2]).context("bad old bytes in push")?;
+                let new = decode_hex(g[3]).context("bad new bytes in push")?;
+                if old.len() != new.len() || old.is_empty() {
+                    bail!(
+                        "diff push with {} old and {} new bytes",
+                        old.len(),
+                        new.len()
+                    );
+                }
+                // The span as one change first, to check it fits the region.
+                Change::bytes(region, offset, new.clone())
+                    .check(region_sizes)
+                    .map_err(|e| anyhow!("{e}"))?;
+                for mut c in crate::delta::diff(region, &old, &new) {
+                    c.offset += offset;
+                    changes.push(c);
+                }
+            }
+            if changes.is_empty() {
+                bail!("diff push without any changed byte");
+            }
+            HookEvent::LocalChanges(changes)
+        }
         "switched" if rest.is_empty() => HookEvent::MachineSwitched,
         "init" if rest.is_empty() => HookEvent::CartridgeStarted,
         "join" if rest.is_empty() => HookEvent::JoinRequested,
@@ -594,6 +629,27 @@ mod tests {
             "(([debug read memory 57634] == 1) && (([debug read memory 57345] & 128) != 0)) \
              || (([debug read memory 57344] >= 16))"
         );
+    }
+
+    #[test]
+    fn diff_pushes_become_masked_changes() {
+        // Region 1, span from byte 3: 00 11 22 -> 01 11 a2.
+        let got = parse_push("7 1 d 1 3 001122 0111a2", 7, &[4, 8]).unwrap();
+        assert_eq!(
+            got,
+            Some(HookEvent::LocalChanges(vec![Change {
+                region: 1,
+                offset: 3,
+                values: vec![0x01, 0x11, 0xa2],
+                masks: vec![0x01, 0x00, 0x80],
+            }]))
+        );
+        // Out of the region, uneven, unchanged or garbage: refused.
+        assert!(parse_push("7 2 d 1 7 0011 0112", 7, &[4, 8]).is_err());
+        assert!(parse_push("7 2 d 0 0 00 0011", 7, &[4, 8]).is_err());
+        assert!(parse_push("7 2 d 0 0 11 11", 7, &[4, 8]).is_err());
+        assert!(parse_push("7 2 d 0 0 zz 11", 7, &[4, 8]).is_err());
+        assert!(parse_push("7 2 d 0 0 00", 7, &[4, 8]).is_err());
     }
 
     #[test]
