@@ -198,6 +198,7 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
             receiver: ClientReceiver {
                 source,
                 pending: VecDeque::new(),
+                unpacked: VecDeque::new(),
                 server: shown.clone(),
             },
             software: String::new(),
@@ -359,6 +360,8 @@ pub struct ClientReceiver {
     source: WebSocketReceiver<ConnectStream>,
     /// Messages that arrived while a request waited for its answer.
     pending: VecDeque<ServerMsg>,
+    /// The rest of a `ServerMsg::Several` being handed out.
+    unpacked: VecDeque<ServerMsg>,
     server: String,
 }
 
@@ -375,8 +378,33 @@ impl ClientReceiver {
         }
     }
 
-    /// Reads the next message off the socket, skipping pings.
+    /// The next message: from a `Several` being unpacked, else off the socket.
     async fn recv_raw(&mut self) -> Result<ServerMsg> {
+        if let Some(msg) = self.unpacked.pop_front() {
+            return Ok(msg);
+        }
+        match self.recv_socket().await? {
+            ServerMsg::Several(packed) => {
+                for bytes in packed {
+                    match protocol::decode::<ServerMsg>(&bytes) {
+                        Ok(ServerMsg::Several(_)) => {
+                            bail!("server {} sent nested packed messages", self.server)
+                        }
+                        Ok(msg) => self.unpacked.push_back(msg),
+                        Err(e) => bail!("server {} sent a bad message: {e}", self.server),
+                    }
+                }
+                match self.unpacked.pop_front() {
+                    Some(msg) => Ok(msg),
+                    None => bail!("server {} sent an empty packed message", self.server),
+                }
+            }
+            msg => Ok(msg),
+        }
+    }
+
+    /// Reads the next message off the socket, skipping pings.
+    async fn recv_socket(&mut self) -> Result<ServerMsg> {
         loop {
             let msg = match self.source.next().await {
                 None => bail!("server {} closed the connection", self.server),
@@ -438,6 +466,7 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
         ServerMsg::Update { .. } => "update",
         ServerMsg::PlayerJoined(_) => "playerjoined",
         ServerMsg::PlayerLeft(_) => "playerleft",
+        ServerMsg::Several(_) => "several",
         ServerMsg::Error { .. } => "error",
     }
 }

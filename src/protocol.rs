@@ -37,6 +37,8 @@ pub const MAX_NAME_BYTES: usize = 64;
 pub const MAX_TEXT_BYTES: usize = 1024;
 /// Largest number of games in a `Games` list.
 pub const MAX_GAMES: usize = 4096;
+/// Largest number of messages packed into one `ServerMsg::Several`.
+pub const MAX_PACKED_MESSAGES: usize = 1024;
 /// Largest number of players listed in one message.
 pub const MAX_PLAYERS: usize = 4096;
 
@@ -116,6 +118,11 @@ pub enum ServerMsg {
         /// Lowercase, human-readable reason.
         reason: String,
     },
+    /// Several messages in one: what was queued for a player when the server wrote to
+    /// its socket, so that a busy game costs one WebSocket message per write, not per
+    /// update. Each element is one encoded message (never `Several` itself), to be
+    /// handled in order.
+    Several(Vec<Vec<u8>>),
 }
 
 /// A game as listed by the server.
@@ -313,6 +320,9 @@ impl Message for ServerMsg {
                 check_text("player name", &p.name, MAX_NAME_BYTES)
             }
             ServerMsg::Error { reason } => check_text("error reason", reason, MAX_TEXT_BYTES),
+            ServerMsg::Several(messages) => {
+                check_count("packed messages", messages.len(), MAX_PACKED_MESSAGES)
+            }
             ServerMsg::Welcome { software, .. } => {
                 check_text("software version", software, MAX_NAME_BYTES)
             }
@@ -439,6 +449,18 @@ mod tests {
             ServerMsg::Error {
                 reason: "nope".into(),
             },
+            ServerMsg::Several(vec![
+                encode(&ServerMsg::PlayerLeft(PlayerInfo {
+                    id: 3,
+                    name: "bob".into(),
+                })),
+                encode(&ServerMsg::Update {
+                    seq: 7,
+                    player: 1,
+                    batch: 10,
+                    changes: vec![Change::bytes(0, 1, vec![2])],
+                }),
+            ]),
         ]
     }
 

@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use game::GameState;
 use smol::net::{TcpListener, TcpStream};
 use std::net::{IpAddr, SocketAddr};
@@ -45,9 +45,12 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server keeps trying to deliver a final `Error` before closing anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// At most this many queued messages are written before the socket is flushed, so
-/// that a busy queue is sent in few system calls but still goes out steadily.
+/// At most this many queued messages are packed into one `ServerMsg::Several`, so that
+/// a busy queue is sent in few system calls but still goes out steadily.
 const MAX_MESSAGES_PER_FLUSH: usize = 256;
+
+/// Shortest time between two writes to one player's socket (see `pump`).
+const WRITE_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Arguments of `msxsync serve`.
 #[derive(clap::Args, Debug)]
@@ -639,15 +642,33 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr)
 /// Writes queued messages to the socket until it fails; returns why.
 async fn pump(sink: &mut Sink, queue: &async_channel::Receiver<Bytes>) -> String {
     let result: Result<(), WsError> = async {
+        let mut last_write: Option<std::time::Instant> = None;
         while let Ok(first) = queue.recv().await {
-            sink.feed(Message::Binary(first)).await?;
-            let mut n = 1;
-            while n < MAX_MESSAGES_PER_FLUSH {
-                let Ok(more) = queue.try_recv() else { break };
-                sink.feed(Message::Binary(more)).await?;
-                n += 1;
+            // A player written to less than WRITE_INTERVAL ago waits out the rest of
+            // it, and whatever else is queued by then goes out in the same WebSocket
+            // message: a busy game costs one message (and one system call) per
+            // interval, not one per update per player. A quiet game never waits.
+            if let Some(at) = last_write {
+                let due = at + WRITE_INTERVAL;
+                if std::time::Instant::now() < due {
+                    smol::Timer::at(due).await;
+                }
             }
-            sink.flush().await?;
+            let mut more = Vec::new();
+            while more.len() + 1 < MAX_MESSAGES_PER_FLUSH {
+                let Ok(m) = queue.try_recv() else { break };
+                more.push(m);
+            }
+            let bytes = if more.is_empty() {
+                first
+            } else {
+                let mut packed = Vec::with_capacity(more.len() + 1);
+                packed.push(first.to_vec());
+                packed.extend(more.iter().map(|b| b.to_vec()));
+                encode(&ServerMsg::Several(packed))
+            };
+            sink.send(Message::Binary(bytes)).await?;
+            last_write = Some(std::time::Instant::now());
         }
         Ok(())
     }
