@@ -340,6 +340,7 @@ impl Player {
             offline,
             suspects: Vec::new(),
             applying: Default::default(),
+            wrote_directly: false,
             init_seen: started,
         };
         let in_progress = joined.in_progress && !opts.join_now;

@@ -80,6 +80,10 @@ pub struct Session {
     /// Whether the cartridge's INIT breakpoint works for this game: then every start
     /// of the game is reported at INIT; otherwise a boot has to stand in for it.
     pub init_seen: bool,
+    /// The whole state or a repair was written into RAM since the last batch was
+    /// sent: a flush just before it may have been overwritten, so the next batch's
+    /// echo is written back (see `send_local`).
+    pub wrote_directly: bool,
     /// Applies sent to openMSX whose replies were not looked at yet.
     pub applying: std::collections::VecDeque<crate::openmsx::Reply>,
 }
@@ -131,6 +135,7 @@ impl Session {
     async fn activate(&mut self) -> Result<()> {
         self.waiting_for_key = false;
         self.hooks.write_state(self.sync.server_state()).await?;
+        self.wrote_directly = true;
         self.active = true;
         self.suspects.clear();
         Stats::bump(&self.stats.state_writes);
@@ -349,9 +354,20 @@ impl Session {
             self.offline.add(&changes);
             return;
         }
+        // openMSX writes the reply to an apply before any push the emulation makes
+        // after it, and we read them in that order: an apply still unanswered now ran
+        // after the hooks flushed these changes (or has not run yet) and may have
+        // overwritten them in RAM, so their echo must be written back then.
+        let overtaken = match self.drain_answered_applies() {
+            Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
+            Err(e) => {
+                self.say(&format!("warning: {e:#}"));
+                true
+            }
+        };
         // A flush of a big, scattered region can hold more runs than one message may.
         for part in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
-            let batch = self.sync.send(part);
+            let batch = self.sync.send(part, overtaken);
             if self.trace {
                 eprintln!("trace {}: send batch {batch}: {part:?}", self.sync.me());
             }
@@ -402,6 +418,21 @@ impl Session {
     /// Looks at the replies of applies sent earlier: an apply that failed is a bug,
     /// reported as an error. Waits for the oldest when too many are outstanding, so a
     /// player that cannot keep up slows its server reader instead of flooding openMSX.
+    /// Takes the replies of applies that openMSX has answered (without waiting);
+    /// returns whether any apply is still unanswered.
+    fn drain_answered_applies(&mut self) -> Result<bool> {
+        while let Some(front) = self.applying.front() {
+            match front.try_take() {
+                Some(r) => {
+                    self.applying.pop_front();
+                    r.context("writing other players' changes into openmsx")?;
+                }
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
     async fn collect_applies(&mut self) -> Result<()> {
         /// Applies openMSX may have queued before we wait for one.
         const MAX_OUTSTANDING: usize = 64;
@@ -599,6 +630,7 @@ impl Session {
             .map(|&(r, i, _, w)| Change::bytes(r as u16, i as u16, vec![w]))
             .collect();
         self.hooks.force(&repairs).await?;
+        self.wrote_directly = true;
         self.stats
             .repaired_bytes
             .fetch_add(repairs.len() as u64, Ordering::Relaxed);

@@ -18,6 +18,8 @@ pub struct SyncState {
     seq: u64,
     in_flight: InFlight,
     next_batch: u32,
+    /// Own batches whose echo must be written back into the emulator.
+    rewrite: std::collections::HashSet<u32>,
 }
 
 impl SyncState {
@@ -29,6 +31,7 @@ impl SyncState {
             seq: joined.seq,
             in_flight: InFlight::new(),
             next_batch: 1,
+            rewrite: Default::default(),
         }
     }
 
@@ -58,10 +61,15 @@ impl SyncState {
     }
 
     /// Records local changes about to be sent; returns their batch number.
-    pub fn send(&mut self, changes: &[Change]) -> u32 {
+    /// `overtaken` says that updates written into the emulator may have landed after
+    /// the hooks flushed these changes (see [`SyncState::update`]).
+    pub fn send(&mut self, changes: &[Change], overtaken: bool) -> u32 {
         let batch = self.next_batch;
         self.next_batch = self.next_batch.wrapping_add(1);
         self.in_flight.record(batch, changes);
+        if overtaken {
+            self.rewrite.insert(batch);
+        }
         batch
     }
 
@@ -96,10 +104,10 @@ impl SyncState {
     ///
     /// Every update, the player's own included, goes into the mirror. Into the
     /// emulator go the update's bits except those covered by own batches still in
-    /// flight: those batches are sequenced after this update and will win. Own updates
-    /// are written too: a change the game made can have been overwritten in RAM by an
-    /// earlier-sequenced update that arrived between the hooks' flush and our sending
-    /// it, and its echo puts it back.
+    /// flight: those batches are sequenced after this update and will win. An own
+    /// update is written back when its batch was sent `overtaken`: an earlier-sequenced
+    /// update may have overwritten the change in RAM between the hooks' flush and our
+    /// sending it, and the echo puts it back. Otherwise RAM has it already.
     pub fn update(
         &mut self,
         seq: u64,
@@ -125,6 +133,9 @@ impl SyncState {
         }
         if player == self.me {
             self.in_flight.ack(batch);
+            if !self.rewrite.remove(&batch) {
+                return Ok(Vec::new());
+            }
         }
         Ok(self.unprotected(changes))
     }
@@ -254,7 +265,7 @@ mod tests {
     fn own_batches_in_flight_protect_their_bits() {
         let mut s = SyncState::new(&joined(vec![vec![0; 4]]));
         let mine = [bit(0, 0x01, 0x01)];
-        let b = s.send(&mine);
+        let b = s.send(&mine, true);
         // Someone else's update, sequenced before our batch, touches bit 0 and bit 7.
         let out = s.update(11, 1, 5, &[bit(0, 0x80, 0x81)]).unwrap();
         assert_eq!(out, vec![bit(0, 0x80, 0x80)], "bit 0 is ours and will win");
@@ -263,14 +274,22 @@ mod tests {
         assert_eq!(out, mine.to_vec());
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.server_state()[0][0], 0x81);
+        // A batch nothing could overtake: its echo only acknowledges it.
+        let b = s.send(&[bit(1, 0x02, 0x02)], false);
+        assert!(s
+            .update(13, 7, b, &[bit(1, 0x02, 0x02)])
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.server_state()[0][1], 0x02);
     }
 
     #[test]
     fn expected_state_is_the_server_with_own_batches_on_top() {
         let mut s = SyncState::new(&joined(vec![vec![0; 2]]));
         s.update(11, 1, 1, &[bit(0, 0xf0, 0xf0)]).unwrap();
-        s.send(&[bit(1, 0x01, 0x01)]);
-        s.send(&[bit(0, 0x00, 0x10)]);
+        s.send(&[bit(1, 0x01, 0x01)], false);
+        s.send(&[bit(0, 0x00, 0x10)], false);
         assert_eq!(s.expected(), vec![vec![0xe0, 0x01]]);
         assert_eq!(s.server_state(), &[vec![0xf0, 0x00]]);
         assert_eq!(s.in_flight_changes().len(), 2);
@@ -298,8 +317,8 @@ mod tests {
         // The game set a bit and cleared it again: two batches. The echo of the first
         // must not flash the bit on again while the second is in flight.
         let mut s = SyncState::new(&joined(vec![vec![0; 1]]));
-        let b1 = s.send(&[bit(0, 1, 1)]);
-        let b2 = s.send(&[bit(0, 0, 1)]);
+        let b1 = s.send(&[bit(0, 1, 1)], true);
+        let b2 = s.send(&[bit(0, 0, 1)], true);
         assert!(s.update(11, 7, b1, &[bit(0, 1, 1)]).unwrap().is_empty());
         assert_eq!(
             s.update(12, 7, b2, &[bit(0, 0, 1)]).unwrap(),
