@@ -81,8 +81,9 @@ pub fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String 
     out
 }
 
-/// Names come from other people: show control characters escaped, not raw.
-fn printable(text: &str) -> String {
+/// Text from the network for the terminal (names come from other people): control
+/// characters are shown escaped, so a name cannot move the cursor or clear the screen.
+pub fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             if c.is_control() {

@@ -7,7 +7,7 @@
 
 use super::state::{diff_state, Offline, SyncState};
 use super::Stats;
-use crate::client::{self, Client, ClientReceiver, ClientSender};
+use crate::client::{self, printable, Client, ClientReceiver, ClientSender};
 use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
@@ -646,20 +646,6 @@ impl Session {
     }
 }
 
-/// Text from the network for the terminal: control characters are shown escaped, so
-/// a name cannot move the cursor or clear the screen.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 /// Reads one server connection into the loop's queue, tagged with its number.
 fn spawn_reader(
     id: u64,
@@ -686,12 +672,6 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn terminal_text_has_no_control_characters() {
-        assert_eq!(printable("ann\u{1b}[2J\n"), "ann\\u{1b}[2J\\n");
-        assert_eq!(printable("Émile 🎮"), "Émile 🎮");
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
