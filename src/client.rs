@@ -475,6 +475,12 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_text_has_no_control_characters() {
+        assert_eq!(printable("ann\u{1b}[2J\n"), "ann\\u{1b}[2J\\n");
+        assert_eq!(printable("Émile 🎮"), "Émile 🎮");
+    }
     use crate::protocol::PlayerInfo;
 
     #[test]
