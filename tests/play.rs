@@ -197,3 +197,57 @@ fn loadstate_brings_the_player_back_to_the_shared_state() {
         b.stop().await.expect("bob synced without errors");
     });
 }
+
+#[test]
+fn attach_to_a_running_openmsx_through_its_control_socket() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        // An openMSX the player started themselves, with no cartridge.
+        let owner = msxsync::openmsx::OpenMsx::spawn(&msxsync::openmsx::LaunchOptions {
+            machine: Some("C-BIOS_MSX1".into()),
+            headless: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        owner.command("set throttle off").await.unwrap();
+        let pid = owner.pid().unwrap();
+        let mut o = world.options("testgame", "ann");
+        o.attach = Some(pid.to_string());
+        let ann = common::e2e::start_player(o).await;
+        let bob = world.player("bob").await;
+        game_does(&ann, CMD_SET, SHARED0 + 1, 0x31).await;
+        wait_byte(
+            &bob,
+            SHARED0 + 1,
+            0x31,
+            "the attached player's write in bob",
+        )
+        .await;
+        game_does(&bob, CMD_SET, SHARED0 + 2, 0x32).await;
+        wait_byte(
+            &ann,
+            SHARED0 + 2,
+            0x32,
+            "bob's write in the attached openMSX",
+        )
+        .await;
+        ann.stop().await.expect("ann synced without errors");
+        // Leaving does not stop the player's own openMSX, and leaves no hooks behind.
+        assert_eq!(
+            owner
+                .command("debug list_watchpoints")
+                .await
+                .unwrap()
+                .trim(),
+            ""
+        );
+        assert_eq!(owner.command("debug list_bp").await.unwrap().trim(), "");
+        assert_eq!(owner.command("debug breaked").await.unwrap(), "0");
+        bob.stop().await.expect("bob synced without errors");
+        owner.shutdown().await.unwrap();
+    });
+}
