@@ -49,8 +49,9 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// a busy queue is sent in few system calls but still goes out steadily.
 const MAX_MESSAGES_PER_FLUSH: usize = 256;
 
-/// Shortest time between two writes to one player's socket (see `pump`).
-const WRITE_INTERVAL: Duration = Duration::from_millis(2);
+/// Shortest time between two writes to one player's socket (see `pump`): at most this
+/// much latency, in exchange for one write per interval instead of one per update.
+const WRITE_INTERVAL: Duration = Duration::from_millis(3);
 
 /// Arguments of `msxsync serve`.
 #[derive(clap::Args, Debug)]
@@ -163,7 +164,9 @@ pub struct ServerConfig {
     pub queue_limit: usize,
     /// Whether to log connections, joins and leaves on stderr.
     pub log: bool,
-    /// Executor threads; 0 means one per CPU core, at most four.
+    /// Executor threads (0 counts as 1). One is the default and the right choice: the
+    /// work per update is small, and with several threads every fan-out wakes tasks on
+    /// other threads, which cost more CPU than the work itself (docs/benchmarks.md).
     pub threads: usize,
     /// Folder to load each game's state from and save it to; `None` keeps no state.
     pub state_dir: Option<PathBuf>,
@@ -178,7 +181,7 @@ impl Default for ServerConfig {
         ServerConfig {
             queue_limit: PLAYER_QUEUE_LIMIT,
             log: false,
-            threads: 0,
+            threads: 1,
             state_dir: None,
             fresh: false,
             save_interval: persist::SAVE_INTERVAL,
@@ -280,14 +283,7 @@ pub fn start_with(
     let listener = TcpListener::try_from(std_listener)
         .with_context(|| format!("cannot use the socket bound to {addr}"))?;
 
-    let threads = if config.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(4)
-    } else {
-        config.threads
-    };
+    let threads = config.threads.max(1);
     let (notifier, inbox) = persist::channel();
     let saver_games = config.state_dir.as_ref().map(|_| games.clone());
     let shared = Arc::new(Shared {
