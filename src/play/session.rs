@@ -415,11 +415,9 @@ impl Session {
         Ok(alive)
     }
 
-    /// Looks at the replies of applies sent earlier: an apply that failed is a bug,
-    /// reported as an error. Waits for the oldest when too many are outstanding, so a
-    /// player that cannot keep up slows its server reader instead of flooding openMSX.
-    /// Takes the replies of applies that openMSX has answered (without waiting);
-    /// returns whether any apply is still unanswered.
+    /// Takes the replies of applies that openMSX has answered (without waiting); an
+    /// apply that failed is a bug, reported as an error. Returns whether any apply is
+    /// still unanswered.
     fn drain_answered_applies(&mut self) -> Result<bool> {
         while let Some(front) = self.applying.front() {
             match front.try_take() {
@@ -433,33 +431,20 @@ impl Session {
         Ok(false)
     }
 
+    /// Like [`Self::drain_answered_applies`], but first waits for the oldest applies
+    /// while too many are outstanding, so a player that cannot keep up slows its
+    /// server reader instead of flooding openMSX.
     async fn collect_applies(&mut self) -> Result<()> {
         /// Applies openMSX may have queued before we wait for one.
         const MAX_OUTSTANDING: usize = 64;
-        while let Some(front) = self.applying.front() {
-            let done = if self.applying.len() > MAX_OUTSTANDING {
-                Some(
-                    self.applying
-                        .pop_front()
-                        .expect("front exists")
-                        .wait()
-                        .await,
-                )
-            } else {
-                let r = front.try_take();
-                if r.is_some() {
-                    self.applying.pop_front();
-                }
-                r
-            };
-            match done {
-                Some(r) => {
-                    r.context("writing other players' changes into openmsx")?;
-                }
-                None => break,
-            }
+        while self.applying.len() > MAX_OUTSTANDING {
+            let oldest = self.applying.pop_front().expect("more than 64 are queued");
+            oldest
+                .wait()
+                .await
+                .context("writing other players' changes into openmsx")?;
         }
-        Ok(())
+        self.drain_answered_applies().map(|_| ())
     }
 
     /// Handles one message from the server, adding what to write into openMSX to
