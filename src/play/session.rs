@@ -614,11 +614,13 @@ impl Session {
             .iter()
             .map(|&(r, i, _, w)| Change::bytes(r as u16, i as u16, vec![w]))
             .collect();
-        self.hooks.force(&repairs).await?;
-        self.wrote_directly = true;
+        // Counted before the write so that anyone who sees the byte repaired also
+        // sees the count.
         self.stats
             .repaired_bytes
             .fetch_add(repairs.len() as u64, Ordering::Relaxed);
+        self.hooks.force(&repairs).await?;
+        self.wrote_directly = true;
         println!(
             "repaired {} shared byte(s) that changed behind msxsync's back (first: region {} offset {}: {:#04x} -> {:#04x})",
             repairs.len(),
