@@ -13,7 +13,8 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; both sides send it first and refuse to talk on a mismatch.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added `ServerMsg::Several`, which a version 1 client cannot decode.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
 pub const DEFAULT_PORT: u16 = 4567;

@@ -315,11 +315,11 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
         for (first, expected) in [
             (
                 ClientMsg::Hello {
-                    version: 2,
+                    version: 1,
                     name: "old".into(),
                 },
-                "protocol version mismatch: this server speaks version 1, the client speaks \
-                 version 2; use the same msxsync release on all machines",
+                "protocol version mismatch: this server speaks version 2, the client speaks \
+                 version 1; use the same msxsync release on all machines",
             ),
             (
                 ClientMsg::ListGames,
@@ -327,7 +327,7 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
             ),
             (
                 ClientMsg::Hello {
-                    version: 1,
+                    version: protocol::PROTOCOL_VERSION,
                     name: " ".into(),
                 },
                 "the player name is empty; give a name",
