@@ -272,9 +272,16 @@ impl Client {
     /// Joins a game. An unknown game fails with the server's reason, which lists the
     /// games it has.
     pub async fn join(&mut self, game: &str) -> Result<Joined> {
+        self.join_session(game, 0).await
+    }
+
+    /// Joins a game as `session` (see [`ClientMsg::Join`]): after a reconnect with the
+    /// same session, [`Joined::last_batch`] says which batches the server already has.
+    pub async fn join_session(&mut self, game: &str, session: u64) -> Result<Joined> {
         self.sender
             .send(&ClientMsg::Join {
                 game: game.to_string(),
+                session,
             })
             .await?;
         let joined = self

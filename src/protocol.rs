@@ -62,6 +62,10 @@ pub enum ClientMsg {
     Join {
         /// The game's name (its regions file name without `.regions`).
         game: String,
+        /// A number the client picks at random once per run and sends again when it
+        /// reconnects, so the server can say in [`Joined::last_batch`] which of the
+        /// client's batches it already has. 0: no session (nothing is remembered).
+        session: u64,
     },
     /// Ask for the joined game's ROM; answered with [`ServerMsg::Rom`]. Clients send it
     /// only when their cache has no file with the ROM's SHA-256.
@@ -199,6 +203,11 @@ pub struct Joined {
     /// Whether any change was accepted since the server started with this state.
     /// A player joining a game in progress must not send its start-up writes.
     pub in_progress: bool,
+    /// The last batch of the joining session (`Join::session`) that `state` includes,
+    /// when the server remembers one. A client reconnecting after an outage must not
+    /// send these batches again: others may have changed the same bits since, and a
+    /// re-sent batch would undo their change.
+    pub last_batch: Option<u32>,
 }
 
 /// Why a message could not be decoded.
@@ -262,7 +271,7 @@ impl Message for ClientMsg {
     fn check_limits(&self) -> Result<(), String> {
         match self {
             ClientMsg::Hello { name, .. } => check_text("player name", name, MAX_NAME_BYTES),
-            ClientMsg::Join { game } => check_text("game name", game, MAX_NAME_BYTES),
+            ClientMsg::Join { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
             ClientMsg::Changes { changes, .. } => check_changes(changes),
             ClientMsg::ListGames | ClientMsg::FetchRom => Ok(()),
         }
@@ -400,6 +409,7 @@ mod tests {
             ClientMsg::ListGames,
             ClientMsg::Join {
                 game: "demo".into(),
+                session: 0x0123_4567_89ab_cdef,
             },
             ClientMsg::FetchRom,
             ClientMsg::Changes {
@@ -429,6 +439,7 @@ mod tests {
                 state: vec![vec![0; 9]],
                 seq: 5,
                 in_progress: true,
+                last_batch: Some(41),
             })),
             ServerMsg::Rom {
                 data: vec![0x41, 0x42],

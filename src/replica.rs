@@ -88,6 +88,11 @@ impl InFlight {
         self.batches.iter().flat_map(|(_, c)| c.iter())
     }
 
+    /// Every batch in flight with its number, oldest first.
+    pub fn batches(&self) -> impl Iterator<Item = (u32, &[Change])> {
+        self.batches.iter().map(|(b, c)| (*b, c.as_slice()))
+    }
+
     /// Whether no batch is in flight.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()

@@ -152,6 +152,43 @@ fn clients_see_all_changes_in_the_same_order() {
 }
 
 #[test]
+fn a_session_that_reconnects_learns_which_of_its_batches_the_server_has() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    run(async {
+        let session = 0xfeed_beef;
+        let mut c = client::connect(&server, "ann").await.unwrap();
+        let j = c.join_session("alpha", session).await.unwrap();
+        assert_eq!(j.last_batch, None, "a session the server never saw");
+        let (mut tx, mut rx) = c.split();
+        for batch in [7, 8] {
+            tx.send_changes(batch, vec![Change::bytes(0, 0, vec![batch as u8])])
+                .await
+                .unwrap();
+        }
+        // Both are sequenced once the second echo is back; then the connection drops.
+        while next_update(&mut rx).await.2 != 8 {}
+        drop((tx, rx));
+        let mut c = client::connect(&server, "ann").await.unwrap();
+        let j = c.join_session("alpha", session).await.unwrap();
+        assert_eq!(j.last_batch, Some(8));
+        assert_eq!(j.state[0][0], 8);
+        // Another session, or none, learns nothing of ann's.
+        let mut other = client::connect(&server, "bob").await.unwrap();
+        assert_eq!(
+            other
+                .join_session("alpha", session + 1)
+                .await
+                .unwrap()
+                .last_batch,
+            None
+        );
+        let (_, none) = joined(&server, "cyd", "alpha").await;
+        assert_eq!(none.last_batch, None);
+    });
+}
+
+#[test]
 fn a_late_joiner_receives_the_current_state() {
     let s = start(ServerConfig::default());
     let server = addr(&s);

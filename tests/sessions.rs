@@ -291,6 +291,57 @@ fn a_network_outage_loses_nothing() {
     });
 }
 
+#[test]
+fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let proxy = Proxy::start(world.server.addr());
+        let mut o = world.options("testgame", "ann");
+        o.server = proxy.addr().to_string();
+        let ann = Player::start(o).await.unwrap();
+        wait_ready(&ann).await;
+        let bob = world.player("bob").await;
+        game_does(&ann, CMD_SET, SHARED0, 0x01).await;
+        wait_byte(&bob, SHARED0, 0x01, "ann's write before the stall").await;
+
+        // The server gets ann's next change, but ann never hears back: her batch is
+        // still in flight for her when the connection drops.
+        proxy.stall_downstream();
+        game_does(&ann, CMD_SET, SHARED0 + 4, 0x41).await;
+        wait_byte(&bob, SHARED0 + 4, 0x41, "ann's stalled write in bob").await;
+        // Bob uses the item after her: the later change must stay.
+        game_does(&bob, CMD_SET, SHARED0 + 4, 0x42).await;
+        until("bob's change at the server", async || {
+            server_state(&world, "testgame").await[0][4] == 0x42
+        })
+        .await;
+        proxy.cut();
+        until("ann to notice the outage", async || {
+            Stats::get(&ann.stats().disconnects) == 1
+        })
+        .await;
+        proxy.restore();
+        until("ann to reconnect", async || {
+            Stats::get(&ann.stats().reconnects) == 1
+        })
+        .await;
+        let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
+        assert_eq!(
+            state[0][4], 0x42,
+            "ann's batch, which the server had, was sent again and undid bob's change"
+        );
+        assert_eq!(Stats::get(&ann.stats().batches_not_resent), 1);
+        // Batches the server did not get still travel: ann's sync goes on.
+        game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
+        wait_byte(&bob, SHARED0 + 3, 0x33, "ann's write after reconnecting").await;
+        ann.stop().await.unwrap();
+        bob.stop().await.unwrap();
+    });
+}
+
 /// A games folder holding only the test game.
 fn games_folder(dir: &Path) {
     std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();

@@ -163,6 +163,9 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     /// Shared bytes found wrong by the periodic check and repaired.
     pub repaired_bytes: AtomicU64,
+    /// Batches in flight when the connection broke that the server turned out to
+    /// have already, so they were not sent again.
+    pub batches_not_resent: AtomicU64,
 }
 
 impl Stats {
@@ -230,7 +233,8 @@ impl Player {
             conn.software(),
             opts.name
         ));
-        let joined = conn.join(&opts.game).await?;
+        let session = new_session_id();
+        let joined = conn.join_session(&opts.game, session).await?;
         let game = joined.game.clone();
         say(format!(
             "joined {} ({}): {} shared bytes in {} regions; {}",
@@ -330,6 +334,7 @@ impl Player {
                 name: opts.name.clone(),
                 game: game.name.clone(),
                 rom_sha256: game.rom_sha256,
+                session,
             },
             players: game.players.clone(),
             trace: std::env::var_os("MSXSYNC_TRACE").is_some_and(|v| v == "1"),
@@ -440,6 +445,21 @@ async fn insert_cartridge(
         .context("inserting the cartridge into openmsx")?;
     msx.command("reset").await.context("resetting openmsx")?;
     Ok(())
+}
+
+/// A session number for this run (see `ClientMsg::Join`): random and never 0. Std's
+/// hasher keys are random per process, which is all a session number needs: two
+/// players of one game picking the same number is what must not happen.
+fn new_session_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 fn short_hash(game: &GameInfo) -> String {

@@ -8,7 +8,7 @@
 use super::state::{diff_state, Offline, SyncState};
 use super::Stats;
 use crate::client::{self, printable, Client, ClientReceiver, ClientSender};
-use crate::delta::Change;
+use crate::delta::{self, Change};
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
@@ -51,6 +51,9 @@ pub struct Identity {
     pub name: String,
     pub game: String,
     pub rom_sha256: [u8; 32],
+    /// Sent with every join of this run, so that after a reconnect the server can say
+    /// which of our batches it already has (`Joined::last_batch`).
+    pub session: u64,
 }
 
 /// The sync loop's state.
@@ -261,13 +264,14 @@ impl Session {
         let server = self.who.server.clone();
         let name = self.who.name.clone();
         let game = self.who.game.clone();
+        let session = self.who.session;
         smol::spawn(async move {
             if attempt > 0 {
                 smol::Timer::after(backoff(attempt)).await;
             }
             let result = async {
                 let mut conn = client::connect(&server, &name).await?;
-                let joined = conn.join(&game).await?;
+                let joined = conn.join_session(&game, session).await?;
                 Ok((conn, joined))
             }
             .await;
@@ -506,7 +510,8 @@ impl Session {
     }
 
     /// The connection broke: keep playing offline. What was in flight may not have
-    /// reached the server; it is kept with the offline changes and sent again.
+    /// reached the server; it stays in flight until the next join says which batches
+    /// the server has.
     fn connection_lost(&mut self, e: &anyhow::Error) {
         let Some(mut old) = self.sender.take() else {
             return;
@@ -515,7 +520,6 @@ impl Session {
         // nothing (the reader task ends when the socket does).
         smol::spawn(async move { old.close().await }).detach();
         Stats::bump(&self.stats.disconnects);
-        self.offline.add(&self.sync.in_flight_changes());
         let text = format!(
             "lost the connection to server {}: {e:#}; openMSX keeps running and msxsync reconnects",
             self.who.server
@@ -555,9 +559,21 @@ impl Session {
         } else {
             joined.state.clone()
         };
+        // Our batches the server never got, then what the game did offline (later, so
+        // it wins bit by bit). Batches it did get are not repeated: another player may
+        // have changed the same bits since.
+        let (unreceived, received) = self.sync.unreceived(joined.last_batch);
+        self.stats
+            .batches_not_resent
+            .fetch_add(received as u64, Ordering::Relaxed);
+        for c in &unreceived {
+            if let Some(region) = wanted.get_mut(c.region as usize) {
+                delta::apply(region, c);
+            }
+        }
         self.offline.drain_into(&mut wanted);
         let changes = diff_state(&joined.state, &wanted);
-        self.sync = SyncState::new(&joined);
+        self.sync = self.sync.rejoined(&joined);
         self.sender = Some(sender);
         if !changes.is_empty() {
             self.send_local(changes).await;

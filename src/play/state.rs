@@ -94,10 +94,40 @@ impl SyncState {
         out
     }
 
-    /// Every change in flight, oldest first (re-sent after a reconnect, as the old
-    /// connection may have lost them).
+    /// Every change in flight, oldest first.
     pub fn in_flight_changes(&self) -> Vec<Change> {
         self.in_flight.changes().cloned().collect()
+    }
+
+    /// After an outage: the changes of own batches in flight that the server does not
+    /// have, oldest first, and how many batches it does have. It has every batch up to
+    /// `last_batch` (the server's [`Joined::last_batch`]); when it does not know
+    /// (`None`), all are sent again, since losing a change is worse than repeating one.
+    pub fn unreceived(&self, last_batch: Option<u32>) -> (Vec<Change>, usize) {
+        let (lost, received): (Vec<_>, Vec<_>) =
+            self.in_flight
+                .batches()
+                .partition(|(batch, _)| match last_batch {
+                    // Batch numbers wrap: compare by distance, which is correct for any
+                    // window of fewer than 2^31 batches.
+                    Some(last) => (batch.wrapping_sub(last) as i32) > 0,
+                    None => true,
+                });
+        let changes = lost
+            .into_iter()
+            .flat_map(|(_, changes)| changes.iter().cloned())
+            .collect();
+        (changes, received.len())
+    }
+
+    /// Starts over from a new join after an outage. Batch numbers go on from this
+    /// state's, so that the server's [`Joined::last_batch`] of a later reconnect never
+    /// names a batch of an earlier connection.
+    pub fn rejoined(&self, joined: &Joined) -> SyncState {
+        SyncState {
+            next_batch: self.next_batch,
+            ..SyncState::new(joined)
+        }
     }
 
     /// Takes an update from the server and returns what to write into the emulator.
@@ -225,6 +255,7 @@ mod tests {
             state,
             seq: 10,
             in_progress: false,
+            last_batch: None,
         }
     }
 
@@ -293,6 +324,36 @@ mod tests {
         assert_eq!(s.expected(), vec![vec![0xe0, 0x01]]);
         assert_eq!(s.server_state(), &[vec![0xf0, 0x00]]);
         assert_eq!(s.in_flight_changes().len(), 2);
+    }
+
+    #[test]
+    fn after_an_outage_only_batches_the_server_lacks_are_sent_again() {
+        let mut s = SyncState::new(&joined(vec![vec![0; 4]]));
+        let b1 = s.send(&[bit(0, 1, 0xff)], false);
+        let b2 = s.send(&[bit(1, 2, 0xff)], false);
+        let b3 = s.send(&[bit(2, 3, 0xff)], false);
+        assert_eq!(s.unreceived(None).0.len(), 3, "unknown: everything again");
+        assert_eq!(
+            s.unreceived(Some(b1)),
+            (vec![bit(1, 2, 0xff), bit(2, 3, 0xff)], 1)
+        );
+        assert_eq!(s.unreceived(Some(b3)), (vec![], 3));
+        assert_eq!(s.unreceived(Some(b1 - 1)), (s.in_flight_changes(), 0));
+        // Numbering goes on across the reconnect.
+        let mut t = s.rejoined(&joined(vec![vec![9; 4]]));
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.server_state(), &[vec![9; 4]]);
+        assert!(t.send(&[bit(3, 4, 0xff)], false) > b2.max(b3));
+    }
+
+    #[test]
+    fn batch_numbers_that_wrap_still_compare() {
+        let mut s = SyncState::new(&joined(vec![vec![0; 4]]));
+        s.next_batch = u32::MAX;
+        let last = s.send(&[bit(0, 1, 0xff)], false);
+        let after = s.send(&[bit(1, 2, 0xff)], false);
+        assert_eq!(after, 0);
+        assert_eq!(s.unreceived(Some(last)), (vec![bit(1, 2, 0xff)], 1));
     }
 
     #[test]

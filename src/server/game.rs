@@ -3,6 +3,12 @@
 
 use crate::delta::{self, Change};
 use crate::protocol::{PlayerId, PlayerInfo, RegionInfo, ServerMsg};
+use std::collections::HashMap;
+
+/// How many sessions (see `ClientMsg::Join`) a game remembers the last batch of. One
+/// entry is 20 bytes; the session heard of longest ago is forgotten first, and a
+/// forgotten session that reconnects only sends its batches in flight again.
+pub const MAX_SESSIONS: usize = 1024;
 
 /// The shared state of one game and the players in it.
 #[derive(Debug, Clone)]
@@ -12,6 +18,10 @@ pub struct GameState {
     seq: u64,
     in_progress: bool,
     players: Vec<PlayerInfo>,
+    /// The session each player joined with (players without one are not listed).
+    player_sessions: HashMap<PlayerId, u64>,
+    /// Per session: the last batch accepted from it and the update that sequenced it.
+    sessions: HashMap<u64, (u32, u64)>,
 }
 
 impl GameState {
@@ -25,6 +35,8 @@ impl GameState {
             seq: 0,
             in_progress: false,
             players: Vec::new(),
+            player_sessions: HashMap::new(),
+            sessions: HashMap::new(),
         }
     }
 
@@ -85,6 +97,9 @@ impl GameState {
         }
         self.seq += 1;
         self.in_progress = true;
+        if let Some(&session) = self.player_sessions.get(&player) {
+            self.remember(session, batch);
+        }
         Ok(ServerMsg::Update {
             seq: self.seq,
             player,
@@ -93,15 +108,38 @@ impl GameState {
         })
     }
 
-    /// Adds a player to the game.
-    pub fn add_player(&mut self, player: PlayerInfo) {
+    /// Adds a player to the game, joining as `session` (0: none). Returns the last
+    /// batch of that session the state includes, if the game remembers one.
+    pub fn add_player(&mut self, player: PlayerInfo, session: u64) -> Option<u32> {
+        let last = if session == 0 {
+            None
+        } else {
+            self.player_sessions.insert(player.id, session);
+            self.sessions.get(&session).map(|&(batch, _)| batch)
+        };
         self.players.push(player);
+        last
     }
 
-    /// Removes a player; returns it if it was in the game.
+    /// Removes a player; returns it if it was in the game. Its session's last batch
+    /// stays remembered for when it reconnects.
     pub fn remove_player(&mut self, id: PlayerId) -> Option<PlayerInfo> {
+        self.player_sessions.remove(&id);
         let i = self.players.iter().position(|p| p.id == id)?;
         Some(self.players.remove(i))
+    }
+
+    /// Notes `batch` as the last one accepted from `session`, forgetting the session
+    /// heard of longest ago when there are too many.
+    fn remember(&mut self, session: u64, batch: u32) {
+        self.sessions.insert(session, (batch, self.seq));
+        if self.sessions.len() > MAX_SESSIONS {
+            // A linear scan, only when over the limit: once per new session then.
+            let oldest = self.sessions.iter().min_by_key(|(_, &(_, seq))| seq);
+            if let Some((&old, _)) = oldest {
+                self.sessions.remove(&old);
+            }
+        }
     }
 
     /// The players in the game, in joining order.
@@ -239,20 +277,62 @@ mod tests {
         );
     }
 
+    fn player(id: PlayerId) -> PlayerInfo {
+        PlayerInfo {
+            id,
+            name: format!("p{id}"),
+        }
+    }
+
     #[test]
     fn players_come_and_go() {
         let mut g = GameState::new(&regions());
-        g.add_player(PlayerInfo {
-            id: 1,
-            name: "ann".into(),
-        });
-        g.add_player(PlayerInfo {
-            id: 2,
-            name: "bob".into(),
-        });
-        assert_eq!(g.remove_player(1).map(|p| p.name), Some("ann".into()));
+        assert_eq!(g.add_player(player(1), 0), None);
+        assert_eq!(g.add_player(player(2), 0), None);
+        assert_eq!(g.remove_player(1).map(|p| p.name), Some("p1".into()));
         assert_eq!(g.remove_player(1), None);
         assert_eq!(g.players().len(), 1);
-        assert_eq!(g.players()[0].name, "bob");
+        assert_eq!(g.players()[0].name, "p2");
+    }
+
+    #[test]
+    fn a_session_that_comes_back_learns_its_last_accepted_batch() {
+        let mut g = GameState::new(&regions());
+        assert_eq!(g.add_player(player(1), 77), None, "a new session");
+        g.add_player(player(2), 0);
+        g.accept(1, 5, vec![Change::bytes(0, 0, vec![1])]).unwrap();
+        g.accept(1, 6, vec![Change::bytes(0, 0, vec![2])]).unwrap();
+        g.accept(2, 9, vec![Change::bytes(0, 0, vec![3])]).unwrap();
+        // A rejected batch is not the last accepted one.
+        assert!(g.accept(1, 7, vec![]).is_err());
+        g.remove_player(1);
+        // The same session on a new connection, with a new player id.
+        assert_eq!(g.add_player(player(3), 77), Some(6));
+        g.accept(3, 7, vec![Change::bytes(0, 0, vec![4])]).unwrap();
+        g.remove_player(3);
+        assert_eq!(g.add_player(player(4), 77), Some(7));
+        // Session 0 means none: nothing is remembered for it.
+        assert_eq!(g.add_player(player(5), 0), None);
+    }
+
+    #[test]
+    fn the_session_heard_of_longest_ago_is_forgotten_first() {
+        let mut g = GameState::new(&regions());
+        let sessions = MAX_SESSIONS as u64 + 1;
+        for s in 1..=sessions {
+            let id = s as PlayerId;
+            g.add_player(player(id), s);
+            g.accept(id, 1, vec![Change::bytes(0, 0, vec![s as u8])])
+                .unwrap();
+            if s == 2 {
+                // Session 1 is heard of again: session 2 is now the oldest.
+                g.accept(1, 2, vec![Change::bytes(0, 1, vec![1])]).unwrap();
+            }
+        }
+        assert_eq!(g.sessions.len(), MAX_SESSIONS);
+        let back = sessions as PlayerId + 1;
+        assert_eq!(g.add_player(player(back), 2), None, "forgotten");
+        assert_eq!(g.add_player(player(back + 1), 1), Some(2));
+        assert_eq!(g.add_player(player(back + 2), sessions), Some(1));
     }
 }

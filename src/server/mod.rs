@@ -729,7 +729,7 @@ impl Conn {
         match msg {
             ClientMsg::Hello { .. } => Err(End::tell("hello was already sent")),
             ClientMsg::ListGames => self.reply(&self.shared.games_message()),
-            ClientMsg::Join { game } => self.join(&game),
+            ClientMsg::Join { game, session } => self.join(&game, session),
             ClientMsg::FetchRom => {
                 let Some(g) = self.game else {
                     return Err(End::tell("fetchrom before joining a game"));
@@ -760,7 +760,7 @@ impl Conn {
         }
     }
 
-    fn join(&mut self, name: &str) -> Result<(), End> {
+    fn join(&mut self, name: &str, session: u64) -> Result<(), End> {
         if let Some(g) = self.game {
             return Err(End::tell(format!(
                 "already joined game {}",
@@ -781,7 +781,7 @@ impl Conn {
         };
         {
             let mut room = lock(&slot.room);
-            room.state.add_player(me.clone());
+            let last_batch = room.state.add_player(me.clone(), session);
             let joined = ServerMsg::Joined(Box::new(Joined {
                 player: self.id,
                 game: slot.game.info(room.state.players().to_vec()),
@@ -789,6 +789,7 @@ impl Conn {
                 state: room.state.state().to_vec(),
                 seq: room.state.seq(),
                 in_progress: room.state.in_progress(),
+                last_batch,
             }));
             // Queued under the lock, so every update after `seq` follows it.
             if self.queue.try_send(encode(&joined)).is_err() {
