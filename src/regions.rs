@@ -195,6 +195,7 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
         sync_when: None,
         regions: Vec::new(),
     };
+    let mut sync_when_line = 0;
     // Line of each directive seen so far, to name both lines of a repeat.
     let mut directive_lines: [Option<usize>; DIRECTIVES.len()] = [None; DIRECTIVES.len()];
 
@@ -255,6 +256,7 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
                 _ => {
                     let cond = parse_sync_when(&rest).map_err(|e| at(n, format!("{key}: {e}")))?;
                     def.sync_when = Some(cond);
+                    sync_when_line = n;
                 }
             }
             continue;
@@ -314,6 +316,26 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
         def.regions.push(region);
     }
 
+    if let Some(cond) = &def.sync_when {
+        // A shared gate byte would be written by the other players' games: their
+        // title screens and game starts would open and close this player's gate.
+        for addr in cond.addresses() {
+            if let Some(r) = def
+                .regions
+                .iter()
+                .find(|r| r.start <= addr && addr <= r.end)
+            {
+                return Err(at(
+                    sync_when_line,
+                    format!(
+                        "sync-when reads {addr:04x}, which is shared (region {:04x}-{:04x} on line {}); \
+                         the condition must read a byte each player's game keeps for itself, such as its mode",
+                        r.start, r.end, r.line
+                    ),
+                ));
+            }
+        }
+    }
     if def.regions.is_empty() {
         bail!("could not read {file_label}: no regions (lines 'START END [description]' after the rom file)");
     }
@@ -854,6 +876,19 @@ mod tests {
         assert!(err(&format!("r\nmachine: {long}\n0 0\n")).contains("the limit is 64"));
         let ok = "a".repeat(MAX_NAME_BYTES);
         assert!(parse("g", &format!("r\nmachine: {ok}\n0 0\n")).is_ok());
+    }
+
+    #[test]
+    fn sync_when_must_not_read_a_shared_byte() {
+        let e = err("r\nsync-when: e000 == 01 and e011 != 0\n\ne010 e012 items\n");
+        assert_eq!(
+            e,
+            "could not read g.regions line 2: sync-when reads e011, which is shared \
+             (region e010-e012 on line 4); the condition must read a byte each player's \
+             game keeps for itself, such as its mode"
+        );
+        // Next to a region is fine.
+        assert!(parse("g", "r\nsync-when: e00f == 01 or e013 == 1\ne010 e012\n").is_ok());
     }
 
     #[test]
