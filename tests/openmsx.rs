@@ -475,6 +475,51 @@ fn flushes_without_vertical_interrupts_too() {
 }
 
 #[test]
+fn a_polled_region_is_still_compared_when_vertical_interrupts_stop() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let mut g = Game::start().await;
+        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
+        poll("region 0 to be polled", TIMEOUT, || async {
+            (g.msx.command("set msxsync::polled(0)").await.unwrap() == "1").then_some(())
+        })
+        .await;
+        // The stress mode rewrites its byte unchanged: nothing to report so far.
+        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        // VDP interrupts off: no more vertical blanks to compare at (the game halts
+        // for good; a debug write, which no watchpoint sees here, stands in for it).
+        g.msx
+            .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] & 0xdf}]")
+            .await
+            .unwrap();
+        g.msx
+            .command(&format!("debug write memory {} 7", SHARED0 + 3))
+            .await
+            .unwrap();
+        assert_eq!(g.next_changes().await, vec![masked(0, 3, 7, 7)]);
+        assert_ne!(
+            g.msx.command("set msxsync::poll_id").await.unwrap(),
+            "",
+            "compared by the timer now"
+        );
+        // Interrupts back on: the vertical blank takes over again.
+        g.msx
+            .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] | 0x20}]")
+            .await
+            .unwrap();
+        poll("the timer to stop", TIMEOUT, || async {
+            (g.msx.command("set msxsync::poll_id").await.unwrap() == "").then_some(())
+        })
+        .await;
+        g.game_does(CMD_SET, SHARED0 + 4, 0x44).await;
+        assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x44, 0x44)]);
+        g.stop().await;
+    });
+}
+
+#[test]
 fn committed_rom_matches_its_source() {
     if !require_program("pasmo") {
         return;
@@ -513,6 +558,9 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
         })
         .await;
         assert_eq!(g.msx.command("set msxsync::polled(1)").await.unwrap(), "0");
+        // Compared at the VDP's vertical interrupt, not by a timer.
+        assert_ne!(g.msx.command("set msxsync::vblank_bp").await.unwrap(), "");
+        assert_eq!(g.msx.command("set msxsync::poll_id").await.unwrap(), "");
         g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
         // Game writes in the polled region are still reported, bit-exact.
         g.game_does(CMD_OR, SHARED0 + 1, 0x81).await;

@@ -65,7 +65,10 @@ namespace eval msxsync {
     variable polled           ;# array region -> 1: compared once a frame, not watched
     array set polled {}
     variable busy_hits 500    ;# hits in a second of emulated time that make a region polled
-    variable poll_id ""       ;# timer of the next per-frame comparison
+    variable vblank_bp ""     ;# probe breakpoint on the VDP's vertical interrupt
+    variable vblanks 0        ;# vertical interrupts seen since the last check
+    variable vblank_check ""  ;# timer of the next check that they still come
+    variable poll_id ""       ;# timer of the next comparison, when not at VBLANK
     variable review_id ""     ;# timer of the next review of hit counts
     variable applying 0       ;# 1 while we write RAM ourselves: hits are ours, ignore
     variable flush_pending 0  ;# 1 while a flush is scheduled
@@ -217,12 +220,17 @@ proc msxsync::unwatch {} {
         remove_watchpoints [list $wp($r)]
     }
     array unset wp
-    foreach timer {poll_id review_id} {
+    foreach timer {poll_id review_id vblank_check} {
         variable $timer
         if {[set $timer] ne ""} {
             catch {after cancel [set $timer]}
             set $timer ""
         }
+    }
+    variable vblank_bp
+    if {$vblank_bp ne ""} {
+        catch {debug probe remove_bp $vblank_bp}
+        set vblank_bp ""
     }
 }
 
@@ -254,42 +262,96 @@ proc msxsync::arm_review {} {
     }
 }
 
+# Polled regions are compared once a frame, at the start of the vertical blank: the
+# VDP's interrupt is a probe that openMSX calls back for at almost no cost (under a
+# microsecond a frame), while an `after time` timer costs about 13 microseconds each
+# time it fires. At that moment a game has finished the frame's work and waits for the
+# interrupt, so what the comparison finds is flushed at once, without the settle wait
+# that guards writes seen in the middle of a burst. A game that switches the VDP's
+# interrupt off (or an openMSX without the probe) is compared by a timer instead,
+# about once a frame and with the settle wait; a check once a second of emulated
+# time notices the interrupt stopping or coming back.
 proc msxsync::arm_poll {} {
-    variable poll_id
     variable polled
-    if {$poll_id ne ""} return
+    variable vblank_bp
+    variable poll_id
+    set any 0
     foreach r [array names polled] {
         if {$polled($r)} {
-            set poll_id [after time 0.02 msxsync::poll]
-            return
+            set any 1
+            break
         }
+    }
+    if {!$any || $vblank_bp ne "" || $poll_id ne ""} return
+    if {[catch {debug probe set_bp VDP.IRQvertical {} msxsync::on_vblank} id]} {
+        poll_by_timer
+        return
+    }
+    set vblank_bp $id
+    variable vblanks 0
+    variable vblank_check [after time 1.0 msxsync::check_vblank]
+}
+
+# Called on every change of the VDP's interrupt line: up at the start of the vertical
+# blank, down when the CPU takes the interrupt.
+proc msxsync::on_vblank {} {
+    if {![debug probe read VDP.IRQvertical]} return
+    variable vblanks
+    incr vblanks
+    variable poll_id
+    if {$poll_id eq ""} {
+        poll 1
     }
 }
 
-# About once per frame: a polled region that differs from its shadow is dirty.
-proc msxsync::poll {} {
-    variable poll_id ""
+proc msxsync::check_vblank {} {
+    variable vblanks
+    variable poll_id
+    if {$vblanks == 0} {
+        if {$poll_id eq ""} {
+            poll_by_timer
+        }
+    } elseif {$poll_id ne ""} {
+        after cancel $poll_id
+        set poll_id ""
+    }
+    set vblanks 0
+    variable vblank_check [after time 1.0 msxsync::check_vblank]
+}
+
+proc msxsync::poll_by_timer {} {
+    variable poll_id [after time 0.02 msxsync::poll_by_timer]
+    poll 0
+}
+
+# A polled region that differs from its shadow is dirty. At the vertical blank it is
+# flushed at once (see above); otherwise after the settle wait.
+proc msxsync::poll {at_vblank} {
     variable active
+    if {!$active} return
     variable polled
-    if {$active} {
-        variable starts
-        variable lens
-        variable shadow
-        foreach r [array names polled] {
-            if {$polled($r) && [debug read_block memory [lindex $starts $r] [lindex $lens $r]]
-                    ne [binary format cu* $shadow($r)]} {
-                variable dirty
-                set dirty($r) 1
-                variable changes
-                incr changes
-                variable flush_pending
-                if {!$flush_pending} {
-                    schedule_flush
-                }
-            }
+    variable starts
+    variable lens
+    variable shadow
+    set found 0
+    foreach r [array names polled] {
+        if {$polled($r) && [debug read_block memory [lindex $starts $r] [lindex $lens $r]]
+                ne [binary format cu* $shadow($r)]} {
+            variable dirty
+            set dirty($r) 1
+            variable changes
+            incr changes
+            set found 1
         }
     }
-    arm_poll
+    variable flush_pending
+    if {$found && !$flush_pending} {
+        if {$at_vblank} {
+            flush
+        } else {
+            schedule_flush
+        }
+    }
 }
 
 proc msxsync::remove_watchpoints {ids} {
