@@ -558,9 +558,14 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
         })
         .await;
         assert_eq!(g.msx.command("set msxsync::polled(1)").await.unwrap(), "0");
-        // Compared at the VDP's vertical interrupt, not by a timer.
+        // Compared at the VDP's vertical interrupt, not by a timer, and once more in
+        // the middle of the frame (armed at each vertical blank).
         assert_ne!(g.msx.command("set msxsync::vblank_bp").await.unwrap(), "");
         assert_eq!(g.msx.command("set msxsync::poll_id").await.unwrap(), "");
+        poll("the mid-frame comparison to be armed", TIMEOUT, || async {
+            (g.msx.command("set msxsync::mid_id").await.unwrap() != "").then_some(())
+        })
+        .await;
         g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
         // Game writes in the polled region are still reported, bit-exact.
         g.game_does(CMD_OR, SHARED0 + 1, 0x81).await;

@@ -62,13 +62,15 @@ namespace eval msxsync {
     array set wp {}
     variable hits             ;# array region -> watchpoint hits since the last review
     array set hits {}
-    variable polled           ;# array region -> 1: compared once a frame, not watched
+    variable polled           ;# array region -> 1: compared twice a frame, not watched
     array set polled {}
     variable busy_hits 500    ;# hits in a second of emulated time that make a region polled
     variable vblank_bp ""     ;# probe breakpoint on the VDP's vertical interrupt
     variable vblanks 0        ;# vertical interrupts seen since the last check
     variable vblank_check ""  ;# timer of the next check that they still come
     variable poll_id ""       ;# timer of the next comparison, when not at VBLANK
+    variable mid_id ""        ;# timer of the comparison in the middle of the frame
+    variable mid_time 0.01    ;# emulated seconds from the vertical blank to it
     variable review_id ""     ;# timer of the next review of hit counts
     variable applying 0       ;# 1 while we write RAM ourselves: hits are ours, ignore
     variable flush_pending 0  ;# 1 while a flush is scheduled
@@ -184,7 +186,7 @@ proc msxsync::install {regions} {
     return $r
 }
 
-# Watches every region, except the busy ones, which are compared once per frame: a
+# Watches every region, except the busy ones, which are compared twice a frame: a
 # watchpoint costs about a microsecond per write, and a game that rewrites a table
 # every frame, or one byte in a loop, would pay that for every write. Which regions
 # are busy is learnt from the hit counts (see `review`).
@@ -220,7 +222,7 @@ proc msxsync::unwatch {} {
         remove_watchpoints [list $wp($r)]
     }
     array unset wp
-    foreach timer {poll_id review_id vblank_check} {
+    foreach timer {poll_id review_id vblank_check mid_id} {
         variable $timer
         if {[set $timer] ne ""} {
             catch {after cancel [set $timer]}
@@ -262,15 +264,19 @@ proc msxsync::arm_review {} {
     }
 }
 
-# Polled regions are compared once a frame, at the start of the vertical blank: the
-# VDP's interrupt is a probe that openMSX calls back for at almost no cost (under a
-# microsecond a frame), while an `after time` timer costs about 13 microseconds each
-# time it fires. At that moment a game has finished the frame's work and waits for the
-# interrupt, so what the comparison finds is flushed at once, without the settle wait
-# that guards writes seen in the middle of a burst. A game that switches the VDP's
-# interrupt off (or an openMSX without the probe) is compared by a timer instead,
-# about once a frame and with the settle wait; a check once a second of emulated
-# time notices the interrupt stopping or coming back.
+# Polled regions are compared twice a frame: at the start of the vertical blank and
+# `mid_time` later. The VDP's interrupt is a probe that openMSX calls back for at
+# almost no cost (under a microsecond a frame), while an `after time` timer costs about
+# 13 microseconds each time it fires (openMSX 18, measured), so one timer a frame is
+# all the budget allows. At the vertical blank a game has finished the frame's work and
+# waits for the interrupt; the comparison in the middle of the frame catches what it
+# wrote right after the interrupt half a frame sooner. Both flush what they find at
+# once: a settle wait would cost a second timer in every frame that changes. The price
+# is that a table caught half-written in the middle of the frame travels in two parts,
+# half a frame apart. A game that switches the VDP's interrupt off (or an openMSX
+# without the probe) is compared by a timer instead, about once a frame and with the
+# settle wait; a check once a second of emulated time notices the interrupt stopping
+# or coming back.
 proc msxsync::arm_poll {} {
     variable polled
     variable vblank_bp
@@ -293,7 +299,8 @@ proc msxsync::arm_poll {} {
 }
 
 # Called on every change of the VDP's interrupt line: up at the start of the vertical
-# blank, down when the CPU takes the interrupt.
+# blank, down when the CPU takes the interrupt. Arms the comparison in the middle of
+# the frame.
 proc msxsync::on_vblank {} {
     if {![debug probe read VDP.IRQvertical]} return
     variable vblanks
@@ -301,7 +308,17 @@ proc msxsync::on_vblank {} {
     variable poll_id
     if {$poll_id eq ""} {
         poll 1
+        variable mid_id
+        if {$mid_id eq ""} {
+            variable mid_time
+            set mid_id [after time $mid_time msxsync::poll_mid]
+        }
     }
+}
+
+proc msxsync::poll_mid {} {
+    variable mid_id ""
+    poll 1
 }
 
 proc msxsync::check_vblank {} {
@@ -324,9 +341,9 @@ proc msxsync::poll_by_timer {} {
     poll 0
 }
 
-# A polled region that differs from its shadow is dirty. At the vertical blank it is
-# flushed at once (see above); otherwise after the settle wait.
-proc msxsync::poll {at_vblank} {
+# A polled region that differs from its shadow is dirty. `now`: flush it at once (the
+# comparisons timed by the vertical blank, see above); else after the settle wait.
+proc msxsync::poll {now} {
     variable active
     if {!$active} return
     variable polled
@@ -346,7 +363,7 @@ proc msxsync::poll {at_vblank} {
     }
     variable flush_pending
     if {$found && !$flush_pending} {
-        if {$at_vblank} {
+        if {$now} {
             flush
         } else {
             schedule_flush
