@@ -557,15 +557,39 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
             (g.msx.command("set msxsync::polled(0)").await.unwrap() == "1").then_some(())
         })
         .await;
-        assert_eq!(g.msx.command("set msxsync::polled(1)").await.unwrap(), "0");
-        // Compared at the VDP's vertical interrupt, not by a timer, and once more in
-        // the middle of the frame (armed at each vertical blank).
+        // Compared at the VDP's vertical interrupt, not by a timer. The region's last
+        // byte is the stress byte itself: its own watchpoint goes at the next review.
         assert_ne!(g.msx.command("set msxsync::vblank_bp").await.unwrap(), "");
         assert_eq!(g.msx.command("set msxsync::poll_id").await.unwrap(), "");
-        poll("the mid-frame comparison to be armed", TIMEOUT, || async {
-            (g.msx.command("set msxsync::mid_id").await.unwrap() != "").then_some(())
+        poll(
+            "the busy last byte to lose its watchpoint",
+            TIMEOUT,
+            || async {
+                let off = g
+                    .msx
+                    .command("info exists msxsync::edge_off(0)")
+                    .await
+                    .unwrap();
+                (off == "1").then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            g.msx.command("array size msxsync::edge").await.unwrap(),
+            "0"
+        );
+        // A table rewritten every frame keeps a watchpoint on its last byte.
+        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
+        poll("region 1 to be polled", TIMEOUT, || async {
+            (g.msx.command("set msxsync::polled(1)").await.unwrap() == "1").then_some(())
         })
         .await;
+        assert_eq!(
+            g.msx.command("info exists msxsync::edge(1)").await.unwrap(),
+            "1"
+        );
+        g.game_does(CMD_SET, SHARED1 + 5, 0x55).await;
+        assert_eq!(g.next_changes().await, vec![masked(1, 5, 0x55, 0x55)]);
         g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
         // Game writes in the polled region are still reported, bit-exact.
         g.game_does(CMD_OR, SHARED0 + 1, 0x81).await;

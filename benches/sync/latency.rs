@@ -393,9 +393,9 @@ pub fn run() -> Section {
          counted. It does so twice, with new players each time: for the byte \
          {TARGET:#06x}, in a region the game writes now and then (msxsync watches it), \
          and for the byte {BUSY_TARGET:#06x} (rows \"busy region\"), in a region the game \
-         rewrites every frame (msxsync compares it once a frame, at the start of the \
-         vertical blank; a game writes right after the vertical interrupt, so the change \
-         waits most of a frame there). Frames are of the emulated machine (frame rate \
+         rewrites every frame, first byte to last (msxsync compares it instead of watching \
+         it: when the game writes its last byte, and at the start of every vertical \
+         blank). Frames are of the emulated machine (frame rate \
          measured from the game's frame counter). Baseline from the same run: the round \
          trip of a one-line command (a memory read) to player 1's throttled openMSX, which \
          bounds how fast any write from outside can get into an emulator.",

@@ -62,15 +62,20 @@ namespace eval msxsync {
     array set wp {}
     variable hits             ;# array region -> watchpoint hits since the last review
     array set hits {}
-    variable polled           ;# array region -> 1: compared twice a frame, not watched
+    variable polled           ;# array region -> 1: compared, not watched (see `arm_poll`)
     array set polled {}
+    variable edge             ;# array region -> watchpoint on the last byte of a polled region
+    array set edge {}
+    variable edge_hits        ;# array region -> hits of that watchpoint since the last review
+    array set edge_hits {}
+    variable edge_off         ;# array region -> 1: its last byte is busy too, not watched
+    array set edge_off {}
+    variable edge_busy_hits 200 ;# hits in a second of emulated time that drop it
     variable busy_hits 500    ;# hits in a second of emulated time that make a region polled
     variable vblank_bp ""     ;# probe breakpoint on the VDP's vertical interrupt
     variable vblanks 0        ;# vertical interrupts seen since the last check
     variable vblank_check ""  ;# timer of the next check that they still come
     variable poll_id ""       ;# timer of the next comparison, when not at VBLANK
-    variable mid_id ""        ;# timer of the comparison in the middle of the frame
-    variable mid_time 0.01    ;# emulated seconds from the vertical blank to it
     variable review_id ""     ;# timer of the next review of hit counts
     variable applying 0       ;# 1 while we write RAM ourselves: hits are ours, ignore
     variable flush_pending 0  ;# 1 while a flush is scheduled
@@ -168,7 +173,9 @@ proc msxsync::install {regions} {
     unwatch
     cancel_flush
     variable polled
+    variable edge_off
     array unset polled
+    array unset edge_off
     array unset shadow
     array unset dirty
     set r 0
@@ -186,29 +193,27 @@ proc msxsync::install {regions} {
     return $r
 }
 
-# Watches every region, except the busy ones, which are compared twice a frame: a
-# watchpoint costs about a microsecond per write, and a game that rewrites a table
-# every frame, or one byte in a loop, would pay that for every write. Which regions
-# are busy is learnt from the hit counts (see `review`).
+# Watches every region, except the busy ones, which are compared instead (see
+# `arm_poll`): a watchpoint costs about a microsecond per write, and a game that
+# rewrites a table every frame, or one byte in a loop, would pay that for every write.
+# Which regions are busy is learnt from the hit counts (see `review`).
 proc msxsync::watch {} {
     variable machine_id [machine]
     variable starts
     variable lens
-    variable new_api
     variable wp
     variable hits
+    variable edge_hits
     variable polled
     set r 0
     foreach start $starts len $lens {
         set hits($r) 0
-        if {!$polled($r)} {
-            set range [list $start [expr {$start + $len - 1}]]
-            set cmd [list msxsync::hit $r $start]
-            if {$new_api} {
-                set wp($r) [debug watchpoint create -type write_mem -address $range -command $cmd]
-            } else {
-                set wp($r) [debug set_watchpoint write_mem $range {} $cmd]
-            }
+        set edge_hits($r) 0
+        if {$polled($r)} {
+            arm_edge $r
+        } else {
+            set wp($r) [create_watchpoint $start [expr {$start + $len - 1}] \
+                [list msxsync::hit $r $start]]
         }
         incr r
     }
@@ -216,13 +221,68 @@ proc msxsync::watch {} {
     arm_review
 }
 
+# A write watchpoint on FIRST..LAST (CPU addresses) running CMD, in the syntax of this
+# openMSX; returns its id.
+proc msxsync::create_watchpoint {first last cmd} {
+    variable new_api
+    set range [list $first $last]
+    if {$new_api} {
+        return [debug watchpoint create -type write_mem -address $range -command $cmd]
+    }
+    return [debug set_watchpoint write_mem $range {} $cmd]
+}
+
+# A game rewrites a table first byte to last, so a write of a polled region's last
+# byte usually ends its update: one watchpoint there (one hit a frame for a table
+# rewritten every frame) lets the comparison run at that moment, and the change leaves
+# at once instead of at the next vertical blank. When the last byte is itself written
+# often (a counter in a loop), `review` drops the watchpoint for good.
+proc msxsync::arm_edge {r} {
+    variable edge
+    variable edge_off
+    variable starts
+    variable lens
+    set len [lindex $lens $r]
+    if {$len < 2 || [info exists edge($r)] || [info exists edge_off($r)]} return
+    set last [expr {[lindex $starts $r] + $len - 1}]
+    set edge($r) [create_watchpoint $last $last [list msxsync::edge_hit $r]]
+}
+
+# The watchpoint on a polled region's last byte: compare the region now.
+proc msxsync::edge_hit {r} {
+    variable applying
+    variable active
+    if {$applying || !$active} return
+    variable edge_hits
+    incr edge_hits($r)
+    variable starts
+    variable lens
+    variable shadow
+    if {[debug read_block memory [lindex $starts $r] [lindex $lens $r]]
+            ne [binary format cu* $shadow($r)]} {
+        variable dirty
+        set dirty($r) 1
+        variable changes
+        incr changes
+        variable flush_pending
+        if {!$flush_pending} {
+            flush
+        }
+    }
+}
+
 proc msxsync::unwatch {} {
     variable wp
+    variable edge
     foreach r [array names wp] {
         remove_watchpoints [list $wp($r)]
     }
+    foreach r [array names edge] {
+        remove_watchpoints [list $edge($r)]
+    }
     array unset wp
-    foreach timer {poll_id review_id vblank_check mid_id} {
+    array unset edge
+    foreach timer {poll_id review_id vblank_check} {
         variable $timer
         if {[set $timer] ne ""} {
             catch {after cancel [set $timer]}
@@ -237,20 +297,31 @@ proc msxsync::unwatch {} {
 }
 
 # Once a second of emulated time: a watched region written more than `busy_hits`
-# times in it becomes polled (for good: polling a region costs little).
+# times in it becomes polled (for good: polling a region costs little), and a polled
+# region's last byte written more than `edge_busy_hits` times loses its watchpoint.
 proc msxsync::review {} {
     variable review_id ""
     variable hits
+    variable edge_hits
     variable polled
     variable wp
+    variable edge
+    variable edge_off
     variable busy_hits
+    variable edge_busy_hits
     foreach r [array names hits] {
         if {!$polled($r) && $hits($r) > $busy_hits} {
             set polled($r) 1
             remove_watchpoints [list $wp($r)]
             unset wp($r)
+            arm_edge $r
+        } elseif {[info exists edge($r)] && $edge_hits($r) > $edge_busy_hits} {
+            remove_watchpoints [list $edge($r)]
+            unset edge($r)
+            set edge_off($r) 1
         }
         set hits($r) 0
+        set edge_hits($r) 0
     }
     arm_poll
     arm_review
@@ -259,24 +330,23 @@ proc msxsync::review {} {
 proc msxsync::arm_review {} {
     variable review_id
     variable wp
-    if {$review_id eq "" && [array size wp]} {
+    variable edge
+    if {$review_id eq "" && ([array size wp] || [array size edge])} {
         set review_id [after time 1.0 msxsync::review]
     }
 }
 
-# Polled regions are compared twice a frame: at the start of the vertical blank and
-# `mid_time` later. The VDP's interrupt is a probe that openMSX calls back for at
-# almost no cost (under a microsecond a frame), while an `after time` timer costs about
-# 13 microseconds each time it fires (openMSX 18, measured), so one timer a frame is
-# all the budget allows. At the vertical blank a game has finished the frame's work and
-# waits for the interrupt; the comparison in the middle of the frame catches what it
-# wrote right after the interrupt half a frame sooner. Both flush what they find at
-# once: a settle wait would cost a second timer in every frame that changes. The price
-# is that a table caught half-written in the middle of the frame travels in two parts,
-# half a frame apart. A game that switches the VDP's interrupt off (or an openMSX
-# without the probe) is compared by a timer instead, about once a frame and with the
-# settle wait; a check once a second of emulated time notices the interrupt stopping
-# or coming back.
+# Polled regions are compared when their last byte is written (see `arm_edge`) and at
+# the start of every vertical blank. The VDP's interrupt is a probe that openMSX calls
+# back for at almost no cost (under a microsecond a frame), while an `after time` timer
+# costs about 13 microseconds each time it fires (openMSX 18, measured). At the
+# vertical blank a game has finished the frame's work and waits for the interrupt, so
+# what either comparison finds is flushed at once, without the settle wait (which would
+# cost a timer). A game that writes a table last byte first can have it caught
+# half-written at the last-byte write; the rest follows at the vertical blank. A game
+# that switches the VDP's interrupt off (or an openMSX without the probe) is compared
+# by a timer instead, about once a frame and with the settle wait; a check once a
+# second of emulated time notices the interrupt stopping or coming back.
 proc msxsync::arm_poll {} {
     variable polled
     variable vblank_bp
@@ -299,8 +369,7 @@ proc msxsync::arm_poll {} {
 }
 
 # Called on every change of the VDP's interrupt line: up at the start of the vertical
-# blank, down when the CPU takes the interrupt. Arms the comparison in the middle of
-# the frame.
+# blank, down when the CPU takes the interrupt.
 proc msxsync::on_vblank {} {
     if {![debug probe read VDP.IRQvertical]} return
     variable vblanks
@@ -308,17 +377,7 @@ proc msxsync::on_vblank {} {
     variable poll_id
     if {$poll_id eq ""} {
         poll 1
-        variable mid_id
-        if {$mid_id eq ""} {
-            variable mid_time
-            set mid_id [after time $mid_time msxsync::poll_mid]
-        }
     }
-}
-
-proc msxsync::poll_mid {} {
-    variable mid_id ""
-    poll 1
 }
 
 proc msxsync::check_vblank {} {
@@ -341,8 +400,8 @@ proc msxsync::poll_by_timer {} {
     poll 0
 }
 
-# A polled region that differs from its shadow is dirty. `now`: flush it at once (the
-# comparisons timed by the vertical blank, see above); else after the settle wait.
+# A polled region that differs from its shadow is dirty. `now`: flush it at once (at
+# the vertical blank, see above); else after the settle wait.
 proc msxsync::poll {now} {
     variable active
     if {!$active} return
@@ -667,15 +726,9 @@ proc msxsync::gate_setup {addrs cond {closed 0}} {
 proc msxsync::gate_watch {} {
     variable gate_addrs
     variable gate_wps
-    variable new_api
     gate_unwatch
     foreach addr $gate_addrs {
-        if {$new_api} {
-            lappend gate_wps [debug watchpoint create -type write_mem -address $addr \
-                -command msxsync::gate_hit]
-        } else {
-            lappend gate_wps [debug set_watchpoint write_mem $addr {} msxsync::gate_hit]
-        }
+        lappend gate_wps [create_watchpoint $addr $addr msxsync::gate_hit]
     }
 }
 
