@@ -122,6 +122,15 @@ impl Game {
         }
     }
 
+    /// Waits until the hooks compare region `r` instead of watching it.
+    async fn wait_polled(&self, r: u16) {
+        let var = format!("set msxsync::polled({r})");
+        poll(&format!("region {r} to be polled"), TIMEOUT, || async {
+            (self.msx.command(&var).await.unwrap() == "1").then_some(())
+        })
+        .await;
+    }
+
     async fn next_changes(&self) -> Vec<Change> {
         match self.next_hook_event().await {
             HookEvent::LocalChanges(c) => c,
@@ -482,10 +491,7 @@ fn a_polled_region_is_still_compared_when_vertical_interrupts_stop() {
     smol::block_on(async {
         let mut g = Game::start().await;
         g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
-        poll("region 0 to be polled", TIMEOUT, || async {
-            (g.msx.command("set msxsync::polled(0)").await.unwrap() == "1").then_some(())
-        })
-        .await;
+        g.wait_polled(0).await;
         // The stress mode rewrites its byte unchanged: nothing to report so far.
         g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
         // VDP interrupts off: no more vertical blanks to compare at (the game halts
@@ -553,10 +559,7 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
         // 1536 writes of the stress byte per frame: far beyond what a watchpoint
         // should pay for. After a second of emulated time the region is polled.
         g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
-        poll("region 0 to be polled", TIMEOUT, || async {
-            (g.msx.command("set msxsync::polled(0)").await.unwrap() == "1").then_some(())
-        })
-        .await;
+        g.wait_polled(0).await;
         // Compared at the VDP's vertical interrupt, not by a timer. The region's last
         // byte is the stress byte itself: its own watchpoint goes at the next review.
         assert_ne!(g.msx.command("set msxsync::vblank_bp").await.unwrap(), "");
@@ -580,10 +583,7 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
         );
         // A table rewritten every frame keeps a watchpoint on its last byte.
         g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
-        poll("region 1 to be polled", TIMEOUT, || async {
-            (g.msx.command("set msxsync::polled(1)").await.unwrap() == "1").then_some(())
-        })
-        .await;
+        g.wait_polled(1).await;
         assert_eq!(
             g.msx.command("info exists msxsync::edge(1)").await.unwrap(),
             "1"

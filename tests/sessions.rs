@@ -257,14 +257,7 @@ fn a_network_outage_loses_nothing() {
     }
     smol::block_on(async {
         let world = World::new();
-        let proxy = Proxy::start(world.server.addr());
-        let mut o = world.options("testgame", "ann");
-        o.server = proxy.addr().to_string();
-        let ann = Player::start(o).await.unwrap();
-        wait_ready(&ann).await;
-        let bob = world.player("bob").await;
-        game_does(&ann, CMD_SET, SHARED0, 0x01).await;
-        wait_byte(&bob, SHARED0, 0x01, "ann's write before the outage").await;
+        let (proxy, ann, bob) = ann_behind_a_proxy(&world).await;
 
         proxy.cut();
         until("ann to notice the outage", async || {
@@ -298,14 +291,7 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
     }
     smol::block_on(async {
         let world = World::new();
-        let proxy = Proxy::start(world.server.addr());
-        let mut o = world.options("testgame", "ann");
-        o.server = proxy.addr().to_string();
-        let ann = Player::start(o).await.unwrap();
-        wait_ready(&ann).await;
-        let bob = world.player("bob").await;
-        game_does(&ann, CMD_SET, SHARED0, 0x01).await;
-        wait_byte(&bob, SHARED0, 0x01, "ann's write before the stall").await;
+        let (proxy, ann, bob) = ann_behind_a_proxy(&world).await;
 
         // The server gets ann's next change, but ann never hears back: her batch is
         // still in flight for her when the connection drops.
@@ -340,6 +326,20 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
+}
+
+/// Ann plays through a proxy a test can cut or stall, Bob directly; ann has set the
+/// first shared byte to 1 and bob has it.
+async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
+    let proxy = Proxy::start(world.server.addr());
+    let mut o = world.options("testgame", "ann");
+    o.server = proxy.addr().to_string();
+    let ann = Player::start(o).await.unwrap();
+    wait_ready(&ann).await;
+    let bob = world.player("bob").await;
+    game_does(&ann, CMD_SET, SHARED0, 0x01).await;
+    wait_byte(&bob, SHARED0, 0x01, "ann's first write").await;
+    (proxy, ann, bob)
 }
 
 /// A games folder holding only the test game.

@@ -255,20 +255,26 @@ proc msxsync::edge_hit {r} {
     if {$applying || !$active} return
     variable edge_hits
     incr edge_hits($r)
+    variable flush_pending
+    if {[compare $r] && !$flush_pending} {
+        flush
+    }
+}
+
+# Marks region R dirty when its RAM differs from its shadow; returns whether it does.
+proc msxsync::compare {r} {
     variable starts
     variable lens
     variable shadow
     if {[debug read_block memory [lindex $starts $r] [lindex $lens $r]]
-            ne [binary format cu* $shadow($r)]} {
-        variable dirty
-        set dirty($r) 1
-        variable changes
-        incr changes
-        variable flush_pending
-        if {!$flush_pending} {
-            flush
-        }
+            eq [binary format cu* $shadow($r)]} {
+        return 0
     }
+    variable dirty
+    set dirty($r) 1
+    variable changes
+    incr changes
+    return 1
 }
 
 proc msxsync::unwatch {} {
@@ -406,17 +412,9 @@ proc msxsync::poll {now} {
     variable active
     if {!$active} return
     variable polled
-    variable starts
-    variable lens
-    variable shadow
     set found 0
     foreach r [array names polled] {
-        if {$polled($r) && [debug read_block memory [lindex $starts $r] [lindex $lens $r]]
-                ne [binary format cu* $shadow($r)]} {
-            variable dirty
-            set dirty($r) 1
-            variable changes
-            incr changes
+        if {$polled($r) && [compare $r]} {
             set found 1
         }
     }
