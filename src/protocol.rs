@@ -127,74 +127,7 @@ pub enum ServerMsg {
     /// its socket, so that a busy game costs one WebSocket message per write, not per
     /// update. Each element is one encoded message (never `Several` itself), to be
     /// handled in order.
-    Several(#[serde(with = "byte_strings")] Vec<Vec<u8>>),
-}
-
-/// Serde for `ServerMsg::Several`'s list: each element as a byte string, which bincode
-/// writes as its length and a copy of the bytes, the same wire format as a `Vec<u8>`
-/// (length, then each byte) but without serde visiting every byte one by one. The
-/// server packs hundreds of thousands of updates a second this way.
-mod byte_strings {
-    use serde::de::{SeqAccess, Visitor};
-    use serde::ser::SerializeSeq;
-    use serde::{Deserializer, Serializer};
-
-    struct Bytes<'a>(&'a [u8]);
-
-    impl serde::Serialize for Bytes<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
-
-    pub fn serialize<S: Serializer>(parts: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(parts.len()))?;
-        for p in parts {
-            seq.serialize_element(&Bytes(p))?;
-        }
-        seq.end()
-    }
-
-    struct Buf(Vec<u8>);
-
-    impl<'de> serde::Deserialize<'de> for Buf {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Buf;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a byte string")
-                }
-                fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
-                    Ok(Buf(v.to_vec()))
-                }
-                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Buf, E> {
-                    Ok(Buf(v))
-                }
-            }
-            d.deserialize_byte_buf(V)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Vec<Vec<u8>>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of byte strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                // No capacity from the length prefix: a hostile prefix must not
-                // allocate; the size limit bounds what the elements can take.
-                let mut out = Vec::new();
-                while let Some(Buf(b)) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_seq(V)
-    }
+    Several(Vec<Vec<u8>>),
 }
 
 /// A game as listed by the server.
@@ -551,33 +484,6 @@ mod tests {
         for m in all_server() {
             assert_eq!(decode::<ServerMsg>(&encode(&m)).unwrap(), m);
         }
-    }
-
-    #[test]
-    fn packed_messages_keep_the_wire_format_of_a_list_of_byte_lists() {
-        // Variant 8, two elements; each its length and its bytes: what bincode writes
-        // for a plain Vec<Vec<u8>>, which version 2 peers decode.
-        let m = ServerMsg::Several(vec![vec![0xaa], vec![0xbb, 0xcc]]);
-        assert_eq!(encode(&m), vec![8, 2, 1, 0xaa, 2, 0xbb, 0xcc]);
-        #[derive(Serialize)]
-        enum Plain {
-            _A,
-            _B,
-            _C,
-            _D,
-            _E,
-            _F,
-            _G,
-            _H,
-            Several(Vec<Vec<u8>>),
-        }
-        let big: Vec<Vec<u8>> = (0..300).map(|i| vec![i as u8; i % 200]).collect();
-        let plain = options(usize::MAX)
-            .serialize(&Plain::Several(big.clone()))
-            .unwrap();
-        assert_eq!(encode(&ServerMsg::Several(big)), plain);
-        // A length prefix claiming more elements than there are bytes fails cleanly.
-        assert!(decode::<ServerMsg>(&[8, 0xfc, 0xff, 0xff, 0xff, 0x7f, 1, 0]).is_err());
     }
 
     #[test]
