@@ -118,11 +118,17 @@ proc msxsync::setup {tok api} {
 # writes all over it: hold at once (dropping what was not flushed: RAM is not the
 # game's any more) until the cartridge's INIT, where msxsync decides again.
 proc msxsync::arm_boot {} {
-    variable boot_id
-    if {$boot_id ne ""} {
-        catch {after cancel $boot_id}
+    cancel boot_id
+    variable boot_id [after boot msxsync::on_boot]
+}
+
+# Cancels the `after` whose id the namespace variable VAR holds, if any, and clears it.
+proc msxsync::cancel {var} {
+    variable $var
+    if {[set $var] ne ""} {
+        catch {after cancel [set $var]}
+        set $var ""
     }
-    set boot_id [after boot msxsync::on_boot]
 }
 
 proc msxsync::on_boot {} {
@@ -289,11 +295,7 @@ proc msxsync::unwatch {} {
     array unset wp
     array unset edge
     foreach timer {poll_id review_id vblank_check} {
-        variable $timer
-        if {[set $timer] ne ""} {
-            catch {after cancel [set $timer]}
-            set $timer ""
-        }
+        cancel $timer
     }
     variable vblank_bp
     if {$vblank_bp ne ""} {
@@ -393,9 +395,8 @@ proc msxsync::check_vblank {} {
         if {$poll_id eq ""} {
             poll_by_timer
         }
-    } elseif {$poll_id ne ""} {
-        after cancel $poll_id
-        set poll_id ""
+    } else {
+        cancel poll_id
     }
     set vblanks 0
     variable vblank_check [after time 1.0 msxsync::check_vblank]
@@ -440,28 +441,17 @@ proc msxsync::remove_watchpoints {ids} {
 }
 
 proc msxsync::arm_switch {} {
-    variable switch_id
-    if {$switch_id ne ""} {
-        catch {after cancel $switch_id}
-    }
-    set switch_id [after machine_switch msxsync::on_switch]
+    cancel switch_id
+    variable switch_id [after machine_switch msxsync::on_switch]
 }
 
 proc msxsync::uninstall {} {
-    variable switch_id
-    variable boot_id
-    if {$boot_id ne ""} {
-        catch {after cancel $boot_id}
-        set boot_id ""
-    }
+    cancel boot_id
     unwatch
     gate_unwatch
     unbind_join
     cancel_flush
-    if {$switch_id ne ""} {
-        catch {after cancel $switch_id}
-        set switch_id ""
-    }
+    cancel switch_id
     disarm_init
 }
 
@@ -517,11 +507,7 @@ proc msxsync::settle {} {
 
 proc msxsync::cancel_flush {} {
     variable flush_pending 0
-    variable backstop
-    if {$backstop ne ""} {
-        catch {after cancel $backstop}
-        set backstop ""
-    }
+    cancel backstop
 }
 
 # Diffs one region against its shadow and updates the shadow. Returns {} or
