@@ -24,6 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/wait.rs"]
+mod wait;
+use wait::poll;
+
 /// Run the built-in co-op demo: a server and two openMSX players on this machine.
 #[derive(Parser, Debug)]
 pub struct Args {
@@ -277,24 +281,6 @@ async fn read_block(p: &Player, debuggable: &str, addr: u32, len: u32) -> Result
     decode_hex(reply.trim()).with_context(|| format!("reading {debuggable} at {addr:#x}"))
 }
 
-/// Polls `check` every 10 ms until it gives a value, or fails naming `what`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-}
-
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waits until the game has run `frames` more frames (emulated time, any speed).
@@ -388,6 +374,30 @@ fn player_options(server: &str, name: &str, cache: &Path, openmsx: &Path) -> Pla
     o
 }
 
+/// Serves the built-in demo on a free port of 127.0.0.1 and says so; returns the
+/// server, the players' shared ROM cache folder (removed when dropped) and the options
+/// of player1 and player2.
+fn start_server(
+    openmsx: &Path,
+) -> Result<(
+    msxsync::server::ServerHandle,
+    tempfile::TempDir,
+    [PlayOptions; 2],
+)> {
+    let game = builtin::demo()?;
+    let title = game.title.clone();
+    let server = msxsync::server::start("127.0.0.1:0".parse()?, vec![game])?;
+    let addr = server.addr().to_string();
+    println!(
+        "server: serving '{}' ({title}) on {addr}",
+        builtin::DEMO_NAME
+    );
+    let cache = tempfile::tempdir().context("could not make a rom cache folder")?;
+    let opts =
+        ["player1", "player2"].map(|name| player_options(&addr, name, cache.path(), openmsx));
+    Ok((server, cache, opts))
+}
+
 /// Starts both players, giving the first error with the player's name.
 async fn start_players(opts: [PlayOptions; 2]) -> Result<(Player, Player)> {
     let [o1, o2] = opts;
@@ -416,22 +426,12 @@ pub async fn run_headless(out: &Path, openmsx: &Path) -> Result<Report> {
     let started = Instant::now();
     std::fs::create_dir_all(out)
         .with_context(|| format!("could not create the folder {}", out.display()))?;
-    let game = builtin::demo()?;
-    let title = game.title.clone();
-    let server = msxsync::server::start("127.0.0.1:0".parse()?, vec![game])?;
-    let addr = server.addr().to_string();
-    println!(
-        "server: serving '{}' ({title}) on {addr}",
-        builtin::DEMO_NAME
-    );
-    let cache = tempfile::tempdir().context("could not make a rom cache folder")?;
-    let opts = ["player1", "player2"].map(|name| {
-        let mut o = player_options(&addr, name, cache.path(), openmsx);
+    let (server, _cache, mut opts) = start_server(openmsx)?;
+    for o in &mut opts {
         o.headless = true;
         // Unthrottled until the screenshots: C-BIOS's logo alone takes seconds.
         o.fast = true;
-        o
-    });
+    }
     let (p1, p2) = start_players(opts).await?;
     println!("players: player1 and player2 joined, each in its own headless openMSX");
     let result = scripted_session(&p1, &p2, out).await;
@@ -621,17 +621,7 @@ async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report
 
 /// The windowed demo: two openMSX windows sharing one inventory until Ctrl-C.
 pub async fn run_windows(openmsx: &Path, quit: async_channel::Receiver<()>) -> Result<()> {
-    let game = builtin::demo()?;
-    let title = game.title.clone();
-    let server = msxsync::server::start("127.0.0.1:0".parse()?, vec![game])?;
-    let addr = server.addr().to_string();
-    println!(
-        "server: serving '{}' ({title}) on {addr}",
-        builtin::DEMO_NAME
-    );
-    let cache = tempfile::tempdir().context("could not make a rom cache folder")?;
-    let opts =
-        ["player1", "player2"].map(|name| player_options(&addr, name, cache.path(), openmsx));
+    let (server, _cache, opts) = start_server(openmsx)?;
     let (p1, p2) = start_players(opts).await?;
     println!("two openMSX windows are open, one per player. In each:");
     println!("  SPACE or RETURN starts; 1-8, 9, 0 take or drop items; SPACE adds a coin;");

@@ -4,7 +4,9 @@
 
 mod common;
 
-#[allow(dead_code)]
+// The demo includes tests/common/wait.rs itself, as `common` does: two copies of one
+// small function in this test crate.
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../examples/demo.rs"]
 mod demo;
 

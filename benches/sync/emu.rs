@@ -1,31 +1,14 @@
 //! A headless openMSX running the test cartridge, driven through its mailbox.
 
 use crate::testrom::{self, ACK, FRAMES, READY, READY_VALUE};
+pub use crate::wait::poll;
 use anyhow::{bail, Context, Result};
 use msxsync::openmsx::{Hooks, LaunchOptions, OpenMsx};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest wait for anything openMSX should do quickly.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Polls `check` every few milliseconds until it gives `Some`, or fails naming `what`.
-pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        smol::Timer::after(Duration::from_millis(3)).await;
-    }
-}
 
 /// Reads one byte of CPU memory.
 pub async fn peek(msx: &OpenMsx, addr: u16) -> Result<u8> {

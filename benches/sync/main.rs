@@ -26,6 +26,8 @@ mod wire;
 #[allow(dead_code)]
 #[path = "../../tests/common/testrom.rs"]
 mod testrom;
+#[path = "../../tests/common/wait.rs"]
+mod wait;
 
 use json::Json;
 use report::Section;

@@ -6,9 +6,10 @@ pub mod lines;
 pub mod proxy;
 pub mod serve;
 pub mod testrom;
+pub mod wait;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Whether the tests that need openMSX can run. False (skip, with a note on stderr)
 /// only when `openmsx` is not on PATH and `MSXSYNC_REQUIRE_OPENMSX` is unset; panics
@@ -38,14 +39,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        smol::Timer::after(Duration::from_millis(5)).await;
-    }
+    wait::poll(what, timeout, || {
+        let next = check();
+        async move { Ok(next.await) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
