@@ -12,7 +12,7 @@ use crate::delta::{self, Change};
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
-use crate::regions::SyncWhen;
+use crate::sync_when::SyncWhen;
 use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
