@@ -24,7 +24,7 @@ pub const BUILT_IN_MARK: &str = "(built in)";
 pub fn demo() -> anyhow::Result<Game> {
     let label = "the built-in games/demo/demo.regions";
     let def = crate::regions::parse(label, DEMO_REGIONS)?;
-    let mut game = def.into_game(DEMO_NAME, DEMO_ROM.to_vec());
+    let mut game = Game::from_def(DEMO_NAME, def, DEMO_ROM.to_vec());
     game.title = format!("{} {BUILT_IN_MARK}", game.title);
     Ok(game)
 }

@@ -4,6 +4,7 @@
 //! sees the finished [`Game`] values.
 
 use crate::protocol::{GameInfo, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use crate::regions::{GameDef, Region};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -53,6 +54,21 @@ impl Game {
         }
     }
 
+    /// A game named `name` from a regions file's definition and its ROM. The title
+    /// defaults to the name; the `sync-when:` condition is kept in its normalised form
+    /// (what [`crate::sync_when::SyncWhen`]'s `Display` prints), which players read back
+    /// with [`crate::sync_when::parse_sync_when`].
+    pub fn from_def(name: impl Into<String>, def: GameDef, rom: Vec<u8>) -> Game {
+        let name = name.into();
+        let title = def.title.unwrap_or_else(|| name.clone());
+        let regions = def.regions.iter().map(Region::info).collect();
+        let mut game = Game::new(name, title, regions, rom);
+        game.machine = def.machine;
+        game.romtype = def.romtype;
+        game.sync_when = def.sync_when.map(|s| s.to_string());
+        game
+    }
+
     /// Total number of shared bytes.
     pub fn shared_bytes(&self) -> usize {
         self.regions.iter().map(RegionInfo::len).sum()
@@ -84,7 +100,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub fn load_game(path: &Path) -> anyhow::Result<Game> {
     let name = game_name(path)?;
     let (def, rom) = crate::regions::load(path)?;
-    Ok(def.into_game(name, rom))
+    Ok(Game::from_def(name, def, rom))
 }
 
 /// The name of the game a regions file defines: the file name without `.regions`.
@@ -304,6 +320,34 @@ fn regions_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_def_defaults_title_and_normalises_sync_when() {
+        let def = crate::regions::parse(
+            "g",
+            "r\nsync-when: $E001==3 or 0xc000&80\nmachine: M\ne046 e04b keys\n",
+        )
+        .unwrap();
+        let game = Game::from_def("galious", def, vec![1, 2, 3]);
+        assert_eq!(game.name, "galious");
+        assert_eq!(game.title, "galious");
+        assert_eq!(game.machine.as_deref(), Some("M"));
+        assert_eq!(game.romtype, None);
+        assert_eq!(game.sync_when.as_deref(), Some("e001 == 03 or c000 & 80"));
+        assert_eq!(
+            game.regions,
+            vec![RegionInfo {
+                start: 0xe046,
+                end: 0xe04b,
+                description: "keys".into()
+            }]
+        );
+        assert_eq!(*game.rom, vec![1, 2, 3]);
+        assert_eq!(game.rom_sha256, sha256(&[1, 2, 3]));
+        let def = crate::regions::parse("g", "r\ntitle: Nice\n0 0\n").unwrap();
+        let titled = Game::from_def("x", def, vec![0]);
+        assert_eq!(titled.title, "Nice");
+    }
 
     fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regions")

@@ -22,7 +22,6 @@
 //!
 //! [`parse`] is pure; [`load`] adds the file reading and the ROM checks around it.
 
-use crate::catalog::Game;
 use crate::protocol::{
     RegionInfo, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES, MAX_SHARED_BYTES, MAX_TEXT_BYTES,
 };
@@ -93,26 +92,253 @@ impl GameDef {
     pub fn shared_bytes(&self) -> usize {
         self.regions.iter().map(Region::len).sum()
     }
-
-    /// Turns the definition plus its ROM into a servable game named `name`. The title
-    /// defaults to the name; the `sync-when:` condition is kept in its normalised form
-    /// (what [`SyncWhen`]'s `Display` prints), which [`parse_sync_when`] reads back.
-    pub fn into_game(self, name: impl Into<String>, rom: Vec<u8>) -> Game {
-        let name = name.into();
-        let title = self.title.unwrap_or_else(|| name.clone());
-        let regions = self.regions.iter().map(Region::info).collect();
-        let mut game = Game::new(name, title, regions, rom);
-        game.machine = self.machine;
-        game.romtype = self.romtype;
-        game.sync_when = self.sync_when.map(|s| s.to_string());
-        game
-    }
 }
 
 /// Python's `str.isspace()`, which is what the original split lines with: Unicode white
 /// space plus the ASCII separators 0x1c-0x1f.
 fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+}
+
+/// Parses the text of a regions file. `file_label` names the file in messages (usually
+/// its path as given). Pure: the ROM is neither read nor checked here, see [`load`].
+///
+/// The steps: the first line names the ROM ([`rom_line`]); every later line is
+/// classified ([`classify`]) and read as a directive or a region ([`Reader`]); then the
+/// checks that need the whole file run ([`Reader::finish`]).
+pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
+    let at = |line: Option<usize>, msg: String| match line {
+        Some(n) => anyhow!("could not read {file_label} line {n}: {msg}"),
+        None => anyhow!("could not read {file_label}: {msg}"),
+    };
+    // The original split on '\n' only; a CRLF file leaves '\r' at line ends, which the
+    // whitespace trimming removes.
+    // A UTF-8 byte-order mark (Windows editors write one) is not part of the rom name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text.split('\n').zip(1..);
+    let first = lines.next().map_or("", |(line, _)| line);
+    let mut reader = Reader::new(rom_line(first).map_err(|e| at(Some(1), e))?);
+    for (line, n) in lines {
+        let read = match classify(line) {
+            Line::Blank => Ok(()),
+            Line::Directive { key, value } => reader.directive(n, key, value),
+            Line::Region(words) => reader.region(n, &words),
+        };
+        read.map_err(|e| at(Some(n), e))?;
+    }
+    reader.finish().map_err(|(line, e)| at(line, e))
+}
+
+/// The ROM file named on the first line.
+fn rom_line(line: &str) -> Result<String, String> {
+    let rom_file = line.trim_matches(is_py_space);
+    if rom_file.is_empty() {
+        return Err("the first line must name the rom file, but it is empty".into());
+    }
+    if rom_file.starts_with('#') {
+        return Err(format!(
+            "the first line must name the rom file, not a comment ('{rom_file}')"
+        ));
+    }
+    Ok(rom_file.to_string())
+}
+
+/// What a line after the first is.
+#[derive(Debug, PartialEq, Eq)]
+enum Line<'a> {
+    /// Only white space, or a `#` comment.
+    Blank,
+    /// A first word ending in `:`: the key before the colon, and the other words joined
+    /// by single spaces (empty when there are none).
+    Directive { key: &'a str, value: String },
+    /// Anything else: the words of what should be a region.
+    Region(Vec<&'a str>),
+}
+
+fn classify(line: &str) -> Line<'_> {
+    let trimmed = line.trim_matches(is_py_space);
+    if trimmed.starts_with('#') {
+        return Line::Blank;
+    }
+    let words: Vec<&str> = trimmed
+        .split(is_py_space)
+        .filter(|w| !w.is_empty())
+        .collect();
+    match words.split_first() {
+        None => Line::Blank,
+        Some((first, rest)) => match first.strip_suffix(':') {
+            Some(key) => Line::Directive {
+                key,
+                value: rest.join(" "),
+            },
+            None => Line::Region(words),
+        },
+    }
+}
+
+/// A regions file being read line by line. Errors are messages without the file and
+/// line, which [`parse`] adds.
+struct Reader {
+    def: GameDef,
+    /// Line of each of [`DIRECTIVES`] seen so far, to name both lines of a repeat.
+    directive_lines: [Option<usize>; DIRECTIVES.len()],
+}
+
+impl Reader {
+    fn new(rom_file: String) -> Reader {
+        Reader {
+            def: GameDef {
+                rom_file,
+                title: None,
+                machine: None,
+                romtype: None,
+                sync_when: None,
+                regions: Vec::new(),
+            },
+            directive_lines: [None; DIRECTIVES.len()],
+        }
+    }
+
+    /// A `key: value` line, on line `n`.
+    fn directive(&mut self, n: usize, key: &str, value: String) -> Result<(), String> {
+        let Some(k) = DIRECTIVES.iter().position(|d| *d == key) else {
+            return Err(format!(
+                "unknown directive '{key}:'; known ones are {}",
+                DIRECTIVES.map(|d| format!("{d}:")).join(" ")
+            ));
+        };
+        if let Some(first) = self.directive_lines[k] {
+            return Err(format!("{key}: given again, first on line {first}"));
+        }
+        self.directive_lines[k] = Some(n);
+        if value.is_empty() {
+            return Err(format!("{key}: needs a value"));
+        }
+        let def = &mut self.def;
+        match key {
+            "title" => {
+                check_title(&value)?;
+                def.title = Some(value);
+            }
+            "machine" => {
+                check_plain_name(key, &value)?;
+                def.machine = Some(value);
+            }
+            "romtype" => {
+                check_plain_name(key, &value)?;
+                def.romtype = Some(value);
+            }
+            _ => {
+                let cond = parse_sync_when(&value).map_err(|e| format!("{key}: {e}"))?;
+                def.sync_when = Some(cond);
+            }
+        }
+        Ok(())
+    }
+
+    /// A `START END [description...]` line, on line `n`.
+    fn region(&mut self, n: usize, words: &[&str]) -> Result<(), String> {
+        let [start, end, description @ ..] = words else {
+            let word = words.first().copied().unwrap_or_default();
+            let hint = if word.contains(':') {
+                "; a directive needs a space after its colon, as in 'title: Name'"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "'{word}' is not a region: a region line needs a start and an end address{hint}"
+            ));
+        };
+        let start = parse_hex("start address", start, 0xffff)?;
+        let end = parse_hex("end address", end, 0xffff)?;
+        if end < start {
+            return Err(format!("end {end:#x} is before start {start:#x}"));
+        }
+        let description = description.join(" ");
+        if description.len() > MAX_TEXT_BYTES {
+            return Err(format!(
+                "description is {} bytes long, the limit is {MAX_TEXT_BYTES}",
+                description.len()
+            ));
+        }
+        let regions = &mut self.def.regions;
+        if regions.len() == MAX_REGIONS {
+            return Err(format!("more than {MAX_REGIONS} regions"));
+        }
+        let region = Region {
+            start: start as u16,
+            end: end as u16,
+            description,
+            line: n,
+        };
+        if let Some(other) = regions
+            .iter()
+            .find(|o| o.start <= region.end && region.start <= o.end)
+        {
+            return Err(format!(
+                "region {:04x}-{:04x} overlaps region {:04x}-{:04x} on line {}",
+                region.start, region.end, other.start, other.end, other.line
+            ));
+        }
+        regions.push(region);
+        Ok(())
+    }
+
+    /// The checks that need the whole file. An error comes with the line it is about,
+    /// when it is about one.
+    fn finish(self) -> Result<GameDef, (Option<usize>, String)> {
+        let def = self.def;
+        if let Some(cond) = &def.sync_when {
+            let line = DIRECTIVES
+                .iter()
+                .position(|d| *d == "sync-when")
+                .and_then(|k| self.directive_lines[k]);
+            check_gate_is_private(cond, &def.regions).map_err(|e| (line, e))?;
+        }
+        if def.regions.is_empty() {
+            return Err((
+                None,
+                "no regions (lines 'START END [description]' after the rom file)".into(),
+            ));
+        }
+        let shared = def.shared_bytes();
+        if shared > MAX_SHARED_BYTES {
+            return Err((
+                None,
+                format!("its regions share {shared} bytes, the limit is {MAX_SHARED_BYTES}"),
+            ));
+        }
+        Ok(def)
+    }
+}
+
+/// A shared gate byte would be written by the other players' games: their title
+/// screens and game starts would open and close this player's gate.
+fn check_gate_is_private(cond: &SyncWhen, regions: &[Region]) -> Result<(), String> {
+    for addr in cond.addresses() {
+        if let Some(r) = regions.iter().find(|r| r.start <= addr && addr <= r.end) {
+            return Err(format!(
+                "sync-when reads {addr:04x}, which is shared (region {:04x}-{:04x} on line {}); \
+                 the condition must read a byte each player's game keeps for itself, such as its mode",
+                r.start, r.end, r.line
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Titles are shown to players (terminal, emulator screen).
+fn check_title(value: &str) -> Result<(), String> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "title: is {} bytes long, the limit is {MAX_TEXT_BYTES}",
+            value.len()
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("title: contains control characters".into());
+    }
+    Ok(())
 }
 
 /// A machine or rom type name: it ends up as an openMSX command-line argument, so only
@@ -133,194 +359,6 @@ fn check_plain_name(key: &str, value: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Parses the text of a regions file. `file_label` names the file in messages (usually
-/// its path as given). Pure: the ROM is neither read nor checked here, see [`load`].
-pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
-    let at = |line: usize, msg: String| anyhow!("could not read {file_label} line {line}: {msg}");
-
-    // The original split on '\n' only; a CRLF file leaves '\r' at line ends, which the
-    // whitespace trimming below removes.
-    // A UTF-8 byte-order mark (Windows editors write one) is not part of the rom name.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l));
-    let rom_file = lines
-        .next()
-        .map_or("", |(_, l)| l)
-        .trim_matches(is_py_space);
-    if rom_file.is_empty() {
-        return Err(at(
-            1,
-            "the first line must name the rom file, but it is empty".into(),
-        ));
-    }
-    if rom_file.starts_with('#') {
-        return Err(at(
-            1,
-            format!("the first line must name the rom file, not a comment ('{rom_file}')"),
-        ));
-    }
-
-    let mut def = GameDef {
-        rom_file: rom_file.to_string(),
-        title: None,
-        machine: None,
-        romtype: None,
-        sync_when: None,
-        regions: Vec::new(),
-    };
-    let mut sync_when_line = 0;
-    // Line of each directive seen so far, to name both lines of a repeat.
-    let mut directive_lines: [Option<usize>; DIRECTIVES.len()] = [None; DIRECTIVES.len()];
-
-    for (n, line) in lines {
-        let trimmed = line.trim_matches(is_py_space);
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let words: Vec<&str> = trimmed
-            .split(is_py_space)
-            .filter(|w| !w.is_empty())
-            .collect();
-        // `trimmed` is not empty, so there is at least one word: indexing cannot panic.
-        let rest = words[1..].join(" ");
-
-        if let Some(key) = words[0].strip_suffix(':') {
-            let Some(k) = DIRECTIVES.iter().position(|d| *d == key) else {
-                return Err(at(
-                    n,
-                    format!(
-                        "unknown directive '{key}:'; known ones are {}",
-                        DIRECTIVES.map(|d| format!("{d}:")).join(" ")
-                    ),
-                ));
-            };
-            if let Some(first) = directive_lines[k] {
-                return Err(at(n, format!("{key}: given again, first on line {first}")));
-            }
-            directive_lines[k] = Some(n);
-            if rest.is_empty() {
-                return Err(at(n, format!("{key}: needs a value")));
-            }
-            match key {
-                "title" => {
-                    if rest.len() > MAX_TEXT_BYTES {
-                        return Err(at(
-                            n,
-                            format!(
-                                "title: is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-                                rest.len()
-                            ),
-                        ));
-                    }
-                    // Titles are shown to players (terminal, emulator screen).
-                    if rest.chars().any(char::is_control) {
-                        return Err(at(n, "title: contains control characters".into()));
-                    }
-                    def.title = Some(rest);
-                }
-                "machine" => {
-                    check_plain_name(key, &rest).map_err(|e| at(n, e))?;
-                    def.machine = Some(rest);
-                }
-                "romtype" => {
-                    check_plain_name(key, &rest).map_err(|e| at(n, e))?;
-                    def.romtype = Some(rest);
-                }
-                _ => {
-                    let cond = parse_sync_when(&rest).map_err(|e| at(n, format!("{key}: {e}")))?;
-                    def.sync_when = Some(cond);
-                    sync_when_line = n;
-                }
-            }
-            continue;
-        }
-
-        if words.len() < 2 {
-            let hint = if words[0].contains(':') {
-                "; a directive needs a space after its colon, as in 'title: Name'"
-            } else {
-                ""
-            };
-            return Err(at(
-                n,
-                format!(
-                    "'{}' is not a region: a region line needs a start and an end address{hint}",
-                    words[0]
-                ),
-            ));
-        }
-        let start = parse_hex("start address", words[0], 0xffff).map_err(|e| at(n, e))?;
-        let end = parse_hex("end address", words[1], 0xffff).map_err(|e| at(n, e))?;
-        if end < start {
-            return Err(at(n, format!("end {end:#x} is before start {start:#x}")));
-        }
-        let description = words[2..].join(" ");
-        if description.len() > MAX_TEXT_BYTES {
-            return Err(at(
-                n,
-                format!(
-                    "description is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-                    description.len()
-                ),
-            ));
-        }
-        if def.regions.len() == MAX_REGIONS {
-            return Err(at(n, format!("more than {MAX_REGIONS} regions")));
-        }
-        let region = Region {
-            start: start as u16,
-            end: end as u16,
-            description,
-            line: n,
-        };
-        if let Some(other) = def
-            .regions
-            .iter()
-            .find(|o| o.start <= region.end && region.start <= o.end)
-        {
-            return Err(at(
-                n,
-                format!(
-                    "region {:04x}-{:04x} overlaps region {:04x}-{:04x} on line {}",
-                    region.start, region.end, other.start, other.end, other.line
-                ),
-            ));
-        }
-        def.regions.push(region);
-    }
-
-    if let Some(cond) = &def.sync_when {
-        // A shared gate byte would be written by the other players' games: their
-        // title screens and game starts would open and close this player's gate.
-        for addr in cond.addresses() {
-            if let Some(r) = def
-                .regions
-                .iter()
-                .find(|r| r.start <= addr && addr <= r.end)
-            {
-                return Err(at(
-                    sync_when_line,
-                    format!(
-                        "sync-when reads {addr:04x}, which is shared (region {:04x}-{:04x} on line {}); \
-                         the condition must read a byte each player's game keeps for itself, such as its mode",
-                        r.start, r.end, r.line
-                    ),
-                ));
-            }
-        }
-    }
-    if def.regions.is_empty() {
-        bail!("could not read {file_label}: no regions (lines 'START END [description]' after the rom file)");
-    }
-    let shared = def.shared_bytes();
-    if shared > MAX_SHARED_BYTES {
-        bail!(
-            "could not read {file_label}: its regions share {shared} bytes, the limit is {MAX_SHARED_BYTES}"
-        );
-    }
-    Ok(def)
 }
 
 /// Reads a regions file and the ROM it names. Returns the definition and the ROM image.
@@ -412,7 +450,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// One line describing a game, as `msxsync check` prints it, e.g.
 /// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions, 89 shared bytes`.
-pub fn summary(game: &Game) -> String {
+pub fn summary(game: &crate::catalog::Game) -> String {
     let mut s = format!(
         "{}: {:?} rom {}, {}, {}",
         game.name,
@@ -436,6 +474,7 @@ pub fn summary(game: &Game) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Game;
     use crate::sync_when::tests::lcg;
 
     fn fixtures() -> PathBuf {
@@ -453,6 +492,32 @@ mod tests {
             description: description.into(),
             line,
         }
+    }
+
+    #[test]
+    fn lines_are_classified_by_their_first_word() {
+        for blank in ["", " \t\r", "  # e000 e001", "#title: x"] {
+            assert_eq!(classify(blank), Line::Blank, "{blank:?}");
+        }
+        assert_eq!(
+            classify(" title:  The   Maze \r"),
+            Line::Directive {
+                key: "title",
+                value: "The Maze".into()
+            }
+        );
+        assert_eq!(
+            classify("sync-when:"),
+            Line::Directive {
+                key: "sync-when",
+                value: String::new()
+            }
+        );
+        assert_eq!(
+            classify("e046\te04b keys: red"),
+            Line::Region(vec!["e046", "e04b", "keys:", "red"])
+        );
+        assert_eq!(classify("title:x"), Line::Region(vec!["title:x"]));
     }
 
     #[test]
@@ -741,35 +806,6 @@ mod tests {
     }
 
     #[test]
-    fn into_game_defaults_title_and_normalises_sync_when() {
-        let def = parse(
-            "g",
-            "r\nsync-when: $E001==3 or 0xc000&80\nmachine: M\ne046 e04b keys\n",
-        )
-        .unwrap();
-        let game = def.into_game("galious", vec![1, 2, 3]);
-        assert_eq!(game.name, "galious");
-        assert_eq!(game.title, "galious");
-        assert_eq!(game.machine.as_deref(), Some("M"));
-        assert_eq!(game.romtype, None);
-        assert_eq!(game.sync_when.as_deref(), Some("e001 == 03 or c000 & 80"));
-        assert_eq!(
-            game.regions,
-            vec![RegionInfo {
-                start: 0xe046,
-                end: 0xe04b,
-                description: "keys".into()
-            }]
-        );
-        assert_eq!(*game.rom, vec![1, 2, 3]);
-        assert_eq!(game.rom_sha256, crate::catalog::sha256(&[1, 2, 3]));
-        let titled = parse("g", "r\ntitle: Nice\n0 0\n")
-            .unwrap()
-            .into_game("x", vec![0]);
-        assert_eq!(titled.title, "Nice");
-    }
-
-    #[test]
     fn parse_never_panics_on_junk() {
         let pieces = [
             "r",
@@ -882,22 +918,22 @@ mod tests {
 
     #[test]
     fn summary_line() {
-        let game = parse(
+        let def = parse(
             "g",
             "r\ntitle: The Maze of Galious\ne046 e04b\ne052 e057 vitality\n",
         )
-        .unwrap()
-        .into_game("galious", vec![0; 131072]);
+        .unwrap();
+        let game = Game::from_def("galious", def, vec![0; 131072]);
         assert_eq!(
             summary(&game),
             "galious: \"The Maze of Galious\" rom 131072 bytes, 2 regions, 12 shared bytes"
         );
-        let one = parse(
+        let def = parse(
             "g",
             "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n0 0\n",
         )
-        .unwrap()
-        .into_game("one", vec![0]);
+        .unwrap();
+        let one = Game::from_def("one", def, vec![0]);
         assert_eq!(
             summary(&one),
             "one: \"one\" rom 1 byte, 1 region, 1 shared byte, machine C-BIOS_MSX1, \
