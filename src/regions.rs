@@ -426,55 +426,9 @@ fn check_rom_size(shown: &str, len: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Arguments of `msxsync check`.
-#[derive(clap::Args, Debug)]
-pub struct CheckArgs {
-    /// Regions files to check. Each is read with the ROM its first line names; the first
-    /// bad file stops the check with its error (file and line).
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-}
-
-/// Runs `msxsync check`: prints one summary line per good file, fails on the first bad one.
-pub fn run_check(args: CheckArgs) -> anyhow::Result<()> {
-    for file in &args.files {
-        let game = crate::catalog::load_game(file)?;
-        println!("{}", summary(&game));
-    }
-    Ok(())
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// One line describing a game, as `msxsync check` prints it, e.g.
-/// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions, 89 shared bytes`.
-pub fn summary(game: &crate::catalog::Game) -> String {
-    let mut s = format!(
-        "{}: {:?} rom {}, {}, {}",
-        game.name,
-        game.title,
-        plural(game.rom.len(), "byte", "bytes"),
-        plural(game.regions.len(), "region", "regions"),
-        plural(game.shared_bytes(), "shared byte", "shared bytes"),
-    );
-    if let Some(m) = &game.machine {
-        s += &format!(", machine {m}");
-    }
-    if let Some(t) = &game.romtype {
-        s += &format!(", romtype {t}");
-    }
-    if let Some(c) = &game.sync_when {
-        s += &format!(", sync when {c}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Game;
     use crate::sync_when::tests::lcg;
 
     fn fixtures() -> PathBuf {
@@ -913,31 +867,6 @@ mod tests {
         assert_eq!(
             rom_path(Path::new("a.regions"), "x.rom"),
             Path::new("x.rom")
-        );
-    }
-
-    #[test]
-    fn summary_line() {
-        let def = parse(
-            "g",
-            "r\ntitle: The Maze of Galious\ne046 e04b\ne052 e057 vitality\n",
-        )
-        .unwrap();
-        let game = Game::from_def("galious", def, vec![0; 131072]);
-        assert_eq!(
-            summary(&game),
-            "galious: \"The Maze of Galious\" rom 131072 bytes, 2 regions, 12 shared bytes"
-        );
-        let def = parse(
-            "g",
-            "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n0 0\n",
-        )
-        .unwrap();
-        let one = Game::from_def("one", def, vec![0]);
-        assert_eq!(
-            summary(&one),
-            "one: \"one\" rom 1 byte, 1 region, 1 shared byte, machine C-BIOS_MSX1, \
-             romtype ASCII8, sync when e001 == 03"
         );
     }
 }

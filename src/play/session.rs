@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{error, info, trace, warn};
 
 /// How often the shared regions are compared with the server's state.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(2);
@@ -61,11 +62,8 @@ pub struct Session {
     pub hooks: Hooks,
     pub sync: SyncState,
     pub stats: Arc<Stats>,
-    pub verbose: bool,
     pub who: Identity,
     pub players: Vec<PlayerInfo>,
-    /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
-    pub trace: bool,
     /// The game's `sync-when:` condition, if it has one.
     pub gate: Option<SyncWhen>,
     /// Holding until the player presses the join key (a game in progress without
@@ -92,12 +90,6 @@ pub struct Session {
 }
 
 impl Session {
-    fn say(&self, text: &str) {
-        if self.verbose {
-            println!("{text}");
-        }
-    }
-
     /// The game (re)started; the hooks hold and emulation is paused at its INIT when
     /// `at_init`. Decides when this player starts syncing:
     /// - with `sync-when:`, when the condition turns true (the game's own start-up
@@ -113,9 +105,7 @@ impl Session {
             if open {
                 self.activate().await?;
             } else {
-                self.say(&format!(
-                    "waiting for the game to reach the shared part (sync-when: {cond})"
-                ));
+                info!("waiting for the game to reach the shared part (sync-when: {cond})");
             }
             return Ok(());
         }
@@ -127,7 +117,7 @@ impl Session {
                 "{} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
                 self.who.game
             );
-            self.say(&format!("{text} (in the openMSX window)"));
+            info!("{text} (in the openMSX window)");
             let _ = self.hooks.show(&format!("msxsync: {text}")).await;
             return Ok(());
         }
@@ -142,11 +132,11 @@ impl Session {
         self.active = true;
         self.suspects.clear();
         Stats::bump(&self.stats.state_writes);
-        self.say(&format!(
+        info!(
             "syncing {}: shared state of update {} written into openMSX",
             self.who.game,
             self.sync.seq()
-        ));
+        );
         Ok(())
     }
 
@@ -234,11 +224,11 @@ impl Session {
                     Err(e) => {
                         attempt += 1;
                         let wait = backoff(attempt);
-                        self.say(&format!(
+                        info!(
                             "reconnecting to {} failed: {e:#}; next try in {} s",
                             self.who.server,
                             wait.as_secs_f32()
-                        ));
+                        );
                         reconnecting = Some(self.spawn_reconnect(attempt, tx.clone()));
                         Ok(None)
                     }
@@ -285,11 +275,9 @@ impl Session {
             return Ok(Some(Ending::OpenMsxClosed));
         }
         let decoded = self.hooks.decode(&ev);
-        if self.trace {
-            if let Some(Ok(e)) = &decoded {
-                if !matches!(e, HookEvent::LocalChanges(_)) {
-                    eprintln!("trace {}: hooks: {e:?}", self.sync.me());
-                }
+        if let Some(Ok(e)) = &decoded {
+            if !matches!(e, HookEvent::LocalChanges(_)) {
+                trace!("{}: hooks: {e:?}", self.sync.me());
             }
         }
         match decoded {
@@ -298,7 +286,7 @@ impl Session {
                 // Loadstate, rewind or another machine: RAM changed behind the hooks'
                 // back. The shared state is the group's, not the savestate's.
                 self.active = false;
-                self.say("openMSX loaded a state or switched machine");
+                info!("openMSX loaded a state or switched machine");
                 let open = match &self.gate {
                     Some(_) => self.hooks.gate_state().await? == Some(true),
                     None => !self.waiting_for_key,
@@ -309,7 +297,7 @@ impl Session {
                 self.hooks.resume().await?;
             }
             Some(Ok(HookEvent::CartridgeStarted)) => {
-                self.say("the game restarted (reset or power cycle)");
+                info!("the game restarted (reset or power cycle)");
                 let fresh = self.sync.seq() == 0;
                 self.game_started(true, !fresh).await?;
                 self.hooks.resume().await?;
@@ -319,7 +307,7 @@ impl Session {
                 // the decision comes at INIT; without one, now.
                 self.active = false;
                 if !self.init_seen {
-                    self.say("the machine restarted (reset or power cycle)");
+                    info!("the machine restarted (reset or power cycle)");
                     let fresh = self.sync.seq() == 0;
                     self.game_started(false, !fresh).await?;
                 }
@@ -330,7 +318,7 @@ impl Session {
                     self.hooks.resume().await?;
                 } else {
                     self.active = false;
-                    self.say("the game left the shared part (sync-when is false): holding");
+                    info!("the game left the shared part (sync-when is false): holding");
                 }
             }
             Some(Ok(HookEvent::JoinRequested)) => {
@@ -340,11 +328,13 @@ impl Session {
                 }
                 self.hooks.resume().await?;
             }
-            Some(Err(e)) => self.say(&format!("warning: {e:#}")),
+            Some(Err(e)) => warn!("{e:#}"),
             None => {
                 if let Event::Log { level, text } = &ev {
-                    if level == "warning" || level == "error" {
-                        self.say(&format!("openMSX {level}: {text}"));
+                    match level.as_str() {
+                        "warning" => warn!("openMSX: {}", printable(text)),
+                        "error" => error!("openMSX: {}", printable(text)),
+                        _ => {}
                     }
                 }
             }
@@ -365,16 +355,14 @@ impl Session {
         let overtaken = match self.drain_answered_applies() {
             Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
             Err(e) => {
-                self.say(&format!("warning: {e:#}"));
+                warn!("{e:#}");
                 true
             }
         };
         // A flush of a big, scattered region can hold more runs than one message may.
         for part in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
             let batch = self.sync.send(part, overtaken);
-            if self.trace {
-                eprintln!("trace {}: send batch {batch}: {part:?}", self.sync.me());
-            }
+            trace!("{}: send batch {batch}: {part:?}", self.sync.me());
             let Some(sender) = self.sender.as_mut() else {
                 return;
             };
@@ -478,12 +466,10 @@ impl Session {
                         return Ok(false);
                     }
                 };
-                if self.trace {
-                    eprintln!(
-                        "trace {}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
-                        self.sync.me()
-                    );
-                }
+                trace!(
+                    "{}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
+                    self.sync.me()
+                );
                 self.stats.seq.store(seq, Ordering::Relaxed);
                 if player != self.sync.me() {
                     Stats::bump(&self.stats.updates_from_others);
@@ -494,17 +480,17 @@ impl Session {
                 apply_out.extend(apply);
             }
             ServerMsg::PlayerJoined(p) => {
-                self.say(&format!("{} joined the game", printable(&p.name)));
+                info!("{} joined the game", printable(&p.name));
                 self.players.push(p);
             }
             ServerMsg::PlayerLeft(p) => {
-                self.say(&format!("{} left the game", printable(&p.name)));
+                info!("{} left the game", printable(&p.name));
                 self.players.retain(|q| q.id != p.id);
             }
-            other => self.say(&format!(
+            other => info!(
                 "ignoring an unexpected {} from the server",
                 client::server_msg_name(&other)
-            )),
+            ),
         }
         Ok(true)
     }
@@ -524,7 +510,7 @@ impl Session {
             "lost the connection to server {}: {e:#}; openMSX keeps running and msxsync reconnects",
             self.who.server
         );
-        println!("{text}");
+        info!("{text}");
         let hooks = self.hooks.clone();
         smol::spawn(async move {
             let _ = hooks
@@ -541,7 +527,7 @@ impl Session {
         if joined.game.rom_sha256 != self.who.rom_sha256 {
             self.hooks.hold().await?;
             self.active = false;
-            println!(
+            info!(
                 "the server now has another rom for {}: not syncing any more (start msxsync play again)",
                 self.who.game
             );
@@ -552,9 +538,9 @@ impl Session {
         // What the server should hold: its state (or, when it came back empty, what
         // we knew) with our offline changes on top.
         let mut wanted = if blank && known > 0 {
-            self.say(&format!(
+            info!(
                 "the server lost the game's state (it restarted empty): seeding it with the state of update {known}"
-            ));
+            );
             self.sync.server_state().to_vec()
         } else {
             joined.state.clone()
@@ -593,7 +579,7 @@ impl Session {
             self.hooks.apply(&apply).await?;
         }
         self.players = joined.game.players.clone();
-        println!(
+        info!(
             "reconnected to {}: {} at update {}",
             self.who.server, self.who.game, joined.seq
         );
@@ -637,7 +623,7 @@ impl Session {
             .fetch_add(repairs.len() as u64, Ordering::Relaxed);
         self.hooks.force(&repairs).await?;
         self.wrote_directly = true;
-        println!(
+        info!(
             "repaired {} shared byte(s) that changed behind msxsync's back (first: region {} offset {}: {:#04x} -> {:#04x})",
             repairs.len(),
             stale[0].0,
