@@ -12,10 +12,10 @@ use crate::delta::Change;
 use crate::protocol::{
     self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
 };
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use async_tungstenite::smol::ConnectStream;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -131,7 +131,7 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
         let (ws, _) =
             async_tungstenite::smol::connect_async_with_config(url.as_str(), Some(config))
                 .await
-                .with_context(|| format!("cannot connect to server {shown}"))?;
+                .map_err(|e| connect_error(&shown, &e))?;
         // Changes are small and latency matters more than packet count.
         let _ = ws.get_ref().set_nodelay(true);
         let (sink, source) = ws.split();
@@ -182,6 +182,26 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
         )
     })
     .await
+}
+
+/// Why connecting to `shown` failed, said once, with what to do when nothing listens.
+fn connect_error(shown: &str, e: &WsError) -> anyhow::Error {
+    match e {
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => anyhow!(
+            "cannot connect to server {shown}: connection refused; is `msxsync serve` \
+             running there? use --server HOST[:PORT] to pick another server"
+        ),
+        _ => anyhow!("cannot connect to server {shown}: {}", ws_text(e)),
+    }
+}
+
+/// A WebSocket error in words. tungstenite's errors print their cause and also return
+/// it as their source, so as an anyhow cause the cause was said twice.
+fn ws_text(e: &WsError) -> String {
+    match e {
+        WsError::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// A connection to a server after Hello/Welcome.
@@ -287,10 +307,7 @@ impl ClientSender {
     /// Sends any protocol message.
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
         let bytes = protocol::encode(msg);
-        self.sink
-            .send(Message::Binary(bytes.into()))
-            .await
-            .with_context(|| format!("cannot send to server {}", self.server))
+        self.send_raw(Message::Binary(bytes.into())).await
     }
 
     /// Sends a raw WebSocket message; for tests of the server's input checks.
@@ -298,7 +315,7 @@ impl ClientSender {
         self.sink
             .send(msg)
             .await
-            .with_context(|| format!("cannot send to server {}", self.server))
+            .map_err(|e| anyhow!("cannot send to server {}: {}", self.server, ws_text(&e)))
     }
 
     /// Closes the connection (errors ignored).
@@ -361,8 +378,10 @@ impl ClientReceiver {
             let msg = match self.source.next().await {
                 None => bail!("server {} closed the connection", self.server),
                 Some(Err(e)) => {
-                    return Err(
-                        anyhow!(e).context(format!("connection to server {} failed", self.server))
+                    bail!(
+                        "connection to server {} failed: {}",
+                        self.server,
+                        ws_text(&e)
                     )
                 }
                 Some(Ok(m)) => m,

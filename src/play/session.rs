@@ -224,9 +224,9 @@ impl Session {
                     Err(e) => {
                         attempt += 1;
                         let wait = backoff(attempt);
+                        // The error names the server.
                         info!(
-                            "reconnecting to {} failed: {e:#}; next try in {} s",
-                            self.who.server,
+                            "reconnecting failed: {e:#}; next try in {} s",
                             wait.as_secs_f32()
                         );
                         reconnecting = Some(self.spawn_reconnect(attempt, tx.clone()));
@@ -506,11 +506,8 @@ impl Session {
         // nothing (the reader task ends when the socket does).
         smol::spawn(async move { old.close().await }).detach();
         Stats::bump(&self.stats.disconnects);
-        let text = format!(
-            "lost the connection to server {}: {e:#}; openMSX keeps running and msxsync reconnects",
-            self.who.server
-        );
-        info!("{text}");
+        // The client's errors name the server.
+        info!("lost the connection: {e:#}; openMSX keeps running and msxsync reconnects");
         let hooks = self.hooks.clone();
         smol::spawn(async move {
             let _ = hooks
