@@ -185,32 +185,16 @@ impl Catalog {
     }
 
     /// Loads every `*.regions` file in each of `dirs` (folders given by the user: one
-    /// that does not exist is warned about), then adds the built-in games
-    /// ([`crate::builtin`]) whose names no folder used. Returns the catalogue and
-    /// warnings about what was skipped; a bad file never stops the other games from
-    /// loading.
+    /// that does not exist is warned about). Returns the catalogue and warnings about
+    /// what was skipped; a bad file never stops the other games from loading.
     pub fn load(dirs: &[PathBuf]) -> (Catalog, Vec<String>) {
-        let (mut catalog, warnings) = Catalog::load_from(dirs, true);
-        catalog.add_builtin();
-        (catalog, warnings)
+        Catalog::load_from(dirs, true)
     }
 
     /// Loads the games of [`default_game_dirs`] (folders that do not exist are skipped
-    /// silently: most of them usually don't), plus the built-in games, as [`Catalog::load`].
+    /// silently: most of them usually don't), as [`Catalog::load`].
     pub fn load_default() -> (Catalog, Vec<String>) {
-        let (mut catalog, warnings) = Catalog::load_from(&default_game_dirs(), false);
-        catalog.add_builtin();
-        (catalog, warnings)
-    }
-
-    /// Adds each built-in game unless a game of its name is already there (a folder may
-    /// replace the demo) or the catalogue is full.
-    fn add_builtin(&mut self) {
-        for game in crate::builtin::games() {
-            if self.games.len() < MAX_GAMES {
-                self.add(game);
-            }
-        }
+        Catalog::load_from(&default_game_dirs(), false)
     }
 
     fn load_from(dirs: &[PathBuf], warn_missing: bool) -> (Catalog, Vec<String>) {
@@ -265,9 +249,13 @@ impl Catalog {
         (catalog, warnings)
     }
 
-    /// Adds a game unless one of the same name is already there (then returns false and
-    /// leaves the catalogue alone). Used for built-in games, which folders may override.
+    /// Adds a game unless one of the same name is already there or the catalogue is
+    /// full (then returns false and leaves the catalogue alone). Used for built-in
+    /// games, which folders may override.
     pub fn add(&mut self, game: Game) -> bool {
+        if self.games.len() >= MAX_GAMES {
+            return false;
+        }
         match self.games.binary_search_by(|g| g.name.cmp(&game.name)) {
             Ok(_) => false,
             Err(at) => {
@@ -371,10 +359,7 @@ mod tests {
     #[test]
     fn fixture_folder_loads_good_games_and_warns_about_each_bad_one() {
         let (catalog, warnings) = Catalog::load(&[fixtures()]);
-        assert_eq!(
-            names(&catalog),
-            ["demo", "directives", "galious", "oldstyle"]
-        );
+        assert_eq!(names(&catalog), ["directives", "galious", "oldstyle"]);
         let bad: Vec<_> = std::fs::read_dir(fixtures())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -432,7 +417,7 @@ mod tests {
         write_game(b.path(), "x", "from b");
         write_game(b.path(), "y", "only b");
         let (catalog, warnings) = Catalog::load(&[a.path().into(), b.path().into()]);
-        assert_eq!(names(&catalog), ["demo", "x", "y"]);
+        assert_eq!(names(&catalog), ["x", "y"]);
         assert_eq!(catalog.get("x").unwrap().title, "from a");
         assert_eq!(
             warnings,
@@ -450,7 +435,7 @@ mod tests {
         write_game(a.path(), "x", "t");
         let again = a.path().join(".");
         let (catalog, warnings) = Catalog::load(&[a.path().into(), again]);
-        assert_eq!(names(&catalog), ["demo", "x"]);
+        assert_eq!(names(&catalog), ["x"]);
         assert!(warnings.is_empty(), "{warnings:?}");
     }
 
@@ -459,7 +444,7 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let missing = a.path().join("nope");
         let (catalog, warnings) = Catalog::load(std::slice::from_ref(&missing));
-        assert_eq!(names(&catalog), ["demo"], "only the built-in game");
+        assert!(catalog.is_empty());
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].starts_with(&format!("skipping game folder {}: ", missing.display())),
@@ -479,30 +464,8 @@ mod tests {
         std::fs::create_dir(a.path().join("sub")).unwrap();
         write_game(&a.path().join("sub"), "deep", "t");
         let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert_eq!(names(&catalog), ["a", "b", "demo"]);
+        assert_eq!(names(&catalog), ["a", "b"]);
         assert!(warnings.is_empty(), "{warnings:?}");
-    }
-
-    #[test]
-    fn the_built_in_demo_is_served_unless_a_folder_defines_demo() {
-        let a = tempfile::tempdir().unwrap();
-        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        let demo = catalog.get("demo").expect("built-in demo");
-        assert!(crate::builtin::is_builtin(demo));
-        assert!(demo.title.ends_with("(built in)"), "{}", demo.title);
-        assert_eq!(demo.rom.as_slice(), crate::builtin::DEMO_ROM);
-
-        write_game(a.path(), "demo", "my own demo");
-        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(names(&catalog), ["demo"]);
-        let demo = catalog.get("demo").unwrap();
-        assert_eq!(demo.title, "my own demo", "the folder's demo wins");
-        assert!(!crate::builtin::is_builtin(demo));
-
-        // The default search path has it too, whatever folders exist here.
-        assert!(Catalog::load_default().0.get("demo").is_some());
     }
 
     #[test]
@@ -516,6 +479,11 @@ mod tests {
         assert_eq!(names(&c), ["b", "m", "z"]);
         assert_eq!(c.get("m").unwrap().title, "1");
         assert_eq!(c.len(), 3);
+        for i in c.len()..MAX_GAMES {
+            assert!(c.add(game(&format!("g{i:03}"), "1")));
+        }
+        assert!(!c.add(game("zz", "1")), "a full catalogue is refused");
+        assert_eq!(c.len(), MAX_GAMES);
     }
 
     #[test]

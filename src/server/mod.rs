@@ -74,7 +74,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
         Some(dir) => dir,
         None => persist::default_state_dir()?,
     };
-    let (catalog, warnings, dirs) = if opts.game_dirs.is_empty() {
+    let (mut catalog, warnings, dirs) = if opts.game_dirs.is_empty() {
         let (c, w) = catalog::Catalog::load_default();
         (c, w, catalog::default_game_dirs())
     } else {
@@ -83,6 +83,10 @@ pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
     };
     for w in &warnings {
         warn!("{w}");
+    }
+    // After the folders: a folder's game of the same name wins.
+    for game in crate::builtin::games() {
+        catalog.add(game);
     }
     let games = catalog.games().to_vec();
     if games.is_empty() {
