@@ -429,7 +429,7 @@ fn check_rom_size(shown: &str, len: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync_when::tests::lcg;
+    use crate::sync_when::tests::junk;
 
     fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regions")
@@ -786,12 +786,7 @@ mod tests {
             "\u{3000}",
             "-",
         ];
-        let mut seed = 1;
-        for _ in 0..20_000 {
-            let n = lcg(&mut seed) % 16;
-            let text: String = (0..n)
-                .map(|_| pieces[lcg(&mut seed) % pieces.len()])
-                .collect();
+        for text in junk(&pieces, 16, 1, 20_000) {
             if let Ok(def) = parse("g", &text) {
                 assert!(!def.regions.is_empty());
                 assert!(def.regions.iter().all(|r| r.start <= r.end));

@@ -323,12 +323,24 @@ pub(crate) mod tests {
         assert!(parse_hex("v", "$0x1", 0xff).is_err());
     }
 
-    /// A tiny deterministic generator, so the "never panics" tests need no extra crate.
-    pub(crate) fn lcg(seed: &mut u64) -> usize {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*seed >> 33) as usize
+    /// `count` texts of fewer than `max_pieces` of `pieces` each, for the "never panics"
+    /// tests. A tiny deterministic generator, so they need no extra crate.
+    pub(crate) fn junk<'a>(
+        pieces: &'a [&'a str],
+        max_pieces: usize,
+        mut seed: u64,
+        count: usize,
+    ) -> impl Iterator<Item = String> + 'a {
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        (0..count).map(move |_| {
+            let n = next() % max_pieces;
+            (0..n).map(|_| pieces[next() % pieces.len()]).collect()
+        })
     }
 
     #[test]
@@ -435,12 +447,7 @@ pub(crate) mod tests {
             "e001", " ", "==", "=", "!", "<", ">", "&", "|", "and", "or", "0x", "$", "ff", "100",
             "(", "é", "\n",
         ];
-        let mut seed = 7;
-        for _ in 0..20_000 {
-            let n = lcg(&mut seed) % 12;
-            let text: String = (0..n)
-                .map(|_| pieces[lcg(&mut seed) % pieces.len()])
-                .collect();
+        for text in junk(&pieces, 12, 7, 20_000) {
             if let Ok(c) = parse_sync_when(&text) {
                 // Whatever parses must print back to something that parses the same.
                 assert_eq!(parse_sync_when(&c.to_string()).unwrap(), c, "{text:?}");
