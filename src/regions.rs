@@ -103,9 +103,9 @@ fn is_py_space(c: char) -> bool {
 /// Parses the text of a regions file. `file_label` names the file in messages (usually
 /// its path as given). Pure: the ROM is neither read nor checked here, see [`load`].
 ///
-/// The steps: the first line names the ROM ([`rom_line`]); every later line is
-/// classified ([`classify`]) and read as a directive or a region ([`Reader`]); then the
-/// checks that need the whole file run ([`Reader::finish`]).
+/// The steps: the first line names the ROM (`rom_line`); every later line is
+/// classified (`classify`) and read as a directive or a region (`Reader`); then the
+/// checks that need the whole file run (`Reader::finish`).
 pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
     let at = |line: Option<usize>, msg: String| match line {
         Some(n) => anyhow!("could not read {file_label} line {n}: {msg}"),
