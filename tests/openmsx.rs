@@ -420,7 +420,7 @@ fn hooks_survive_loadstate() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     // The path goes to Tcl hex-encoded, never pasted.
-    let state_hex = msxsync::protocol::hex(state.to_str().unwrap().as_bytes());
+    let state_hex = msxsync::hex::encode(state.to_str().unwrap().as_bytes());
     smol::block_on(async {
         let mut g = Game::start().await;
         g.msx

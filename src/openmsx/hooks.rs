@@ -15,6 +15,7 @@
 
 use super::connection::{Event, OpenMsx, Reply};
 use crate::delta::Change;
+use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
 use crate::regions::{Op, SyncWhen};
 use anyhow::{anyhow, bail, Context, Result};
@@ -66,33 +67,6 @@ fn uses_new_watchpoint_api(version: (u32, u32)) -> bool {
     version.0 >= 21
 }
 
-/// Lowercase hex of bytes.
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Decodes hex (either case); an error for odd lengths or other characters.
-pub fn decode_hex(text: &str) -> Result<Vec<u8>> {
-    let digits = text.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        bail!("hex string of odd length {}", digits.len());
-    }
-    let nibble = |c: u8| -> Result<u8> {
-        (c as char)
-            .to_digit(16)
-            .map(|d| d as u8)
-            .ok_or_else(|| anyhow!("bad hex digit {:?}", c as char))
-    };
-    digits
-        .chunks(2)
-        .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
-
 /// Formats changes as the flat Tcl list `REGION OFFSET VALUESHEX MASKSHEX ...` that
 /// `msxsync::apply` takes: numbers and hex only.
 pub fn format_changes(changes: &[Change]) -> String {
@@ -106,8 +80,8 @@ pub fn format_changes(changes: &[Change]) -> String {
             "{} {} {} {}",
             c.region,
             c.offset,
-            hex(&c.values),
-            hex(&c.masks)
+            hex::encode(&c.values),
+            hex::encode(&c.masks)
         );
     }
     out
@@ -145,8 +119,8 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
                     offset: g[1]
                         .parse()
                         .with_context(|| format!("bad offset {:?}", g[1]))?,
-                    values: decode_hex(g[2]).context("bad values in push")?,
-                    masks: decode_hex(g[3]).context("bad masks in push")?,
+                    values: hex::decode(g[2]).context("bad values in push")?,
+                    masks: hex::decode(g[3]).context("bad masks in push")?,
                 };
                 change.check(region_sizes).map_err(|e| anyhow!("{e}"))?;
                 changes.push(change);
@@ -165,8 +139,8 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
                 let offset: u16 = g[1]
                     .parse()
                     .with_context(|| format!("bad offset {:?}", g[1]))?;
-                let old = decode_hex(g[2]).context("bad old bytes in push")?;
-                let new = decode_hex(g[3]).context("bad new bytes in push")?;
+                let old = hex::decode(g[2]).context("bad old bytes in push")?;
+                let new = hex::decode(g[3]).context("bad new bytes in push")?;
                 if old.len() != new.len() || old.is_empty() {
                     bail!(
                         "diff push with {} old and {} new bytes",
@@ -356,7 +330,7 @@ impl Hooks {
                 bail!("state of region {i} has {} bytes, the region {n}", s.len());
             }
         }
-        let hexes: Vec<String> = state.iter().map(|s| hex(s)).collect();
+        let hexes: Vec<String> = state.iter().map(|s| hex::encode(s)).collect();
         self.msx
             .command(&format!("msxsync::write_state {{{}}}", hexes.join(" ")))
             .await
@@ -384,7 +358,7 @@ impl Hooks {
             .zip(&sizes)
             .enumerate()
             .map(|(i, (p, &n))| {
-                let bytes = decode_hex(p).with_context(|| format!("region {i} from openmsx"))?;
+                let bytes = hex::decode(p).with_context(|| format!("region {i} from openmsx"))?;
                 if bytes.len() != n {
                     bail!("region {i} from openmsx has {} bytes, not {n}", bytes.len());
                 }
@@ -446,7 +420,7 @@ impl Hooks {
         let mut cmd = String::from("msxsync::force {");
         for c in changes {
             c.check(&sizes).map_err(|e| anyhow!("not repairing: {e}"))?;
-            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex(&c.values));
+            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex::encode(&c.values));
         }
         cmd.push('}');
         self.msx
@@ -499,7 +473,7 @@ impl Hooks {
         self.msx
             .command(&format!(
                 "message [binary decode hex {}] info",
-                hex(text.as_bytes())
+                hex::encode(text.as_bytes())
             ))
             .await
             .map(|_| ())
@@ -678,18 +652,6 @@ mod tests {
         assert_eq!(parse_version("fMSX 3"), None);
         assert!(!uses_new_watchpoint_api((18, 0)));
         assert!(uses_new_watchpoint_api((21, 0)));
-    }
-
-    #[test]
-    fn hex_round_trips_and_rejects_garbage() {
-        assert_eq!(
-            decode_hex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
-            [0, 1, 0xab, 0xff]
-        );
-        assert_eq!(decode_hex("ABcd").unwrap(), [0xab, 0xcd]);
-        assert!(decode_hex("abc").is_err());
-        assert!(decode_hex("zz").is_err());
-        assert!(decode_hex("+1").is_err());
     }
 
     #[test]

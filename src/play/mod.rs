@@ -16,9 +16,10 @@ use session::{Identity, Session};
 use state::Offline;
 
 use crate::client;
+use crate::hex;
 use crate::openmsx::connection::check_name;
 use crate::openmsx::{HookEvent, Hooks, LaunchOptions, OpenMsx};
-use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, DEFAULT_PORT};
+use crate::protocol::{GameInfo, Joined, PlayerInfo, DEFAULT_PORT};
 use crate::regions::parse_sync_when;
 use crate::rom_cache::RomCache;
 use anyhow::{Context, Result};
@@ -433,11 +434,11 @@ async fn insert_cartridge(
     let path = rom
         .to_str()
         .with_context(|| format!("the rom path {} is not valid unicode", rom.display()))?;
-    let mut cmd = format!("carta [binary decode hex {}]", hex(path.as_bytes()));
+    let mut cmd = format!("carta [binary decode hex {}]", hex::encode(path.as_bytes()));
     if let Some(t) = romtype {
         cmd.push_str(&format!(
             " -romtype [binary decode hex {}]",
-            hex(t.as_bytes())
+            hex::encode(t.as_bytes())
         ));
     }
     msx.command(&cmd)
@@ -463,7 +464,7 @@ fn new_session_id() -> u64 {
 }
 
 fn short_hash(game: &GameInfo) -> String {
-    hex(&game.rom_sha256[..6])
+    hex::encode(&game.rom_sha256[..6])
 }
 
 fn players_line(players: &[PlayerInfo], me: u32) -> String {

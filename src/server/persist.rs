@@ -30,6 +30,7 @@
 //! I/O is a thin shell around them.
 
 use crate::catalog::{sha256, Game};
+use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
@@ -106,7 +107,7 @@ pub fn layout(regions: &[RegionInfo]) -> Vec<(u16, u16)> {
 
 /// First bytes of a hash in hex, enough for a human to tell two apart.
 fn short_hex(hash: &[u8; 32]) -> String {
-    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&hash[..6])
 }
 
 /// A region layout in a line, cut short when long.
