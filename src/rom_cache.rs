@@ -5,6 +5,7 @@
 //! damaged file is fetched again instead of being started.
 
 use crate::catalog::sha256;
+use crate::dirs::Xdg;
 use crate::hex;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -24,16 +25,10 @@ impl RomCache {
     /// The default cache folder: `$XDG_CACHE_HOME/msxsync/roms`, else
     /// `~/.cache/msxsync/roms`, else a folder under the system's temporary folder.
     pub fn default_dir() -> PathBuf {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .map(|h| PathBuf::from(h).join(".cache"))
-            })
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("msxsync").join("roms")
+        Xdg::from_env()
+            .cache_home()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("msxsync/roms")
     }
 
     /// The folder this cache uses.

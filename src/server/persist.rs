@@ -30,10 +30,10 @@
 //! I/O is a thin shell around them.
 
 use crate::catalog::{sha256, Game};
+use crate::dirs::Xdg;
 use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
 use anyhow::{bail, Context, Result};
-use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -230,20 +230,13 @@ pub fn decode(file: &[u8]) -> Result<Saved, String> {
 
 /// The default state folder: `$XDG_STATE_HOME/msxsync`, or `~/.local/state/msxsync`.
 pub fn default_state_dir() -> Result<PathBuf> {
-    state_dir_from(std::env::var_os("HOME"), std::env::var_os("XDG_STATE_HOME")).context(
-        "no folder for the server state: HOME and XDG_STATE_HOME are unset or relative; \
-         give --state-dir",
-    )
-}
-
-/// [`default_state_dir`] from explicit inputs, so the rules can be tested.
-fn state_dir_from(home: Option<OsString>, state_home: Option<OsString>) -> Option<PathBuf> {
-    // Per the XDG spec a relative or empty value is invalid and means the default.
-    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
-    state_home
-        .and_then(|d| absolute(PathBuf::from(d)))
-        .or_else(|| absolute(PathBuf::from(home?)).map(|h| h.join(".local/state")))
+    Xdg::from_env()
+        .state_home()
         .map(|d| d.join("msxsync"))
+        .context(
+            "no folder for the server state: HOME and XDG_STATE_HOME are unset or \
+             relative; give --state-dir",
+        )
 }
 
 /// The file holding the state of the game `name` in `dir`. Game names come from file
@@ -845,25 +838,6 @@ mod tests {
         assert_eq!(state_file(d, ".hidden"), Path::new("/s/%2Ehidden.state"));
         assert_eq!(state_file(d, "a%b\\c"), Path::new("/s/a%25b%5Cc.state"));
         assert_eq!(state_file(d, "é"), Path::new("/s/é.state"));
-    }
-
-    #[test]
-    fn default_dir_follows_xdg() {
-        let os = |s: &str| Some(OsString::from(s));
-        assert_eq!(
-            state_dir_from(os("/home/u"), None),
-            Some(PathBuf::from("/home/u/.local/state/msxsync"))
-        );
-        assert_eq!(
-            state_dir_from(os("/home/u"), os("/st")),
-            Some(PathBuf::from("/st/msxsync"))
-        );
-        assert_eq!(
-            state_dir_from(os("/home/u"), os("relative")),
-            Some(PathBuf::from("/home/u/.local/state/msxsync"))
-        );
-        assert_eq!(state_dir_from(None, os("")), None);
-        assert_eq!(state_dir_from(os("rel"), None), None);
     }
 
     #[test]
