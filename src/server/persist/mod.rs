@@ -1,7 +1,7 @@
 //! Keeping each game's shared state across server restarts (`msxsync serve --state-dir`):
 //! one file per game, `DIR/<game>.state`.
 //!
-//! - [`format`]: the bytes of a state file, encoded and decoded (pure);
+//! - [`format`](mod@format): the bytes of a state file, encoded and decoded (pure);
 //! - [`files`]: file names, atomic replacement, loading with damaged files moved aside,
 //!   the folder lock and the default folder;
 //! - [`saver`]: the thread that writes dirty games, at most once a second each, and its
