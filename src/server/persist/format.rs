@@ -36,7 +36,7 @@ pub struct Saved {
     /// SHA-256 of the ROM the state belongs to.
     pub rom_sha256: [u8; 32],
     /// Start and end address (inclusive) of each region, in the game's order.
-    pub regions: Vec<(u16, u16)>,
+    pub regions: Vec<Bounds>,
     /// Sequence number of the last update included in `bytes`.
     pub seq: u64,
     /// The shared bytes of every region, one after the other.
@@ -75,9 +75,25 @@ impl Saved {
     }
 }
 
-/// The start and end of each region.
-pub fn layout(regions: &[RegionInfo]) -> Vec<(u16, u16)> {
-    regions.iter().map(|r| (r.start, r.end)).collect()
+/// A region's first and last address, as a state file records it: the file's region
+/// layout, without the descriptions, which do not change what the bytes mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// First address.
+    pub start: u16,
+    /// Last address (inclusive).
+    pub end: u16,
+}
+
+/// The bounds of each region.
+pub fn layout(regions: &[RegionInfo]) -> Vec<Bounds> {
+    regions
+        .iter()
+        .map(|r| Bounds {
+            start: r.start,
+            end: r.end,
+        })
+        .collect()
 }
 
 /// First bytes of a hash in hex, enough for a human to tell two apart.
@@ -86,12 +102,12 @@ fn short_hex(hash: &[u8; 32]) -> String {
 }
 
 /// A region layout in a line, cut short when long.
-fn describe_layout(regions: &[(u16, u16)]) -> String {
+fn describe_layout(regions: &[Bounds]) -> String {
     const SHOWN: usize = 4;
     let mut parts: Vec<String> = regions
         .iter()
         .take(SHOWN)
-        .map(|(s, e)| format!("{s:04x}-{e:04x}"))
+        .map(|b| format!("{:04x}-{:04x}", b.start, b.end))
         .collect();
     if regions.len() > SHOWN {
         parts.push(format!("... ({} regions)", regions.len()));
@@ -111,9 +127,9 @@ pub fn encode(saved: &Saved) -> Vec<u8> {
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&saved.rom_sha256);
     out.extend_from_slice(&(saved.regions.len() as u32).to_le_bytes());
-    for (start, end) in &saved.regions {
-        out.extend_from_slice(&start.to_le_bytes());
-        out.extend_from_slice(&end.to_le_bytes());
+    for b in &saved.regions {
+        out.extend_from_slice(&b.start.to_le_bytes());
+        out.extend_from_slice(&b.end.to_le_bytes());
     }
     out.extend_from_slice(&saved.seq.to_le_bytes());
     out.extend_from_slice(&saved.bytes);
@@ -176,7 +192,7 @@ pub fn decode(file: &[u8]) -> Result<Saved, String> {
             ));
         }
         total += end as usize - start as usize + 1;
-        regions.push((start, end));
+        regions.push(Bounds { start, end });
     }
     if total > MAX_SHARED_BYTES {
         return Err(format!(
@@ -266,13 +282,19 @@ mod tests {
         assert!(decode(&file).unwrap_err().contains("the limit is 256"));
         // A region ending before its start.
         let mut s = saved();
-        s.regions[1] = (0xc001, 0xc000);
+        s.regions[1] = Bounds {
+            start: 0xc001,
+            end: 0xc000,
+        };
         assert!(decode(&encode(&s))
             .unwrap_err()
             .contains("before its start"));
         // Too many shared bytes in total.
         let s = Saved {
-            regions: vec![(0, 0xffff)],
+            regions: vec![Bounds {
+                start: 0,
+                end: 0xffff,
+            }],
             bytes: vec![],
             ..saved()
         };

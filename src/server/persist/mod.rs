@@ -18,7 +18,7 @@ pub use files::{
     default_state_dir, load, prepare_dir, save, state_file, write_atomically, DirLock, Origin,
     LOCK_FILE, STATE_SUFFIX,
 };
-pub use format::{decode, encode, layout, Saved, FORMAT_VERSION, MAGIC};
+pub use format::{decode, encode, layout, Bounds, Saved, FORMAT_VERSION, MAGIC};
 pub use saver::{
     channel, Inbox, Notifier, Saver, Schedule, Snapshot, SnapshotFn, StopReport, SAVE_INTERVAL,
 };

@@ -82,7 +82,13 @@ impl Schedule {
 }
 
 /// A copy of one game's state, taken under its lock.
-pub type Snapshot = (u64, Vec<u8>);
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Sequence number of the last update in `bytes`.
+    pub seq: u64,
+    /// The shared bytes of every region, one after the other.
+    pub bytes: Vec<u8>,
+}
 
 /// Takes a snapshot of game `g` and marks it clean, or `None` if it is clean already.
 pub type SnapshotFn = dyn Fn(usize) -> Option<Snapshot> + Send + Sync;
@@ -207,7 +213,7 @@ fn saver_loop(
     let mut unsaved: Vec<Option<Snapshot>> = vec![None; games.len()];
     let mut write = |g: usize| -> Option<Result<(), String>> {
         let game = games.get(g)?;
-        let (seq, bytes) = snapshot(g).or_else(|| unsaved[g].take())?;
+        let Snapshot { seq, bytes } = snapshot(g).or_else(|| unsaved[g].take())?;
         let saved = Saved::of(game, seq, bytes);
         let result = write_atomically(&state_file(dir, &game.name), &encode(&saved))
             .map_err(|e| format!("{e:#}"));
@@ -225,7 +231,10 @@ fn saver_loop(
         }
         last_error[g] = result.as_ref().err().cloned();
         if result.is_err() {
-            unsaved[g] = Some((saved.seq, saved.bytes));
+            unsaved[g] = Some(Snapshot {
+                seq: saved.seq,
+                bytes: saved.bytes,
+            });
         }
         Some(result)
     };
