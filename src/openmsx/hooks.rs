@@ -203,8 +203,17 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
     Ok(Some(event))
 }
 
-/// Checks regions before they go to openMSX and returns (start, length) pairs.
-pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
+/// A watched region as the hooks take it: first CPU address and length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First address.
+    pub start: u16,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+/// Checks regions before they go to openMSX and returns their spans.
+pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<Span>> {
     if regions.len() > MAX_REGIONS {
         bail!("{} regions, the limit is {MAX_REGIONS}", regions.len());
     }
@@ -219,7 +228,10 @@ pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
             );
         }
         total += r.len();
-        spans.push((r.start, r.len()));
+        spans.push(Span {
+            start: r.start,
+            len: r.len(),
+        });
     }
     if total > MAX_SHARED_BYTES {
         bail!("{total} shared bytes, the limit is {MAX_SHARED_BYTES}");
@@ -242,7 +254,7 @@ fn new_token() -> u32 {
 pub struct Hooks {
     msx: OpenMsx,
     token: u32,
-    spans: Vec<(u16, usize)>,
+    spans: Vec<Span>,
 }
 
 impl Hooks {
@@ -273,7 +285,10 @@ impl Hooks {
     /// RAM, so only writes from now on are reported.
     pub async fn watch(&mut self, regions: &[RegionInfo]) -> Result<()> {
         let spans = region_spans(regions)?;
-        let list: Vec<String> = spans.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let list: Vec<String> = spans
+            .iter()
+            .map(|s| format!("{} {}", s.start, s.len))
+            .collect();
         self.msx
             .command(&format!("{} {{{}}}", procs::INSTALL, list.join(" ")))
             .await
@@ -289,7 +304,7 @@ impl Hooks {
 
     /// Byte sizes of the watched regions, in order.
     pub fn region_sizes(&self) -> Vec<usize> {
-        self.spans.iter().map(|&(_, n)| n).collect()
+        self.spans.iter().map(|s| s.len).collect()
     }
 
     /// Interprets an event: `None` when it is not a push of these hooks (logs, other
@@ -447,7 +462,7 @@ impl Hooks {
     /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
     /// RAM holds leftovers) and opens at the game's first write that makes it true.
     pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
-        let (addrs, expr) = gate_expression(cond);
+        let GateTcl { addrs, expr } = gate_expression(cond);
         let closed = u8::from(closed);
         let reply = self
             .msx
@@ -562,9 +577,18 @@ impl Hooks {
 /// The key a player presses in openMSX to join a game already in progress.
 pub const JOIN_KEY: &str = "F12";
 
+/// A `sync-when:` condition as `msxsync::gate_setup` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateTcl {
+    /// The byte addresses the condition reads, decimal, space-separated.
+    pub addrs: String,
+    /// A Tcl expression over `[debug read memory ADDR]` terms and decimal numbers.
+    pub expr: String,
+}
+
 /// Turns a `sync-when:` condition into the byte addresses it reads and a Tcl
 /// expression over them. Only numbers formatted here go into the expression.
-pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
+pub fn gate_expression(cond: &SyncWhen) -> GateTcl {
     let mut addrs: Vec<u16> = cond.addresses();
     addrs.sort_unstable();
     addrs.dedup();
@@ -592,7 +616,10 @@ pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
         })
         .collect();
     let addrs: Vec<String> = addrs.iter().map(u16::to_string).collect();
-    (addrs.join(" "), groups.join(" || "))
+    GateTcl {
+        addrs: addrs.join(" "),
+        expr: groups.join(" || "),
+    }
 }
 
 /// The INIT address from a cartridge header ("AB", INIT little endian at 2..3), or
@@ -613,7 +640,7 @@ mod tests {
     fn gate_expressions_hold_only_numbers() {
         let cond =
             crate::regions::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
-        let (addrs, expr) = gate_expression(&cond);
+        let GateTcl { addrs, expr } = gate_expression(&cond);
         assert_eq!(addrs, "57344 57345 57634");
         assert_eq!(
             expr,
@@ -755,7 +782,16 @@ mod tests {
         };
         assert_eq!(
             region_spans(&[r(0xe000, 0xe00f), r(0xffff, 0xffff)]).unwrap(),
-            vec![(0xe000, 16), (0xffff, 1)]
+            vec![
+                Span {
+                    start: 0xe000,
+                    len: 16
+                },
+                Span {
+                    start: 0xffff,
+                    len: 1
+                }
+            ]
         );
         assert!(region_spans(&[r(2, 1)]).is_err());
         assert!(region_spans(&[r(0, 0xffff)]).is_err());

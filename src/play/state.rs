@@ -105,17 +105,15 @@ impl SyncState {
     /// (`None`), all are sent again, since losing a change is worse than repeating one.
     pub fn unreceived(&self, last_batch: Option<u32>) -> Unreceived {
         let (lost, received): (Vec<_>, Vec<_>) =
-            self.in_flight
-                .batches()
-                .partition(|(batch, _)| match last_batch {
-                    // Batch numbers wrap: compare by distance, which is correct for any
-                    // window of fewer than 2^31 batches.
-                    Some(last) => (batch.wrapping_sub(last) as i32) > 0,
-                    None => true,
-                });
+            self.in_flight.batches().partition(|b| match last_batch {
+                // Batch numbers wrap: compare by distance, which is correct for any
+                // window of fewer than 2^31 batches.
+                Some(last) => (b.number.wrapping_sub(last) as i32) > 0,
+                None => true,
+            });
         let changes = lost
             .into_iter()
-            .flat_map(|(_, changes)| changes.iter().cloned())
+            .flat_map(|b| b.changes.iter().cloned())
             .collect();
         Unreceived {
             changes,
