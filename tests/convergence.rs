@@ -4,28 +4,13 @@
 //! receives everything, every player's RAM equals the server's state (I2), and nobody
 //! ever sends a change it did not make (I1).
 
+mod common;
+
+use common::rng::Rng;
 use msxsync::protocol::{PlayerId, RegionInfo, ServerMsg};
 use msxsync::replica::{Batch, Replica};
 use msxsync::server::game::GameState;
 use std::collections::VecDeque;
-
-/// xorshift64: deterministic pseudo-random numbers without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Player {
     replica: Replica,
