@@ -12,7 +12,7 @@ use common::testrom;
 use msxsync::delta::Change;
 use msxsync::hex;
 use msxsync::openmsx::hooks::procs;
-use msxsync::openmsx::{Hooks, LaunchOptions, OpenMsx};
+use msxsync::openmsx::{Hooks, OpenMsx};
 use msxsync::protocol::RegionInfo;
 use msxsync::replica::apply_remote;
 use std::time::Duration;
@@ -153,14 +153,9 @@ fn tcl_and_rust_apply_remote_bits_the_same_way() {
     }
     smol::block_on(async {
         let rom = testrom::rom_path();
-        let msx = OpenMsx::spawn(&LaunchOptions {
-            machine: Some("C-BIOS_MSX1".into()),
-            cart: Some(rom.clone()),
-            headless: true,
-            ..LaunchOptions::default()
-        })
-        .await
-        .expect("spawn openmsx");
+        let msx = OpenMsx::spawn(&testrom::launch(Some(&rom)))
+            .await
+            .expect("spawn openmsx");
         msx.command("set throttle off").await.unwrap();
         let mut hooks = Hooks::load(&msx).await.expect("load hooks");
         // Emulation stays paused at the cartridge's INIT: nothing but the commands
