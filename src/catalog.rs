@@ -3,12 +3,12 @@
 //! Loading from folders (the `--games` search path) lives here too; the server only
 //! sees the finished [`Game`] values.
 
+use crate::dirs::Xdg;
 use crate::protocol::{GameInfo, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
 use crate::regions::{GameDef, Region};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -134,39 +134,17 @@ pub fn default_game_dirs() -> Vec<PathBuf> {
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf));
-    game_dirs_from(
-        exe_dir.as_deref(),
-        std::env::var_os("HOME"),
-        std::env::var_os("XDG_DATA_HOME"),
-        std::env::var_os("XDG_DATA_DIRS"),
-    )
+    game_dirs_from(exe_dir.as_deref(), &Xdg::from_env())
 }
 
 /// [`default_game_dirs`] from explicit inputs, so the rules can be tested.
-fn game_dirs_from(
-    exe_dir: Option<&Path>,
-    home: Option<OsString>,
-    data_home: Option<OsString>,
-    data_dirs: Option<OsString>,
-) -> Vec<PathBuf> {
-    // The XDG spec says relative paths in these variables are invalid and to be ignored;
-    // an unset or empty variable means its default.
-    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
+fn game_dirs_from(exe_dir: Option<&Path>, xdg: &Xdg) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(exe_dir) = exe_dir {
         dirs.push(exe_dir.join("games"));
     }
     dirs.push(PathBuf::from("games"));
-    let data_home = data_home
-        .and_then(|d| absolute(PathBuf::from(d)))
-        .or_else(|| absolute(PathBuf::from(home?)).map(|h| h.join(".local/share")));
-    if let Some(d) = data_home {
-        dirs.push(d.join("msxsync/games"));
-    }
-    let data_dirs = data_dirs
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| OsString::from("/usr/local/share:/usr/share"));
-    for d in std::env::split_paths(&data_dirs).filter_map(absolute) {
+    for d in xdg.data_search_path() {
         dirs.push(d.join("msxsync/games"));
     }
     dirs
@@ -506,10 +484,11 @@ mod tests {
 
     #[test]
     fn default_dirs_follow_xdg() {
-        let os = |s: &str| Some(OsString::from(s));
         let p = |s: &str| PathBuf::from(s);
+        // The XDG rules themselves are tested in `dirs`.
+        let xdg = Xdg::from_vars(|v| (v == "HOME").then(|| "/home/u".into()));
         assert_eq!(
-            game_dirs_from(Some(Path::new("/opt/msx")), os("/home/u"), None, None),
+            game_dirs_from(Some(Path::new("/opt/msx")), &xdg),
             [
                 p("/opt/msx/games"),
                 p("games"),
@@ -518,27 +497,9 @@ mod tests {
                 p("/usr/share/msxsync/games"),
             ]
         );
+        let xdg = Xdg::from_vars(|v| (v == "XDG_DATA_DIRS").then(|| "/x".into()));
         assert_eq!(
-            game_dirs_from(None, os("/home/u"), os("/data"), os("/a:relative::/b")),
-            [
-                p("games"),
-                p("/data/msxsync/games"),
-                p("/a/msxsync/games"),
-                p("/b/msxsync/games"),
-            ]
-        );
-        // Relative or empty XDG values are ignored; no HOME means no per-user folder.
-        assert_eq!(
-            game_dirs_from(None, os("/h"), os("rel"), os("")),
-            [
-                p("games"),
-                p("/h/.local/share/msxsync/games"),
-                p("/usr/local/share/msxsync/games"),
-                p("/usr/share/msxsync/games"),
-            ]
-        );
-        assert_eq!(
-            game_dirs_from(None, None, os(""), os("/x")),
+            game_dirs_from(None, &xdg),
             [p("games"), p("/x/msxsync/games")]
         );
         assert!(default_game_dirs().contains(&p("games")));

@@ -8,6 +8,8 @@ pub mod builtin;
 pub mod catalog;
 pub mod client;
 pub mod delta;
+pub mod dirs;
+pub mod hex;
 pub mod openmsx;
 pub mod play;
 pub mod protocol;

@@ -374,11 +374,6 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
     Ok(msg)
 }
 
-/// Lowercase hex of bytes, e.g. for showing a SHA-256.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,14 +13,13 @@ pub use session::{Ending, CHECK_PERIOD};
 pub use state::SyncState;
 
 use session::{Identity, Session};
-use state::Offline;
 
 use crate::client;
+use crate::hex;
 use crate::openmsx::connection::check_name;
 use crate::openmsx::{HookEvent, Hooks, LaunchOptions, OpenMsx};
-use crate::protocol::{hex, GameInfo, Joined, PlayerInfo};
+use crate::protocol::{GameInfo, Joined, PlayerInfo};
 use crate::rom_cache::RomCache;
-use crate::sync_when::parse_sync_when;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,40 +223,16 @@ impl Player {
         // Emulation is paused at the cartridge's INIT (when it was seen): nothing the
         // game does can slip between watching and deciding whether to sync.
         hooks.watch(&joined.regions).await?;
-        let gate =
-            match &game.sync_when {
-                Some(text) => Some(parse_sync_when(text).map_err(|e| {
-                    anyhow::anyhow!("the server sent a bad sync-when {text:?}: {e}")
-                })?),
-                None => None,
-            };
-        let stats = Arc::new(Stats::default());
-        let sync = SyncState::new(&joined);
-        stats.seq.store(sync.seq(), Ordering::Relaxed);
         let (sender, receiver) = conn.split();
-        let offline = Offline::new(&sync.region_sizes());
-        let mut session = Session {
-            hooks: hooks.clone(),
-            sync,
-            stats: stats.clone(),
-            who: Identity {
-                server: opts.server.clone(),
-                name: opts.name.clone(),
-                game: game.name.clone(),
-                rom_sha256: game.rom_sha256,
-                session,
-            },
-            players: game.players.clone(),
-            gate,
-            waiting_for_key: false,
-            active: false,
-            sender: Some(sender),
-            offline,
-            suspects: Vec::new(),
-            applying: Default::default(),
-            wrote_directly: false,
-            init_seen: started,
+        let who = Identity {
+            server: opts.server.clone(),
+            name: opts.name.clone(),
+            game: game.name.clone(),
+            rom_sha256: game.rom_sha256,
+            session,
         };
+        let mut session = Session::new(hooks.clone(), &joined, sender, who, started)?;
+        let stats = session.stats();
         let in_progress = joined.in_progress && !opts.join_now;
         session.game_started(started, in_progress).await?;
         hooks.resume().await?;
@@ -344,11 +319,11 @@ async fn insert_cartridge(
     let path = rom
         .to_str()
         .with_context(|| format!("the rom path {} is not valid unicode", rom.display()))?;
-    let mut cmd = format!("carta [binary decode hex {}]", hex(path.as_bytes()));
+    let mut cmd = format!("carta [binary decode hex {}]", hex::encode(path.as_bytes()));
     if let Some(t) = romtype {
         cmd.push_str(&format!(
             " -romtype [binary decode hex {}]",
-            hex(t.as_bytes())
+            hex::encode(t.as_bytes())
         ));
     }
     msx.command(&cmd)
@@ -374,7 +349,7 @@ fn new_session_id() -> u64 {
 }
 
 fn short_hash(game: &GameInfo) -> String {
-    hex(&game.rom_sha256[..6])
+    hex::encode(&game.rom_sha256[..6])
 }
 
 fn players_line(players: &[PlayerInfo], me: u32) -> String {

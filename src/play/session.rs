@@ -12,7 +12,7 @@ use crate::delta::{self, Change};
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
-use crate::sync_when::SyncWhen;
+use crate::sync_when::{parse_sync_when, SyncWhen};
 use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,39 +57,95 @@ pub struct Identity {
     pub session: u64,
 }
 
+/// A shared byte that differs from what it should hold, found by the desync check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mismatch {
+    region: usize,
+    offset: usize,
+    /// What RAM holds.
+    have: u8,
+    /// What it should hold: the server's state with own batches in flight on top.
+    want: u8,
+}
+
 /// The sync loop's state.
 pub struct Session {
-    pub hooks: Hooks,
-    pub sync: SyncState,
-    pub stats: Arc<Stats>,
-    pub who: Identity,
-    pub players: Vec<PlayerInfo>,
+    hooks: Hooks,
+    sync: SyncState,
+    stats: Arc<Stats>,
+    who: Identity,
+    players: Vec<PlayerInfo>,
     /// The game's `sync-when:` condition, if it has one.
-    pub gate: Option<SyncWhen>,
+    gate: Option<SyncWhen>,
     /// Holding until the player presses the join key (a game in progress without
     /// `sync-when:`).
-    pub waiting_for_key: bool,
+    waiting_for_key: bool,
     /// Whether the hooks sync (as far as this loop knows; the hooks hold by
     /// themselves when the gate closes or the game restarts).
-    pub active: bool,
+    active: bool,
     /// The connection, while there is one.
-    pub sender: Option<ClientSender>,
+    sender: Option<ClientSender>,
     /// Changes the game made while offline, sent after reconnecting.
-    pub offline: Offline,
+    offline: Offline,
     /// Bytes that differed from the expected state at the last check.
-    pub suspects: Vec<(usize, usize, u8, u8)>,
+    suspects: Vec<Mismatch>,
     /// Whether the cartridge's INIT breakpoint works for this game: then every start
     /// of the game is reported at INIT; otherwise a boot has to stand in for it.
-    pub init_seen: bool,
+    init_seen: bool,
     /// The whole state or a repair was written into RAM since the last batch was
     /// sent: a flush just before it may have been overwritten, so the next batch's
     /// echo is written back (see `send_local`).
-    pub wrote_directly: bool,
+    wrote_directly: bool,
     /// Applies sent to openMSX whose replies were not looked at yet.
-    pub applying: std::collections::VecDeque<crate::openmsx::Reply>,
+    applying: std::collections::VecDeque<crate::openmsx::Reply>,
 }
 
 impl Session {
+    /// The session of a player who just joined (`joined`) over the connection
+    /// `sender`, with `hooks` watching the regions. It holds until
+    /// [`Session::game_started`] decides when to sync. `init_seen`: the cartridge's
+    /// INIT breakpoint was reached. Fails when the server sent a `sync-when:` that
+    /// does not parse.
+    pub fn new(
+        hooks: Hooks,
+        joined: &Joined,
+        sender: ClientSender,
+        who: Identity,
+        init_seen: bool,
+    ) -> Result<Session> {
+        let gate =
+            match &joined.game.sync_when {
+                Some(text) => Some(parse_sync_when(text).map_err(|e| {
+                    anyhow::anyhow!("the server sent a bad sync-when {text:?}: {e}")
+                })?),
+                None => None,
+            };
+        let sync = SyncState::new(joined);
+        let stats = Arc::new(Stats::default());
+        stats.seq.store(sync.seq(), Ordering::Relaxed);
+        Ok(Session {
+            hooks,
+            offline: Offline::new(&sync.region_sizes()),
+            sync,
+            stats,
+            who,
+            players: joined.game.players.clone(),
+            gate,
+            waiting_for_key: false,
+            active: false,
+            sender: Some(sender),
+            suspects: Vec::new(),
+            init_seen,
+            wrote_directly: false,
+            applying: Default::default(),
+        })
+    }
+
+    /// The counters this session keeps.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// The game (re)started; the hooks hold and emulation is paused at its INIT when
     /// `at_init`. Decides when this player starts syncing:
     /// - with `sync-when:`, when the condition turns true (the game's own start-up
@@ -545,11 +601,11 @@ impl Session {
         // Our batches the server never got, then what the game did offline (later, so
         // it wins bit by bit). Batches it did get are not repeated: another player may
         // have changed the same bits since.
-        let (unreceived, received) = self.sync.unreceived(joined.last_batch);
+        let unreceived = self.sync.unreceived(joined.last_batch);
         self.stats
             .batches_not_resent
-            .fetch_add(received as u64, Ordering::Relaxed);
-        for c in &unreceived {
+            .fetch_add(unreceived.received_batches as u64, Ordering::Relaxed);
+        for c in &unreceived.changes {
             if let Some(region) = wanted.get_mut(c.region as usize) {
                 delta::apply(region, c);
             }
@@ -596,10 +652,15 @@ impl Session {
         let ram = self.hooks.read_state().await?;
         let expected = self.sync.expected();
         let mut now = Vec::new();
-        for (r, (have, want)) in ram.iter().zip(&expected).enumerate() {
-            for (i, (&h, &w)) in have.iter().zip(want).enumerate() {
-                if h != w {
-                    now.push((r, i, h, w));
+        for (region, (have, want)) in ram.iter().zip(&expected).enumerate() {
+            for (offset, (&have, &want)) in have.iter().zip(want).enumerate() {
+                if have != want {
+                    now.push(Mismatch {
+                        region,
+                        offset,
+                        have,
+                        want,
+                    });
                 }
             }
         }
@@ -611,7 +672,7 @@ impl Session {
         }
         let repairs: Vec<Change> = stale
             .iter()
-            .map(|&(r, i, _, w)| Change::bytes(r as u16, i as u16, vec![w]))
+            .map(|m| Change::bytes(m.region as u16, m.offset as u16, vec![m.want]))
             .collect();
         // Counted before the write so that anyone who sees the byte repaired also
         // sees the count.
@@ -623,10 +684,10 @@ impl Session {
         info!(
             "repaired {} shared byte(s) that changed behind msxsync's back (first: region {} offset {}: {:#04x} -> {:#04x})",
             repairs.len(),
-            stale[0].0,
-            stale[0].1,
-            stale[0].2,
-            stale[0].3
+            stale[0].region,
+            stale[0].offset,
+            stale[0].have,
+            stale[0].want
         );
         Ok(())
     }

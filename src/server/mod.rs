@@ -384,7 +384,10 @@ impl Shared {
             return None;
         }
         room.dirty = false;
-        Some((room.state.seq(), room.state.bytes()))
+        Some(persist::Snapshot {
+            seq: room.state.seq(),
+            bytes: room.state.bytes(),
+        })
     }
 
     fn find_game(&self, name: &str) -> Option<usize> {
