@@ -17,3 +17,4 @@ pub mod regions;
 pub mod replica;
 pub mod rom_cache;
 pub mod server;
+pub mod sync_when;

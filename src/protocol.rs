@@ -148,7 +148,7 @@ pub struct GameInfo {
     /// openMSX mapper type (`romtype:`), if the game names one.
     pub romtype: Option<String>,
     /// Condition on RAM that must hold before the player syncs (`sync-when:`), as
-    /// written in the regions file. Clients parse it with `regions::parse_sync_when`
+    /// written in the regions file. Clients parse it with `sync_when::parse_sync_when`
     /// and never paste it into Tcl.
     pub sync_when: Option<String>,
     /// Players currently in the game.

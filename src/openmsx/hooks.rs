@@ -17,7 +17,7 @@ use super::connection::{Event, OpenMsx, Reply};
 use crate::delta::Change;
 use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
-use crate::regions::{Op, SyncWhen};
+use crate::sync_when::{Op, SyncWhen};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -639,7 +639,7 @@ mod tests {
     #[test]
     fn gate_expressions_hold_only_numbers() {
         let cond =
-            crate::regions::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
+            crate::sync_when::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
         let GateTcl { addrs, expr } = gate_expression(&cond);
         assert_eq!(addrs, "57344 57345 57634");
         assert_eq!(

@@ -219,13 +219,13 @@ fn saver_loop(
             .map_err(|e| format!("{e:#}"));
         match (&result, &last_error[g]) {
             (Err(e), last) if last.as_ref() != Some(e) => {
-                eprintln!(
-                    "msxsync: warning: cannot save the state of game {} (will retry): {e}",
+                tracing::warn!(
+                    "cannot save the state of game {} (will retry): {e}",
                     game.name
                 );
             }
             (Ok(()), Some(_)) => {
-                eprintln!("msxsync: the state of game {} is saved again", game.name)
+                tracing::info!("the state of game {} is saved again", game.name)
             }
             _ => {}
         }
