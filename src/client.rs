@@ -8,9 +8,10 @@
 //! for its answer (updates, players joining) are kept and handed out by the receiver
 //! first, so nothing is lost.
 
+use crate::auth::{self, Password, PasswordNeeded};
 use crate::delta::Change;
 use crate::protocol::{
-    self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
+    self, BackupInfo, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
 };
 use anyhow::{anyhow, bail, Result};
 use async_tungstenite::smol::ConnectStream;
@@ -122,6 +123,16 @@ pub fn server_url(text: &str) -> Result<String> {
 /// Connects to a server and says Hello as `name`. Fails with the server's reason when
 /// it refuses (for example a protocol version mismatch).
 pub async fn connect(server: &str, name: &str) -> Result<Client> {
+    connect_with_password(server, name, None).await
+}
+
+/// [`connect`], answering the server's password challenge with `password`. A server
+/// that asks for a password when none is given fails with [`PasswordNeeded`].
+pub async fn connect_with_password(
+    server: &str,
+    name: &str,
+    password: Option<&Password>,
+) -> Result<Client> {
     let url = server_url(server)?;
     let shown = server.trim().to_string();
     let attempt = async {
@@ -155,7 +166,24 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
                 name: name.to_string(),
             })
             .await?;
-        match client.receiver.recv_raw().await? {
+        let mut answer = client.receiver.recv_raw().await?;
+        if let ServerMsg::Challenge { nonce } = answer {
+            let Some(password) = password else {
+                return Err(anyhow::Error::new(PasswordNeeded {
+                    server: shown.clone(),
+                }));
+            };
+            let mine = auth::nonce()?;
+            client
+                .sender
+                .send(&ClientMsg::Auth {
+                    nonce: mine,
+                    proof: password.proof(&nonce, &mine),
+                })
+                .await?;
+            answer = client.receiver.recv_raw().await?;
+        }
+        match answer {
             ServerMsg::Welcome { version, software } => {
                 if version != PROTOCOL_VERSION {
                     bail!(
@@ -269,6 +297,38 @@ impl Client {
             .await
     }
 
+    /// The saved states the server keeps of `game`, newest first (the host's undo).
+    pub async fn list_backups(&mut self, game: &str) -> Result<Vec<BackupInfo>> {
+        self.sender
+            .send(&ClientMsg::ListBackups {
+                game: game.to_string(),
+            })
+            .await?;
+        self.receiver
+            .wait_for("backups", |m| match m {
+                ServerMsg::Backups { backups, .. } => Ok(backups),
+                other => Err(other),
+            })
+            .await
+    }
+
+    /// Puts saved state `backup` of `game` back while its players play; returns the
+    /// sequence number of the update that carried it to them.
+    pub async fn restore(&mut self, game: &str, backup: u64) -> Result<u64> {
+        self.sender
+            .send(&ClientMsg::Restore {
+                game: game.to_string(),
+                backup,
+            })
+            .await?;
+        self.receiver
+            .wait_for("restored", |m| match m {
+                ServerMsg::Restored { seq, .. } => Ok(seq),
+                other => Err(other),
+            })
+            .await
+    }
+
     /// Sends a batch of changes (see [`ClientSender::send_changes`]).
     pub async fn send_changes(&mut self, batch: u32, changes: Vec<Change>) -> Result<()> {
         self.sender.send_changes(batch, changes).await
@@ -323,6 +383,9 @@ impl ClientSender {
         let _ = self.sink.close(None).await;
     }
 }
+
+/// Messages kept while a request waits for its answer, at most.
+const MAX_PENDING: usize = 16_384;
 
 /// The receiving half of a connection.
 pub struct ClientReceiver {
@@ -413,7 +476,7 @@ impl ClientReceiver {
                 msg => match pick(msg) {
                     Ok(t) => return Ok(t),
                     Err(other) => {
-                        if self.pending.len() >= crate::server::PLAYER_QUEUE_LIMIT * 4 {
+                        if self.pending.len() >= MAX_PENDING {
                             bail!(
                                 "server {} sent too many messages while waiting for {what}",
                                 self.server
@@ -439,6 +502,9 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
         ServerMsg::PlayerLeft(_) => "playerleft",
         ServerMsg::Several(_) => "several",
         ServerMsg::Error { .. } => "error",
+        ServerMsg::Challenge { .. } => "challenge",
+        ServerMsg::Backups { .. } => "backups",
+        ServerMsg::Restored { .. } => "restored",
     }
 }
 

@@ -355,7 +355,7 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
                     version: 1,
                     name: "old".into(),
                 },
-                "protocol version mismatch: this server speaks version 2, the client speaks \
+                "protocol version mismatch: this server speaks version 3, the client speaks \
                  version 1; use the same msxsync release on all machines",
             ),
             (
@@ -457,7 +457,7 @@ fn updates_sent_while_a_request_waits_are_not_lost() {
 #[test]
 fn a_player_that_never_reads_is_dropped_without_stalling_the_others() {
     let s = start(ServerConfig {
-        queue_limit: 16,
+        queue_bytes: 64 * 1024,
         ..ServerConfig::default()
     });
     let server = addr(&s);

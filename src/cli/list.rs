@@ -11,12 +11,19 @@ pub struct ListArgs {
     /// Server to ask: HOST, HOST:PORT, [IPV6]:PORT or a ws:// URL (default port 4567).
     #[arg(long, value_name = "HOST[:PORT]", default_value_t = format!("localhost:{DEFAULT_PORT}"))]
     server: String,
+    #[command(flatten)]
+    password: super::PasswordArg,
 }
 
 /// Prints the server's games and who plays them.
 pub fn run(args: ListArgs) -> Result<()> {
     smol::block_on(async {
-        let mut client = client::connect(&args.server, "msxsync list").await?;
+        let given = args.password.get()?;
+        let server = &args.server;
+        let mut client = super::with_password(given, |pw| async move {
+            client::connect_with_password(server, "msxsync list", pw.as_ref()).await
+        })
+        .await?;
         let games = client.list_games().await?;
         print!(
             "{}",

@@ -38,6 +38,8 @@ pub struct PlayArgs {
     /// starts instead of waiting for you to press F12 (games without `sync-when:`).
     #[arg(long)]
     join_now: bool,
+    #[command(flatten)]
+    password: super::PasswordArg,
 }
 
 impl From<PlayArgs> for PlayOptions {
@@ -61,8 +63,19 @@ impl From<PlayArgs> for PlayOptions {
 /// Plays until the player closes openMSX, presses Ctrl-C, or a fatal error happens.
 pub fn run(args: PlayArgs) -> Result<()> {
     let quit = super::on_ctrl_c()?;
+    let given = args.password.get()?;
+    let opts = PlayOptions::from(args);
     smol::block_on(async move {
-        let player = Player::start(args.into()).await?;
+        // Connecting is the first thing `start` does, so asking for a password and
+        // starting again costs nothing.
+        let player = super::with_password(given, |password| {
+            let opts = PlayOptions {
+                password,
+                ..opts.clone()
+            };
+            Player::start(opts)
+        })
+        .await?;
         let outcome = smol::future::or(player.wait_done(), async {
             let _ = quit.recv().await;
             Ok(Ending::Interrupted)

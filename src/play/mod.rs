@@ -51,6 +51,8 @@ pub struct PlayOptions {
     pub fast: bool,
     /// Take the shared state at the game's start even when the game is in progress.
     pub join_now: bool,
+    /// The server's password, if it has one (also used when reconnecting).
+    pub password: Option<crate::auth::Password>,
 }
 
 impl PlayOptions {
@@ -67,6 +69,7 @@ impl PlayOptions {
             cache_dir: RomCache::default_dir(),
             fast: false,
             join_now: false,
+            password: None,
         }
     }
 }
@@ -137,7 +140,8 @@ impl Player {
     /// Connects, joins, starts openMSX with the game and starts syncing. Returns once
     /// the server's state is in the emulator and the hooks watch the regions.
     pub async fn start(opts: PlayOptions) -> Result<Player> {
-        let mut conn = client::connect(&opts.server, &opts.name).await?;
+        let mut conn =
+            client::connect_with_password(&opts.server, &opts.name, opts.password.as_ref()).await?;
         info!(
             "connected to {} ({}) as {}",
             conn.server(),
@@ -230,6 +234,7 @@ impl Player {
             game: game.name.clone(),
             rom_sha256: game.rom_sha256,
             session,
+            password: opts.password.clone(),
         };
         let mut session = Session::new(hooks.clone(), &joined, sender, who, started)?;
         let stats = session.stats();

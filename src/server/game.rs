@@ -108,6 +108,33 @@ impl GameState {
         })
     }
 
+    /// Sets every shared byte to `bytes` (every region, one after the other, as
+    /// [`GameState::bytes`] gives them) as one sequenced update from `player`, which
+    /// sets every bit: players apply it like any other update. Used to put a saved
+    /// state back while players play.
+    pub fn replace_all(&mut self, player: PlayerId, bytes: &[u8]) -> Result<ServerMsg, String> {
+        let total: usize = self.region_sizes.iter().sum();
+        if bytes.len() != total {
+            return Err(format!(
+                "the saved state has {} bytes, the regions have {total}",
+                bytes.len()
+            ));
+        }
+        let mut rest = bytes;
+        let mut changes = Vec::with_capacity(self.region_sizes.len());
+        for (region, &len) in self.region_sizes.iter().enumerate() {
+            let (mine, after) = rest.split_at(len);
+            rest = after;
+            changes.push(Change {
+                region: region as u16,
+                offset: 0,
+                values: mine.to_vec(),
+                masks: vec![0xff; len],
+            });
+        }
+        self.accept(player, 0, changes)
+    }
+
     /// Adds a player to the game, joining as `session` (0: none). Returns the last
     /// batch of that session the state includes, if the game remembers one.
     pub fn add_player(&mut self, player: PlayerInfo, session: u64) -> Option<u32> {
@@ -282,6 +309,30 @@ mod tests {
             id,
             name: format!("p{id}"),
         }
+    }
+
+    #[test]
+    fn replace_all_sets_every_bit_in_one_update() {
+        let mut g = GameState::new(&regions());
+        g.accept(1, 1, vec![Change::bytes(0, 0, vec![0xff, 0xff])])
+            .unwrap();
+        let u = g.replace_all(0, &[1, 2, 3, 4, 5]).unwrap();
+        let ServerMsg::Update {
+            seq,
+            player,
+            changes,
+            ..
+        } = u
+        else {
+            panic!("{u:?}")
+        };
+        assert_eq!((seq, player), (2, 0));
+        assert!(changes.iter().all(|c| c.masks.iter().all(|&m| m == 0xff)));
+        assert_eq!(g.bytes(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            g.replace_all(0, &[1]).unwrap_err(),
+            "the saved state has 1 bytes, the regions have 5"
+        );
     }
 
     #[test]
