@@ -5,7 +5,7 @@
 //!   full, the oldest connection that has not joined a game is closed to make room
 //!   (idle connections cannot lock out `msxsync list` or a new player); players in a
 //!   game are never closed for a newcomer.
-//! - [`Failures`]: after a wrong password, an address waits 1 s, then 2, 4, ... up to
+//! - [`Failures`]: after a wrong password, an address waits 2 s, then 4, 8, ... up to
 //!   a minute before its next password is even checked.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -200,7 +200,8 @@ impl Failures {
     }
 
     /// A wrong password from `source` at `now`; returns how long it must now wait:
-    /// 1 s after the first, doubling with each one up to [`MAX_LOCK`].
+    /// 2 s after the first (1 s after the refusal, which comes after a second), doubling
+    /// with each one up to [`MAX_LOCK`].
     pub fn failed(&mut self, source: Source, now: Instant) -> Duration {
         if self.locked(source, now).is_none() && !self.entries.contains_key(&source) {
             self.make_room(now);
@@ -211,7 +212,7 @@ impl Failures {
             last: now,
         });
         s.count = s.count.saturating_add(1);
-        let lock = Duration::from_secs(1u64 << (s.count - 1).min(6)).min(MAX_LOCK);
+        let lock = Duration::from_secs(1u64 << s.count.min(6)).min(MAX_LOCK);
         s.locked_until = now + lock;
         s.last = now;
         lock
@@ -331,10 +332,10 @@ mod tests {
             waits.push(w.as_secs());
             t += w;
         }
-        assert_eq!(waits, [4, 8, 16, 32, 60, 60, 60, 60]);
+        assert_eq!(waits, [8, 16, 32, 60, 60, 60, 60, 60]);
         // Quiet for long enough: forgotten.
         assert_eq!(f.locked(v4(1), t + FORGET_FAILURES_AFTER), None);
-        assert_eq!(f.failed(v4(1), t + FORGET_FAILURES_AFTER), s(1));
+        assert_eq!(f.failed(v4(1), t + FORGET_FAILURES_AFTER), s(2));
         // Memory stays bounded whatever the number of addresses.
         for i in 0..(MAX_TRACKED_SOURCES as u32 + 10) {
             f.failed(Source::V4(Ipv4Addr::from(i)), t0);

@@ -564,7 +564,7 @@ struct Shared {
     budget: Budget,
     /// Open connections; those that have not joined a game with the channel that
     /// closes them, to make room when the server is full.
-    conns: Mutex<Registry<async_channel::Sender<String>>>,
+    conns: Mutex<Registry<async_channel::Sender<End>>>,
     /// Wrong passwords per address.
     failures: Mutex<Failures>,
     /// Counts every player joining or leaving any game: the games list is encoded
@@ -592,7 +592,7 @@ struct Room {
 struct Member {
     id: PlayerId,
     outbox: Outbox,
-    kick: async_channel::Sender<String>,
+    kick: async_channel::Sender<End>,
 }
 
 /// The byte budgets of the outgoing queues.
@@ -771,7 +771,7 @@ impl Room {
                 match m.outbox.push(out.clone(), &shared.budget) {
                     Ok(()) => i += 1,
                     Err(reason) => {
-                        let _ = m.kick.try_send(reason);
+                        let _ = m.kick.try_send(End::tell(reason));
                         let gone = self.members.remove(i);
                         shared.roster.fetch_add(1, Ordering::Relaxed);
                         if let Some(info) = self.state.remove_player(gone.id) {
@@ -870,11 +870,10 @@ async fn accept_loop(
                     }
                     Admission::Admitted { id, evicted } => {
                         if let Some(old) = evicted {
-                            let _ = old.try_send(
+                            let _ = old.try_send(End::kicked(
                                 "the server is full; closing the oldest connection that has \
-                                 not joined a game"
-                                    .into(),
-                            );
+                                 not joined a game",
+                            ));
                         }
                         let _ = tcp.set_nodelay(true);
                         let Some(ex) = ex.upgrade() else { return };
@@ -915,6 +914,9 @@ impl Drop for Ticket {
 struct End {
     log: String,
     tell: Option<String>,
+    /// Whether to wait (briefly) for the client to read the reason and close: yes when
+    /// it is talking to us, no when it is closed for being slow or to make room.
+    linger: bool,
 }
 
 impl End {
@@ -922,6 +924,7 @@ impl End {
         End {
             log: log.into(),
             tell: None,
+            linger: false,
         }
     }
 
@@ -930,6 +933,14 @@ impl End {
         End {
             log: reason.clone(),
             tell: Some(reason),
+            linger: true,
+        }
+    }
+
+    fn kicked(reason: impl Into<String>) -> End {
+        End {
+            linger: false,
+            ..End::tell(reason)
         }
     }
 }
@@ -950,15 +961,15 @@ struct Conn {
     /// Whether the ROM was sent on this connection (once is all a client needs).
     rom_sent: bool,
     outbox: Outbox,
-    kick: async_channel::Sender<String>,
+    kick: async_channel::Sender<End>,
 }
 
 async fn serve_connection(
     ticket: Ticket,
     tcp: TcpStream,
     addr: SocketAddr,
-    kick: async_channel::Sender<String>,
-    kicked: async_channel::Receiver<String>,
+    kick: async_channel::Sender<End>,
+    kicked: async_channel::Receiver<End>,
 ) {
     let shared = ticket.shared.clone();
     let handshake = smol::future::or(
@@ -971,7 +982,7 @@ async fn serve_connection(
             .ok_or_else(|| "websocket handshake timed out".to_string())?
             .map_err(|e| format!("websocket handshake failed: {e}"))
         },
-        async { Err(kicked.recv().await.unwrap_or_default()) },
+        async { Err(kicked.recv().await.map(|end| end.log).unwrap_or_default()) },
     );
     let ws = match handshake.await {
         Ok(ws) => ws,
@@ -1000,27 +1011,42 @@ async fn serve_connection(
     // Set while a message goes out in several frames: cut there, the connection cannot
     // carry a final message any more.
     let mid_message = AtomicBool::new(false);
-    let end = smol::future::or(
-        async {
-            let mut reader = Reader::new(&mut source);
-            conn.read_loop(&mut reader).await
-        },
-        async {
-            let reason = smol::future::or(
-                async { kicked.recv().await.unwrap_or_default() },
-                pump(
-                    &mut sink,
-                    &queue,
-                    &outbox.queued,
-                    shared.config.ping_interval,
-                    &mid_message,
-                ),
-            )
-            .await;
-            End::tell(reason)
-        },
-    )
-    .await;
+    // Closed when the reader is done: the writer stops at the next message boundary.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let end = {
+        let reader = std::pin::pin!(smol::future::or(
+            async {
+                let mut reader = Reader::new(&mut source);
+                conn.read_loop(&mut reader).await
+            },
+            async {
+                kicked
+                    .recv()
+                    .await
+                    .unwrap_or_else(|_| End::quiet("server stopping"))
+            },
+        ));
+        let writer = std::pin::pin!(pump(
+            &mut sink,
+            &queue,
+            &outbox.queued,
+            shared.config.ping_interval,
+            &mid_message,
+            &stopped,
+        ));
+        match futures_util::future::select(reader, writer).await {
+            futures_util::future::Either::Left((end, writer)) => {
+                stop.close();
+                // A message being written is finished first, so that the client can
+                // still read why the connection ends.
+                let _ = with_timeout(CLOSE_TIMEOUT, writer).await;
+                end
+            }
+            futures_util::future::Either::Right((reason, _)) => {
+                End::kicked(reason.unwrap_or_else(|| "connection ended".into()))
+            }
+        }
+    };
     if let Some(g) = conn.game {
         let slot = &shared.games[g];
         lock(&slot.room).leave(&shared, conn.id);
@@ -1031,29 +1057,39 @@ async fn serve_connection(
     } else {
         info!("{addr}: connection closed: {}", end.log);
     }
-    if let (Some(reason), false) = (end.tell, mid_message.load(Ordering::Relaxed)) {
+    if let (Some(reason), false) = (&end.tell, mid_message.load(Ordering::Relaxed)) {
         let bytes = Bytes::from(protocol::encode(&ServerMsg::Error {
-            reason: truncate(&reason),
+            reason: truncate(reason),
         }));
         let _ = with_timeout(CLOSE_TIMEOUT, async {
             sink.send(Message::Binary(bytes)).await?;
-            sink.close(None).await
+            sink.close(None).await?;
+            // Read (and drop) what the client still sends until it closes too: a
+            // socket closed with unread input is reset, and the reset can destroy the
+            // reason before the client reads it.
+            if end.linger {
+                while let Some(Ok(_)) = source.next().await {}
+            }
+            Ok::<(), WsError>(())
         })
         .await;
     }
     drop(ticket);
 }
 
-/// Writes queued messages to the socket until it fails; returns why. Pings the client
-/// when nothing was queued for `ping_every`, so a dead peer shows.
+/// Writes queued messages to the socket until it fails (returns why) or `stopped` is
+/// closed (returns `None`, between two messages). Pings the client when nothing was
+/// queued for `ping_every`, so a dead peer shows.
 async fn pump(
     sink: &mut Sink,
     queue: &async_channel::Receiver<Outgoing>,
     queued: &AtomicUsize,
     ping_every: Duration,
     mid_message: &AtomicBool,
-) -> String {
-    let result: Result<(), WsError> = async {
+    stopped: &async_channel::Receiver<()>,
+) -> Option<String> {
+    // Ok(true): the queue ended; Ok(false): told to stop.
+    let result: Result<bool, WsError> = async {
         let mut last_write: Option<Instant> = None;
         // One timer for the connection's life, re-armed when it fires: a timer per
         // message would cost more than the message.
@@ -1061,17 +1097,29 @@ async fn pump(
         // A message taken off the queue that did not fit in the last packed write.
         let mut carry: Option<Outgoing> = None;
         loop {
+            if stopped.is_closed() {
+                return Ok(false);
+            }
             let first = match carry.take() {
                 Some(m) => m,
                 None => {
-                    let next = smol::future::or(async { Some(queue.recv().await) }, async {
-                        (&mut ping).await;
-                        None
-                    })
+                    let next = smol::future::or(
+                        async { Some(queue.recv().await) },
+                        smol::future::or(
+                            async {
+                                let _ = stopped.recv().await;
+                                Some(Err(async_channel::RecvError))
+                            },
+                            async {
+                                (&mut ping).await;
+                                None
+                            },
+                        ),
+                    )
                     .await;
                     match next {
                         Some(Ok(m)) => m,
-                        Some(Err(_)) => return Ok(()),
+                        Some(Err(_)) => return Ok(!stopped.is_closed()),
                         None => {
                             sink.send(Message::Ping(Bytes::new())).await?;
                             ping.set_after(ping_every);
@@ -1115,8 +1163,9 @@ async fn pump(
     }
     .await;
     match result {
-        Ok(()) => "connection ended".into(),
-        Err(e) => format!("cannot send: {e}"),
+        Ok(true) => Some("connection ended".into()),
+        Ok(false) => None,
+        Err(e) => Some(format!("cannot send: {e}")),
     }
 }
 
@@ -1264,7 +1313,7 @@ impl Conn {
             false,
             format!(
                 "no join within {} seconds; connections that do not join a game are closed",
-                join.as_secs()
+                join.as_secs_f64()
             ),
         );
         loop {
@@ -1283,7 +1332,7 @@ impl Conn {
                 reader.limit(
                     peer,
                     true,
-                    format!("no answer for {} seconds", peer.as_secs()),
+                    format!("no answer for {} seconds", peer.as_secs_f64()),
                 );
             }
         }
@@ -1295,7 +1344,7 @@ impl Conn {
         reader.limit(
             hello,
             false,
-            format!("no hello message within {} seconds", hello.as_secs()),
+            format!("no hello message within {} seconds", hello.as_secs_f64()),
         );
         match reader.next().await? {
             ClientMsg::Hello { version, name } => {
@@ -1346,7 +1395,7 @@ impl Conn {
             false,
             format!(
                 "no answer to the password challenge within {} seconds",
-                hello.as_secs()
+                hello.as_secs_f64()
             ),
         );
         let (theirs, proof) = match reader.next().await? {
