@@ -4,14 +4,13 @@
 
 mod common;
 
-use async_tungstenite::tungstenite::Message;
+use common::idle::idle_connection;
 use common::serve::Serve;
-use futures_util::StreamExt;
 use msxsync::auth::{Password, PasswordNeeded};
 use msxsync::catalog::Game;
 use msxsync::client::{self, Client, ClientReceiver};
 use msxsync::delta::{self, Change};
-use msxsync::protocol::{self, ClientMsg, Joined, RegionInfo, ServerMsg, PROTOCOL_VERSION};
+use msxsync::protocol::{ClientMsg, Joined, RegionInfo, ServerMsg};
 use msxsync::server::{self, ServerConfig, ServerHandle};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -127,41 +126,6 @@ fn request_floods_are_refused_and_the_server_stays_small() {
     // below the gigabyte the flood reached before.
     assert!(peak < 128 * 1024 * 1024, "peak {:.1} MB", mib(peak));
     s.wait_for("the rom was already sent");
-}
-
-/// A WebSocket connection from `source` (any 127.x.y.z address is this machine) that
-/// says Hello, reads the answer and then does nothing at all. `None` when the server
-/// refused or closed it.
-async fn idle_connection(
-    server: SocketAddr,
-    source: Ipv4Addr,
-) -> Option<async_tungstenite::WebSocketStream<smol::Async<std::net::TcpStream>>> {
-    let tcp = smol::unblock(move || -> std::io::Result<std::net::TcpStream> {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        sock.bind(&SocketAddr::new(source.into(), 0).into())?;
-        sock.connect_timeout(&server.into(), Duration::from_secs(5))?;
-        Ok(sock.into())
-    })
-    .await
-    .ok()?;
-    let stream = smol::Async::new(tcp).ok()?;
-    let (mut ws, _) = async_tungstenite::client_async(format!("ws://{server}/"), stream)
-        .await
-        .ok()?;
-    let hello = ClientMsg::Hello {
-        version: PROTOCOL_VERSION,
-        name: "idle".into(),
-    };
-    ws.send(Message::Binary(protocol::encode(&hello).into()))
-        .await
-        .ok()?;
-    match ws.next().await {
-        Some(Ok(Message::Binary(b))) => match protocol::decode::<ServerMsg>(&b) {
-            Ok(ServerMsg::Welcome { .. }) => Some(ws),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 /// Finding 2: with no cap, idle connections used up the server's files (about 1,015

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod idle;
 pub mod lines;
 pub mod proxy;
 pub mod rng;
