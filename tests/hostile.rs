@@ -5,12 +5,13 @@
 mod common;
 
 use common::idle::idle_connection;
+use common::region;
 use common::serve::Serve;
 use msxsync::auth::{Password, PasswordNeeded};
 use msxsync::catalog::Game;
 use msxsync::client::{self, Client, ClientReceiver};
 use msxsync::delta::{self, Change};
-use msxsync::protocol::{ClientMsg, Joined, RegionInfo, ServerMsg};
+use msxsync::protocol::{ClientMsg, Joined, ServerMsg};
 use msxsync::server::{self, ServerConfig, ServerHandle};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,18 +22,7 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn run<T>(fut: impl Future<Output = T>) -> T {
-    smol::block_on(smol::future::or(fut, async {
-        smol::Timer::after(DEADLINE).await;
-        panic!("test did not finish within {DEADLINE:?}");
-    }))
-}
-
-fn region(start: u16, end: u16) -> RegionInfo {
-    RegionInfo {
-        start,
-        end,
-        description: String::new(),
-    }
+    common::run_within(DEADLINE, fut)
 }
 
 /// A game whose one region is as large as a game's shared bytes may be (16 KiB).
@@ -72,6 +62,23 @@ async fn closing_reason(rx: &mut ClientReceiver) -> String {
 fn games_folder(dir: &Path, rom_bytes: usize) {
     std::fs::write(dir.join("big.rom"), vec![0x5a; rom_bytes]).unwrap();
     std::fs::write(dir.join("big.regions"), "big.rom\ne000 e007 items\n").unwrap();
+}
+
+/// Runs `msxsync list --server ADDR EXTRA` with MSXSYNC_PASSWORD set to `password` (or
+/// unset) and no terminal; says whether it succeeded, and its output.
+fn msxsync_list(addr: &str, extra: &[&str], password: Option<&str>) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"));
+    cmd.args(["list", "--server", addr])
+        .args(extra)
+        .env_remove("MSXSYNC_PASSWORD")
+        .stdin(std::process::Stdio::null());
+    if let Some(v) = password {
+        cmd.env("MSXSYNC_PASSWORD", v);
+    }
+    let out = cmd.output().expect("msxsync runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -170,17 +177,8 @@ fn idle_connections_cannot_lock_out_list_and_cost_little() {
         }
         conns
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"))
-        .args(["list", "--server", &s.addr])
-        .output()
-        .expect("msxsync runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("serves 2 games"), "{stdout}");
+    let (ok, text) = msxsync_list(&s.addr, &[], None);
+    assert!(ok && text.contains("serves 2 games"), "{text}");
     let (_, peak) = s.memory();
     eprintln!(
         "finding 2: after 300 idle connections and a list, server peak {:.1} MB",
@@ -482,22 +480,7 @@ fn msxsync_list_and_serve_take_the_password_from_a_file_or_the_environment() {
         &["--password-file", file_arg],
     );
     s.wait_for("players need the password to join");
-    let list = |extra: &[&str], env: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"));
-        cmd.args(["list", "--server", &s.addr])
-            .args(extra)
-            .env_remove("MSXSYNC_PASSWORD")
-            .stdin(std::process::Stdio::null());
-        if let Some(v) = env {
-            cmd.env("MSXSYNC_PASSWORD", v);
-        }
-        let out = cmd.output().expect("msxsync runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let list = |extra: &[&str], env: Option<&str>| msxsync_list(&s.addr, extra, env);
     let (ok, text) = list(&["--password-file", file_arg], None);
     assert!(ok && text.contains("serves 2 games"), "{text}");
     let (ok, text) = list(&[], Some(PASSWORD));

@@ -55,6 +55,8 @@ fn open_idle(ex: &smol::Executor<'static>, server: SocketAddr) -> Vec<Idle> {
 
 struct Outcome {
     idle: usize,
+    /// The server's VmRSS before the idle connections, and with them.
+    rss_before: u64,
     rss_idle: u64,
     setup_seconds: f64,
     step: crate::fanout::Step,
@@ -67,6 +69,7 @@ fn measure() -> Result<Outcome> {
     let pid = serve.pid();
     let server: SocketAddr = serve.addr.parse()?;
     let ex = bot_executor();
+    let rss_before = rss(pid).unwrap_or(0);
     let t0 = Instant::now();
     let idle = open_idle(&ex.0, server);
     let setup_seconds = t0.elapsed().as_secs_f64();
@@ -88,6 +91,7 @@ fn measure() -> Result<Outcome> {
     drop(idle);
     Ok(Outcome {
         idle: held,
+        rss_before,
         rss_idle,
         setup_seconds,
         step,
@@ -118,11 +122,12 @@ pub fn run() -> Section {
             format!("{} in {:.1} s", o.idle, o.setup_seconds),
         ),
         Row::info(
-            "server memory with them (VmRSS), per idle connection",
+            "server memory before and with them (VmRSS), per idle connection",
             format!(
-                "{:.1} MB, {:.1} KiB",
+                "{:.1} MB, {:.1} MB, {:.1} KiB",
+                mb(o.rss_before),
                 mb(o.rss_idle),
-                o.rss_idle as f64 / 1024.0 / o.idle.max(1) as f64
+                o.rss_idle.saturating_sub(o.rss_before) as f64 / 1024.0 / o.idle.max(1) as f64
             ),
         ),
         Row::info(
@@ -165,6 +170,7 @@ pub fn run() -> Section {
         json: Json::obj()
             .with("idle_connections", o.idle)
             .with("idle_setup_seconds", o.setup_seconds)
+            .with("server_rss_before_idle_bytes", o.rss_before)
             .with("server_rss_with_idle_bytes", o.rss_idle)
             .with("players", s.json()),
     }

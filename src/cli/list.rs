@@ -1,7 +1,7 @@
 //! `msxsync list`.
 
 use anyhow::Result;
-use msxsync::client::{self, printable};
+use msxsync::client::printable;
 use msxsync::protocol::{GameInfo, DEFAULT_PORT};
 use std::fmt::Write;
 
@@ -18,12 +18,7 @@ pub struct ListArgs {
 /// Prints the server's games and who plays them.
 pub fn run(args: ListArgs) -> Result<()> {
     smol::block_on(async {
-        let given = args.password.get()?;
-        let server = &args.server;
-        let mut client = super::with_password(given, |pw| async move {
-            client::connect_with_password(server, "msxsync list", pw.as_ref()).await
-        })
-        .await?;
+        let mut client = super::connect(&args.server, "msxsync list", &args.password).await?;
         let games = client.list_games().await?;
         print!(
             "{}",

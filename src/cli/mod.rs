@@ -18,6 +18,7 @@ mod serve;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use msxsync::auth::{Password, PasswordNeeded, PASSWORD_ENV};
+use msxsync::client::Client;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -110,6 +111,15 @@ impl PasswordArg {
             None => Password::from_env(),
         }
     }
+}
+
+/// Connects to `server` as `name` for a one-off request (`list`, `restore`), with the
+/// password given or asked for.
+async fn connect(server: &str, name: &str, password: &PasswordArg) -> Result<Client> {
+    with_password(password.get()?, |pw| async move {
+        msxsync::client::connect_with_password(server, name, pw.as_ref()).await
+    })
+    .await
 }
 
 /// Runs `attempt` with the password given; when the server asks for one and none was

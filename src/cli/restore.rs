@@ -4,7 +4,7 @@
 //! send it to them as an update.
 
 use anyhow::{bail, Result};
-use msxsync::client::{self, printable};
+use msxsync::client::printable;
 use msxsync::protocol::{BackupInfo, DEFAULT_PORT};
 use std::fmt::Write;
 
@@ -29,12 +29,7 @@ pub struct RestoreArgs {
 /// Lists the saved states of the game, or puts one back.
 pub fn run(args: RestoreArgs) -> Result<()> {
     smol::block_on(async {
-        let given = args.password.get()?;
-        let server = &args.server;
-        let mut client = super::with_password(given, |pw| async move {
-            client::connect_with_password(server, "msxsync restore", pw.as_ref()).await
-        })
-        .await?;
+        let mut client = super::connect(&args.server, "msxsync restore", &args.password).await?;
         match args.backup {
             None => {
                 let backups = client.list_backups(&args.game).await?;
@@ -134,7 +129,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  1699999995000      5 s ago  update 90\n"),
+            text.contains("  1699999995000       5 s ago  update 90\n"),
             "{text}"
         );
         assert!(text.contains("10 min ago  update 40"), "{text}");

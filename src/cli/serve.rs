@@ -82,7 +82,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         } else {
             "anyone who can reach this port over the network"
         };
-        tracing::warn!(
+        println!(
             "no password: {who} can join any game and overwrite its shared state; give \
              --password-file FILE (or set MSXSYNC_PASSWORD) to require one"
         );

@@ -45,18 +45,9 @@ impl GameState {
     /// any change (`seq > 0`) is in progress, so players joining it keep its state.
     pub fn restore(regions: &[RegionInfo], seq: u64, bytes: &[u8]) -> Result<GameState, String> {
         let mut game = GameState::new(regions);
-        let total: usize = game.region_sizes.iter().sum();
-        if bytes.len() != total {
-            return Err(format!(
-                "saved state has {} bytes, the regions have {total}",
-                bytes.len()
-            ));
-        }
-        let mut rest = bytes;
-        for region in &mut game.state {
-            let (mine, after) = rest.split_at(region.len());
-            region.copy_from_slice(mine);
-            rest = after;
+        let parts = game.split(bytes)?;
+        for (region, part) in game.state.iter_mut().zip(parts) {
+            region.copy_from_slice(part);
         }
         game.seq = seq;
         game.in_progress = seq > 0;
@@ -113,26 +104,37 @@ impl GameState {
     /// sets every bit: players apply it like any other update. Used to put a saved
     /// state back while players play.
     pub fn replace_all(&mut self, player: PlayerId, bytes: &[u8]) -> Result<ServerMsg, String> {
+        let changes = self
+            .split(bytes)?
+            .into_iter()
+            .enumerate()
+            .map(|(region, part)| Change {
+                region: region as u16,
+                offset: 0,
+                values: part.to_vec(),
+                masks: vec![0xff; part.len()],
+            })
+            .collect();
+        self.accept(player, 0, changes)
+    }
+
+    /// `bytes` (every region's bytes, one region after the other) cut into regions.
+    fn split<'a>(&self, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
         let total: usize = self.region_sizes.iter().sum();
         if bytes.len() != total {
             return Err(format!(
-                "the saved state has {} bytes, the regions have {total}",
+                "saved state has {} bytes, the regions have {total}",
                 bytes.len()
             ));
         }
         let mut rest = bytes;
-        let mut changes = Vec::with_capacity(self.region_sizes.len());
-        for (region, &len) in self.region_sizes.iter().enumerate() {
+        let mut parts = Vec::with_capacity(self.region_sizes.len());
+        for &len in &self.region_sizes {
             let (mine, after) = rest.split_at(len);
+            parts.push(mine);
             rest = after;
-            changes.push(Change {
-                region: region as u16,
-                offset: 0,
-                values: mine.to_vec(),
-                masks: vec![0xff; len],
-            });
         }
-        self.accept(player, 0, changes)
+        Ok(parts)
     }
 
     /// Adds a player to the game, joining as `session` (0: none). Returns the last
@@ -331,7 +333,7 @@ mod tests {
         assert_eq!(g.bytes(), vec![1, 2, 3, 4, 5]);
         assert_eq!(
             g.replace_all(0, &[1]).unwrap_err(),
-            "the saved state has 1 bytes, the regions have 5"
+            "saved state has 1 bytes, the regions have 5"
         );
     }
 

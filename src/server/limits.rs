@@ -316,16 +316,16 @@ mod tests {
         let s = Duration::from_secs;
         let mut f = Failures::default();
         assert_eq!(f.locked(v4(1), t0), None);
-        assert_eq!(f.failed(v4(1), t0), s(1));
-        assert_eq!(f.locked(v4(1), t0), Some(s(1)));
+        assert_eq!(f.failed(v4(1), t0), s(2));
+        assert_eq!(f.locked(v4(1), t0 + s(1)), Some(s(1)));
         assert_eq!(
             f.locked(v4(2), t0),
             None,
             "other addresses are not affected"
         );
-        assert_eq!(f.locked(v4(1), t0 + s(1)), None);
-        assert_eq!(f.failed(v4(1), t0 + s(1)), s(2));
-        let mut t = t0 + s(3);
+        assert_eq!(f.locked(v4(1), t0 + s(2)), None);
+        assert_eq!(f.failed(v4(1), t0 + s(2)), s(4));
+        let mut t = t0 + s(6);
         let mut waits = Vec::new();
         for _ in 0..8 {
             let w = f.failed(v4(1), t);

@@ -50,10 +50,11 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// Bytes that may wait in one connection's outgoing queue (whole messages, plus
-/// [`ENTRY_COST`] each). A connection whose queue would go over is disconnected ("too
-/// slow"), so that one slow or dead player never holds back the others. It holds the
-/// largest ROM with room for the updates that queue behind it.
-pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// [`ENTRY_COST`] each; the game's ROM, which the server keeps anyway and sends once
+/// per connection, counts only its entry). A connection whose queue would go over is
+/// disconnected ("too slow"), so that one slow or dead player never holds back the
+/// others. Some 25,000 one-byte updates: seconds of the busiest game.
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bytes that may wait in all outgoing queues together, each message counted once
 /// however many queues share it. Over it, a connection that is more than
@@ -112,7 +113,7 @@ const MAX_MESSAGES_PER_FLUSH: usize = 256;
 /// ([`protocol::MAX_SERVER_MESSAGE_BYTES`]), whatever the size or number of updates.
 pub const MAX_PACKED_BYTES: usize = 256 * 1024;
 const _: () = assert!(MAX_PACKED_BYTES * 4 <= protocol::MAX_SERVER_MESSAGE_BYTES);
-const _: () = assert!(QUEUE_BYTES >= protocol::MAX_SERVER_MESSAGE_BYTES + MAX_PACKED_BYTES);
+const _: () = assert!(QUEUE_BYTES >= 4 * MAX_PACKED_BYTES);
 
 /// A message larger than this goes out as several WebSocket frames (the client joins
 /// them), so a connection's write buffer never grows to the size of a ROM and stays
@@ -630,9 +631,13 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// What it costs in one connection's budget.
+    /// What it costs in one connection's budget: what the server keeps anyway (a ROM)
+    /// costs only its entry.
     fn cost(&self) -> usize {
-        self.bytes.len() + ENTRY_COST
+        match self._held {
+            Some(_) => self.bytes.len() + ENTRY_COST,
+            None => ENTRY_COST,
+        }
     }
 }
 
@@ -1011,8 +1016,9 @@ async fn serve_connection(
     // Set while a message goes out in several frames: cut there, the connection cannot
     // carry a final message any more.
     let mid_message = AtomicBool::new(false);
-    // Closed when the reader is done: the writer stops at the next message boundary.
-    let (stop, stopped) = async_channel::bounded::<()>(1);
+    // Set (and the queue closed, to wake the writer) when the reader is done: the
+    // writer stops at the next message boundary.
+    let stopped = AtomicBool::new(false);
     let end = {
         let reader = std::pin::pin!(smol::future::or(
             async {
@@ -1036,7 +1042,8 @@ async fn serve_connection(
         ));
         match futures_util::future::select(reader, writer).await {
             futures_util::future::Either::Left((end, writer)) => {
-                stop.close();
+                stopped.store(true, Ordering::Relaxed);
+                outbox.tx.close();
                 // A message being written is finished first, so that the client can
                 // still read why the connection ends.
                 let _ = with_timeout(CLOSE_TIMEOUT, writer).await;
@@ -1078,15 +1085,15 @@ async fn serve_connection(
 }
 
 /// Writes queued messages to the socket until it fails (returns why) or `stopped` is
-/// closed (returns `None`, between two messages). Pings the client when nothing was
-/// queued for `ping_every`, so a dead peer shows.
+/// set (returns `None`, between two messages; the queue is closed to wake it). Pings
+/// the client when nothing was queued for `ping_every`, so a dead peer shows.
 async fn pump(
     sink: &mut Sink,
     queue: &async_channel::Receiver<Outgoing>,
     queued: &AtomicUsize,
     ping_every: Duration,
     mid_message: &AtomicBool,
-    stopped: &async_channel::Receiver<()>,
+    stopped: &AtomicBool,
 ) -> Option<String> {
     // Ok(true): the queue ended; Ok(false): told to stop.
     let result: Result<bool, WsError> = async {
@@ -1097,29 +1104,20 @@ async fn pump(
         // A message taken off the queue that did not fit in the last packed write.
         let mut carry: Option<Outgoing> = None;
         loop {
-            if stopped.is_closed() {
+            if stopped.load(Ordering::Relaxed) {
                 return Ok(false);
             }
             let first = match carry.take() {
                 Some(m) => m,
                 None => {
-                    let next = smol::future::or(
-                        async { Some(queue.recv().await) },
-                        smol::future::or(
-                            async {
-                                let _ = stopped.recv().await;
-                                Some(Err(async_channel::RecvError))
-                            },
-                            async {
-                                (&mut ping).await;
-                                None
-                            },
-                        ),
-                    )
+                    let next = smol::future::or(async { Some(queue.recv().await) }, async {
+                        (&mut ping).await;
+                        None
+                    })
                     .await;
                     match next {
                         Some(Ok(m)) => m,
-                        Some(Err(_)) => return Ok(!stopped.is_closed()),
+                        Some(Err(_)) => return Ok(!stopped.load(Ordering::Relaxed)),
                         None => {
                             sink.send(Message::Ping(Bytes::new())).await?;
                             ping.set_after(ping_every);
@@ -1449,7 +1447,7 @@ impl Conn {
                 self.rom_sent = true;
                 let slot = &self.shared.games[g];
                 // Encoded once per game and shared; the server keeps it anyway, so it
-                // counts in this connection's budget only.
+                // counts in no budget but as one entry.
                 let bytes = slot
                     .rom
                     .get_or_init(|| {

@@ -35,6 +35,24 @@ pub fn require_program(program: &str) -> bool {
     false
 }
 
+/// Runs `fut` to completion on this thread, or panics when it takes longer than
+/// `limit` (a hang in a test then fails it instead of stalling the run).
+pub fn run_within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    smol::block_on(smol::future::or(fut, async {
+        smol::Timer::after(limit).await;
+        panic!("test did not finish within {limit:?}");
+    }))
+}
+
+/// A shared region from `start` to `end` (inclusive) without a description.
+pub fn region(start: u16, end: u16) -> msxsync::protocol::RegionInfo {
+    msxsync::protocol::RegionInfo {
+        start,
+        end,
+        description: String::new(),
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
