@@ -116,12 +116,13 @@ fn request_floods_are_refused_and_the_server_stays_small() {
         }
         (rom_reason, closing_reason(&mut rx).await)
     });
-    assert!(
-        rom_reason.contains("the rom was already sent on this connection"),
-        "{rom_reason}"
-    );
-    assert!(list_reason.contains("too slow: "), "{list_reason}");
-    assert!(list_reason.contains(" bytes waiting"), "{list_reason}");
+    // The clients learn it when they read at last; the reason itself reaches them
+    // only if the server could finish the message it was writing within 2 s, which a
+    // client that never reads may not allow: the server's log says why.
+    eprintln!("finding 1: the clients read: {rom_reason:?}, {list_reason:?}");
+    s.wait_for("left game big: the rom was already sent on this connection");
+    let line = s.wait_for("connection closed: too slow: ");
+    assert!(line.contains(" bytes waiting"), "{line}");
     let (now, peak) = s.memory();
     eprintln!(
         "finding 1: server memory {:.1} MB at start, {:.1} MB now, peak {:.1} MB",
@@ -132,7 +133,6 @@ fn request_floods_are_refused_and_the_server_stays_small() {
     // A sanity bound, far above the figures measured (see the line above) and far
     // below the gigabyte the flood reached before.
     assert!(peak < 128 * 1024 * 1024, "peak {:.1} MB", mib(peak));
-    s.wait_for("the rom was already sent");
 }
 
 /// Finding 2: with no cap, idle connections used up the server's files (about 1,015
@@ -451,7 +451,7 @@ fn a_server_password_is_proved_never_sent_and_guessing_costs_time() {
             .map(|e| format!("{e:#}"))
             .unwrap();
         assert!(
-            err.contains("too many wrong passwords from 127.0.0.1; try again in 1 seconds"),
+            err.contains("too many wrong passwords from 127.0.0.1; try again in "),
             "{err}"
         );
     });

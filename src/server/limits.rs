@@ -5,7 +5,7 @@
 //!   full, the oldest connection that has not joined a game is closed to make room
 //!   (idle connections cannot lock out `msxsync list` or a new player); players in a
 //!   game are never closed for a newcomer.
-//! - [`Failures`]: after a wrong password, an address waits 2 s, then 4, 8, ... up to
+//! - [`Failures`]: after a wrong password, an address waits 4 s, then 8, 16, ... up to
 //!   a minute before its next password is even checked.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -200,7 +200,7 @@ impl Failures {
     }
 
     /// A wrong password from `source` at `now`; returns how long it must now wait:
-    /// 2 s after the first (1 s after the refusal, which comes after a second), doubling
+    /// 4 s after the first (3 s after the refusal, which comes after a second), doubling
     /// with each one up to [`MAX_LOCK`].
     pub fn failed(&mut self, source: Source, now: Instant) -> Duration {
         if self.locked(source, now).is_none() && !self.entries.contains_key(&source) {
@@ -212,7 +212,7 @@ impl Failures {
             last: now,
         });
         s.count = s.count.saturating_add(1);
-        let lock = Duration::from_secs(1u64 << s.count.min(6)).min(MAX_LOCK);
+        let lock = Duration::from_secs(1u64 << (s.count + 1).min(6)).min(MAX_LOCK);
         s.locked_until = now + lock;
         s.last = now;
         lock
@@ -316,26 +316,26 @@ mod tests {
         let s = Duration::from_secs;
         let mut f = Failures::default();
         assert_eq!(f.locked(v4(1), t0), None);
-        assert_eq!(f.failed(v4(1), t0), s(2));
-        assert_eq!(f.locked(v4(1), t0 + s(1)), Some(s(1)));
+        assert_eq!(f.failed(v4(1), t0), s(4));
+        assert_eq!(f.locked(v4(1), t0 + s(1)), Some(s(3)));
         assert_eq!(
             f.locked(v4(2), t0),
             None,
             "other addresses are not affected"
         );
-        assert_eq!(f.locked(v4(1), t0 + s(2)), None);
-        assert_eq!(f.failed(v4(1), t0 + s(2)), s(4));
-        let mut t = t0 + s(6);
+        assert_eq!(f.locked(v4(1), t0 + s(4)), None);
+        assert_eq!(f.failed(v4(1), t0 + s(4)), s(8));
+        let mut t = t0 + s(12);
         let mut waits = Vec::new();
         for _ in 0..8 {
             let w = f.failed(v4(1), t);
             waits.push(w.as_secs());
             t += w;
         }
-        assert_eq!(waits, [8, 16, 32, 60, 60, 60, 60, 60]);
+        assert_eq!(waits, [16, 32, 60, 60, 60, 60, 60, 60]);
         // Quiet for long enough: forgotten.
         assert_eq!(f.locked(v4(1), t + FORGET_FAILURES_AFTER), None);
-        assert_eq!(f.failed(v4(1), t + FORGET_FAILURES_AFTER), s(2));
+        assert_eq!(f.failed(v4(1), t + FORGET_FAILURES_AFTER), s(4));
         // Memory stays bounded whatever the number of addresses.
         for i in 0..(MAX_TRACKED_SOURCES as u32 + 10) {
             f.failed(Source::V4(Ipv4Addr::from(i)), t0);
