@@ -355,7 +355,7 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
                     version: 1,
                     name: "old".into(),
                 },
-                "protocol version mismatch: this server speaks version 2, the client speaks \
+                "protocol version mismatch: this server speaks version 3, the client speaks \
                  version 1; use the same msxsync release on all machines",
             ),
             (
