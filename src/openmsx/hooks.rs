@@ -50,6 +50,8 @@ pub mod procs {
         APPLY = "msxsync::apply";
         /// Writes whole regions into RAM and shadow: `write_state {HEX ...}`.
         WRITE_STATE = "msxsync::write_state";
+        /// Starts syncing with this player's values shared: `share {HEX ...} KEEP`.
+        SHARE = "msxsync::share";
         /// The RAM of every region, hex.
         READ = "msxsync::read";
         /// The shadow of every region, hex.
@@ -64,7 +66,7 @@ pub mod procs {
         RESUME = "msxsync::resume";
         /// Repairs bytes: `force {REGION OFFSET VALUESHEX ...}`.
         FORCE = "msxsync::force";
-        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED`.
+        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED FRAMES`.
         GATE_SETUP = "msxsync::gate_setup";
         /// The gate: -1, 0 or 1.
         GATE_STATE = "msxsync::gate_state";
@@ -101,6 +103,11 @@ pub enum HookEvent {
     /// The player pressed the join key (see [`Hooks::bind_join_key`]); emulation is
     /// paused until [`Hooks::resume`].
     JoinRequested,
+    /// The sync gate's condition turned true: its settle period started.
+    Settling,
+    /// The condition turned false again after this many frames of the settle period;
+    /// the period starts again when it is back.
+    SettleBroken(u32),
 }
 
 /// Parses openMSX's version answer, e.g. "openMSX 18.0" or "openMSX 21.0-123-gabc",
@@ -198,6 +205,12 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
         "boot" if rest.is_empty() => HookEvent::Booted,
         "gate" if rest == ["0"] => HookEvent::Gate(false),
         "gate" if rest == ["1"] => HookEvent::Gate(true),
+        "wait" if rest.is_empty() => HookEvent::Settling,
+        "waited" if rest.len() == 1 => HookEvent::SettleBroken(
+            rest[0]
+                .parse()
+                .with_context(|| format!("bad frame count {:?}", rest[0]))?,
+        ),
         other => bail!("unknown push {:?}", other),
     };
     Ok(Some(event))
@@ -355,6 +368,33 @@ impl Hooks {
     /// Writes whole regions into RAM and shadow (bringing a player to the server's
     /// state). Local changes not flushed yet are dropped.
     pub async fn write_state(&self, state: &[Vec<u8>]) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        self.msx
+            .command(&format!("{} {{{hexes}}}", procs::WRITE_STATE))
+            .await
+            .context("writing the shared state into openmsx")?;
+        Ok(())
+    }
+
+    /// Starts syncing with this player's own values shared with the group: `state` is
+    /// the server's state, and what RAM holds on top of it leaves in one push, which
+    /// arrives as [`HookEvent::LocalChanges`] (none when RAM equals it). With
+    /// `keep_since_sync` false (a fresh group) all of RAM that differs from `state` is
+    /// sent; with true (a restart) only the bits the game changed since this player
+    /// last synced, the rest of RAM taking `state` (what the others did meanwhile).
+    pub async fn share(&self, state: &[Vec<u8>], keep_since_sync: bool) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        let keep = u8::from(keep_since_sync);
+        self.msx
+            .command(&format!("{} {{{hexes}}} {keep}", procs::SHARE))
+            .await
+            .context("sharing this player's state from openmsx")?;
+        Ok(())
+    }
+
+    /// A whole state as the Tcl list of one hex string per region, checked against
+    /// the watched regions.
+    fn state_hex(&self, state: &[Vec<u8>]) -> Result<String> {
         let sizes = self.region_sizes();
         if state.len() != sizes.len() {
             bail!(
@@ -369,11 +409,7 @@ impl Hooks {
             }
         }
         let hexes: Vec<String> = state.iter().map(|s| hex::encode(s)).collect();
-        self.msx
-            .command(&format!("{} {{{}}}", procs::WRITE_STATE, hexes.join(" ")))
-            .await
-            .context("writing the shared state into openmsx")?;
-        Ok(())
+        Ok(hexes.join(" "))
     }
 
     async fn read_hex_list(&self, proc_name: &str) -> Result<Vec<Vec<u8>>> {
@@ -457,18 +493,21 @@ impl Hooks {
         Ok(())
     }
 
-    /// Installs the sync gate for `cond` and returns whether it is open now. While it
-    /// is closed the hooks hold; it reports [`HookEvent::Gate`] when it flips. With
-    /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
-    /// RAM holds leftovers) and opens at the game's first write that makes it true.
+    /// Installs the sync gate for `cond` and returns whether it is open now (only
+    /// possible without a settle period). While it is closed the hooks hold; it opens
+    /// once the condition has held for `cond.frames` frames without a break, and
+    /// reports [`HookEvent::Gate`] when it opens or closes. With `closed` no settle
+    /// period starts now whatever RAM says (right at the cartridge's INIT, RAM holds
+    /// leftovers): it starts at the game's first write that makes the condition true.
     pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
         let GateTcl { addrs, expr } = gate_expression(cond);
         let closed = u8::from(closed);
         let reply = self
             .msx
             .command(&format!(
-                "{} {{{addrs}}} {{{expr}}} {closed}",
-                procs::GATE_SETUP
+                "{} {{{addrs}}} {{{expr}}} {closed} {}",
+                procs::GATE_SETUP,
+                cond.frames
             ))
             .await
             .context("installing the sync-when gate")?;
@@ -712,6 +751,17 @@ mod tests {
             parse_push("5 3 join", 5, &[1]).unwrap(),
             Some(HookEvent::JoinRequested)
         );
+        assert_eq!(
+            parse_push("5 4 wait", 5, &[1]).unwrap(),
+            Some(HookEvent::Settling)
+        );
+        assert_eq!(
+            parse_push("5 5 waited 12", 5, &[1]).unwrap(),
+            Some(HookEvent::SettleBroken(12))
+        );
+        assert!(parse_push("5 6 waited", 5, &[1]).is_err());
+        assert!(parse_push("5 6 waited -1", 5, &[1]).is_err());
+        assert!(parse_push("5 6 wait 1", 5, &[1]).is_err());
         assert!(parse_push("5 4 gate 2", 5, &[1]).is_err());
         assert!(parse_push("5 4 join now", 5, &[1]).is_err());
     }
