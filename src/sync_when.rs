@@ -15,10 +15,10 @@ use std::fmt;
 
 /// Settle period of a condition without `for N frames`: one second at 60 frames a
 /// second (1.2 s at 50). Games that set their mode byte before they initialise their
-/// variables do it within a few frames (the ones known to us within ten); a player
-/// loses nothing that matters by syncing a second after the game started, while a
-/// period too short lets the start-up through. Why this figure: docs/architecture.md,
-/// "The settle period".
+/// variables do it a frame or a few later (the slowest pattern the tests check: ten);
+/// a player loses nothing that matters by syncing a second after the game started,
+/// while a period too short lets the start-up through. Why this figure:
+/// docs/architecture.md, "The settle period".
 pub const DEFAULT_SETTLE_FRAMES: u32 = 60;
 
 /// Longest settle period a regions file may ask for: a minute at 50 frames a second.
