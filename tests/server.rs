@@ -23,11 +23,7 @@ fn run<T>(fut: impl Future<Output = T>) -> T {
 }
 
 fn region(start: u16, end: u16) -> RegionInfo {
-    RegionInfo {
-        start,
-        end,
-        description: String::new(),
-    }
+    RegionInfo::bytes(start, end, "")
 }
 
 /// A game with an 8-byte region, a 1-byte region and a 4 KiB region.
