@@ -671,6 +671,36 @@ mod tests {
     }
 
     #[test]
+    fn the_galious_file_shares_arrows_coins_and_keys_as_counters() {
+        let def = parse(
+            "games/galious.regions",
+            include_str!("../games/galious.regions"),
+        )
+        .unwrap();
+        let counters: Vec<(u16, u16, &str)> = def
+            .regions
+            .iter()
+            .filter(|r| {
+                r.kind
+                    == RegionKind::Counter(Counter {
+                        encoding: Encoding::Bcd,
+                        min: 0,
+                        max: 999,
+                    })
+            })
+            .map(|r| (r.start, r.end, r.description.as_str()))
+            .collect();
+        assert_eq!(
+            counters,
+            [
+                (0xe046, 0xe047, "arrows"),
+                (0xe048, 0xe049, "coins"),
+                (0xe04a, 0xe04b, "keys")
+            ]
+        );
+    }
+
+    #[test]
     fn bad_counters_say_what_is_wrong() {
         for (line, problem) in [
             (
