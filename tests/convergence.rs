@@ -196,6 +196,28 @@ impl Sim {
         player.last_seq = self.server.seq();
     }
 
+    /// Players 0 and 1 flush what their games wrote; the server reads `first`'s batch,
+    /// then the other's; every player receives both updates.
+    fn both_at_once(&mut self, first: usize) {
+        self.flush(0);
+        self.flush(1);
+        self.server_reads(first);
+        self.server_reads(1 - first);
+        for p in 0..self.players.len() {
+            self.deliver(p);
+            self.deliver(p);
+        }
+    }
+
+    /// After [`Sim::both_at_once`]: everybody converges, and nobody sends anything
+    /// more.
+    fn settles_without_more_traffic(&mut self, context: &str) {
+        let mut rng = Rng::new(1);
+        self.quiesce(&mut rng);
+        self.assert_converged(context);
+        assert_eq!(self.server.seq(), 2, "{context}: no extra traffic");
+    }
+
     fn busy(&self) -> bool {
         self.players
             .iter()
@@ -345,22 +367,12 @@ fn two_players_set_different_bits_of_one_byte_at_once() {
         let mut sim = Sim::new(&regions(&[1]), 3);
         sim.write(0, 0, 0, 0x01, 0x01);
         sim.write(1, 0, 0, 0x80, 0x80);
-        sim.flush(0);
-        sim.flush(1);
-        sim.server_reads(first);
-        sim.server_reads(1 - first);
-        for p in 0..3 {
-            sim.deliver(p);
-            sim.deliver(p);
-        }
+        sim.both_at_once(first);
         assert_eq!(sim.server.state()[0], vec![0x81]);
         for p in &sim.players {
             assert_eq!(p.replica.ram()[0], vec![0x81]);
         }
-        let mut rng = Rng::new(1);
-        sim.quiesce(&mut rng);
-        sim.assert_converged("i5");
-        assert_eq!(sim.server.seq(), 2, "no extra traffic");
+        sim.settles_without_more_traffic("i5");
     }
 }
 
@@ -564,27 +576,17 @@ fn two_players_picking_up_a_coin_at_once_both_count() {
         let mut sim = Sim::with_server(server_with(&regions, 5000, 10), &regions, 3);
         sim.add(0, 1, 1);
         sim.add(1, 1, 1);
-        sim.flush(0);
-        sim.flush(1);
-        sim.server_reads(first);
-        sim.server_reads(1 - first);
-        for p in 0..3 {
-            sim.deliver(p);
-            sim.deliver(p);
-        }
+        sim.both_at_once(first);
         assert_eq!(coins(&sim), 5002);
-        let mut rng = Rng::new(5);
-        sim.quiesce(&mut rng);
-        sim.assert_converged("two pickups");
-        assert_eq!(sim.server.seq(), 2, "no extra traffic");
+        sim.settles_without_more_traffic("two pickups");
     }
 }
 
 #[test]
 fn spending_below_the_minimum_stops_at_it_in_server_order() {
     // Two players spend 8 of the 10 arrows each at once: the first the server reads
-    // leaves 2, the second would go below 0 and leaves 0. A pickup of 15 read after
-    // them gives 15; read before them, it would have given 10 + 15 - 16 = 9: the
+    // leaves 2, the second would go below 0 and leaves 0. A pickup of 10 read after
+    // them gives 10; read before them, it would have given 10 + 10 - 16 = 4: the
     // server's order decides, and every player ends with its result.
     let regions = with_counters(20);
     let mut sim = Sim::with_server(server_with(&regions, 0, 10), &regions, 3);

@@ -5,18 +5,17 @@
 mod common;
 
 use common::e2e::{
-    game_does, peek, player_options, post, server_state, shared, start_player, wait_ack,
-    wait_converged, wait_converged_at, wait_ready, World,
+    game_does, games_folder, peek, player_behind_a_proxy, player_options, post, server_state,
+    shared, start_player, wait_ack, wait_converged, wait_converged_at, World,
 };
 use common::proxy::Proxy;
-use common::require_openmsx;
 use common::serve::Serve;
 use common::testrom::*;
+use common::{require_openmsx, until};
 use msxsync::client::{self, Client};
 use msxsync::counter::Count;
 use msxsync::play::{Player, Stats};
 use msxsync::protocol::ServerMsg;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Index of the coins in the test game's regions.
@@ -40,14 +39,6 @@ fn bcd(bytes: &[u8]) -> u32 {
 /// The coins in a player's RAM.
 async fn coins(p: &Player) -> u32 {
     bcd(&shared(p).await[COINS_REGION])
-}
-
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        smol::Timer::after(Duration::from_millis(5)).await;
-    }
 }
 
 /// Waits until a player shows `value` coins.
@@ -117,7 +108,7 @@ fn two_players_adding_100_coins_as_fast_as_they_can_end_at_200() {
     }
     smol::block_on(async {
         let world = World::new();
-        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        let (ann, bob) = world.ann_and_bob().await;
         count_at_once(&ann, 100, &bob, 100).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(state[COINS_REGION], vec![0x00, 0x02], "200 coins, BCD");
@@ -145,7 +136,7 @@ fn a_bcd_carry_while_the_other_player_adds_keeps_the_digits_and_the_total() {
     }
     smol::block_on(async {
         let world = World::new();
-        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        let (ann, bob) = world.ann_and_bob().await;
         // 95 coins: the game writes the byte 0x95, which msxsync reads as 95 more.
         game_does(&ann, CMD_SET, COINS, 0x95).await;
         wait_coins(&bob, 95, "ann's 95 coins in bob").await;
@@ -167,18 +158,8 @@ fn a_bcd_carry_while_the_other_player_adds_keeps_the_digits_and_the_total() {
 
 /// Ann plays through a proxy a test can cut or stall, bob directly; both have `coins`.
 async fn ann_behind_a_proxy(world: &World, coins_bcd: u8) -> (Proxy, Player, Player) {
-    let proxy = Proxy::start(world.server.addr());
-    let mut o = world.options("testgame", "ann");
-    o.server = proxy.addr().to_string();
-    let (ann, bob) = smol::future::zip(
-        async {
-            let ann = Player::start(o).await.unwrap();
-            wait_ready(&ann).await;
-            ann
-        },
-        world.player("bob"),
-    )
-    .await;
+    let ((proxy, ann), bob) =
+        smol::future::zip(player_behind_a_proxy(world, "ann"), world.player("bob")).await;
     game_does(&bob, CMD_SET, COINS, coins_bcd).await;
     wait_coins(&ann, bcd(&[coins_bcd, 0]), "bob's coins in ann").await;
     (proxy, ann, bob)
@@ -275,7 +256,7 @@ fn a_rewind_cannot_give_back_spent_coins() {
     let file = msxsync::hex::encode(dir.path().join("s").to_str().unwrap().as_bytes());
     smol::block_on(async {
         let world = World::new();
-        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        let (ann, bob) = world.ann_and_bob().await;
         game_does(&ann, CMD_SET, COINS, 0x50).await;
         wait_coins(&bob, 50, "ann's coins in bob").await;
         ann.openmsx()
@@ -306,7 +287,7 @@ fn a_game_going_past_the_maximum_is_brought_back_to_it() {
     }
     smol::block_on(async {
         let world = World::new();
-        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
+        let (ann, bob) = world.ann_and_bob().await;
         // The arrows hold at most 200; ann's game writes 250.
         game_does(&ann, CMD_SET, ARROWS, 250).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
@@ -318,16 +299,6 @@ fn a_game_going_past_the_maximum_is_brought_back_to_it() {
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
-}
-
-/// A games folder holding only the test game.
-fn games_folder(dir: &Path) {
-    std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();
-    std::fs::copy(
-        common::e2e::testgame_regions(),
-        dir.join("testgame.regions"),
-    )
-    .unwrap();
 }
 
 #[test]
