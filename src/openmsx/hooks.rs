@@ -9,9 +9,10 @@
 //! 2. [`Hooks::wait_for_cartridge`] powers the machine on and waits for the ROM's INIT;
 //! 3. [`Hooks::watch`] the regions;
 //! 4. [`Hooks::write_state`] with the server's state;
-//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` go to the
-//!    server, `MachineSwitched` means "write the server's state again";
-//!    [`Hooks::apply`] the server's updates made by other players.
+//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` (bits) and
+//!    `LocalCounters` (whole counters, before and after) go to the server,
+//!    `MachineSwitched` means "write the server's state again"; [`Hooks::apply`] (or
+//!    [`Hooks::apply_all`], with counters) the server's updates made by other players.
 
 use super::connection::{Event, OpenMsx, Reply};
 use crate::counter::{Counter, CounterWrite, Flushed};
