@@ -150,6 +150,9 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
         let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
         ann.openmsx().command("reverse start").await.unwrap();
         game_does(&ann, CMD_SET, SHARED0, 0x10).await;
+        // Bob must have the item before he loses it: writing 0 over his 0 would be no
+        // change at all.
+        wait_byte(&bob, SHARED0, 0x10, "ann's item in bob").await;
         let before = ann.openmsx().command("machine_info time").await.unwrap();
         let before: f64 = before.trim().parse().unwrap();
         // Let some emulated time pass, then lose an item in the group.
