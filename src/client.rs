@@ -8,6 +8,7 @@
 //! for its answer (updates, players joining) are kept and handed out by the receiver
 //! first, so nothing is lost.
 
+use crate::counter::CounterOp;
 use crate::delta::Change;
 use crate::protocol::{
     self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
@@ -274,6 +275,11 @@ impl Client {
         self.sender.send_changes(batch, changes).await
     }
 
+    /// Sends a batch of counter operations (see [`ClientSender::send_counts`]).
+    pub async fn send_counts(&mut self, batch: u32, ops: Vec<CounterOp>) -> Result<()> {
+        self.sender.send_counts(batch, ops).await
+    }
+
     /// The next message from the server (see [`ClientReceiver::recv`]).
     pub async fn recv(&mut self) -> Result<ServerMsg> {
         self.receiver.recv().await
@@ -302,6 +308,11 @@ impl ClientSender {
     /// acknowledgement.
     pub async fn send_changes(&mut self, batch: u32, changes: Vec<Change>) -> Result<()> {
         self.send(&ClientMsg::Changes { batch, changes }).await
+    }
+
+    /// Sends a batch of counter operations, answered like changes (by a `Counted`).
+    pub async fn send_counts(&mut self, batch: u32, ops: Vec<CounterOp>) -> Result<()> {
+        self.send(&ClientMsg::Counts { batch, ops }).await
     }
 
     /// Sends any protocol message.
@@ -438,6 +449,7 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
         ServerMsg::PlayerJoined(_) => "playerjoined",
         ServerMsg::PlayerLeft(_) => "playerleft",
         ServerMsg::Several(_) => "several",
+        ServerMsg::Counted { .. } => "counted",
         ServerMsg::Error { .. } => "error",
     }
 }

@@ -96,9 +96,10 @@ async fn new_game(p: &Player, pattern: u8) -> Synced {
     .await
 }
 
-/// The shared regions right after a new game with `pattern` set them up.
+/// The shared regions right after a new game with `pattern` set them up (in a game
+/// whose counters nobody touched).
 fn new_game_state(pattern: u8) -> Vec<Vec<u8>> {
-    let mut state = vec![vec![0; SHARED0_LEN], vec![0; SHARED1_LEN]];
+    let mut state: Vec<Vec<u8>> = regions().iter().map(|r| vec![0; r.len()]).collect();
     if pattern == NG_STARTING_VALUES {
         state[0][..STARTING_VALUES.len()].copy_from_slice(&STARTING_VALUES);
     }
@@ -113,6 +114,20 @@ async fn wait_server(world: &World, game: &str, want: &[Vec<u8>], what: &str) {
     .await;
 }
 
+/// The player's game picks up `n` coins, one a frame (the coins are a counter).
+async fn pick_up_coins(p: &Player, n: u8) {
+    game_does(p, CMD_COUNT, COINS, n).await;
+    common::poll(
+        "the coins to be picked up",
+        Duration::from_secs(20),
+        || async { (peek(p, COUNT_LEFT).await == 0).then_some(()) },
+    )
+    .await;
+}
+
+/// Index of the coins among the regions.
+const COINS_REGION: usize = 2;
+
 /// Updates from other players a player received.
 fn received(p: &Player) -> u64 {
     Stats::get(&p.stats().updates_from_others)
@@ -122,7 +137,7 @@ fn received(p: &Player) -> u64 {
 /// gives the fresh group its values. They collect items; cy joins and starts a new
 /// game: the group keeps everything and cy gets it, then all three sync both ways.
 /// Then ann goes to game over and starts again: her new game reaches everyone, in one
-/// change, and what bob found while she was away stays.
+/// change (and one of counter amounts), and what bob found while she was away stays.
 async fn join_then_restart_shared(world: &World, pattern: u8) {
     let start = new_game_state(pattern);
     let (ann, bob) =
@@ -161,6 +176,7 @@ async fn join_then_restart_shared(world: &World, pattern: u8) {
     wait_byte(&cy, SHARED1 + 9, 0x99, "bob's write in cy").await;
     game_does(&ann, CMD_SET, SHARED0 + 5, 0x55).await;
     wait_byte(&cy, SHARED0 + 5, 0x55, "ann's write in cy").await;
+    pick_up_coins(&ann, 7).await;
     // Ann has seen all of it: what she restarts from is the group's state.
     wait_converged(world, SHARE, &[&ann, &bob, &cy]).await;
 
@@ -168,7 +184,12 @@ async fn join_then_restart_shared(world: &World, pattern: u8) {
     // While ann is on her game-over screen, bob finds something: her new game did
     // not change that byte since she last synced, so it stays.
     game_does(&bob, CMD_SET, SHARED1 + 20, 0x20).await;
+    pick_up_coins(&bob, 5).await;
     wait_byte(&cy, SHARED1 + 20, 0x20, "bob's find in cy").await;
+    wait_byte(&cy, COINS, 0x12, "bob's coins in cy").await;
+    // Ann's new game also resets her coins: it spends the 7 she had. (Merged bit by
+    // bit like bytes, 0x12 over her 0x07 would give 10, not 5.)
+    game_does(&ann, CMD_SPEND, COINS, 0x07).await;
     let (bob_got, cy_got) = (received(&bob), received(&cy));
     assert_eq!(
         new_game(&ann, pattern).await,
@@ -177,15 +198,16 @@ async fn join_then_restart_shared(world: &World, pattern: u8) {
     );
     let mut want = start.clone();
     want[1][20] = 0x20;
+    want[COINS_REGION][0] = 0x05;
     assert_eq!(
         wait_converged(world, SHARE, &[&ann, &bob, &cy]).await,
         want,
-        "everyone has ann's new game, and bob's find"
+        "everyone has ann's new game, and bob's find and coins"
     );
     assert_eq!(
         (received(&bob) - bob_got, received(&cy) - cy_got),
-        (1, 1),
-        "the new game travelled as one change"
+        (2, 2),
+        "the new game travelled as one change of bytes and one of amounts"
     );
     // And the game goes on together.
     game_does(&cy, CMD_SET, SHARED0 + 6, 0x66).await;
@@ -226,10 +248,14 @@ async fn restart_kept(world: &World, pattern: u8) {
     game_does(&dan, CMD_SET, SHARED0 + 2, 0x42).await;
     game_does(&eve, CMD_SET, SHARED1 + 3, 0x33).await;
     game_does(&eve, CMD_SET, SHARED0, 0x02).await;
+    pick_up_coins(&eve, 4).await;
     let earned = wait_converged(world, KEEP, &[&dan, &eve]).await;
+    assert_eq!(earned[COINS_REGION][0], 0x04);
 
     let (dan_sent, eve_got) = (Stats::get(&dan.stats().batches_sent), received(&eve));
     game_does(&dan, CMD_MODE, 0, MODE_GAME_OVER).await;
+    // Dan's new game resets his coins too; the group keeps them.
+    game_does(&dan, CMD_SPEND, COINS, 0x04).await;
     assert_eq!(new_game(&dan, pattern).await, Synced::Took, "dan restarts");
     assert_eq!(
         wait_converged(world, KEEP, &[&dan, &eve]).await,
