@@ -4,7 +4,7 @@
 //! sees the finished [`Game`] values.
 
 use crate::dirs::Xdg;
-use crate::protocol::{GameInfo, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use crate::protocol::{GameInfo, OnRestart, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
 use crate::regions::{GameDef, Region};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -25,6 +25,8 @@ pub struct Game {
     pub romtype: Option<String>,
     /// `sync-when:` condition as written, if the game has one.
     pub sync_when: Option<String>,
+    /// `on-restart:`, the rule for a player's new game.
+    pub on_restart: OnRestart,
     /// Shared regions, in file order.
     pub regions: Vec<RegionInfo>,
     /// The ROM image.
@@ -48,6 +50,7 @@ impl Game {
             machine: None,
             romtype: None,
             sync_when: None,
+            on_restart: OnRestart::default(),
             regions,
             rom: Arc::new(rom),
             rom_sha256,
@@ -66,6 +69,7 @@ impl Game {
         game.machine = def.machine;
         game.romtype = def.romtype;
         game.sync_when = def.sync_when.map(|s| s.to_string());
+        game.on_restart = def.on_restart;
         game
     }
 
@@ -85,6 +89,7 @@ impl Game {
             machine: self.machine.clone(),
             romtype: self.romtype.clone(),
             sync_when: self.sync_when.clone(),
+            on_restart: self.on_restart,
             players,
         }
     }
@@ -300,7 +305,10 @@ mod tests {
         assert_eq!(game.title, "galious");
         assert_eq!(game.machine.as_deref(), Some("M"));
         assert_eq!(game.romtype, None);
-        assert_eq!(game.sync_when.as_deref(), Some("e001 == 03 or c000 & 80"));
+        assert_eq!(
+            game.sync_when.as_deref(),
+            Some("e001 == 03 or c000 & 80 for 60 frames")
+        );
         assert_eq!(
             game.regions,
             vec![RegionInfo::bytes(0xe046, 0xe04b, "keys")]
@@ -375,7 +383,7 @@ mod tests {
         assert_eq!(g.romtype.as_deref(), Some("KonamiSCC"));
         assert_eq!(
             g.sync_when.as_deref(),
-            Some("e001 == 03 and e002 & 80 or c000 != 00")
+            Some("e001 == 03 and e002 & 80 or c000 != 00 for 60 frames")
         );
         assert_eq!(g.shared_bytes(), 12);
         assert_eq!(g.rom.len(), 64);

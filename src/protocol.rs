@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; both sides send it first and refuse to talk on a mismatch.
 /// Version 2 added `ServerMsg::Several`, which a version 1 client cannot decode.
-/// Version 3 added counters: `RegionInfo::kind`, `ClientMsg::Counts` and
-/// `ServerMsg::Counted`.
+/// Version 3 added counters (`RegionInfo::kind`, `ClientMsg::Counts`,
+/// `ServerMsg::Counted`), `GameInfo::on_restart` and the settle period at the end of
+/// the `sync_when` text (which a version 2 client would refuse to parse).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
@@ -177,8 +178,41 @@ pub struct GameInfo {
     /// written in the regions file. Clients parse it with `sync_when::parse_sync_when`
     /// and never paste it into Tcl.
     pub sync_when: Option<String>,
+    /// What a restart of a player who was in the shared game does (`on-restart:`);
+    /// only games with `sync_when` can tell a restart.
+    pub on_restart: OnRestart,
     /// Players currently in the game.
     pub players: Vec<PlayerInfo>,
+}
+
+/// What happens when a player who was in the shared game goes back through the title
+/// or game over and starts a new game (`on-restart:` in the regions file; see
+/// docs/architecture.md, "Restarts"). Joining, a reset, a loadstate, a rewind or a
+/// reconnect is never a restart in this sense: those always take the group's state.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRestart {
+    /// The restarting player's new game reaches every player, in one change: losses
+    /// are shared, as in the original tool.
+    #[default]
+    Share,
+    /// The group keeps its state and the restarting player takes it.
+    Keep,
+}
+
+impl OnRestart {
+    /// The rule as written after `on-restart:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnRestart::Share => "share",
+            OnRestart::Keep => "keep",
+        }
+    }
+}
+
+impl std::fmt::Display for OnRestart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A connected player.
@@ -454,7 +488,8 @@ mod tests {
             shared_bytes: 9,
             machine: Some("C-BIOS_MSX1".into()),
             romtype: None,
-            sync_when: Some("e001 == 03".into()),
+            sync_when: Some("e001 == 03 for 60 frames".into()),
+            on_restart: OnRestart::Keep,
             players: vec![PlayerInfo {
                 id: 1,
                 name: "ann".into(),

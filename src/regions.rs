@@ -17,17 +17,17 @@
 //!
 //! Additions the original would have rejected (so they cannot change the meaning of an
 //! old file): `key: value` directives, recognised by a first word ending in `:`
-//! (`title:`, `machine:`, `romtype:`, `sync-when:`, and `counter:`, which defines a
-//! region of kind counter and may be given once per counter), and validation of
-//! everything the original silently got wrong (overlaps, END before START, lines with
-//! one address...).
+//! (`title:`, `machine:`, `romtype:`, `sync-when:`, `on-restart:`, and `counter:`,
+//! which defines a region of kind counter and may be given once per counter), and
+//! validation of everything the original silently got wrong (overlaps, END before
+//! START, lines with one address...).
 //!
 //! [`parse`] is pure; [`load`] adds the file reading and the ROM checks around it.
 
 use crate::counter::{Counter, Encoding};
 use crate::protocol::{
-    RegionInfo, RegionKind, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES, MAX_SHARED_BYTES,
-    MAX_TEXT_BYTES,
+    OnRestart, RegionInfo, RegionKind, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES,
+    MAX_SHARED_BYTES, MAX_TEXT_BYTES,
 };
 use crate::sync_when::{parse_hex, parse_sync_when, SyncWhen};
 use anyhow::{anyhow, bail, Context};
@@ -35,7 +35,14 @@ use std::path::{Path, PathBuf};
 
 /// The directives a regions file may contain, as written before the colon. Each may
 /// be given once, except [`COUNTER`].
-pub const DIRECTIVES: [&str; 5] = ["title", "machine", "romtype", "sync-when", COUNTER];
+pub const DIRECTIVES: [&str; 6] = [
+    "title",
+    "machine",
+    "romtype",
+    "sync-when",
+    COUNTER,
+    "on-restart",
+];
 
 /// The directive that defines a counter region:
 /// `counter: START END ENCODING [min N] [max N] [description...]`.
@@ -95,6 +102,8 @@ pub struct GameDef {
     pub romtype: Option<String>,
     /// `sync-when:`, if given.
     pub sync_when: Option<SyncWhen>,
+    /// `on-restart:`, [`OnRestart::Share`] when not given.
+    pub on_restart: OnRestart,
     /// The shared regions in file order: at least one, none overlapping.
     pub regions: Vec<Region>,
 }
@@ -205,6 +214,7 @@ impl Reader {
                 machine: None,
                 romtype: None,
                 sync_when: None,
+                on_restart: OnRestart::default(),
                 regions: Vec::new(),
             },
             directive_lines: [None; DIRECTIVES.len()],
@@ -244,6 +254,19 @@ impl Reader {
             "romtype" => {
                 check_plain_name(key, &value)?;
                 def.romtype = Some(value);
+            }
+            "on-restart" => {
+                def.on_restart = match value.as_str() {
+                    "share" => OnRestart::Share,
+                    "keep" => OnRestart::Keep,
+                    _ => {
+                        return Err(format!(
+                            "on-restart: '{value}' is not a rule; write 'share' (a player's \
+                             new game reaches everyone, the default) or 'keep' (the group keeps \
+                             its state)"
+                        ))
+                    }
+                };
             }
             _ => {
                 let cond = parse_sync_when(&value).map_err(|e| format!("{key}: {e}"))?;
@@ -352,13 +375,22 @@ impl Reader {
     /// The checks that need the whole file. An error comes with the line it is about,
     /// when it is about one.
     fn finish(self) -> Result<GameDef, (Option<usize>, String)> {
+        let line_of = |key: &str| {
+            DIRECTIVES
+                .iter()
+                .position(|d| *d == key)
+                .and_then(|k| self.directive_lines[k])
+        };
         let def = self.def;
         if let Some(cond) = &def.sync_when {
-            let line = DIRECTIVES
-                .iter()
-                .position(|d| *d == "sync-when")
-                .and_then(|k| self.directive_lines[k]);
-            check_gate_is_private(cond, &def.regions).map_err(|e| (line, e))?;
+            check_gate_is_private(cond, &def.regions).map_err(|e| (line_of("sync-when"), e))?;
+        } else if let Some(line) = line_of("on-restart") {
+            return Err((
+                Some(line),
+                "on-restart: needs a sync-when: line; without one msxsync cannot tell a new \
+                 game from the game going on"
+                    .into(),
+            ));
         }
         if def.regions.is_empty() {
             return Err((
@@ -570,6 +602,7 @@ mod tests {
         assert_eq!(def.machine, None);
         assert_eq!(def.romtype, None);
         assert_eq!(def.sync_when, None);
+        assert_eq!(def.on_restart, OnRestart::Share);
     }
 
     #[test]
@@ -621,14 +654,15 @@ mod tests {
         let def = parse(
             "g",
             "r.rom\ntitle:   The  Maze of Galious \nmachine: C-BIOS_MSX2+\nromtype: KonamiSCC\n\
-             sync-when: e001 == 03\ne046 e04b\n",
+             sync-when: e001 == 03\non-restart: keep\ne046 e04b\n",
         )
         .unwrap();
         assert_eq!(def.title.as_deref(), Some("The Maze of Galious"));
         assert_eq!(def.machine.as_deref(), Some("C-BIOS_MSX2+"));
         assert_eq!(def.romtype.as_deref(), Some("KonamiSCC"));
         assert_eq!(def.sync_when, Some(parse_sync_when("e001 == 03").unwrap()));
-        assert_eq!(def.regions, vec![region(0xe046, 0xe04b, "", 6)]);
+        assert_eq!(def.on_restart, OnRestart::Keep);
+        assert_eq!(def.regions, vec![region(0xe046, 0xe04b, "", 7)]);
     }
 
     #[test]
@@ -759,7 +793,7 @@ mod tests {
         assert_eq!(
             err("r\nplayers: 2\n0 0\n"),
             "could not read g.regions line 2: unknown directive 'players:'; \
-             known ones are title: machine: romtype: sync-when: counter:"
+             known ones are title: machine: romtype: sync-when: counter: on-restart:"
         );
         // Keys are exact: no case folding.
         assert!(err("r\nTitle: x\n0 0\n").contains("unknown directive 'Title:'"));
@@ -819,6 +853,35 @@ mod tests {
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert!(err(&format!("r\ntitle: {long}\n0 0\n")).contains("line 2: title: is 1025 bytes"));
         assert!(err(&format!("r\n0 0 {long}\n")).contains("line 2: description is 1025 bytes"));
+    }
+
+    #[test]
+    fn settle_period_and_restart_rule() {
+        let def = parse("g", "r\nsync-when: e001 == 03 for 30 frames\n0 0\n").unwrap();
+        assert_eq!(def.sync_when.unwrap().frames, 30);
+        assert_eq!(def.on_restart, OnRestart::Share);
+        let def = parse("g", "r\non-restart: share\nsync-when: e001 == 03\n0 0\n").unwrap();
+        assert_eq!(def.on_restart, OnRestart::Share);
+        assert_eq!(
+            err("r\nsync-when: e001 == 03 for 3001 frames\n0 0\n"),
+            "could not read g.regions line 2: sync-when: 3001 frames is longer than the limit \
+             of 3000 (a minute at 50 frames a second)"
+        );
+        assert_eq!(
+            err("r\nsync-when: e001 == 03\non-restart: Keep\n0 0\n"),
+            "could not read g.regions line 3: on-restart: 'Keep' is not a rule; write 'share' \
+             (a player's new game reaches everyone, the default) or 'keep' (the group keeps \
+             its state)"
+        );
+        assert_eq!(
+            err("r\n0 0\n\non-restart: keep\n"),
+            "could not read g.regions line 4: on-restart: needs a sync-when: line; without \
+             one msxsync cannot tell a new game from the game going on"
+        );
+        assert_eq!(
+            err("r\nsync-when: 1 == 1\non-restart: keep\non-restart: share\n0 0\n"),
+            "could not read g.regions line 4: on-restart: given again, first on line 3"
+        );
     }
 
     #[test]
@@ -971,6 +1034,9 @@ mod tests {
             "title:",
             "machine:",
             "sync-when:",
+            "on-restart:",
+            "keep",
+            "for 3 frames",
             "counter:",
             "bcd",
             "min",

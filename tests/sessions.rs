@@ -47,9 +47,10 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
         let ann = world.player("ann").await;
         // On the title screen, the game's writes stay home.
         game_does(&ann, CMD_SET, SHARED0 + 1, 0xee).await;
-        // Playing: the gate opens, ann is brought to the group's (empty) state first.
-        game_does(&ann, CMD_MODE, 0, 1).await;
-        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write undone").await;
+        // A new game clears the variables; the gate opens once it has settled, and
+        // ann's game, the first in a fresh group, gives the group its values.
+        game_does(&ann, CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
+        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write cleared").await;
         game_does(&ann, CMD_SET, SHARED0 + 2, 0x42).await;
         game_does(&ann, CMD_OR, SHARED0 + 3, 0x81).await;
         until("ann's items on the server", async || {

@@ -54,7 +54,7 @@ fn summary(game: &Game) -> String {
         s += &format!(", romtype {t}");
     }
     if let Some(c) = &game.sync_when {
-        s += &format!(", sync when {c}");
+        s += &format!(", sync when {c}, on restart {}", game.on_restart);
     }
     s
 }
@@ -79,14 +79,14 @@ mod tests {
         let def = parse(
             "g",
             "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n\
-             counter: 0 0 binary\n",
+             on-restart: keep\ncounter: 0 0 binary\n",
         )
         .unwrap();
         let one = Game::from_def("one", def, vec![0]);
         assert_eq!(
             summary(&one),
             "one: \"one\" rom 1 byte, 1 region (1 counter), 1 shared byte, machine \
-             C-BIOS_MSX1, romtype ASCII8, sync when e001 == 03"
+             C-BIOS_MSX1, romtype ASCII8, sync when e001 == 03 for 60 frames, on restart keep"
         );
     }
 }

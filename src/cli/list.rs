@@ -77,6 +77,7 @@ mod tests {
             machine: None,
             romtype: None,
             sync_when: None,
+            on_restart: Default::default(),
             players: vec![
                 PlayerInfo {
                     id: 1,

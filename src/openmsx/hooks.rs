@@ -55,6 +55,8 @@ pub mod procs {
         APPLY = "msxsync::apply";
         /// Writes whole regions into RAM and shadow: `write_state {HEX ...}`.
         WRITE_STATE = "msxsync::write_state";
+        /// Starts syncing with this player's values shared: `share {HEX ...} KEEP`.
+        SHARE = "msxsync::share";
         /// The RAM of every region, hex.
         READ = "msxsync::read";
         /// The shadow of every region, hex.
@@ -69,7 +71,7 @@ pub mod procs {
         RESUME = "msxsync::resume";
         /// Repairs bytes: `force {REGION OFFSET VALUESHEX ...}`.
         FORCE = "msxsync::force";
-        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED`.
+        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED FRAMES`.
         GATE_SETUP = "msxsync::gate_setup";
         /// The gate: -1, 0 or 1.
         GATE_STATE = "msxsync::gate_state";
@@ -109,6 +111,11 @@ pub enum HookEvent {
     /// The player pressed the join key (see [`Hooks::bind_join_key`]); emulation is
     /// paused until [`Hooks::resume`].
     JoinRequested,
+    /// The sync gate's condition turned true: its settle period started.
+    Settling,
+    /// The condition turned false again after this many frames of the settle period;
+    /// the period starts again when it is back.
+    SettleBroken(u32),
 }
 
 /// Parses openMSX's version answer, e.g. "openMSX 18.0" or "openMSX 21.0-123-gabc",
@@ -173,6 +180,12 @@ pub fn parse_push(value: &str, token: u32, regions: &[Span]) -> Result<Option<Ho
         "boot" if rest.is_empty() => HookEvent::Booted,
         "gate" if rest == ["0"] => HookEvent::Gate(false),
         "gate" if rest == ["1"] => HookEvent::Gate(true),
+        "wait" if rest.is_empty() => HookEvent::Settling,
+        "waited" if rest.len() == 1 => HookEvent::SettleBroken(
+            rest[0]
+                .parse()
+                .with_context(|| format!("bad frame count {:?}", rest[0]))?,
+        ),
         other => bail!("unknown push {:?}", other),
     };
     Ok(Some(event))
@@ -451,6 +464,34 @@ impl Hooks {
     /// Writes whole regions into RAM and shadow (bringing a player to the server's
     /// state). Local changes not flushed yet are dropped.
     pub async fn write_state(&self, state: &[Vec<u8>]) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        self.msx
+            .command(&format!("{} {{{hexes}}}", procs::WRITE_STATE))
+            .await
+            .context("writing the shared state into openmsx")?;
+        Ok(())
+    }
+
+    /// Starts syncing with this player's own values shared with the group: `state` is
+    /// the group's state as the player expects it, and what RAM holds on top of it
+    /// leaves as one flush: [`HookEvent::LocalChanges`] for the bits and
+    /// [`HookEvent::LocalCounters`] for the counters (nothing when RAM equals it). With
+    /// `keep_since_sync` false (a fresh group) all of RAM that differs from `state` is
+    /// sent; with true (a restart) only what the game changed since this player last
+    /// synced, the rest of RAM taking `state` (what the others did meanwhile).
+    pub async fn share(&self, state: &[Vec<u8>], keep_since_sync: bool) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        let keep = u8::from(keep_since_sync);
+        self.msx
+            .command(&format!("{} {{{hexes}}} {keep}", procs::SHARE))
+            .await
+            .context("sharing this player's state from openmsx")?;
+        Ok(())
+    }
+
+    /// A whole state as the Tcl list of one hex string per region, checked against
+    /// the watched regions.
+    fn state_hex(&self, state: &[Vec<u8>]) -> Result<String> {
         let sizes = self.region_sizes();
         if state.len() != sizes.len() {
             bail!(
@@ -465,11 +506,7 @@ impl Hooks {
             }
         }
         let hexes: Vec<String> = state.iter().map(|s| hex::encode(s)).collect();
-        self.msx
-            .command(&format!("{} {{{}}}", procs::WRITE_STATE, hexes.join(" ")))
-            .await
-            .context("writing the shared state into openmsx")?;
-        Ok(())
+        Ok(hexes.join(" "))
     }
 
     async fn read_hex_list(&self, proc_name: &str) -> Result<Vec<Vec<u8>>> {
@@ -553,18 +590,21 @@ impl Hooks {
         Ok(())
     }
 
-    /// Installs the sync gate for `cond` and returns whether it is open now. While it
-    /// is closed the hooks hold; it reports [`HookEvent::Gate`] when it flips. With
-    /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
-    /// RAM holds leftovers) and opens at the game's first write that makes it true.
+    /// Installs the sync gate for `cond` and returns whether it is open now (only
+    /// possible without a settle period). While it is closed the hooks hold; it opens
+    /// once the condition has held for `cond.frames` frames without a break, and
+    /// reports [`HookEvent::Gate`] when it opens or closes. With `closed` no settle
+    /// period starts now whatever RAM says (right at the cartridge's INIT, RAM holds
+    /// leftovers): it starts at the game's first write that makes the condition true.
     pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
         let GateTcl { addrs, expr } = gate_expression(cond);
         let closed = u8::from(closed);
         let reply = self
             .msx
             .command(&format!(
-                "{} {{{addrs}}} {{{expr}}} {closed}",
-                procs::GATE_SETUP
+                "{} {{{addrs}}} {{{expr}}} {closed} {}",
+                procs::GATE_SETUP,
+                cond.frames
             ))
             .await
             .context("installing the sync-when gate")?;
@@ -852,6 +892,17 @@ mod tests {
             parse_push("5 3 join", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::JoinRequested)
         );
+        assert_eq!(
+            parse_push("5 4 wait", 5, &spans(&[1])).unwrap(),
+            Some(HookEvent::Settling)
+        );
+        assert_eq!(
+            parse_push("5 5 waited 12", 5, &spans(&[1])).unwrap(),
+            Some(HookEvent::SettleBroken(12))
+        );
+        assert!(parse_push("5 6 waited", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 6 waited -1", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 6 wait 1", 5, &spans(&[1])).is_err());
         assert!(parse_push("5 4 gate 2", 5, &spans(&[1])).is_err());
         assert!(parse_push("5 4 join now", 5, &spans(&[1])).is_err());
     }

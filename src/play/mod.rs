@@ -98,6 +98,9 @@ pub struct Stats {
     pub updates_applied: AtomicU64,
     /// Times the server's whole state was written into the emulator.
     pub state_writes: AtomicU64,
+    /// Times this player started syncing by sending its own state to the group (a
+    /// fresh group, or a restart under `on-restart: share`).
+    pub shares: AtomicU64,
     /// Sequence number of the last update taken into account.
     pub seq: AtomicU64,
     /// Times the connection to the server was lost.

@@ -12,14 +12,14 @@ use crate::counter::{CounterOp, CounterWrite, Flushed};
 use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
-use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
+use crate::protocol::{Joined, OnRestart, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
 use crate::replica::{catch_up, Offline, Payload};
 use crate::sync_when::{parse_sync_when, SyncWhen};
 use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 
 /// How often the shared regions are compared with the server's state.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(2);
@@ -59,6 +59,23 @@ pub struct Identity {
     pub session: u64,
 }
 
+/// What happened to this player's game since it last synced. When the sync gate opens,
+/// it decides whether the player takes the group's state or shares its own
+/// (docs/architecture.md, "Restarts"): only what msxsync saw happen counts, never what
+/// the bytes look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Since {
+    /// It never synced in this run: a player joining.
+    Joined,
+    /// The machine was reset or powered off and on.
+    Reset,
+    /// A savestate was loaded, the game was rewound, or the machine switched.
+    Loaded,
+    /// It synced, then its gate closed (the title, game over) with nothing of the
+    /// above since: when the gate opens again, the game restarted, a game event.
+    LeftGame,
+}
+
 /// A shared byte that differs from what it should hold, found by the desync check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mismatch {
@@ -79,6 +96,10 @@ pub struct Session {
     players: Vec<PlayerInfo>,
     /// The game's `sync-when:` condition, if it has one.
     gate: Option<SyncWhen>,
+    /// The game's `on-restart:` rule.
+    on_restart: OnRestart,
+    /// What happened since this player last synced (meaningless while `active`).
+    since: Since,
     /// Holding until the player presses the join key (a game in progress without
     /// `sync-when:`).
     waiting_for_key: bool,
@@ -133,6 +154,8 @@ impl Session {
             who,
             players: joined.game.players.clone(),
             gate,
+            on_restart: joined.game.on_restart,
+            since: Since::Joined,
             waiting_for_key: false,
             active: false,
             sender: Some(sender),
@@ -150,20 +173,27 @@ impl Session {
 
     /// The game (re)started; the hooks hold and emulation is paused at its INIT when
     /// `at_init`. Decides when this player starts syncing:
-    /// - with `sync-when:`, when the condition turns true (the game's own start-up
-    ///   writes come first, with the gate closed);
+    /// - with `sync-when:`, when the condition has held for its settle period (the
+    ///   game's own start-up writes come first, with the gate closed);
     /// - without, a player of a fresh game syncs from the start, like the original
     ///   tool, so a group starting together just works; a player joining a game in
     ///   progress (or whose game restarted) waits for the join key, so that its
     ///   start-up does not wipe what the group has earned.
     pub async fn game_started(&mut self, at_init: bool, in_progress: bool) -> Result<()> {
         self.active = false;
+        let restarted = if self.since == Since::Reset {
+            "the game restarted (reset or power cycle): "
+        } else {
+            ""
+        };
         if let Some(cond) = &self.gate {
             let open = self.hooks.set_gate(cond, at_init).await?;
             if open {
-                self.activate().await?;
+                self.gate_opened().await?;
             } else {
-                info!("waiting for the game to reach the shared part (sync-when: {cond})");
+                info!(
+                    "{restarted}waiting for the game to reach the shared part (sync-when: {cond})"
+                );
             }
             return Ok(());
         }
@@ -175,27 +205,110 @@ impl Session {
                 "{} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
                 self.who.game
             );
-            info!("{text} (in the openMSX window)");
+            info!("{restarted}{text} (in the openMSX window)");
             let _ = self.hooks.show(&format!("msxsync: {text}")).await;
             return Ok(());
         }
-        self.activate().await
+        let (game, seq) = (&self.who.game, self.sync.seq());
+        let why = if seq == 0 {
+            format!("{restarted}syncing {game} from the game's start: the group has nothing yet")
+        } else {
+            format!("joined the shared state of {game} at update {seq} at the game's start (--join-now)")
+        };
+        self.take(&why).await
     }
 
-    /// Brings the emulator to the server's state and starts syncing.
-    async fn activate(&mut self) -> Result<()> {
+    /// The sync gate opened (its condition held for the settle period); emulation is
+    /// paused. Takes the group's state or shares this player's, by what happened since
+    /// the player last synced (see [`Since`]).
+    async fn gate_opened(&mut self) -> Result<()> {
+        // Something may have resumed emulation since the gate opened, and closed it.
+        if self.hooks.gate_state().await? != Some(true) {
+            return Ok(());
+        }
+        let seq = self.sync.seq();
+        const RESTARTED: &str = "game restarted (it went back through the title or game over)";
+        match (self.since, self.on_restart) {
+            (Since::LeftGame, OnRestart::Share) if seq > 0 => {
+                self.share(
+                    true,
+                    &format!(
+                        "{RESTARTED}: sharing its new game with the group (on-restart: share)"
+                    ),
+                )
+                .await
+            }
+            (Since::LeftGame, OnRestart::Keep) if seq > 0 => {
+                self.take(&format!(
+                    "{RESTARTED}: it takes the group's state of update {seq} (on-restart: keep)"
+                ))
+                .await
+            }
+            (Since::Loaded, _) => {
+                self.take(&format!(
+                    "took the group's state of update {seq} after the loadstate, rewind or \
+                     machine switch: the saved values stay here"
+                ))
+                .await
+            }
+            _ if seq == 0 => {
+                self.share(
+                    false,
+                    "the group has no shared state yet: sharing this game's starting values",
+                )
+                .await
+            }
+            (Since::Reset, _) => {
+                self.take(&format!(
+                    "took the group's state of update {seq} after the reset: the restarted \
+                     game's start-up stays here"
+                ))
+                .await
+            }
+            (Since::Joined | Since::LeftGame, _) => {
+                self.take(&format!(
+                    "joined the shared state of {} at update {seq}: this game's start-up \
+                     stays here",
+                    self.who.game
+                ))
+                .await
+            }
+        }
+    }
+
+    /// Brings the emulator to the server's state and starts syncing; says `why` in one
+    /// line.
+    async fn take(&mut self, why: &str) -> Result<()> {
         self.waiting_for_key = false;
         self.hooks.write_state(&self.sync.state_to_write()).await?;
         self.wrote_directly = true;
+        self.now_active();
+        Stats::bump(&self.stats.state_writes);
+        info!("{why}");
+        Ok(())
+    }
+
+    /// Starts syncing with this player's values sent to the group as one change (see
+    /// [`Hooks::share`]); says `why` in one line. The change arrives from the hooks as
+    /// a flush and leaves like one.
+    async fn share(&mut self, keep_since_sync: bool, why: &str) -> Result<()> {
+        // Against the server's state with the own batches in flight on top: those are
+        // sent already, and must not be sent again as part of this change.
+        self.hooks
+            .share(&self.sync.expected(), keep_since_sync)
+            .await?;
+        // Updates may be written over the shared values before the change leaves: its
+        // echo puts them back (see `send_local`).
+        self.wrote_directly = true;
+        self.now_active();
+        Stats::bump(&self.stats.shares);
+        info!("{why}");
+        Ok(())
+    }
+
+    fn now_active(&mut self) {
         self.active = true;
         self.suspects.clear();
-        Stats::bump(&self.stats.state_writes);
-        info!(
-            "syncing {}: shared state of update {} written into openMSX",
-            self.who.game,
-            self.sync.seq()
-        );
-        Ok(())
     }
 
     /// Runs until openMSX closes, a stop request, or a fatal error.
@@ -345,18 +458,30 @@ impl Session {
                 // Loadstate, rewind or another machine: RAM changed behind the hooks'
                 // back. The shared state is the group's, not the savestate's.
                 self.active = false;
-                info!("openMSX loaded a state or switched machine");
-                let open = match &self.gate {
-                    Some(_) => self.hooks.gate_state().await? == Some(true),
-                    None => !self.waiting_for_key,
-                };
-                if open {
-                    self.activate().await?;
+                self.since = Since::Loaded;
+                const SWITCHED: &str = "openMSX loaded a state, rewound or switched machine";
+                match &self.gate {
+                    // With a settle period the gate opens only after it.
+                    Some(cond) if self.hooks.gate_state().await? != Some(true) => info!(
+                        "{SWITCHED}: holding until the game has been in the shared part for {} frames",
+                        cond.frames
+                    ),
+                    Some(_) => self.gate_opened().await?,
+                    None if self.waiting_for_key => {
+                        info!("{SWITCHED}: still waiting for {JOIN_KEY}")
+                    }
+                    None => {
+                        let seq = self.sync.seq();
+                        self.take(&format!(
+                            "{SWITCHED}: took the group's state of update {seq}"
+                        ))
+                        .await?
+                    }
                 }
                 self.hooks.resume().await?;
             }
             Some(Ok(HookEvent::CartridgeStarted)) => {
-                info!("the game restarted (reset or power cycle)");
+                self.since = Since::Reset;
                 let fresh = self.sync.seq() == 0;
                 self.game_started(true, !fresh).await?;
                 self.hooks.resume().await?;
@@ -365,27 +490,52 @@ impl Session {
                 // Power-on or reset: the hooks hold already. With an INIT breakpoint
                 // the decision comes at INIT; without one, now.
                 self.active = false;
+                self.since = Since::Reset;
                 if !self.init_seen {
-                    info!("the machine restarted (reset or power cycle)");
                     let fresh = self.sync.seq() == 0;
                     self.game_started(false, !fresh).await?;
                 }
             }
             Some(Ok(HookEvent::Gate(open))) => {
                 if open {
-                    self.activate().await?;
+                    self.gate_opened().await?;
                     self.hooks.resume().await?;
-                } else {
+                } else if self.active {
                     self.active = false;
-                    info!("the game left the shared part (sync-when is false): holding");
+                    self.since = Since::LeftGame;
+                    info!(
+                        "holding: the game left the shared part (sync-when is false: the title \
+                         or game over); what it does now stays here"
+                    );
                 }
             }
             Some(Ok(HookEvent::JoinRequested)) => {
                 if self.waiting_for_key {
-                    self.activate().await?;
+                    let seq = self.sync.seq();
+                    self.take(&format!(
+                        "joined the shared state of {} at update {seq} ({JOIN_KEY} pressed)",
+                        self.who.game
+                    ))
+                    .await?;
                     let _ = self.hooks.show("msxsync: joined the shared state").await;
                 }
                 self.hooks.resume().await?;
+            }
+            Some(Ok(HookEvent::Settling)) => {
+                if let Some(cond) = &self.gate {
+                    debug!(
+                        "sync-when is true: syncing once it has held for {} frames",
+                        cond.frames
+                    );
+                }
+            }
+            Some(Ok(HookEvent::SettleBroken(frames))) => {
+                if let Some(cond) = &self.gate {
+                    debug!(
+                        "sync-when turned false after {frames} of {} frames: waiting until it holds again",
+                        cond.frames
+                    );
+                }
             }
             Some(Err(e)) => warn!("{e:#}"),
             None => {

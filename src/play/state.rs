@@ -373,6 +373,7 @@ mod tests {
                 machine: None,
                 romtype: None,
                 sync_when: None,
+                on_restart: Default::default(),
                 players: vec![],
             },
             regions: state

@@ -39,10 +39,12 @@ pub const LAST_SEQ: u16 = 0xE110;
 pub const ACK: u16 = 0xE111;
 /// Private: frame counter (16 bits, little endian), +1 every frame.
 pub const FRAMES: u16 = 0xE120;
-/// Private: game mode, 0 title, 1 playing.
+/// Private: game mode, 0 title, 1 playing, 2 game over.
 pub const MODE: u16 = 0xE122;
 /// Private: every-frame mode.
 pub const EF_MODE: u16 = 0xE123;
+/// Private: pattern of the new game being set up ([`CMD_NEW_GAME`]), 0 once done.
+pub const NG_PATTERN: u16 = 0xE125;
 /// Private: 0x5A once start-up cleared the variables and the main loop runs.
 pub const READY: u16 = 0xE12F;
 /// Value of [`READY`] once the game runs.
@@ -60,6 +62,31 @@ pub const CMD_ADD: u8 = 4;
 pub const CMD_EVERY_FRAME: u8 = 5;
 /// game mode = V
 pub const CMD_MODE: u8 = 6;
+/// new game with start-up pattern V: mode = 1 at once, then the shared variables
+/// (both regions) are set up as the pattern says ([`NG_SAME_FRAME`]...).
+pub const CMD_NEW_GAME: u8 = 7;
+
+/// Game modes (operand of [`CMD_MODE`]).
+pub const MODE_TITLE: u8 = 0;
+/// Playing.
+pub const MODE_PLAYING: u8 = 1;
+/// Game over.
+pub const MODE_GAME_OVER: u8 = 2;
+
+/// New-game patterns (operand of [`CMD_NEW_GAME`]): shared variables cleared in the
+/// frame the mode is set.
+pub const NG_SAME_FRAME: u8 = 1;
+/// Cleared one frame after the mode is set.
+pub const NG_NEXT_FRAME: u8 = 2;
+/// Cleared ten frames after the mode is set.
+pub const NG_TEN_FRAMES: u8 = 3;
+/// Cleared over five frames, 16 bytes a frame, from the frame the mode is set.
+pub const NG_SPREAD: u8 = 4;
+/// One frame after the mode is set, starting values: [`STARTING_VALUES`].
+pub const NG_STARTING_VALUES: u8 = 5;
+/// What [`NG_STARTING_VALUES`] writes into the first bytes of region 0 (lives, a first
+/// weapon); every other shared byte becomes 0.
+pub const STARTING_VALUES: [u8; 2] = [3, 1];
 /// Add 1 to the 4-digit BCD number at T once per frame, V times ([`COUNT_LEFT`]
 /// reaches 0 when done; the acknowledge comes at once).
 pub const CMD_COUNT: u8 = 9;
