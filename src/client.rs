@@ -25,19 +25,8 @@ use std::time::Duration;
 /// How long connecting (TCP, WebSocket handshake, Hello/Welcome) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Text from the network for the terminal (names come from other people): control
-/// characters are shown escaped, so a name cannot move the cursor or clear the screen.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
+/// The one terminal filter, which lived here first; see [`crate::text::printable`].
+pub use crate::text::printable;
 
 /// Splits `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT` or a bare IPv6 address into host
 /// and port (default [`DEFAULT_PORT`]). The host comes back without brackets.
@@ -445,12 +434,6 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn terminal_text_has_no_control_characters() {
-        assert_eq!(printable("ann\u{1b}[2J\n"), "ann\\u{1b}[2J\\n");
-        assert_eq!(printable("Émile 🎮"), "Émile 🎮");
-    }
 
     #[test]
     fn server_addresses_parse() {

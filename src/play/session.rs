@@ -7,12 +7,13 @@
 
 use super::state::{diff_state, Offline, SyncState};
 use super::Stats;
-use crate::client::{self, printable, Client, ClientReceiver, ClientSender};
+use crate::client::{self, Client, ClientReceiver, ClientSender};
 use crate::delta::{self, Change};
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
 use crate::sync_when::{parse_sync_when, SyncWhen};
+use crate::text::printable;
 use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
