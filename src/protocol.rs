@@ -408,13 +408,6 @@ fn text_bytes(text: &str) -> usize {
     text.len() + PER_ALLOCATION
 }
 
-fn changes_bytes(changes: &[Change]) -> usize {
-    changes
-        .iter()
-        .map(|c| size_of::<Change>() + c.values.len() + c.masks.len() + 2 * PER_ALLOCATION)
-        .sum()
-}
-
 fn game_bytes(g: &GameInfo) -> usize {
     let options = [&g.machine, &g.romtype, &g.sync_when];
     size_of::<GameInfo>()
@@ -451,7 +444,7 @@ impl ServerMsg {
                         + j.state.iter().map(vec_bytes).sum::<usize>()
                 }
                 ServerMsg::Rom { data } => vec_bytes(data),
-                ServerMsg::Update { changes, .. } => changes_bytes(changes),
+                ServerMsg::Update { changes, .. } => changes.iter().map(Change::memory_bytes).sum(),
                 ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => text_bytes(&p.name),
                 ServerMsg::Error { reason } => text_bytes(reason),
                 ServerMsg::Several(packed) => packed.iter().map(vec_bytes).sum(),

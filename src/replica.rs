@@ -42,6 +42,8 @@ pub struct InFlight {
     /// `protect` proportional to the change, not to the number of batches in flight
     /// (a busy player has thousands).
     cover: HashMap<(u16, usize), [u32; 8]>,
+    /// [`Change::memory_bytes`] of every change in flight.
+    bytes: usize,
 }
 
 impl InFlight {
@@ -54,6 +56,7 @@ impl InFlight {
     pub fn record(&mut self, batch: u32, changes: &[Change]) {
         for c in changes {
             self.count(c, true);
+            self.bytes += c.memory_bytes();
         }
         self.batches.push_back(Batch {
             number: batch,
@@ -87,6 +90,7 @@ impl InFlight {
                 if let Some(b) = self.batches.remove(i) {
                     for c in &b.changes {
                         self.count(c, false);
+                        self.bytes -= c.memory_bytes();
                     }
                 }
                 true
@@ -115,10 +119,16 @@ impl InFlight {
         self.batches.len()
     }
 
+    /// Memory the changes in flight take ([`Change::memory_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Forgets every batch (after a reconnect the server state is taken as it is).
     pub fn clear(&mut self) {
         self.batches.clear();
         self.cover.clear();
+        self.bytes = 0;
     }
 
     /// The bits of one byte that own in-flight changes cover.

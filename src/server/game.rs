@@ -2,7 +2,7 @@
 //! locks; the I/O shell in `server/mod.rs` holds one of these per game under a mutex.
 
 use crate::delta::{self, Change};
-use crate::protocol::{PlayerId, PlayerInfo, RegionInfo, ServerMsg};
+use crate::protocol::{PlayerId, PlayerInfo, RegionInfo, ServerMsg, MAX_SEQ};
 use std::collections::HashMap;
 
 /// How many sessions (see `ClientMsg::Join`) a game remembers the last batch of. One
@@ -89,13 +89,20 @@ impl GameState {
         for c in &changes {
             c.check(&self.region_sizes)?;
         }
+        // Saved states and updates stay at most MAX_SEQ: this only fails for a state
+        // built by hand, and then refuses the batch instead of wrapping to 0.
+        let seq = self
+            .seq
+            .checked_add(1)
+            .filter(|&s| s <= MAX_SEQ)
+            .ok_or("this game has used up its update numbers; restart it with --fresh")?;
         for c in &changes {
             // `check` passed, so the region index is valid.
             if let Some(region) = self.state.get_mut(c.region as usize) {
                 delta::apply(region, c);
             }
         }
-        self.seq += 1;
+        self.seq = seq;
         self.in_progress = true;
         if let Some(&session) = self.player_sessions.get(&player) {
             self.remember(session, batch);
@@ -271,6 +278,13 @@ mod tests {
         // A state saved before any change is not in progress.
         let z = GameState::restore(&regions(), 0, &[0; 5]).unwrap();
         assert!(!z.in_progress());
+        // The last update number: the next batch is refused, nothing wraps.
+        let mut last = GameState::restore(&regions(), MAX_SEQ, &[0; 5]).unwrap();
+        let e = last
+            .accept(1, 1, vec![Change::bytes(0, 0, vec![1])])
+            .unwrap_err();
+        assert!(e.contains("used up its update numbers"), "{e}");
+        assert_eq!((last.seq(), last.state()[0][0]), (MAX_SEQ, 0));
         assert_eq!(
             GameState::restore(&regions(), 1, &[0; 4]).unwrap_err(),
             "saved state has 4 bytes, the regions have 5"
