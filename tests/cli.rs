@@ -5,17 +5,10 @@
 mod common;
 
 use common::e2e::World;
-use common::play::{signal, Play};
+use common::play::{alive, signal, Play};
 use common::require_openmsx;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
 
 #[test]
 fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {

@@ -8,9 +8,10 @@ mod common;
 
 use common::e2e::{
     game_does, player_options, server_state_at, start_player, testgame_regions, wait_converged_at,
+    World,
 };
 use common::fake_server::{joined, FakeServer};
-use common::play::{signal, Play};
+use common::play::{alive, signal, Play};
 use common::require_openmsx;
 use common::serve::Serve;
 use common::testrom::*;
@@ -58,6 +59,27 @@ fn ctrl_c_and_sigterm_end_play_while_it_waits_for_the_server() {
         // comes from the signal.
         assert_eq!(play.wait_exit(), 0, "SIG{sig}: {:#?}", play.out.seen);
         play.wait_for("interrupted while starting: left");
+    }
+}
+
+#[test]
+fn ctrl_c_while_openmsx_starts_stops_it_too() {
+    if !require_openmsx() {
+        return;
+    }
+    let world = World::new();
+    let cache = tempfile::tempdir().unwrap();
+    let mut play = Play::start(&world, cache.path(), &["--game", "testgame"]);
+    let msx = play.openmsx_pid();
+    // C-BIOS shows its logo for seconds of emulated time before the cartridge starts:
+    // play is still waiting for it.
+    signal(play.child.id() as i32, "INT");
+    assert_eq!(play.wait_exit(), 0, "{:#?}", play.out.seen);
+    play.wait_for("interrupted while starting: left");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(msx) {
+        assert!(Instant::now() < deadline, "openMSX {msx} outlived play");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
