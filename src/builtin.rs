@@ -64,6 +64,13 @@ mod tests {
             ]
         );
         assert_eq!(game.shared_bytes(), 5);
+        assert_eq!(
+            game.regions[3].counter(),
+            Some(crate::counter::Counter::full(
+                crate::counter::Encoding::Bcd,
+                2
+            ))
+        );
         assert!(is_builtin(&game));
         assert_eq!(games().len(), 1);
     }

@@ -297,11 +297,7 @@ mod tests {
         assert_eq!(game.sync_when.as_deref(), Some("e001 == 03 or c000 & 80"));
         assert_eq!(
             game.regions,
-            vec![RegionInfo {
-                start: 0xe046,
-                end: 0xe04b,
-                description: "keys".into()
-            }]
+            vec![RegionInfo::bytes(0xe046, 0xe04b, "keys")]
         );
         assert_eq!(*game.rom, vec![1, 2, 3]);
         assert_eq!(game.rom_sha256, sha256(&[1, 2, 3]));

@@ -13,6 +13,7 @@
 //! [`MIN_ROM_RATE`]), and what is kept while waiting is limited in bytes
 //! ([`MAX_PENDING_BYTES`]).
 
+use crate::counter::CounterOp;
 use crate::delta::Change;
 use crate::protocol::{
     self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, MAX_ROM_BYTES, PROTOCOL_VERSION,
@@ -408,6 +409,11 @@ impl Client {
         self.sender.send_changes(batch, changes).await
     }
 
+    /// Sends a batch of counter operations (see [`ClientSender::send_counts`]).
+    pub async fn send_counts(&mut self, batch: u32, ops: Vec<CounterOp>) -> Result<()> {
+        self.sender.send_counts(batch, ops).await
+    }
+
     /// The next message from the server (see [`ClientReceiver::recv`]).
     pub async fn recv(&mut self) -> Result<ServerMsg> {
         self.receiver.recv().await
@@ -436,6 +442,11 @@ impl ClientSender {
     /// acknowledgement.
     pub async fn send_changes(&mut self, batch: u32, changes: Vec<Change>) -> Result<()> {
         self.send(&ClientMsg::Changes { batch, changes }).await
+    }
+
+    /// Sends a batch of counter operations, answered like changes (by a `Counted`).
+    pub async fn send_counts(&mut self, batch: u32, ops: Vec<CounterOp>) -> Result<()> {
+        self.send(&ClientMsg::Counts { batch, ops }).await
     }
 
     /// Sends any protocol message.
@@ -607,6 +618,7 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
         ServerMsg::PlayerJoined(_) => "playerjoined",
         ServerMsg::PlayerLeft(_) => "playerleft",
         ServerMsg::Several(_) => "several",
+        ServerMsg::Counted { .. } => "counted",
         ServerMsg::Error { .. } => "error",
     }
 }

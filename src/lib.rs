@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod catalog;
 pub mod client;
+pub mod counter;
 pub mod delta;
 pub mod dirs;
 pub mod hex;

@@ -8,6 +8,7 @@
 //! field is the protocol version, so that a peer of another version can always read it
 //! and say clearly what is wrong. New variants are only ever added at the end of an enum.
 
+use crate::counter::{Count, Counter, CounterOp};
 use crate::delta::Change;
 use bincode::Options;
 use serde::de::{Error as _, SeqAccess, Visitor};
@@ -17,7 +18,9 @@ use std::mem::size_of;
 
 /// Version of this protocol; both sides send it first and refuse to talk on a mismatch.
 /// Version 2 added `ServerMsg::Several`, which a version 1 client cannot decode.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 added counters: `RegionInfo::kind`, `ClientMsg::Counts` and
+/// `ServerMsg::Counted`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
 pub const DEFAULT_PORT: u16 = 4567;
@@ -86,6 +89,17 @@ pub enum ClientMsg {
         #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
         changes: Vec<Change>,
     },
+    /// Changes this player's game made to counters (regions of kind
+    /// [`RegionKind::Counter`]). Bit changes never name a counter: a counter changes
+    /// by amounts, which the server adds up.
+    Counts {
+        /// As in `Changes`: echoed in the [`ServerMsg::Counted`] that sequences these
+        /// operations. Batch numbers count on across both kinds of message.
+        batch: u32,
+        /// The operations, in the order they happened.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
+        ops: Vec<CounterOp>,
+    },
 }
 
 /// Messages from the server to a client.
@@ -138,6 +152,20 @@ pub enum ServerMsg {
     /// update. Each element is one encoded message (never `Several` itself), to be
     /// handled in order.
     Several(#[serde(deserialize_with = "bounded::<_, _, MAX_PACKED_MESSAGES>")] Vec<Vec<u8>>),
+    /// Counter operations accepted by the server: like `Update`, in the same sequence,
+    /// to every player of the game, the one who sent them included.
+    Counted {
+        /// Sequence number (the same numbering as `Update`).
+        seq: u64,
+        /// Who sent the operations.
+        player: PlayerId,
+        /// The `batch` the player gave them.
+        batch: u32,
+        /// What each operation did to its counter, in order, already in the server's
+        /// state.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
+        counts: Vec<Count>,
+    },
 }
 
 /// A game as listed by the server.
@@ -184,9 +212,40 @@ pub struct RegionInfo {
     pub end: u16,
     /// Free text from the regions file.
     pub description: String,
+    /// How the region's changes merge.
+    pub kind: RegionKind,
+}
+
+/// How a region's changes merge.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegionKind {
+    /// Bytes merged bit by bit: the masked bits of the latest change win.
+    #[default]
+    Bytes,
+    /// A number that players add to and spend from: changes are amounts, which the
+    /// server adds up (`ClientMsg::Counts`).
+    Counter(Counter),
 }
 
 impl RegionInfo {
+    /// A region of bytes merged bit by bit.
+    pub fn bytes(start: u16, end: u16, description: impl Into<String>) -> RegionInfo {
+        RegionInfo {
+            start,
+            end,
+            description: description.into(),
+            kind: RegionKind::Bytes,
+        }
+    }
+
+    /// The counter, when the region is one.
+    pub fn counter(&self) -> Option<Counter> {
+        match self.kind {
+            RegionKind::Counter(c) => Some(c),
+            RegionKind::Bytes => None,
+        }
+    }
+
     /// Number of bytes in the region.
     pub fn len(&self) -> usize {
         self.end as usize - self.start as usize + 1
@@ -273,6 +332,10 @@ fn check_changes(changes: &[Change]) -> Result<(), String> {
     check_count("changes", changes.len(), MAX_CHANGES_PER_MESSAGE)
 }
 
+fn check_counts<T>(counts: &[T]) -> Result<(), String> {
+    check_count("counter operations", counts.len(), MAX_CHANGES_PER_MESSAGE)
+}
+
 fn check_game(g: &GameInfo) -> Result<(), String> {
     check_text("game name", &g.name, MAX_NAME_BYTES)?;
     check_text("game title", &g.title, MAX_TEXT_BYTES)?;
@@ -295,6 +358,7 @@ impl Message for ClientMsg {
             ClientMsg::Hello { name, .. } => check_text("player name", name, MAX_NAME_BYTES),
             ClientMsg::Join { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
             ClientMsg::Changes { changes, .. } => check_changes(changes),
+            ClientMsg::Counts { ops, .. } => check_counts(ops),
             ClientMsg::ListGames | ClientMsg::FetchRom => Ok(()),
         }
     }
@@ -330,6 +394,10 @@ impl Message for ServerMsg {
                             s.len()
                         ));
                     }
+                    if let Some(c) = r.counter() {
+                        c.check(r.len())
+                            .map_err(|e| format!("counter {:#06x}-{:#06x}: {e}", r.start, r.end))?;
+                    }
                     shared += s.len();
                 }
                 if shared > MAX_SHARED_BYTES {
@@ -351,6 +419,10 @@ impl Message for ServerMsg {
             ServerMsg::Update { seq, changes, .. } => {
                 check_seq(*seq)?;
                 check_changes(changes)
+            }
+            ServerMsg::Counted { seq, counts, .. } => {
+                check_seq(*seq)?;
+                check_counts(counts)
             }
             ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => {
                 check_text("player name", &p.name, MAX_NAME_BYTES)
@@ -445,6 +517,7 @@ impl ServerMsg {
                 }
                 ServerMsg::Rom { data } => vec_bytes(data),
                 ServerMsg::Update { changes, .. } => changes.iter().map(Change::memory_bytes).sum(),
+                ServerMsg::Counted { counts, .. } => counts.len() * size_of::<Count>(),
                 ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => text_bytes(&p.name),
                 ServerMsg::Error { reason } => text_bytes(reason),
                 ServerMsg::Several(packed) => packed.iter().map(vec_bytes).sum(),
@@ -523,6 +596,19 @@ mod tests {
                 batch: 3,
                 changes: vec![Change::bytes(0, 1, vec![1, 2])],
             },
+            ClientMsg::Counts {
+                batch: 4,
+                ops: vec![
+                    CounterOp::Add {
+                        region: 1,
+                        amount: -3,
+                    },
+                    CounterOp::Seed {
+                        region: 1,
+                        total: 120,
+                    },
+                ],
+            },
         ]
     }
 
@@ -538,12 +624,20 @@ mod tests {
             ServerMsg::Joined(Box::new(Joined {
                 player: 2,
                 game: game(),
-                regions: vec![RegionInfo {
-                    start: 0xe000,
-                    end: 0xe008,
-                    description: "items".into(),
-                }],
-                state: vec![vec![0; 9]],
+                regions: vec![
+                    RegionInfo::bytes(0xe000, 0xe008, "items"),
+                    RegionInfo {
+                        start: 0xe048,
+                        end: 0xe049,
+                        description: "coins".into(),
+                        kind: RegionKind::Counter(Counter {
+                            encoding: crate::counter::Encoding::Bcd,
+                            min: 0,
+                            max: 999,
+                        }),
+                    },
+                ],
+                state: vec![vec![0; 9], vec![0x99, 0x01]],
                 seq: 5,
                 in_progress: true,
                 last_batch: Some(41),
@@ -580,7 +674,55 @@ mod tests {
                     changes: vec![Change::bytes(0, 1, vec![2])],
                 }),
             ]),
+            ServerMsg::Counted {
+                seq: 8,
+                player: 1,
+                batch: 11,
+                counts: vec![Count {
+                    region: 1,
+                    amount: 1,
+                    total: 200,
+                }],
+            },
         ]
+    }
+
+    #[test]
+    fn a_joined_counter_must_fit_its_region() {
+        let mut joined = all_server().remove(2);
+        let ServerMsg::Joined(j) = &mut joined else {
+            panic!("not joined")
+        };
+        j.regions[1].kind = RegionKind::Counter(Counter {
+            encoding: crate::counter::Encoding::Bcd,
+            min: 0,
+            max: 10_000,
+        });
+        let err = decode::<ServerMsg>(&encode(&joined)).unwrap_err();
+        assert!(err.0.contains("counter 0xe048-0xe049: max 10000"), "{err}");
+    }
+
+    #[test]
+    fn one_counter_change_is_small() {
+        // Galious's coins (region 1) plus one, with a total above 250 (3 bytes).
+        let up = encode(&ClientMsg::Counts {
+            batch: 7,
+            ops: vec![CounterOp::Add {
+                region: 1,
+                amount: 1,
+            }],
+        });
+        let down = encode(&ServerMsg::Counted {
+            seq: 7,
+            player: 3,
+            batch: 7,
+            counts: vec![Count {
+                region: 1,
+                amount: 1,
+                total: 300,
+            }],
+        });
+        assert_eq!((up.len(), down.len()), (6, 10));
     }
 
     #[test]

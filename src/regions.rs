@@ -17,21 +17,30 @@
 //!
 //! Additions the original would have rejected (so they cannot change the meaning of an
 //! old file): `key: value` directives, recognised by a first word ending in `:`
-//! (`title:`, `machine:`, `romtype:`, `sync-when:`), and validation of everything the
-//! original silently got wrong (overlaps, END before START, lines with one address...).
+//! (`title:`, `machine:`, `romtype:`, `sync-when:`, and `counter:`, which defines a
+//! region of kind counter and may be given once per counter), and validation of
+//! everything the original silently got wrong (overlaps, END before START, lines with
+//! one address...).
 //!
 //! [`parse`] is pure; [`load`] adds the file reading and the ROM checks around it.
 
+use crate::counter::{Counter, Encoding};
 use crate::protocol::{
-    RegionInfo, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES, MAX_SHARED_BYTES, MAX_TEXT_BYTES,
+    RegionInfo, RegionKind, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES, MAX_SHARED_BYTES,
+    MAX_TEXT_BYTES,
 };
 use crate::sync_when::{parse_hex, parse_sync_when, SyncWhen};
 use crate::text::printable;
 use anyhow::{anyhow, bail, Context};
 use std::path::{Component, Path, PathBuf};
 
-/// The directives a regions file may contain, as written before the colon.
-pub const DIRECTIVES: [&str; 4] = ["title", "machine", "romtype", "sync-when"];
+/// The directives a regions file may contain, as written before the colon. Each may
+/// be given once, except [`COUNTER`].
+pub const DIRECTIVES: [&str; 5] = ["title", "machine", "romtype", "sync-when", COUNTER];
+
+/// The directive that defines a counter region:
+/// `counter: START END ENCODING [min N] [max N] [description...]`.
+pub const COUNTER: &str = "counter";
 
 /// Largest regions file [`load`] reads. Real ones are a few hundred bytes; the limit only
 /// stops a ROM or other big file named `.regions` by mistake from being read whole.
@@ -48,6 +57,8 @@ pub struct Region {
     pub description: String,
     /// Line of the file the region was defined on (1-based), for messages.
     pub line: usize,
+    /// Bytes (a region line) or a counter (`counter:`).
+    pub kind: RegionKind,
 }
 
 impl Region {
@@ -67,6 +78,7 @@ impl Region {
             start: self.start,
             end: self.end,
             description: self.description.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -226,12 +238,17 @@ impl Reader {
                 DIRECTIVES.map(|d| format!("{d}:")).join(" ")
             ));
         };
-        if let Some(first) = self.directive_lines[k] {
+        if let (Some(first), false) = (self.directive_lines[k], key == COUNTER) {
             return Err(format!("{key}: given again, first on line {first}"));
         }
         self.directive_lines[k] = Some(n);
         if value.is_empty() {
             return Err(format!("{key}: needs a value"));
+        }
+        if key == COUNTER {
+            return self
+                .counter(n, &value)
+                .map_err(|e| format!("{COUNTER}: {e}"));
         }
         let def = &mut self.def;
         match key {
@@ -268,28 +285,76 @@ impl Reader {
                 "'{word}' is not a region: a region line needs a start and an end address{hint}"
             ));
         };
-        let start = parse_hex("start address", start, 0xffff)?;
-        let end = parse_hex("end address", end, 0xffff)?;
-        if end < start {
-            return Err(format!("end {end:#x} is before start {start:#x}"));
+        let (start, end) = addresses(start, end)?;
+        self.add_region(Region {
+            start,
+            end,
+            description: description.join(" "),
+            line: n,
+            kind: RegionKind::Bytes,
+        })
+    }
+
+    /// The value of a `counter:` line, on line `n`: `START END ENCODING [min N]
+    /// [max N] [description...]`.
+    fn counter(&mut self, n: usize, value: &str) -> Result<(), String> {
+        let words: Vec<&str> = value.split(' ').collect();
+        let [start, end, encoding, rest @ ..] = words.as_slice() else {
+            return Err(format!(
+                "'{value}' is not a counter: it needs a start and an end address and an \
+                 encoding, as in 'counter: E048 E049 bcd max 999 coins'"
+            ));
+        };
+        let (start, end) = addresses(start, end)?;
+        let width = usize::from(end - start) + 1;
+        let encoding = Encoding::from_name(encoding).ok_or_else(|| {
+            let names: Vec<&str> = Encoding::ALL.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown encoding '{encoding}'; use one of {}",
+                names.join(" ")
+            )
+        })?;
+        let mut counter = Counter::full(encoding, width);
+        let (mut min, mut max) = (None, None);
+        let mut rest = rest;
+        while let [word @ ("min" | "max"), number, tail @ ..] = rest {
+            let slot = if *word == "min" { &mut min } else { &mut max };
+            if slot.is_some() {
+                return Err(format!("{word} is given twice"));
+            }
+            *slot = Some(number.parse::<u32>().map_err(|_| {
+                format!(
+                    "{word} '{number}' is not a decimal number from 0 to {}",
+                    u32::MAX
+                )
+            })?);
+            rest = tail;
         }
-        let description = description.join(" ");
-        if description.len() > MAX_TEXT_BYTES {
+        counter.min = min.unwrap_or(counter.min);
+        counter.max = max.unwrap_or(counter.max);
+        counter.check(width)?;
+        self.add_region(Region {
+            start,
+            end,
+            description: rest.join(" "),
+            line: n,
+            kind: RegionKind::Counter(counter),
+        })
+    }
+
+    /// Adds a region read on line `region.line`, refusing overlaps and going over the
+    /// limits.
+    fn add_region(&mut self, region: Region) -> Result<(), String> {
+        if region.description.len() > MAX_TEXT_BYTES {
             return Err(format!(
                 "description is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-                description.len()
+                region.description.len()
             ));
         }
         let regions = &mut self.def.regions;
         if regions.len() == MAX_REGIONS {
             return Err(format!("more than {MAX_REGIONS} regions"));
         }
-        let region = Region {
-            start: start as u16,
-            end: end as u16,
-            description,
-            line: n,
-        };
         if let Some(other) = regions
             .iter()
             .find(|o| o.start <= region.end && region.start <= o.end)
@@ -329,6 +394,16 @@ impl Reader {
         }
         Ok(def)
     }
+}
+
+/// A region's START and END words: hexadecimal addresses, END not before START.
+fn addresses(start: &str, end: &str) -> Result<(u16, u16), String> {
+    let start = parse_hex("start address", start, 0xffff)?;
+    let end = parse_hex("end address", end, 0xffff)?;
+    if end < start {
+        return Err(format!("end {end:#x} is before start {start:#x}"));
+    }
+    Ok((start as u16, end as u16))
 }
 
 /// A shared gate byte would be written by the other players' games: their title
@@ -484,6 +559,7 @@ mod tests {
             end,
             description: description.into(),
             line,
+            kind: RegionKind::Bytes,
         }
     }
 
@@ -595,6 +671,123 @@ mod tests {
     }
 
     #[test]
+    fn counters_are_regions_with_an_encoding_and_bounds() {
+        let def = parse(
+            "g",
+            "r\ncounter: E048 E049 bcd max 999 coins\ne04a e04b keys\n\
+             counter: e046 e046 binary max 99 min 1 arrows: a few\ncounter: c000 c003 binary-be\n",
+        )
+        .unwrap();
+        let counter = |encoding, min, max| RegionKind::Counter(Counter { encoding, min, max });
+        assert_eq!(
+            def.regions,
+            vec![
+                Region {
+                    kind: counter(Encoding::Bcd, 0, 999),
+                    ..region(0xe048, 0xe049, "coins", 2)
+                },
+                region(0xe04a, 0xe04b, "keys", 3),
+                Region {
+                    kind: counter(Encoding::Binary, 1, 99),
+                    ..region(0xe046, 0xe046, "arrows: a few", 4)
+                },
+                Region {
+                    kind: counter(Encoding::BinaryBigEndian, 0, u32::MAX),
+                    ..region(0xc000, 0xc003, "", 5)
+                },
+            ]
+        );
+        assert_eq!(def.shared_bytes(), 9);
+        // Bounds default to what the bytes hold.
+        let def = parse("g", "r\ncounter: e020 e021 bcd-be\n").unwrap();
+        assert_eq!(
+            def.regions[0].kind,
+            counter(Encoding::BcdBigEndian, 0, 9999)
+        );
+        // A counter is shared: a gate must not read it.
+        assert!(err("r\nsync-when: e048 == 1\ncounter: e048 e049 bcd\n")
+            .contains("sync-when reads e048, which is shared"));
+    }
+
+    #[test]
+    fn the_galious_file_shares_arrows_coins_and_keys_as_counters() {
+        let def = parse(
+            "games/galious.regions",
+            include_str!("../games/galious.regions"),
+        )
+        .unwrap();
+        let counters: Vec<(u16, u16, &str)> = def
+            .regions
+            .iter()
+            .filter(|r| {
+                r.kind
+                    == RegionKind::Counter(Counter {
+                        encoding: Encoding::Bcd,
+                        min: 0,
+                        max: 999,
+                    })
+            })
+            .map(|r| (r.start, r.end, r.description.as_str()))
+            .collect();
+        assert_eq!(
+            counters,
+            [
+                (0xe046, 0xe047, "arrows"),
+                (0xe048, 0xe049, "coins"),
+                (0xe04a, 0xe04b, "keys")
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_counters_say_what_is_wrong() {
+        for (line, problem) in [
+            (
+                "counter: e048",
+                "'e048' is not a counter: it needs a start and an end address and an \
+                 encoding, as in 'counter: E048 E049 bcd max 999 coins'",
+            ),
+            (
+                "counter: e048 e049 decimal",
+                "unknown encoding 'decimal'; use one of bcd binary bcd-be binary-be",
+            ),
+            (
+                "counter: e048 e04d bcd",
+                "a counter is 1 to 4 bytes long, this one 6",
+            ),
+            (
+                "counter: e048 e049 bcd max 10000",
+                "max 10000 does not fit in 2 bcd bytes: the largest is 9999",
+            ),
+            ("counter: e048 e049 bcd min 5 max 4", "min 5 is above max 4"),
+            (
+                "counter: e048 e049 bcd min x",
+                "min 'x' is not a decimal number from 0 to 4294967295",
+            ),
+            ("counter: e048 e049 bcd max 5 max 6", "max is given twice"),
+            (
+                "counter: e049 e048 bcd",
+                "end 0xe048 is before start 0xe049",
+            ),
+            (
+                "counter: e04g e049 bcd",
+                "start address 'e04g' is not a hexadecimal number",
+            ),
+        ] {
+            assert_eq!(
+                err(&format!("r\n{line}\n")),
+                format!("could not read g.regions line 2: counter: {problem}"),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            err("r\ne040 e048\ncounter: e048 e049 bcd\n"),
+            "could not read g.regions line 3: counter: region e048-e049 overlaps region \
+             e040-e048 on line 2"
+        );
+    }
+
+    #[test]
     fn colon_in_a_description_is_not_a_directive() {
         let def = parse("g", "r\ne046 e04b keys: red blue\n").unwrap();
         assert_eq!(def.regions[0].description, "keys: red blue");
@@ -605,7 +798,7 @@ mod tests {
         assert_eq!(
             err("r\nplayers: 2\n0 0\n"),
             "could not read g.regions line 2: unknown directive 'players:'; \
-             known ones are title: machine: romtype: sync-when:"
+             known ones are title: machine: romtype: sync-when: counter:"
         );
         // Keys are exact: no case folding.
         assert!(err("r\nTitle: x\n0 0\n").contains("unknown directive 'Title:'"));
@@ -817,6 +1010,11 @@ mod tests {
             "title:",
             "machine:",
             "sync-when:",
+            "counter:",
+            "bcd",
+            "min",
+            "max",
+            "9999",
             "==",
             "&",
             "and",

@@ -18,8 +18,9 @@
 mod common;
 
 use common::rng::Rng;
+use msxsync::counter::Encoding;
 use msxsync::openmsx::xml::OutputReader;
-use msxsync::protocol::{self, ClientMsg, Message, ServerMsg};
+use msxsync::protocol::{self, ClientMsg, Message, RegionKind, ServerMsg};
 use msxsync::regions::{self, GameDef};
 use msxsync::sync_when::parse_sync_when;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -225,7 +226,20 @@ fn render(def: &GameDef) -> String {
         }
     }
     for r in &def.regions {
-        text += &format!("{:x} {:x} {}\n", r.start, r.end, r.description);
+        let (start, end, words) = (r.start, r.end, &r.description);
+        text += &match r.kind {
+            RegionKind::Bytes => format!("{start:x} {end:x} {words}\n"),
+            RegionKind::Counter(c) => {
+                let (name, _) = Encoding::ALL
+                    .iter()
+                    .find(|(_, e)| *e == c.encoding)
+                    .expect("every encoding has a name");
+                format!(
+                    "counter: {start:x} {end:x} {name} min {} max {} {words}\n",
+                    c.min, c.max
+                )
+            }
+        };
     }
     text
 }
@@ -240,6 +254,12 @@ fn fuzz_regions_files() {
         "#",
         ":",
         "title: ",
+        "counter: ",
+        " bcd",
+        " binary-be",
+        " min ",
+        " max ",
+        "4294967295",
         "machine: ",
         "romtype: ",
         "sync-when: ",

@@ -7,14 +7,14 @@
 mod common;
 
 use common::e2e::{
-    game_does, player_options, server_state_at, start_player, testgame_regions, wait_converged_at,
-    World,
+    game_does, games_folder, player_options, server_state_at, start_player, testgame_regions,
+    wait_converged_at, World,
 };
 use common::fake_server::{joined, FakeServer};
 use common::play::{alive, signal, Play};
-use common::require_openmsx;
 use common::serve::Serve;
 use common::testrom::*;
+use common::{poll, require_openmsx, until};
 use msxsync::client::REPLY_TIMEOUT;
 use msxsync::play::Stats;
 use msxsync::protocol::{ClientMsg, ServerMsg, MAX_ROM_BYTES};
@@ -128,20 +128,6 @@ fn a_flood_while_play_waits_for_an_answer_is_refused_within_a_memory_bound() {
     );
 }
 
-/// A games folder holding the test game.
-fn games_folder(dir: &std::path::Path) {
-    std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();
-    std::fs::copy(testgame_regions(), dir.join("testgame.regions")).unwrap();
-}
-
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn a_server_restarted_with_other_regions_gets_none_of_the_old_bytes() {
     if !require_openmsx() {
@@ -235,9 +221,15 @@ fn a_server_that_never_acknowledges_is_taken_as_broken_and_rejoined() {
         .await;
         // A batch every frame, unthrottled: thousands a second, none acknowledged.
         game_does(&ann, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
-        until("ann to give the connection up and join again", async || {
-            Stats::get(&ann.stats().disconnects) >= 1 && server.connections() >= 2
-        })
+        // Some 65,536 batches first: give it time on a loaded machine.
+        poll(
+            "ann to give the connection up and join again",
+            Duration::from_secs(120),
+            || async {
+                (Stats::get(&ann.stats().disconnects) >= 1 && server.connections() >= 2)
+                    .then_some(())
+            },
+        )
         .await;
         ann.stop().await.unwrap();
     });

@@ -51,6 +51,21 @@ fn bad_file_fails_naming_file_and_line() {
 }
 
 #[test]
+fn a_bad_counter_is_explained_with_file_and_line() {
+    let bad = fixture("bad-counter.regions");
+    let out = check(std::slice::from_ref(&bad));
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "msxsync: error: could not read {} line 6: counter: unknown encoding 'bcd-le'; \
+             use one of bcd binary bcd-be binary-be\n",
+            bad.display()
+        )
+    );
+}
+
+#[test]
 fn stops_at_the_first_bad_file() {
     let bad = fixture("bad-overlap.regions");
     let out = check(&[

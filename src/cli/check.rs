@@ -28,10 +28,20 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 /// One line describing a game, e.g.
-/// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions, 89 shared bytes`.
+/// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions (3 counters), 89 shared
+/// bytes`.
 fn summary(game: &Game) -> String {
+    let counters = game
+        .regions
+        .iter()
+        .filter(|r| r.counter().is_some())
+        .count();
+    let counters = match counters {
+        0 => String::new(),
+        n => format!(" ({})", plural(n, "counter", "counters")),
+    };
     let mut s = format!(
-        "{}: {:?} rom {}, {}, {}",
+        "{}: {:?} rom {}, {}{counters}, {}",
         game.name,
         game.title,
         plural(game.rom.len(), "byte", "bytes"),
@@ -69,14 +79,15 @@ mod tests {
         );
         let def = parse(
             "g",
-            "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n0 0\n",
+            "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n\
+             counter: 0 0 binary\n",
         )
         .unwrap();
         let one = Game::from_def("one", def, vec![0]);
         assert_eq!(
             summary(&one),
-            "one: \"one\" rom 1 byte, 1 region, 1 shared byte, machine C-BIOS_MSX1, \
-             romtype ASCII8, sync when e001 == 03"
+            "one: \"one\" rom 1 byte, 1 region (1 counter), 1 shared byte, machine \
+             C-BIOS_MSX1, romtype ASCII8, sync when e001 == 03"
         );
     }
 }

@@ -13,6 +13,9 @@
 # - `apply` writes remote changes into RAM and shadow in one Tcl command, with a flag
 #   that makes the watchpoints ignore these writes (invariant I1), and keeps the bits
 #   the game changed but that were not flushed yet (invariant I4);
+# - counters (`counters`: regions whose bytes are a number players add to) are flushed
+#   whole, as numbers change by amounts, not bits; `apply` writes the group's value of
+#   one and adds back what the game added and did not flush yet (`apply_count`);
 # - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
 #   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
 #   pushes `switched` so that msxsync writes the server's state back;
@@ -34,6 +37,7 @@
 # Push format (the value of msxsync_out; every push is unique because openMSX reports
 # a setting only when its value changes):
 #   TOKEN SEQ d REGION OFFSET OLDHEX NEWHEX [REGION OFFSET OLDHEX NEWHEX ...]
+#   TOKEN SEQ n REGION OLDHEX NEWHEX [REGION OLDHEX NEWHEX ...]   (counters, whole)
 #   TOKEN SEQ switched
 #   TOKEN SEQ init
 #   TOKEN SEQ gate 0|1
@@ -56,6 +60,8 @@ namespace eval msxsync {
     variable lens {}          ;# per region: number of bytes
     variable shadow           ;# array region -> list of byte values as last synced
     array set shadow {}
+    variable counter          ;# array region -> {ENCODING MIN MAX} of a counter region
+    array set counter {}
     variable dirty            ;# array region -> 1 when a hit saw a new value
     array set dirty {}
     variable wp               ;# array region -> id of its write watchpoint
@@ -170,6 +176,7 @@ proc msxsync::from_hex {hex} {
 }
 
 # regions: a flat list {START LEN START LEN ...}. The shadow starts as the current RAM.
+# Every region is bytes until `counters` says otherwise.
 proc msxsync::install {regions} {
     variable starts {}
     variable lens {}
@@ -180,8 +187,10 @@ proc msxsync::install {regions} {
     cancel_flush
     variable polled
     variable edge_off
+    variable counter
     array unset polled
     array unset edge_off
+    array unset counter
     array unset shadow
     array unset dirty
     set r 0
@@ -552,22 +561,104 @@ proc msxsync::flush {} {
     cancel_flush
     variable dirty
     variable lens
+    variable counter
     set out {}
+    set counts {}
     for {set r 0} {$r < [llength $lens]} {incr r} {
         if {$dirty($r)} {
             set dirty($r) 0
-            lappend out {*}[diff_region $r]
+            if {[info exists counter($r)]} {
+                lappend counts {*}[diff_counter $r]
+            } else {
+                lappend out {*}[diff_region $r]
+            }
         }
     }
     if {[llength $out]} {
         push "d $out"
     }
+    if {[llength $counts]} {
+        push "n $counts"
+    }
+}
+
+# regions: a flat list {REGION ENCODING MIN MAX ...} naming the counters among the
+# installed regions (every other region is bytes). ENCODING: bit 0 set for BCD (two
+# decimal digits a byte), bit 1 for high byte first; MIN and MAX bound the value.
+proc msxsync::counters {regions} {
+    variable counter
+    variable lens
+    array unset counter
+    foreach {r enc min max} $regions {
+        if {$r < 0 || $r >= [llength $lens] || $min > $max} {
+            error "msxsync: bad counter $r"
+        }
+        set counter($r) [list $enc $min $max]
+    }
+    return [array size counter]
+}
+
+# Like `diff_region` for a counter: {} or {REGION OLDHEX NEWHEX} for the whole counter,
+# so that msxsync reads the number before and after and sends the difference. The
+# flush runs once the game's writes settled, so a value written a byte at a time (a
+# BCD carry: low byte, then high byte) is read whole.
+proc msxsync::diff_counter {r} {
+    variable starts
+    variable lens
+    variable shadow
+    set cur [read_bytes [lindex $starts $r] [lindex $lens $r]]
+    set old $shadow($r)
+    if {$cur eq $old} {
+        return {}
+    }
+    set shadow($r) $cur
+    return [list $r [to_hex $old] [to_hex $cur]]
+}
+
+# The number the bytes of a counter with encoding ENC hold (see `counters`). A BCD
+# digit above 9 counts for its value; `counter::Counter::decode` reads them the same.
+proc msxsync::count_of {enc bytes} {
+    if {$enc & 2} {
+        set bytes [lreverse $bytes]
+    }
+    set bcd [expr {$enc & 1}]
+    set value 0
+    set scale 1
+    foreach b $bytes {
+        if {$bcd} {
+            set b [expr {($b >> 4) * 10 + ($b & 15)}]
+        }
+        set value [expr {$value + $b * $scale}]
+        set scale [expr {$scale * ($bcd ? 100 : 256)}]
+    }
+    return $value
+}
+
+# The N bytes that hold VALUE in encoding ENC.
+proc msxsync::count_bytes {enc value n} {
+    set bcd [expr {$enc & 1}]
+    set out {}
+    for {set i 0} {$i < $n} {incr i} {
+        if {$bcd} {
+            set d [expr {$value % 100}]
+            set value [expr {$value / 100}]
+            lappend out [expr {(($d / 10) << 4) | ($d % 10)}]
+        } else {
+            lappend out [expr {$value & 255}]
+            set value [expr {$value >> 8}]
+        }
+    }
+    if {$enc & 2} {
+        set out [lreverse $out]
+    }
+    return $out
 }
 
 # changes: a flat list {REGION OFFSET VALUESHEX MASKSHEX ...}. Per byte, the bits the
 # game changed since the last flush (RAM xor shadow) stay as the game wrote them and
 # are sent at the next flush; every masked remote bit goes into the shadow.
-proc msxsync::apply {changes} {
+# counts: a flat list {REGION VALUE ...}, the group's value of counters (`apply_count`).
+proc msxsync::apply {changes {counts {}}} {
     variable active
     if {!$active} {
         return held
@@ -576,6 +667,9 @@ proc msxsync::apply {changes} {
     set failed [catch {
         foreach {r off vhex mhex} $changes {
             apply_one $r $off $vhex $mhex
+        }
+        foreach {r value} $counts {
+            apply_count $r $value
         }
     } msg]
     set applying 0
@@ -610,6 +704,34 @@ proc msxsync::apply_one {r off vhex mhex} {
         debug write_block memory $addr [binary format cu* $newram]
     }
     set shadow($r) [lreplace $shadow($r) $off $last {*}$newshadow]
+}
+
+# Writes VALUE, the group's value of counter R: the shadow takes it; RAM takes it plus
+# what the game added since the last flush (RAM minus shadow, as numbers), kept in the
+# counter's bounds, so that amount stays and is sent at the next flush (the counter
+# form of I4). The same rule as `replica::apply_count`.
+proc msxsync::apply_count {r value} {
+    variable counter
+    variable starts
+    variable lens
+    variable shadow
+    if {![info exists counter($r)]} {
+        error "msxsync: region $r is not a counter"
+    }
+    lassign $counter($r) enc min max
+    if {$value < $min || $value > $max} {
+        error "msxsync: counter $r cannot hold $value"
+    }
+    set addr [lindex $starts $r]
+    set n [lindex $lens $r]
+    set ram [read_bytes $addr $n]
+    set local [expr {$value + [count_of $enc $ram] - [count_of $enc $shadow($r)]}]
+    set local [expr {$local < $min ? $min : ($local > $max ? $max : $local)}]
+    set newram [count_bytes $enc $local $n]
+    if {$newram ne $ram} {
+        debug write_block memory $addr [binary format cu* $newram]
+    }
+    set shadow($r) [count_bytes $enc $value $n]
 }
 
 # hexes: one hex string per region, the whole region. RAM and shadow both become it;

@@ -110,7 +110,7 @@ pub struct Stats {
     /// have already, so they were not sent again.
     pub batches_not_resent: AtomicU64,
     /// Reconnects that found the game laid out otherwise on the server (another ROM,
-    /// other regions, another `sync-when:`): syncing stopped then.
+    /// other regions or region kinds, another `sync-when:`): syncing stopped then.
     pub layout_changes: AtomicU64,
 }
 

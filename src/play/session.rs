@@ -5,13 +5,15 @@
 //! get back after the connection dropped, and how to repair bytes that changed behind
 //! the hooks' back.
 
-use super::state::{diff_state, Layout, Offline, SyncState};
+use super::state::{Layout, SyncState};
 use super::Stats;
 use crate::client::{self, Client, ClientReceiver, ClientSender};
-use crate::delta::{self, Change};
+use crate::counter::{CounterOp, CounterWrite, Flushed};
+use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE, MAX_PLAYERS};
+use crate::replica::{catch_up, Offline, Payload};
 use crate::sync_when::{parse_sync_when, SyncWhen};
 use crate::text::printable;
 use anyhow::{anyhow, Context, Result};
@@ -246,7 +248,7 @@ impl Session {
             return Ok(());
         }
         self.waiting_for_key = false;
-        self.hooks.write_state(self.sync.server_state()).await?;
+        self.hooks.write_state(&self.sync.state_to_write()).await?;
         self.wrote_directly = true;
         self.active = true;
         self.suspects.clear();
@@ -414,6 +416,7 @@ impl Session {
         }
         match decoded {
             Some(Ok(HookEvent::LocalChanges(changes))) => self.send_local(changes).await,
+            Some(Ok(HookEvent::LocalCounters(flushed))) => self.send_counters(&flushed).await,
             Some(Ok(HookEvent::MachineSwitched)) => {
                 // Loadstate, rewind or another machine: RAM changed behind the hooks'
                 // back. The shared state is the group's, not the savestate's.
@@ -480,20 +483,10 @@ impl Session {
             return;
         }
         if self.sender.is_none() {
-            self.offline.add(&changes);
+            self.offline.add(&Payload::Bits(changes));
             return;
         }
-        // openMSX writes the reply to an apply before any push the emulation makes
-        // after it, and we read them in that order: an apply still unanswered now ran
-        // after the hooks flushed these changes (or has not run yet) and may have
-        // overwritten them in RAM, so their echo must be written back then.
-        let overtaken = match self.drain_answered_applies() {
-            Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
-            Err(e) => {
-                warn!("{e:#}");
-                true
-            }
-        };
+        let overtaken = self.overtaken();
         // A flush of a big, scattered region can hold more runs than one message may.
         for part in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
             let batch = self.sync.send(part, overtaken);
@@ -501,12 +494,47 @@ impl Session {
             let Some(sender) = self.sender.as_mut() else {
                 return;
             };
-            match sender.send_changes(batch, part.to_vec()).await {
-                Ok(()) => Stats::bump(&self.stats.batches_sent),
-                // The loop reconnects; the batch stays in flight and is re-sent from
-                // there if the server did not get it.
-                Err(e) => self.connection_lost(&e),
-            }
+            let sent = sender.send_changes(batch, part.to_vec()).await;
+            self.sent(sent);
+        }
+    }
+
+    /// Sends what the game added to or spent from counters, or keeps it for later
+    /// while offline.
+    async fn send_counters(&mut self, flushed: &[Flushed]) {
+        if self.retired {
+            return;
+        }
+        if self.sender.is_none() {
+            self.offline
+                .add(&Payload::Counts(self.sync.amounts(flushed)));
+            return;
+        }
+        let overtaken = self.overtaken();
+        let Some((batch, ops)) = self.sync.send_flushed(flushed, overtaken) else {
+            return;
+        };
+        self.send_ops(batch, ops).await;
+    }
+
+    /// Sends counter operations already recorded as `batch`.
+    async fn send_ops(&mut self, batch: u32, ops: Vec<CounterOp>) {
+        trace!("{}: send batch {batch}: {ops:?}", self.sync.me());
+        if let Some(sender) = self.sender.as_mut() {
+            let sent = sender.send_counts(batch, ops).await;
+            self.sent(sent);
+        }
+    }
+
+    /// Counts a batch sent, or notes the broken connection.
+    /// A server that keeps the connection but stops acknowledging counts as broken
+    /// too, before its batches pile up.
+    fn sent(&mut self, result: Result<()>) {
+        match result {
+            Ok(()) => Stats::bump(&self.stats.batches_sent),
+            // The loop reconnects; the batch stays in flight and is re-sent from there
+            // if the server did not get it.
+            Err(e) => self.connection_lost(&e),
         }
         if let Some(why) = self.sync.unacknowledged() {
             let e = anyhow!(
@@ -517,12 +545,27 @@ impl Session {
         }
     }
 
+    /// Whether updates written into the emulator may have landed after the hooks'
+    /// flush that is about to be sent, so its echo must be written back.
+    fn overtaken(&mut self) -> bool {
+        // openMSX writes the reply to an apply before any push the emulation makes
+        // after it, and we read them in that order: an apply still unanswered now ran
+        // after the hooks flushed these changes (or has not run yet) and may have
+        // overwritten them in RAM, so their echo must be written back then.
+        match self.drain_answered_applies() {
+            Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
+            Err(e) => {
+                warn!("{e:#}");
+                true
+            }
+        }
+    }
+
     /// Handles a message from the server and every further one of the same connection
     /// that is already waiting, then writes their changes into openMSX with one Tcl
     /// command: under load, one round trip per update would fall behind. False when
-    /// the connection is gone.
-    /// The messages' bytes go back to `budget` once their changes are on their way
-    /// into openMSX.
+    /// the connection is gone. The messages' bytes go back to `budget` once their
+    /// changes are on their way into openMSX.
     async fn on_server_burst(
         &mut self,
         id: u64,
@@ -533,10 +576,10 @@ impl Session {
     ) -> Result<bool> {
         /// Most changes written in one command (bounded so one command stays short).
         const MAX_BURST: usize = 1024;
-        let mut apply = Vec::new();
+        let mut apply = Apply::default();
         let mut taken = first_bytes;
         let mut alive = self.on_server(first, &mut apply);
-        while matches!(alive, Ok(true)) && apply.len() < MAX_BURST {
+        while matches!(alive, Ok(true)) && apply.changes.len() + apply.counters.len() < MAX_BURST {
             match inputs.try_recv() {
                 Ok(Input::Server(i, msg, bytes)) if i == id => {
                     taken += bytes;
@@ -550,7 +593,10 @@ impl Session {
             }
         }
         let posted = match alive {
-            Ok(_) if !apply.is_empty() => self.hooks.post_apply(&apply).map(Some),
+            Ok(_) if !apply.changes.is_empty() || !apply.counters.is_empty() => self
+                .hooks
+                .post_apply(&apply.changes, &apply.counters)
+                .map(Some),
             _ => Ok(None),
         };
         drop(apply);
@@ -596,8 +642,8 @@ impl Session {
     }
 
     /// Handles one message from the server, adding what to write into openMSX to
-    /// `apply`. False when the connection is gone.
-    fn on_server(&mut self, msg: Result<ServerMsg>, apply_out: &mut Vec<Change>) -> Result<bool> {
+    /// `apply_out`. False when the connection is gone.
+    fn on_server(&mut self, msg: Result<ServerMsg>, apply_out: &mut Apply) -> Result<bool> {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -612,7 +658,6 @@ impl Session {
                 batch,
                 changes,
             } => {
-                Stats::bump(&self.stats.updates_received);
                 let apply = match self.sync.update(seq, player, batch, &changes) {
                     Ok(a) => a,
                     Err(e) => {
@@ -626,14 +671,33 @@ impl Session {
                     "{}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
                     self.sync.me()
                 );
-                self.stats.seq.store(seq, Ordering::Relaxed);
-                if player != self.sync.me() {
-                    Stats::bump(&self.stats.updates_from_others);
-                    if !apply.is_empty() {
-                        Stats::bump(&self.stats.updates_applied);
+                self.received(seq, player, !apply.is_empty());
+                apply_out.changes.extend(apply);
+            }
+            ServerMsg::Counted {
+                seq,
+                player,
+                batch,
+                counts,
+            } => {
+                let writes = match self.sync.count(seq, player, batch, &counts) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        self.connection_lost(&e);
+                        return Ok(false);
                     }
+                };
+                trace!(
+                    "{}: update {seq} from {player} batch {batch}: {counts:?} -> write {writes:?}",
+                    self.sync.me()
+                );
+                self.received(seq, player, !writes.is_empty());
+                // A later value of a counter replaces an earlier one of the same burst:
+                // the hooks would write both, and the last one counts.
+                for w in writes {
+                    apply_out.counters.retain(|c| c.region != w.region);
+                    apply_out.counters.push(w);
                 }
-                apply_out.extend(apply);
             }
             ServerMsg::PlayerJoined(p) => {
                 info!("{} joined the game", printable(&p.name));
@@ -659,6 +723,18 @@ impl Session {
             ),
         }
         Ok(true)
+    }
+
+    /// Counts an update received (`applied`: something of it goes into openMSX).
+    fn received(&self, seq: u64, player: crate::protocol::PlayerId, applied: bool) {
+        Stats::bump(&self.stats.updates_received);
+        self.stats.seq.store(seq, Ordering::Relaxed);
+        if player != self.sync.me() {
+            Stats::bump(&self.stats.updates_from_others);
+            if applied {
+                Stats::bump(&self.stats.updates_applied);
+            }
+        }
     }
 
     /// The connection broke: keep playing offline. What was in flight may not have
@@ -713,9 +789,9 @@ impl Session {
         }
         let known = self.sync.seq();
         let blank = joined.seq == 0 && !joined.in_progress;
-        // What the server should hold: its state (or, when it came back empty, what
-        // we knew) with our offline changes on top.
-        let mut wanted = if blank && known > 0 {
+        // What the server should hold: its state, or, when it came back empty, what
+        // we knew (which seeds it).
+        let base = if blank && known > 0 {
             info!(
                 "the server lost the game's state (it restarted empty): seeding it with the state of update {known}"
             );
@@ -723,38 +799,37 @@ impl Session {
         } else {
             joined.state.clone()
         };
-        // Our batches the server never got, then what the game did offline (later, so
-        // it wins bit by bit). Batches it did get are not repeated: another player may
-        // have changed the same bits since.
+        // On top, our batches the server never got, then what the game did offline
+        // (later, so it wins bit by bit; amounts add up). Batches it did get are not
+        // repeated: another player may have changed the same bits since, and a
+        // counter would count them twice.
         let unreceived = self.sync.unreceived(joined.last_batch);
         self.stats
             .batches_not_resent
             .fetch_add(unreceived.received_batches as u64, Ordering::Relaxed);
-        for c in &unreceived.changes {
-            if let Some(region) = wanted.get_mut(c.region as usize) {
-                delta::apply(region, c);
-            }
-        }
-        self.offline.drain_into(&mut wanted);
-        let changes = diff_state(&joined.state, &wanted);
+        let (changes, ops) = catch_up(
+            &joined.state,
+            &base,
+            self.sync.counters(),
+            &unreceived,
+            &mut self.offline,
+        );
         self.sync = self.sync.rejoined(&joined);
         self.sender = Some(sender);
         if !changes.is_empty() {
             self.send_local(changes).await;
         }
+        if !ops.is_empty() {
+            let batch = self.sync.send_ops(&ops, false);
+            self.send_ops(batch, ops).await;
+        }
         Stats::bump(&self.stats.reconnects);
         self.stats.seq.store(joined.seq, Ordering::Relaxed);
         // Bring RAM to the server's state, keeping our in-flight and unflushed bits
-        // (the hooks ignore this while they hold).
-        let whole: Vec<Change> = joined
-            .state
-            .iter()
-            .enumerate()
-            .map(|(r, bytes)| Change::bytes(r as u16, 0, bytes.clone()))
-            .collect();
-        let apply = self.sync.unprotected(&whole);
-        if self.active && !apply.is_empty() {
-            self.hooks.apply(&apply).await?;
+        // and amounts (the hooks ignore this while they hold).
+        let (apply, counters) = self.sync.writes_for_state();
+        if self.active {
+            self.hooks.apply_all(&apply, &counters).await?;
         }
         self.players = joined.game.players.clone();
         info!(
@@ -816,6 +891,13 @@ impl Session {
         );
         Ok(())
     }
+}
+
+/// What one burst of server messages writes into openMSX.
+#[derive(Default)]
+struct Apply {
+    changes: Vec<Change>,
+    counters: Vec<CounterWrite>,
 }
 
 /// Reads one server connection into the loop's queue, tagged with its number, taking

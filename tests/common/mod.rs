@@ -49,3 +49,15 @@ where
     .await
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Waits until `check` is true, or panics naming `what` after 20 seconds.
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}

@@ -2,8 +2,9 @@
 //! the top of tests/roms/testgame.asm) and Tcl snippets that drive it. The snippets
 //! hold only numbers formatted here.
 
+use msxsync::counter::{Counter, Encoding};
 use msxsync::openmsx::LaunchOptions;
-use msxsync::protocol::RegionInfo;
+use msxsync::protocol::{RegionInfo, RegionKind};
 use std::path::{Path, PathBuf};
 
 /// Shared region 0: bytes the tests make the game change.
@@ -14,6 +15,14 @@ pub const SHARED0_LEN: usize = 16;
 pub const SHARED1: u16 = 0xE010;
 /// Length of shared region 1.
 pub const SHARED1_LEN: usize = 64;
+/// Shared counter: 4 BCD digits, low byte first (commands 9 and 10).
+pub const COINS: u16 = 0xE050;
+/// Shared counter: one binary byte, at most [`ARROWS_MAX`].
+pub const ARROWS: u16 = 0xE052;
+/// The most [`ARROWS`] holds.
+pub const ARROWS_MAX: u32 = 200;
+/// Private: BCD increments of [`CMD_COUNT`] still to do.
+pub const COUNT_LEFT: u16 = 0xE128;
 /// Written 1536 times per frame (with its own value) in stress mode.
 pub const STRESS: u16 = 0xE00F;
 /// Mailbox: the game acts when this differs from the last sequence it saw.
@@ -51,6 +60,11 @@ pub const CMD_ADD: u8 = 4;
 pub const CMD_EVERY_FRAME: u8 = 5;
 /// game mode = V
 pub const CMD_MODE: u8 = 6;
+/// Add 1 to the 4-digit BCD number at T once per frame, V times ([`COUNT_LEFT`]
+/// reaches 0 when done; the acknowledge comes at once).
+pub const CMD_COUNT: u8 = 9;
+/// (T) -= V as 4-digit BCD, V a BCD byte.
+pub const CMD_SPEND: u8 = 10;
 
 /// Every-frame modes (operand of [`CMD_EVERY_FRAME`]).
 pub const EF_NONE: u8 = 0;
@@ -85,15 +99,26 @@ pub fn asm_path() -> PathBuf {
 /// The shared regions, as in tests/roms/testgame.regions.
 pub fn regions() -> Vec<RegionInfo> {
     vec![
+        RegionInfo::bytes(
+            SHARED0,
+            SHARED0 + SHARED0_LEN as u16 - 1,
+            "bytes the tests make the game change",
+        ),
+        RegionInfo::bytes(
+            SHARED1,
+            SHARED1 + SHARED1_LEN as u16 - 1,
+            "rewritten every frame in the every-frame modes",
+        ),
         RegionInfo {
-            start: SHARED0,
-            end: SHARED0 + SHARED0_LEN as u16 - 1,
-            description: "bytes the tests make the game change".into(),
+            kind: RegionKind::Counter(Counter::full(Encoding::Bcd, 2)),
+            ..RegionInfo::bytes(COINS, COINS + 1, "coins")
         },
         RegionInfo {
-            start: SHARED1,
-            end: SHARED1 + SHARED1_LEN as u16 - 1,
-            description: "rewritten every frame in the every-frame modes".into(),
+            kind: RegionKind::Counter(Counter {
+                max: ARROWS_MAX,
+                ..Counter::full(Encoding::Binary, 1)
+            }),
+            ..RegionInfo::bytes(ARROWS, ARROWS, "arrows")
         },
     ]
 }

@@ -11,6 +11,8 @@
 ; RAM map (keep tests/common/testrom.rs in sync):
 ;   0xE000-0xE00F  shared region 0 (16 bytes); 0xE00F is the stress byte
 ;   0xE010-0xE04F  shared region 1 (64 bytes), the target of the every-frame modes
+;   0xE050-0xE051  shared counter: 4 BCD digits, low byte first (commands 9 and 10)
+;   0xE052         shared counter: one binary byte, at most 200
 ;   0xE100         mailbox: sequence; the game acts when it differs from 0xE110
 ;   0xE101         mailbox: command (see below)
 ;   0xE102-0xE103  mailbox: target address (little endian)
@@ -21,6 +23,8 @@
 ;   0xE122         private: game mode, 0 = title, 1 = playing
 ;   0xE123         private: every-frame mode (see command 5)
 ;   0xE124         private: value counter of every-frame mode 1
+;   0xE128         private: BCD increments of command 9 still to do
+;   0xE129-0xE12A  private: their target address (little endian)
 ;   0xE12F         private: 0x5A once start-up is done and the main loop runs
 ;
 ; Commands (mailbox 0xE101), T = target address, V = operand:
@@ -32,6 +36,10 @@
 ;     frame; 2 rewrite region 1 with its own (unchanged) values each frame;
 ;     3 stress: write 0xE00F with its own value 1536 times each frame
 ;   6 game mode = V (0 title, 1 playing)
+;   9 count:   add 1 to the 4-digit BCD number at T (low byte first, carry written
+;     second) once per frame, V times, as a game collecting coins as fast as it can;
+;     the acknowledge comes at once, 0xE128 reaches 0 when the last one is done
+;  10 spend:   (T) = (T) - V as 4-digit BCD, V a BCD byte (0x15 is 15)
 
 SHARED0     equ 0E000h
 SHARED1     equ 0E010h
@@ -47,6 +55,8 @@ FRAMES      equ 0E120h
 MODE        equ 0E122h
 EF_MODE     equ 0E123h
 EF_COUNT    equ 0E124h
+COUNT_LEFT  equ 0E128h
+COUNT_ADDR  equ 0E129h
 READY       equ 0E12Fh
 CLEAR_START equ 0E000h
 CLEAR_LEN   equ 0130h
@@ -86,6 +96,7 @@ frame:
         ld a, (LAST_SEQ)
         ld (ACK), a
 every_frame:
+        call count_step
         ld a, (EF_MODE)
         cp 1
         jr z, ef_changing
@@ -130,6 +141,17 @@ ef_stress_inner:
         jr nz, ef_stress_outer
         ret
 
+; One increment of command 9 per frame, while any are left.
+count_step:
+        ld a, (COUNT_LEFT)
+        or a
+        ret z
+        dec a
+        ld (COUNT_LEFT), a
+        ld hl, (COUNT_ADDR)
+        ld b, 1
+        jr bcd_add
+
 command:
         ld hl, (MB_ADDR)
         ld a, (MB_VAL)
@@ -147,6 +169,10 @@ command:
         jr z, cmd_every_frame
         cp 6
         jr z, cmd_mode
+        cp 9
+        jr z, cmd_count
+        cp 10
+        jr z, cmd_spend
         ret
 cmd_set:
         ld (hl), b
@@ -174,6 +200,36 @@ cmd_every_frame:
 cmd_mode:
         ld a, b
         ld (MODE), a
+        ret
+cmd_count:
+        ld (COUNT_ADDR), hl
+        ld a, b
+        ld (COUNT_LEFT), a
+        ret
+cmd_spend:
+        ld a, (hl)
+        sub b
+        daa
+        ld (hl), a
+        inc hl
+        ld a, (hl)
+        sbc a, 0
+        daa
+        ld (hl), a
+        ret
+
+; (HL) = (HL) + B as 4-digit BCD, low byte first: the carry into the high byte is
+; written after the low byte, as games do.
+bcd_add:
+        ld a, (hl)
+        add a, b
+        daa
+        ld (hl), a
+        inc hl
+        ld a, (hl)
+        adc a, 0
+        daa
+        ld (hl), a
         ret
 
         ; Pad to 16 KiB.
