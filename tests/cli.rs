@@ -47,8 +47,7 @@ fn closing_openmsx_ends_play_with_success() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = Play::start(&world, cache.path(), &["--game", "testgame"]);
-    let msx = play.openmsx_pid();
+    let (mut play, msx) = Play::testgame(&world, cache.path());
     play.wait_for("syncing testgame");
     // What closing the window does: openMSX quits.
     signal(msx, "TERM");

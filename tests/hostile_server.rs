@@ -7,12 +7,12 @@
 mod common;
 
 use common::e2e::{
-    game_does, games_folder, player_options, server_state_at, start_player, testgame_regions,
-    wait_converged_at, World,
+    game_does, player_options, server_state_at, start_player, testgame_regions, wait_converged_at,
+    World,
 };
 use common::fake_server::{joined, FakeServer};
 use common::play::{alive, signal, Play};
-use common::serve::Serve;
+use common::serve::TestgameServer;
 use common::testrom::*;
 use common::{poll, require_openmsx, until};
 use msxsync::client::REPLY_TIMEOUT;
@@ -69,8 +69,7 @@ fn ctrl_c_while_openmsx_starts_stops_it_too() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = Play::start(&world, cache.path(), &["--game", "testgame"]);
-    let msx = play.openmsx_pid();
+    let (mut play, msx) = Play::testgame(&world, cache.path());
     // C-BIOS shows its logo for seconds of emulated time before the cartridge starts:
     // play is still waiting for it.
     signal(play.child.id() as i32, "INT");
@@ -133,15 +132,10 @@ fn a_server_restarted_with_other_regions_gets_none_of_the_old_bytes() {
     if !require_openmsx() {
         return;
     }
-    let games = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    games_folder(games.path());
+    let mut first = TestgameServer::start();
     smol::block_on(async {
-        let first = Serve::start(games.path(), state.path(), &[]);
-        let addr = first.addr.clone();
-        let port = first.port().to_string();
-        let ann = start_player(player_options(&addr, "testgame", "ann", cache.path())).await;
+        let addr = first.serve.addr.clone();
+        let ann = start_player(first.options("ann")).await;
         game_does(&ann, CMD_SET, SHARED0, 0x11).await;
         game_does(&ann, CMD_SET, SHARED1 + 3, 0x22).await;
         wait_converged_at(&addr, "testgame", &[&ann]).await;
@@ -154,10 +148,10 @@ fn a_server_restarted_with_other_regions_gets_none_of_the_old_bytes() {
         // The host moves the first region by one byte and starts the server again: the
         // saved state no longer fits and is moved aside, the game starts empty. Ann's
         // 0x11 at E000 would land at E001 if she seeded it as before.
-        let regions = games.path().join("testgame.regions");
+        let regions = first.games.path().join("testgame.regions");
         let text = std::fs::read_to_string(&regions).unwrap();
         std::fs::write(&regions, text.replace("\nE000 E00F", "\nE001 E00F")).unwrap();
-        let second = Serve::start(games.path(), state.path(), &["--port", &port]);
+        let second = first.restart(&[]);
         until("ann to see the game changed", async || {
             Stats::get(&ann.stats().layout_changes) == 1
         })

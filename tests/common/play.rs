@@ -20,6 +20,14 @@ impl Play {
         Play::start_at(&world.server.addr().to_string(), cache, extra)
     }
 
+    /// `play --game testgame` on the world's server, and the pid of the openMSX it
+    /// started.
+    pub fn testgame(world: &World, cache: &Path) -> (Play, i32) {
+        let mut play = Play::start(world, cache, &["--game", "testgame"]);
+        let msx = play.openmsx_pid();
+        (play, msx)
+    }
+
     /// The same on the server at `server`.
     pub fn start_at(server: &str, cache: &Path, extra: &[&str]) -> Play {
         let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
