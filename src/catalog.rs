@@ -119,15 +119,9 @@ fn game_name(path: &Path) -> anyhow::Result<String> {
     if name.is_empty() {
         bail!("could not read {shown}: the file name gives an empty game name");
     }
-    if name.len() > MAX_NAME_BYTES {
-        bail!(
-            "could not read {shown}: game name '{name}' is {} bytes long, the limit is {MAX_NAME_BYTES}",
-            name.len()
-        );
-    }
-    if name.chars().any(char::is_control) {
-        bail!("could not read {shown}: the game name contains control characters");
-    }
+    // Players see and type the name.
+    crate::text::check_name("game name", name, MAX_NAME_BYTES)
+        .map_err(|why| anyhow::anyhow!("could not read {shown}: {why}"))?;
     Ok(name.to_string())
 }
 

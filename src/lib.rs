@@ -19,3 +19,4 @@ pub mod replica;
 pub mod rom_cache;
 pub mod server;
 pub mod sync_when;
+pub mod text;

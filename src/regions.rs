@@ -30,8 +30,9 @@ use crate::protocol::{
     MAX_SHARED_BYTES, MAX_TEXT_BYTES,
 };
 use crate::sync_when::{parse_hex, parse_sync_when, SyncWhen};
+use crate::text::printable;
 use anyhow::{anyhow, bail, Context};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The directives a regions file may contain, as written before the colon. Each may
 /// be given once, except [`COUNTER`].
@@ -128,9 +129,13 @@ fn is_py_space(c: char) -> bool {
 /// classified (`classify`) and read as a directive or a region (`Reader`); then the
 /// checks that need the whole file run (`Reader::finish`).
 pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
-    let at = |line: Option<usize>, msg: String| match line {
-        Some(n) => anyhow!("could not read {file_label} line {n}: {msg}"),
-        None => anyhow!("could not read {file_label}: {msg}"),
+    // Messages quote the file's words, which may hold anything.
+    let at = |line: Option<usize>, msg: String| {
+        let msg = match line {
+            Some(n) => format!("could not read {file_label} line {n}: {msg}"),
+            None => format!("could not read {file_label}: {msg}"),
+        };
+        anyhow!("{}", printable(&msg))
     };
     // The original split on '\n' only; a CRLF file leaves '\r' at line ends, which the
     // whitespace trimming removes.
@@ -150,7 +155,9 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
     reader.finish().map_err(|(line, e)| at(line, e))
 }
 
-/// The ROM file named on the first line.
+/// The ROM file named on the first line. It must stay inside the regions file's
+/// folder: the server sends the ROM to anyone who joins, so a file naming
+/// `/home/me/.ssh/id_ed25519` or `../../secret` must not load.
 fn rom_line(line: &str) -> Result<String, String> {
     let rom_file = line.trim_matches(is_py_space);
     if rom_file.is_empty() {
@@ -159,6 +166,18 @@ fn rom_line(line: &str) -> Result<String, String> {
     if rom_file.starts_with('#') {
         return Err(format!(
             "the first line must name the rom file, not a comment ('{rom_file}')"
+        ));
+    }
+    let components = Path::new(rom_file).components();
+    for c in components {
+        let why = match c {
+            Component::RootDir | Component::Prefix(_) => "is an absolute path",
+            Component::ParentDir => "leaves the folder with '..'",
+            Component::CurDir | Component::Normal(_) => continue,
+        };
+        return Err(format!(
+            "the rom file '{rom_file}' {why}; name a file in the folder of the regions file \
+             (or a folder below it)"
         ));
     }
     Ok(rom_file.to_string())
@@ -436,16 +455,7 @@ fn check_gate_is_private(cond: &SyncWhen, regions: &[Region]) -> Result<(), Stri
 
 /// Titles are shown to players (terminal, emulator screen).
 fn check_title(value: &str) -> Result<(), String> {
-    if value.len() > MAX_TEXT_BYTES {
-        return Err(format!(
-            "title: is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-            value.len()
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err("title: contains control characters".into());
-    }
-    Ok(())
+    crate::text::check_name("title:", value, MAX_TEXT_BYTES)
 }
 
 /// A machine or rom type name: it ends up as an openMSX command-line argument, so only
@@ -490,9 +500,38 @@ pub fn load(path: &Path) -> anyhow::Result<(GameDef, Vec<u8>)> {
         )
     })?;
     let def = parse(&label, &text)?;
-    let rom_path = rom_path(path, &def.rom_file);
-    let rom = read_rom(&rom_path).with_context(|| format!("could not read {label} line 1"))?;
+    let rom = confined(path, &rom_path(path, &def.rom_file))
+        .and_then(|rom| read_rom(&rom))
+        .with_context(|| format!("could not read {label} line 1"))?;
     Ok((def, rom))
+}
+
+/// `rom` (the ROM path of `regions_file`) with every symbolic link resolved, refused
+/// when it leads out of the regions file's folder: [`rom_line`] already refused
+/// absolute paths and `..`, but `roms -> /home/me` would get around that. A ROM that
+/// does not exist is returned as it is, for [`read_rom`] to say so.
+fn confined(regions_file: &Path, rom: &Path) -> anyhow::Result<PathBuf> {
+    let folder = match regions_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let real = match std::fs::canonicalize(rom) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rom.to_path_buf()),
+        Err(e) => return Err(e).with_context(|| format!("rom file {}", rom.display())),
+    };
+    let real_folder = std::fs::canonicalize(folder)
+        .with_context(|| format!("could not resolve folder {}", folder.display()))?;
+    if !real.starts_with(&real_folder) {
+        bail!(
+            "rom file {} leads to {} through a symbolic link, outside the game folder {}; \
+             put the rom itself in the game folder",
+            rom.display(),
+            real.display(),
+            real_folder.display()
+        );
+    }
+    Ok(real)
 }
 
 /// Where the ROM named on a regions file's first line is: relative to the file's folder.
@@ -633,7 +672,7 @@ mod tests {
     fn title_must_not_contain_control_characters() {
         assert_eq!(
             err("r\ntitle: a\u{1b}[2Jb\n0 0\n"),
-            "could not read g.regions line 2: title: contains control characters"
+            "could not read g.regions line 2: title: 'a\\u{1b}[2Jb' contains control characters"
         );
     }
 
@@ -1111,6 +1150,82 @@ mod tests {
         let e = format!("{:#}", load(&dir.path().join("none.regions")).unwrap_err());
         assert!(
             e.starts_with("could not read ") && e.contains("none.regions"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_rom_must_be_named_inside_the_game_folder() {
+        for (rom, why) in [
+            ("/etc/passwd", "is an absolute path"),
+            ("//etc/passwd", "is an absolute path"),
+            ("../secret.rom", "leaves the folder with '..'"),
+            (
+                "roms/../../home/me/.ssh/id_ed25519",
+                "leaves the folder with '..'",
+            ),
+            ("./roms/../a.rom", "leaves the folder with '..'"),
+        ] {
+            assert_eq!(
+                err(&format!("{rom}\n0 0\n")),
+                format!(
+                    "could not read g.regions line 1: the rom file '{rom}' {why}; name a file \
+                     in the folder of the regions file (or a folder below it)"
+                )
+            );
+        }
+        for ok in ["a.rom", "./a.rom", "roms/a b.rom", "roms/./x..y.rom"] {
+            assert_eq!(parse("g", &format!("{ok}\n0 0\n")).unwrap().rom_file, ok);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_out_of_the_game_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let games = dir.path().join("games");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&games).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"key").unwrap();
+        std::os::unix::fs::symlink(&outside, games.join("roms")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), games.join("s.rom")).unwrap();
+        for (name, rom) in [("a", "roms/secret"), ("b", "s.rom")] {
+            let file = games.join(format!("{name}.regions"));
+            std::fs::write(&file, format!("{rom}\n0 0\n")).unwrap();
+            let e = format!("{:#}", load(&file).unwrap_err());
+            assert!(
+                e.starts_with(&format!(
+                    "could not read {} line 1: rom file ",
+                    file.display()
+                )) && e.contains("through a symbolic link, outside the game folder"),
+                "{e}"
+            );
+        }
+        // A link that stays inside the folder is fine.
+        std::fs::write(games.join("real.rom"), [1u8, 2]).unwrap();
+        std::os::unix::fs::symlink(games.join("real.rom"), games.join("alias.rom")).unwrap();
+        let file = games.join("c.regions");
+        std::fs::write(&file, "alias.rom\n0 0\n").unwrap();
+        assert_eq!(load(&file).unwrap().1, [1, 2]);
+    }
+
+    #[test]
+    fn errors_quote_the_file_only_through_the_terminal_filter() {
+        for text in [
+            "r\n\u{1b}]0;pwned\u{7} e000\n",
+            "r\n\u{1b}[2J: x\n0 0\n",
+            "# \u{1b}[31m\n",
+            "r\nmachine: a\u{9b}b\n0 0\n",
+            "r\nsync-when: e000 \u{1b}[2J 1\n0 0\n",
+        ] {
+            let e = err(text);
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.contains("\\u{"), "{e:?}");
+        }
+        let e = format!("{:#}", parse("bad\u{1b}[2J.regions", "r\n").unwrap_err());
+        assert!(
+            e.starts_with("could not read bad\\u{1b}[2J.regions: "),
             "{e}"
         );
     }

@@ -58,6 +58,14 @@ impl Payload {
             Payload::Counts(o) => o.is_empty(),
         }
     }
+
+    /// About how many bytes of memory it takes ([`Change::memory_bytes`] for bits).
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Payload::Bits(c) => c.iter().map(Change::memory_bytes).sum(),
+            Payload::Counts(o) => std::mem::size_of_val(o.as_slice()),
+        }
+    }
 }
 
 /// One batch of own changes: what a player sends in one message.
@@ -77,6 +85,8 @@ pub struct InFlight {
     /// `protect` proportional to the change, not to the number of batches in flight
     /// (a busy player has thousands).
     cover: HashMap<(u16, usize), [u32; 8]>,
+    /// [`Payload::memory_bytes`] of every batch in flight.
+    bytes: usize,
 }
 
 impl InFlight {
@@ -92,6 +102,7 @@ impl InFlight {
                 self.count(c, true);
             }
         }
+        self.bytes += payload.memory_bytes();
         self.batches.push_back(Batch {
             number: batch,
             payload,
@@ -126,6 +137,7 @@ impl InFlight {
                 self.count(c, false);
             }
         }
+        self.bytes -= b.payload.memory_bytes();
         Some(b)
     }
 
@@ -189,10 +201,16 @@ impl InFlight {
         self.batches.len()
     }
 
+    /// Memory the batches in flight take ([`Payload::memory_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Forgets every batch (after a reconnect the server state is taken as it is).
     pub fn clear(&mut self) {
         self.batches.clear();
         self.cover.clear();
+        self.bytes = 0;
     }
 
     /// The bits of one byte that own in-flight changes cover.

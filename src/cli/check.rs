@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use msxsync::catalog::{self, Game};
+use msxsync::text::printable;
 use std::path::PathBuf;
 
 /// Arguments of `msxsync check`.
@@ -17,7 +18,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> Result<()> {
     for file in &args.files {
         let game = catalog::load_game(file)?;
-        println!("{}", summary(&game));
+        println!("{}", printable(&summary(&game)));
     }
     Ok(())
 }

@@ -5,19 +5,22 @@
 //! get back after the connection dropped, and how to repair bytes that changed behind
 //! the hooks' back.
 
-use super::state::SyncState;
+use super::state::{Layout, SyncState};
 use super::Stats;
-use crate::client::{self, printable, Client, ClientReceiver, ClientSender};
+use crate::client::{self, Client, ClientReceiver, ClientSender};
 use crate::counter::{CounterOp, CounterWrite, Flushed};
 use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
-use crate::protocol::{Joined, OnRestart, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
+use crate::protocol::{
+    Joined, OnRestart, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE, MAX_PLAYERS,
+};
 use crate::replica::{catch_up, Offline, Payload};
 use crate::sync_when::{parse_sync_when, SyncWhen};
-use anyhow::{Context, Result};
+use crate::text::printable;
+use anyhow::{anyhow, Context, Result};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, error, info, trace, warn};
 
@@ -28,6 +31,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Inputs waiting for the loop; a full queue slows the server reader down instead of
 /// growing without bound.
 const INPUT_QUEUE: usize = 4096;
+/// Most memory ([`ServerMsg::memory_bytes`]) that server messages queued for the loop,
+/// and those it is writing into openMSX, may take: one message can be 8 MiB, so
+/// [`INPUT_QUEUE`] alone would allow gigabytes. The reader waits when it is reached.
+const INPUT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a player's session ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +47,9 @@ pub enum Ending {
 
 /// What the sync loop reacts to.
 enum Input {
-    /// A message (or the end) of server connection number `.0`.
-    Server(u64, Result<ServerMsg>),
+    /// A message (or the end) of server connection number `.0`, which took `.2` bytes
+    /// of the [`Budget`].
+    Server(u64, Result<ServerMsg>, usize),
     Emulator(Event),
     Reconnected(Box<Result<(Client, Joined)>>),
     Tick,
@@ -53,7 +61,9 @@ pub struct Identity {
     pub server: String,
     pub name: String,
     pub game: String,
-    pub rom_sha256: [u8; 32],
+    /// The game as joined first: a reconnect to a game laid out otherwise stops
+    /// syncing.
+    pub layout: Layout,
     /// Sent with every join of this run, so that after a reconnect the server can say
     /// which of our batches it already has (`Joined::last_batch`).
     pub session: u64,
@@ -121,6 +131,57 @@ pub struct Session {
     wrote_directly: bool,
     /// Applies sent to openMSX whose replies were not looked at yet.
     applying: std::collections::VecDeque<crate::openmsx::Reply>,
+    /// The game changed on the server (see [`Layout`]): this player no longer syncs
+    /// and does not reconnect; openMSX keeps running.
+    retired: bool,
+}
+
+/// Memory that server messages on their way through the loop may take, shared by the
+/// readers (which take before queueing a message) and the loop (which gives back once
+/// it handled it). One message is always let through, however big, so nothing waits
+/// for ever.
+struct Budget {
+    used: Mutex<usize>,
+    limit: usize,
+    /// A token each time bytes are given back, for a reader waiting for room.
+    freed: async_channel::Sender<()>,
+    wake: async_channel::Receiver<()>,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Arc<Budget> {
+        let (freed, wake) = async_channel::bounded(1);
+        Arc::new(Budget {
+            used: Mutex::new(0),
+            limit,
+            freed,
+            wake,
+        })
+    }
+
+    async fn take(&self, bytes: usize) {
+        loop {
+            {
+                let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+                if *used == 0 || *used + bytes <= self.limit {
+                    *used += bytes;
+                    return;
+                }
+            }
+            if self.wake.recv().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn give(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(bytes);
+        let _ = self.freed.try_send(());
+    }
 }
 
 impl Session {
@@ -163,6 +224,7 @@ impl Session {
             init_seen,
             wrote_directly: false,
             applying: Default::default(),
+            retired: false,
         })
     }
 
@@ -279,6 +341,9 @@ impl Session {
     /// Brings the emulator to the server's state and starts syncing; says `why` in one
     /// line.
     async fn take(&mut self, why: &str) -> Result<()> {
+        if self.retired {
+            return Ok(());
+        }
         self.waiting_for_key = false;
         self.hooks.write_state(&self.sync.state_to_write()).await?;
         self.wrote_directly = true;
@@ -320,8 +385,11 @@ impl Session {
         stop: async_channel::Receiver<()>,
     ) -> Result<Ending> {
         let (tx, inputs) = async_channel::bounded(INPUT_QUEUE);
+        let budget = Budget::new(INPUT_QUEUE_BYTES);
         let mut conn_id = 0u64;
-        let mut tasks = vec![spawn_reader(conn_id, receiver, tx.clone())];
+        // The reader of the current connection; dropping it stops it.
+        let mut reader = Some(spawn_reader(conn_id, receiver, tx.clone(), budget.clone()));
+        let mut tasks = Vec::new();
         {
             let tx = tx.clone();
             tasks.push(smol::spawn(async move {
@@ -369,28 +437,27 @@ impl Session {
             };
             let step = match input {
                 Input::Emulator(ev) => self.on_emulator(ev).await,
-                Input::Server(id, msg) if id == conn_id => {
-                    match self.on_server_burst(id, msg, &inputs, &mut stash).await {
-                        Ok(true) => Ok(None),
-                        Ok(false) => {
-                            // The connection is gone: try again, with growing pauses.
-                            conn_id += 1;
-                            reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
-                            attempt = 0;
-                            Ok(None)
-                        }
-                        Err(e) => Err(e),
-                    }
+                Input::Server(id, msg, bytes) if id == conn_id && !self.retired => {
+                    let step = self
+                        .on_server_burst(id, (msg, bytes), &inputs, &mut stash, &budget)
+                        .await;
+                    step.map(|_| None)
                 }
-                Input::Server(..) => Ok(None), // from a connection already given up
+                Input::Server(_, _, bytes) => {
+                    // From a connection already given up.
+                    budget.give(bytes);
+                    Ok(None)
+                }
                 Input::Reconnected(result) => match *result {
                     Ok((conn, joined)) => {
                         reconnecting = None;
                         let (sender, receiver) = conn.split();
-                        tasks.push(spawn_reader(conn_id, receiver, tx.clone()));
-                        self.resume_after_outage(sender, joined)
-                            .await
-                            .map(|()| None)
+                        let step = self.resume_after_outage(sender, joined).await;
+                        if !self.retired {
+                            reader =
+                                Some(spawn_reader(conn_id, receiver, tx.clone(), budget.clone()));
+                        }
+                        step.map(|()| None)
                     }
                     Err(e) => {
                         attempt += 1;
@@ -408,15 +475,26 @@ impl Session {
                 Input::Stop => Ok(Some(Ending::Interrupted)),
             };
             match step {
-                Ok(None) => continue,
+                Ok(None) => {}
                 Ok(Some(end)) => break Ok(end),
                 Err(e) => break Err(e),
+            }
+            // Whatever lost the connection (the reader, a failed send, a server that
+            // stopped acknowledging), get it back, with growing pauses.
+            if self.sender.is_none() && reconnecting.is_none() && !self.retired {
+                // A server that keeps the old connection open must not keep its
+                // reader alive.
+                reader = None;
+                conn_id += 1;
+                attempt = 0;
+                reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
             }
         };
         drop(reconnecting);
         if let Some(mut s) = self.sender.take() {
             s.close().await;
         }
+        drop(reader);
         drop(tasks);
         result
     }
@@ -553,6 +631,9 @@ impl Session {
 
     /// Sends what the game changed, or keeps it for later while offline.
     async fn send_local(&mut self, changes: Vec<Change>) {
+        if self.retired {
+            return;
+        }
         if self.sender.is_none() {
             self.offline.add(&Payload::Bits(changes));
             return;
@@ -573,6 +654,9 @@ impl Session {
     /// Sends what the game added to or spent from counters, or keeps it for later
     /// while offline.
     async fn send_counters(&mut self, flushed: &[Flushed]) {
+        if self.retired {
+            return;
+        }
         if self.sender.is_none() {
             self.offline
                 .add(&Payload::Counts(self.sync.amounts(flushed)));
@@ -595,12 +679,21 @@ impl Session {
     }
 
     /// Counts a batch sent, or notes the broken connection.
+    /// A server that keeps the connection but stops acknowledging counts as broken
+    /// too, before its batches pile up.
     fn sent(&mut self, result: Result<()>) {
         match result {
             Ok(()) => Stats::bump(&self.stats.batches_sent),
-            // The reader notices the broken connection too and starts reconnecting;
-            // the batch stays in flight and is re-sent from there.
+            // The loop reconnects; the batch stays in flight and is re-sent from there
+            // if the server did not get it.
             Err(e) => self.connection_lost(&e),
+        }
+        if let Some(why) = self.sync.unacknowledged() {
+            let e = anyhow!(
+                "server {} {why}: taking the connection as broken",
+                self.who.server
+            );
+            self.connection_lost(&e);
         }
     }
 
@@ -623,21 +716,27 @@ impl Session {
     /// Handles a message from the server and every further one of the same connection
     /// that is already waiting, then writes their changes into openMSX with one Tcl
     /// command: under load, one round trip per update would fall behind. False when
-    /// the connection is gone.
+    /// the connection is gone. The messages' bytes go back to `budget` once their
+    /// changes are on their way into openMSX.
     async fn on_server_burst(
         &mut self,
         id: u64,
-        first: Result<ServerMsg>,
+        (first, first_bytes): (Result<ServerMsg>, usize),
         inputs: &async_channel::Receiver<Input>,
         stash: &mut Option<Input>,
+        budget: &Budget,
     ) -> Result<bool> {
         /// Most changes written in one command (bounded so one command stays short).
         const MAX_BURST: usize = 1024;
         let mut apply = Apply::default();
-        let mut alive = self.on_server(first, &mut apply)?;
-        while alive && apply.changes.len() + apply.counters.len() < MAX_BURST {
+        let mut taken = first_bytes;
+        let mut alive = self.on_server(first, &mut apply);
+        while matches!(alive, Ok(true)) && apply.changes.len() + apply.counters.len() < MAX_BURST {
             match inputs.try_recv() {
-                Ok(Input::Server(i, msg)) if i == id => alive = self.on_server(msg, &mut apply)?,
+                Ok(Input::Server(i, msg, bytes)) if i == id => {
+                    taken += bytes;
+                    alive = self.on_server(msg, &mut apply);
+                }
                 Ok(other) => {
                     *stash = Some(other);
                     break;
@@ -645,8 +744,17 @@ impl Session {
                 Err(_) => break,
             }
         }
-        if !apply.changes.is_empty() || !apply.counters.is_empty() {
-            let reply = self.hooks.post_apply(&apply.changes, &apply.counters)?;
+        let posted = match alive {
+            Ok(_) if !apply.changes.is_empty() || !apply.counters.is_empty() => self
+                .hooks
+                .post_apply(&apply.changes, &apply.counters)
+                .map(Some),
+            _ => Ok(None),
+        };
+        drop(apply);
+        budget.give(taken);
+        let alive = alive?;
+        if let Some(reply) = posted? {
             self.applying.push_back(reply);
         }
         self.collect_applies().await?;
@@ -745,6 +853,16 @@ impl Session {
             }
             ServerMsg::PlayerJoined(p) => {
                 info!("{} joined the game", printable(&p.name));
+                // At most MAX_PLAYERS names of at most 64 bytes: under half a MiB.
+                self.players.retain(|q| q.id != p.id);
+                if self.players.len() >= MAX_PLAYERS {
+                    let e = anyhow!(
+                        "server {} says more than {MAX_PLAYERS} players are in the game",
+                        self.who.server
+                    );
+                    self.connection_lost(&e);
+                    return Ok(false);
+                }
                 self.players.push(p);
             }
             ServerMsg::PlayerLeft(p) => {
@@ -796,14 +914,29 @@ impl Session {
     /// Back online: the server's state is the truth, plus what this player's game did
     /// meanwhile. A server that came back empty (restarted without saved state) is
     /// seeded with what this player knew, instead of wiping everyone with zeros.
-    async fn resume_after_outage(&mut self, sender: ClientSender, joined: Joined) -> Result<()> {
-        if joined.game.rom_sha256 != self.who.rom_sha256 {
-            self.hooks.hold().await?;
+    async fn resume_after_outage(
+        &mut self,
+        mut sender: ClientSender,
+        joined: Joined,
+    ) -> Result<()> {
+        if let Some(what) = self.who.layout.changes_to(&Layout::of(&joined)) {
+            // Our bytes belong to the old layout: sending them, or seeding an empty
+            // server with them, would put them in the wrong places.
+            smol::spawn(async move { sender.close().await }).detach();
+            self.retired = true;
             self.active = false;
+            Stats::bump(&self.stats.layout_changes);
+            self.hooks.hold().await?;
             info!(
-                "the server now has another rom for {}: not syncing any more (start msxsync play again)",
-                self.who.game
+                "game {} changed on server {} since you joined ({what} changed): not \
+                 syncing any more; openMSX keeps running; start msxsync play again to \
+                 play the new version",
+                self.who.game, self.who.server
             );
+            let _ = self
+                .hooks
+                .show("msxsync: the game changed on the server; not syncing any more")
+                .await;
             return Ok(());
         }
         let known = self.sync.seq();
@@ -919,17 +1052,21 @@ struct Apply {
     counters: Vec<CounterWrite>,
 }
 
-/// Reads one server connection into the loop's queue, tagged with its number.
+/// Reads one server connection into the loop's queue, tagged with its number, taking
+/// each message's memory from `budget` first.
 fn spawn_reader(
     id: u64,
     mut receiver: ClientReceiver,
     tx: async_channel::Sender<Input>,
+    budget: Arc<Budget>,
 ) -> smol::Task<()> {
     smol::spawn(async move {
         loop {
             let msg = receiver.recv().await;
             let failed = msg.is_err();
-            if tx.send(Input::Server(id, msg)).await.is_err() || failed {
+            let bytes = msg.as_ref().map_or(0, ServerMsg::memory_bytes);
+            budget.take(bytes).await;
+            if tx.send(Input::Server(id, msg, bytes)).await.is_err() || failed {
                 return;
             }
         }

@@ -8,9 +8,70 @@
 
 use crate::counter::{Count, Counter, CounterOp, CounterWrite, Flushed};
 use crate::delta::{self, Change};
-use crate::protocol::{Joined, PlayerId, RegionInfo};
+use crate::protocol::{Joined, PlayerId, RegionInfo, RegionKind};
 use crate::replica::{InFlight, Payload, Unreceived};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+/// Most own batches sent and not yet echoed. A player that keeps up has a few; a
+/// fast game on a slow link some thousands. A server that stops echoing while it
+/// keeps the connection open would make them pile up for ever: past the limit the
+/// player takes the connection as broken and reconnects.
+pub const MAX_IN_FLIGHT_BATCHES: usize = 65_536;
+/// Most memory ([`Change::memory_bytes`]) the changes of those batches may take.
+pub const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the shared bytes mean: the ROM, the regions (where each one is, in order, and
+/// whether it holds bits or a counter) and when a player syncs. A server whose game has another layout than the one a player
+/// joined cannot take that player's bytes, which would land in the wrong places. Any
+/// new property that gives the bytes a meaning belongs here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    rom_sha256: [u8; 32],
+    regions: Vec<(u16, u16, RegionKind)>,
+    sync_when: Option<String>,
+}
+
+impl Layout {
+    /// The layout of the game a join answered with.
+    pub fn of(joined: &Joined) -> Layout {
+        Layout {
+            rom_sha256: joined.game.rom_sha256,
+            regions: joined
+                .regions
+                .iter()
+                .map(|r| (r.start, r.end, r.kind))
+                .collect(),
+            sync_when: joined.game.sync_when.clone(),
+        }
+    }
+
+    /// What differs in `now`, in words; `None` when nothing does.
+    pub fn changes_to(&self, now: &Layout) -> Option<String> {
+        let describe = |l: &Layout| {
+            let bytes: usize = l
+                .regions
+                .iter()
+                .map(|&(s, e, _)| (e - s) as usize + 1)
+                .sum();
+            format!("{} regions, {bytes} bytes", l.regions.len())
+        };
+        let mut what = Vec::new();
+        if self.rom_sha256 != now.rom_sha256 {
+            what.push("the rom".to_string());
+        }
+        if self.regions != now.regions {
+            what.push(format!(
+                "the regions (were {}, now {})",
+                describe(self),
+                describe(now)
+            ));
+        }
+        if self.sync_when != now.sync_when {
+            what.push("the sync-when condition".to_string());
+        }
+        (!what.is_empty()).then(|| what.join(" and "))
+    }
+}
 
 /// A player's view of the shared state.
 #[derive(Debug, Clone)]
@@ -58,6 +119,18 @@ impl SyncState {
     /// Number of own batches sent and not yet echoed by the server.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Says so when the own batches not yet echoed are past [`MAX_IN_FLIGHT_BATCHES`]
+    /// or [`MAX_IN_FLIGHT_BYTES`]: the server is not acknowledging them.
+    pub fn unacknowledged(&self) -> Option<String> {
+        let (n, bytes) = (self.in_flight.len(), self.in_flight.bytes());
+        (n > MAX_IN_FLIGHT_BATCHES || bytes > MAX_IN_FLIGHT_BYTES).then(|| {
+            format!(
+                "has not acknowledged {n} batches of changes ({} KiB)",
+                bytes / 1024
+            )
+        })
     }
 
     /// Region sizes, in order.
@@ -223,6 +296,23 @@ impl SyncState {
         }
     }
 
+    /// Fails unless `seq` is the update right after the last one taken. A server's
+    /// numbers are at most `protocol::MAX_SEQ`, but this state may not come from one:
+    /// nothing here wraps or panics.
+    fn follows(&self, seq: u64) -> Result<()> {
+        let next = self
+            .seq
+            .checked_add(1)
+            .context("server sent an update after the last possible sequence number")?;
+        if seq != next {
+            bail!(
+                "server sent update {seq} after {}: updates were lost",
+                self.seq
+            );
+        }
+        Ok(())
+    }
+
     /// Takes an update from the server and returns what to write into the emulator.
     ///
     /// Every update, the player's own included, goes into the mirror. Into the
@@ -238,12 +328,7 @@ impl SyncState {
         batch: u32,
         changes: &[Change],
     ) -> Result<Vec<Change>> {
-        if seq != self.seq + 1 {
-            bail!(
-                "server sent update {seq} after {}: updates were lost",
-                self.seq
-            );
-        }
+        self.follows(seq)?;
         let sizes = self.region_sizes();
         for c in changes {
             if let Err(e) = c.check(&sizes) {
@@ -287,12 +372,7 @@ impl SyncState {
         batch: u32,
         counts: &[Count],
     ) -> Result<Vec<CounterWrite>> {
-        if seq != self.seq + 1 {
-            bail!(
-                "server sent update {seq} after {}: updates were lost",
-                self.seq
-            );
-        }
+        self.follows(seq)?;
         let mut mirror = self.server.clone();
         let mut expected = Vec::with_capacity(counts.len());
         for count in counts {
@@ -304,7 +384,8 @@ impl SyncState {
                 );
             };
             let before = c.decode(bytes);
-            if i64::from(before) + count.amount != i64::from(count.total)
+            // The amount is the server's: checked, so no number it sends can overflow.
+            if i64::from(before).checked_add(count.amount) != Some(i64::from(count.total))
                 || count.total < c.min
                 || count.total > c.max
             {
@@ -404,6 +485,77 @@ mod tests {
         s.update(12, 7, 99, &[bit(1, 0x80, 0x80)]).unwrap();
         assert_eq!(s.server_state(), &[vec![0x0f, 0x80, 0, 0]]);
         assert_eq!(s.seq(), 12);
+    }
+
+    #[test]
+    fn sequence_numbers_never_wrap() {
+        let mut j = joined(vec![vec![0; 4]]);
+        j.seq = u64::MAX;
+        let mut s = SyncState::new(&j);
+        let e = s.update(0, 1, 1, &[bit(0, 1, 1)]).unwrap_err();
+        assert!(
+            e.to_string().contains("last possible sequence number"),
+            "{e}"
+        );
+        assert_eq!(s.seq(), u64::MAX);
+        let mut c = with_coins();
+        c.seq = u64::MAX;
+        assert!(c.count(0, 1, 1, &[count(1, 11)]).is_err());
+    }
+
+    #[test]
+    fn batches_piling_up_unacknowledged_are_noticed() {
+        let mut s = SyncState::new(&joined(vec![vec![0; 4]]));
+        for _ in 0..MAX_IN_FLIGHT_BATCHES {
+            s.send(&[bit(0, 1, 1)], false);
+        }
+        assert_eq!(s.unacknowledged(), None);
+        s.send(&[bit(0, 1, 1)], false);
+        let why = s.unacknowledged().unwrap();
+        assert!(
+            why.starts_with("has not acknowledged 65537 batches"),
+            "{why}"
+        );
+        // An echo brings it back under the limit.
+        s.update(11, 7, 1, &[bit(0, 1, 1)]).unwrap();
+        assert_eq!(s.unacknowledged(), None);
+        // Big batches count by their bytes (masks of 0 keep the test quick).
+        let mut s = SyncState::new(&joined(vec![vec![0; 4096]]));
+        let whole = [Change {
+            region: 0,
+            offset: 0,
+            values: vec![1; 4096],
+            masks: vec![0; 4096],
+        }];
+        while s.unacknowledged().is_none() {
+            s.send(&whole, false);
+        }
+        assert!(
+            s.in_flight() <= MAX_IN_FLIGHT_BYTES / 8192 + 1,
+            "{}",
+            s.in_flight()
+        );
+    }
+
+    #[test]
+    fn a_changed_layout_is_described() {
+        let before = joined(vec![vec![0; 4], vec![0; 2]]);
+        let l = Layout::of(&before);
+        assert_eq!(l.changes_to(&Layout::of(&before)), None);
+        let mut moved = before.clone();
+        moved.regions[1].start -= 1;
+        moved.state[1].push(0);
+        assert_eq!(
+            l.changes_to(&Layout::of(&moved)).unwrap(),
+            "the regions (were 2 regions, 6 bytes, now 2 regions, 7 bytes)"
+        );
+        let mut other = before.clone();
+        other.game.rom_sha256 = [1; 32];
+        other.game.sync_when = Some("e000 == 01".into());
+        assert_eq!(
+            l.changes_to(&Layout::of(&other)).unwrap(),
+            "the rom and the sync-when condition"
+        );
     }
 
     #[test]
@@ -624,6 +776,9 @@ mod tests {
         for bad in [
             vec![count(5, 16)],
             vec![count(1000, 1010)],
+            // Numbers a hostile server picks to overflow the check.
+            vec![count(i64::MAX, 5)],
+            vec![count(i64::MIN, 5)],
             vec![Count {
                 region: 0,
                 amount: 1,

@@ -3,7 +3,7 @@
 
 use crate::counter::{Count, Counter, CounterOp};
 use crate::delta::{self, Change};
-use crate::protocol::{PlayerId, PlayerInfo, RegionInfo, ServerMsg};
+use crate::protocol::{PlayerId, PlayerInfo, RegionInfo, ServerMsg, MAX_SEQ};
 use std::collections::HashMap;
 
 /// How many sessions (see `ClientMsg::Join`) a game remembers the last batch of. One
@@ -122,6 +122,7 @@ impl GameState {
                 ));
             }
         }
+        self.next_seq()?;
         for c in &changes {
             // `check` passed, so the region index is valid.
             if let Some(region) = self.state.get_mut(c.region as usize) {
@@ -158,6 +159,7 @@ impl GameState {
                 ));
             }
         }
+        self.next_seq()?;
         let mut counts = Vec::with_capacity(ops.len());
         for op in ops {
             let r = op.region() as usize;
@@ -190,10 +192,23 @@ impl GameState {
         self.counters.get(region as usize).copied().flatten()
     }
 
-    /// Gives an accepted batch its sequence number and remembers it for the player's
-    /// session; returns the number.
+    /// The number the next accepted batch gets. Sequence numbers stay at most
+    /// `MAX_SEQ` (state files are checked for it): this fails only for a state built by
+    /// hand, and then refuses the batch instead of wrapping to 0 or panicking.
+    fn next_seq(&self) -> Result<u64, String> {
+        self.seq
+            .checked_add(1)
+            .filter(|&s| s <= MAX_SEQ)
+            .ok_or_else(|| {
+                "this game has used up its update numbers; restart it with --fresh".into()
+            })
+    }
+
+    /// Gives an accepted batch its sequence number (checked with [`Self::next_seq`]
+    /// before anything changed) and remembers it for the player's session; returns the
+    /// number.
     fn sequenced(&mut self, player: PlayerId, batch: u32) -> u64 {
-        self.seq += 1;
+        self.seq = self.next_seq().unwrap_or(self.seq);
         self.in_progress = true;
         if let Some(&session) = self.player_sessions.get(&player) {
             self.remember(session, batch);
@@ -483,6 +498,13 @@ mod tests {
         // A state saved before any change is not in progress.
         let z = GameState::restore(&regions(), 0, &[0; 5]).unwrap();
         assert!(!z.in_progress());
+        // The last update number: the next batch is refused, nothing wraps.
+        let mut last = GameState::restore(&regions(), MAX_SEQ, &[0; 5]).unwrap();
+        let e = last
+            .accept(1, 1, vec![Change::bytes(0, 0, vec![1])])
+            .unwrap_err();
+        assert!(e.contains("used up its update numbers"), "{e}");
+        assert_eq!((last.seq(), last.state()[0][0]), (MAX_SEQ, 0));
         assert_eq!(
             GameState::restore(&regions(), 1, &[0; 4]).unwrap_err(),
             "saved state has 4 bytes, the regions have 5"

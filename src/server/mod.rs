@@ -654,6 +654,12 @@ impl Conn {
                 if name.trim().is_empty() {
                     return End::tell("the player name is empty; give a name");
                 }
+                // Every other player's terminal shows this name.
+                if let Err(why) =
+                    crate::text::check_name("the player name", &name, protocol::MAX_NAME_BYTES)
+                {
+                    return End::tell(format!("{why}; choose another name"));
+                }
                 self.name = name;
             }
             other => {

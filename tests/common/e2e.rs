@@ -86,7 +86,7 @@ pub fn player_options(server: &str, game: &str, name: &str, cache: &Path) -> Pla
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    o.cache_dir = cache.to_path_buf();
+    o.cache_dir = Some(cache.to_path_buf());
     o
 }
 

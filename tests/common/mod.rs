@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod fake_server;
 pub mod lines;
+pub mod play;
 pub mod proxy;
 pub mod rng;
 pub mod serve;
