@@ -63,6 +63,7 @@ fn text_from_a_hostile_server_reaches_the_terminal_escaped() {
                     machine: None,
                     romtype: None,
                     sync_when: None,
+                    on_restart: Default::default(),
                     players: vec![PlayerInfo {
                         id: 1,
                         name: format!("ann{EVIL}"),
