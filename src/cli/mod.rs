@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use msxsync::auth::{Password, PasswordNeeded, PASSWORD_ENV};
 use msxsync::client::Client;
+use msxsync::text::printable;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -76,7 +77,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("msxsync: error: {e:#}");
+            // Errors quote servers and files; the one filter keeps them harmless.
+            eprintln!("msxsync: error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -137,7 +139,7 @@ where
             };
             let prompt = format!(
                 "password for server {} (or set {PASSWORD_ENV}): ",
-                msxsync::client::printable(&need.server)
+                printable(&need.server)
             );
             let typed = smol::unblock(move || rpassword::prompt_password(prompt))
                 .await

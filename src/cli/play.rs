@@ -52,9 +52,7 @@ impl From<PlayArgs> for PlayOptions {
         o.openmsx = a.openmsx;
         o.headless = a.headless;
         o.attach = a.attach;
-        if let Some(d) = a.cache_dir {
-            o.cache_dir = d;
-        }
+        o.cache_dir = a.cache_dir;
         o.join_now = a.join_now;
         o
     }
@@ -66,16 +64,27 @@ pub fn run(args: PlayArgs) -> Result<()> {
     let given = args.password.get()?;
     let opts = PlayOptions::from(args);
     smol::block_on(async move {
-        // Connecting is the first thing `start` does, so asking for a password and
-        // starting again costs nothing.
-        let player = super::with_password(given, |password| {
+        // Start-up waits for the server and for openMSX: the stop request must end it
+        // too. Dropping the unfinished start closes the connection and kills the
+        // openMSX it started. Connecting is the first thing `start` does, so asking
+        // for a password and starting again costs nothing.
+        let start = super::with_password(given, |password| {
             let opts = PlayOptions {
                 password,
                 ..opts.clone()
             };
             Player::start(opts)
+        });
+        let started = smol::future::or(async { Some(start.await) }, async {
+            let _ = quit.recv().await;
+            None
         })
-        .await?;
+        .await;
+        let Some(player) = started else {
+            println!("interrupted while starting: left");
+            return Ok(());
+        };
+        let player = player?;
         let outcome = smol::future::or(player.wait_done(), async {
             let _ = quit.recv().await;
             Ok(Ending::Interrupted)

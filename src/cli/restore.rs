@@ -4,8 +4,8 @@
 //! send it to them as an update.
 
 use anyhow::{bail, Result};
-use msxsync::client::printable;
 use msxsync::protocol::{BackupInfo, DEFAULT_PORT};
+use msxsync::text::printable;
 use std::fmt::Write;
 
 /// Arguments of `msxsync restore`.

@@ -1356,6 +1356,12 @@ impl Conn {
                 if name.trim().is_empty() {
                     return Err(End::tell("the player name is empty; give a name"));
                 }
+                // Every other player's terminal shows this name.
+                if let Err(why) =
+                    crate::text::check_name("the player name", &name, protocol::MAX_NAME_BYTES)
+                {
+                    return Err(End::tell(format!("{why}; choose another name")));
+                }
                 self.name = name;
             }
             other => {
@@ -1459,23 +1465,34 @@ impl Conn {
                 self.send(Outgoing { bytes, _held: None })
             }
             ClientMsg::Changes { batch, changes } => {
-                let Some(g) = self.game else {
-                    return Err(End::tell("changes before joining a game"));
-                };
-                let shared = &self.shared;
-                let mut room = lock(&shared.games[g].room);
-                let update = room
-                    .state
-                    .accept(self.id, batch, changes)
-                    .map_err(End::tell)?;
-                // Sequencing and queueing under one lock: everyone sees the same order.
-                room.broadcast(shared, shared.budget.message(&update), None);
-                shared.changed(g, &mut room);
-                Ok(())
+                self.sequence("changes", |state, id| state.accept(id, batch, changes))
+            }
+            ClientMsg::Counts { batch, ops } => {
+                self.sequence("counts", |state, id| state.count(id, batch, &ops))
             }
             ClientMsg::ListBackups { game } => self.list_backups(&game).await,
             ClientMsg::Restore { game, backup } => self.restore(&game, backup).await,
         }
+    }
+
+    /// Applies a player's batch to the joined game's state with `apply` and sends the
+    /// sequenced result to every player; `what` names the message for the error when
+    /// the player has not joined a game.
+    fn sequence(
+        &mut self,
+        what: &str,
+        apply: impl FnOnce(&mut GameState, PlayerId) -> Result<ServerMsg, String>,
+    ) -> Result<(), End> {
+        let Some(g) = self.game else {
+            return Err(End::tell(format!("{what} before joining a game")));
+        };
+        let shared = &self.shared;
+        let mut room = lock(&shared.games[g].room);
+        let update = apply(&mut room.state, self.id).map_err(End::tell)?;
+        // Sequencing and queueing under one lock: everyone sees the same order.
+        room.broadcast(shared, shared.budget.message(&update), None);
+        shared.changed(g, &mut room);
+        Ok(())
     }
 
     fn join(&mut self, name: &str, session: u64) -> Result<(), End> {
@@ -1589,11 +1606,13 @@ impl Conn {
             .map_err(|e| End::tell(format!("{e:#}")))?;
         let seq = {
             let mut room = lock(&slot.room);
-            let update = room
+            let messages = room
                 .state
                 .replace_all(SERVER_PLAYER, &saved.bytes)
                 .map_err(End::tell)?;
-            room.broadcast(&shared, shared.budget.message(&update), None);
+            for msg in &messages {
+                room.broadcast(&shared, shared.budget.message(msg), None);
+            }
             shared.changed(g, &mut room);
             room.state.seq()
         };
@@ -1628,6 +1647,7 @@ fn client_msg_name(msg: &ClientMsg) -> &'static str {
         ClientMsg::Join { .. } => "join",
         ClientMsg::FetchRom => "fetchrom",
         ClientMsg::Changes { .. } => "changes",
+        ClientMsg::Counts { .. } => "counts",
         ClientMsg::Auth { .. } => "auth",
         ClientMsg::ListBackups { .. } => "listbackups",
         ClientMsg::Restore { .. } => "restore",

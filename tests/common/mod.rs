@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod fake_server;
 pub mod idle;
 pub mod lines;
+pub mod play;
 pub mod proxy;
 pub mod rng;
 pub mod serve;
@@ -46,11 +48,7 @@ pub fn run_within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
 
 /// A shared region from `start` to `end` (inclusive) without a description.
 pub fn region(start: u16, end: u16) -> msxsync::protocol::RegionInfo {
-    msxsync::protocol::RegionInfo {
-        start,
-        end,
-        description: String::new(),
-    }
+    msxsync::protocol::RegionInfo::bytes(start, end, "")
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
@@ -65,4 +63,16 @@ where
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until `check` is true, or panics naming `what` after 20 seconds.
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
 }
