@@ -232,7 +232,8 @@ fn connections_that_do_not_join_or_answer_are_closed() {
         ServerConfig {
             join_timeout: Duration::from_millis(500),
             ping_interval: Duration::from_millis(200),
-            peer_timeout: Duration::from_secs(1),
+            // Long enough for a loaded machine to let the live player read in time.
+            peer_timeout: Duration::from_secs(3),
             ..ServerConfig::default()
         },
     );
@@ -250,7 +251,7 @@ fn connections_that_do_not_join_or_answer_are_closed() {
         dead.join("small").await.unwrap();
         let t0 = Instant::now();
         let mut left = false;
-        while t0.elapsed() < Duration::from_secs(3) {
+        while t0.elapsed() < Duration::from_secs(8) {
             let next = smol::future::or(async { Some(live.recv().await) }, async {
                 smol::Timer::after(Duration::from_millis(100)).await;
                 None
@@ -262,7 +263,7 @@ fn connections_that_do_not_join_or_answer_are_closed() {
                     // Read now, while the server still waits for this client to close:
                     // later its reads would fail on the closed socket first.
                     let reason = format!("{:#}", dead.recv().await.unwrap_err());
-                    assert!(reason.contains("no answer for 1 seconds"), "{reason}");
+                    assert!(reason.contains("no answer for 3 seconds"), "{reason}");
                 }
                 Some(Ok(_)) | None => {}
                 Some(Err(e)) => panic!("the live player was closed: {e:#}"),
