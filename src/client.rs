@@ -51,12 +51,19 @@ pub fn run_list(args: ListArgs) -> Result<()> {
 pub fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    // The server's version first, so players can get the same release (only a server
+    // of this protocol gets this far, but releases can still differ).
     let _ = writeln!(
         out,
-        "{server} ({software}) serves {} game{}:",
+        "{server} runs {} (protocol {PROTOCOL_VERSION}) and serves {} game{}:",
+        printable(software),
         games.len(),
         if games.len() == 1 { "" } else { "s" }
     );
+    let own = crate::version::software();
+    if software != own {
+        let _ = writeln!(out, "(this machine runs {own})");
+    }
     for g in games {
         let _ = writeln!(out);
         let _ = writeln!(out, "{}  \"{}\"", g.name, printable(&g.title));
@@ -213,16 +220,16 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
             .await?;
         match client.receiver.recv_raw().await? {
             ServerMsg::Welcome { version, software } => {
+                // Only ever shown to people (`list`, `play`), so kept printable.
+                let software = printable(&software);
                 if version != PROTOCOL_VERSION {
-                    bail!(
-                        "protocol version mismatch: server {shown} speaks version {version}, \
-                         this client speaks version {PROTOCOL_VERSION}; use the same msxsync \
-                         release on all machines"
-                    );
+                    bail!(crate::version::client_refusal(&shown, &software, version));
                 }
                 client.software = software;
             }
-            ServerMsg::Error { reason } => bail!("server {shown} refused: {reason}"),
+            ServerMsg::Error { reason } => {
+                bail!(crate::version::refused_text(&shown, &printable(&reason)))
+            }
             other => bail!(
                 "server {shown} answered hello with {} instead of welcome",
                 server_msg_name(&other)
@@ -381,7 +388,9 @@ impl ClientReceiver {
             return Ok(msg);
         }
         match self.recv_raw().await? {
-            ServerMsg::Error { reason } => Err(anyhow!("server {}: {reason}", self.server)),
+            ServerMsg::Error { reason } => {
+                Err(anyhow!("server {}: {}", self.server, printable(&reason)))
+            }
             msg => Ok(msg),
         }
     }
@@ -446,7 +455,9 @@ impl ClientReceiver {
     ) -> Result<T> {
         loop {
             match self.recv_raw().await? {
-                ServerMsg::Error { reason } => bail!("server {}: {reason}", self.server),
+                ServerMsg::Error { reason } => {
+                    bail!("server {}: {}", self.server, printable(&reason))
+                }
                 msg => match pick(msg) {
                     Ok(t) => return Ok(t),
                     Err(other) => {
@@ -553,14 +564,25 @@ mod tests {
                 },
             ],
         }];
-        let text = format_games("h:1", "msxsync 0.1.0", &games);
+        let own = crate::version::software();
+        let text = format_games("h:1", &own, &games);
         assert!(
-            text.starts_with("h:1 (msxsync 0.1.0) serves 1 game:\n"),
+            text.starts_with(&format!(
+                "h:1 runs {own} (protocol {PROTOCOL_VERSION}) and serves 1 game:\n\n"
+            )),
             "{text}"
         );
         assert!(text.contains("knight  \"Knight\\u{7}mare\""), "{text}");
         assert!(text.contains("rom 32768 bytes, 9 shared bytes"), "{text}");
         assert!(text.contains("2 playing: ann (#1), bob (#4)"), "{text}");
-        assert!(format_games("h", "s", &[]).contains("serves 0 games:"));
+        // Another release of the same protocol: both are shown, the server's filtered.
+        let other = format_games("h", "msxsync 9.9\u{1b}[2J", &[]);
+        assert!(
+            other.starts_with(&format!(
+                "h runs msxsync 9.9\\u{{1b}}[2J (protocol {PROTOCOL_VERSION}) and serves 0 \
+                 games:\n(this machine runs {own})\n"
+            )),
+            "{other}"
+        );
     }
 }

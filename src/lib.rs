@@ -15,3 +15,4 @@ pub mod regions;
 pub mod replica;
 pub mod rom_cache;
 pub mod server;
+pub mod version;
