@@ -22,9 +22,14 @@ impl RomCache {
     }
 
     /// The default cache folder: `$XDG_CACHE_HOME/msxsync/roms`, else
-    /// `~/.cache/msxsync/roms`, else a folder under the system's temporary folder.
+    /// `~/.cache/msxsync/roms` (Windows: `%LOCALAPPDATA%\msxsync\roms`), else a folder
+    /// under the system's temporary folder.
     pub fn default_dir() -> PathBuf {
-        let base = std::env::var_os("XDG_CACHE_HOME")
+        let cache_home = std::env::var_os("XDG_CACHE_HOME");
+        // Windows has no HOME; its per-user place for caches is %LOCALAPPDATA%.
+        #[cfg(windows)]
+        let cache_home = cache_home.or_else(|| std::env::var_os("LOCALAPPDATA"));
+        let base = cache_home
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| {

@@ -227,9 +227,13 @@ pub fn decode(file: &[u8]) -> Result<Saved, String> {
     })
 }
 
-/// The default state folder: `$XDG_STATE_HOME/msxsync`, or `~/.local/state/msxsync`.
+/// The default state folder: `$XDG_STATE_HOME/msxsync`, or `~/.local/state/msxsync`
+/// (on Windows, which has no HOME: `%LOCALAPPDATA%\msxsync`).
 pub fn default_state_dir() -> Result<PathBuf> {
-    state_dir_from(std::env::var_os("HOME"), std::env::var_os("XDG_STATE_HOME")).context(
+    let state_home = std::env::var_os("XDG_STATE_HOME");
+    #[cfg(windows)]
+    let state_home = state_home.or_else(|| std::env::var_os("LOCALAPPDATA"));
+    state_dir_from(std::env::var_os("HOME"), state_home).context(
         "no folder for the server state: HOME and XDG_STATE_HOME are unset or relative; \
          give --state-dir",
     )
