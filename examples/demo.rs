@@ -2,7 +2,7 @@
 //! server on 127.0.0.1 (a free port) and two players, side by side.
 //!
 //! ```text
-//! cargo run --release --example demo -- [--headless] [--out DIR]
+//! cargo run --release --example demo -- [--headless] [--out DIR] [--msxsync PROGRAM]
 //! ```
 //!
 //! With a display (DISPLAY or WAYLAND_DISPLAY set, CI unset): two openMSX windows to
@@ -11,6 +11,11 @@
 //! and SPACE twice: the SWORD, the KEY, the MAP and two coins), prints player 2's screen
 //! and shared RAM, saves a screenshot of each player, and exits 0 only when player 2 has
 //! player 1's items and coins.
+//!
+//! With `--msxsync PROGRAM` the same scripted session checks a built msxsync (CI gives
+//! it the static release binary): its own `serve` and two `play --headless` processes
+//! do the work, and the demo presses keys and reads RAM through each player's openMSX
+//! control socket ([`run_binary`]).
 //!
 //! tests/demo.rs includes this file as a module and runs [`run_headless`].
 

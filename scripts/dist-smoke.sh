@@ -70,8 +70,8 @@ smoke() {
         >"$out" 2>&1) &
     local server=$!
     pids+=("$server")
-    local addr="" i
-    for i in $(seq 1 600); do
+    local addr="" _
+    for _ in $(seq 1 600); do
         addr=$(tr -d '\r' <"$out" | sed -n 's/.*listening on \([^ ]*\).*/\1/p' | head -n 1)
         [ -n "$addr" ] && break
         kill -0 "$server" 2>/dev/null || break
@@ -107,7 +107,7 @@ not_run=()
 for target in linux-x86_64 linux-aarch64 windows-x86_64; do
     case "$target" in
         windows-x86_64) archive=dist/msxsync-$VERSION-x86_64-windows.zip ;;
-        linux-x86_64) archive=$(ls dist/msxsync-"$VERSION"-x86_64-linux*.tar.gz 2>/dev/null | head -n 1) ;;
+        linux-x86_64) archive=$(find dist -maxdepth 1 -name "msxsync-$VERSION-x86_64-linux*.tar.gz" 2>/dev/null | head -n 1 || true) ;;
         *) archive=dist/msxsync-$VERSION-aarch64-linux.tar.gz ;;
     esac
     if [ -z "$archive" ] || [ ! -f "$archive" ]; then

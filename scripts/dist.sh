@@ -46,12 +46,17 @@ build() {
 }
 
 # Fails unless the Linux binary $1 is static (no program interpreter, no libraries).
+# `file` knows every architecture; without it, ldd (which only knows this machine's).
 check_static() {
     local what
-    what=$(file -b "$1")
+    if command -v file >/dev/null 2>&1; then
+        what=$(file -b "$1")
+    else
+        what="ldd: $(ldd "$1" 2>&1 || true)"
+    fi
     say "$(basename "$1"): $what"
     case "$what" in
-        *"statically linked"* | *"static-pie linked"*) ;;
+        *"statically linked"* | *"static-pie linked"* | *"not a dynamic executable"*) ;;
         *) echo "dist: $1 is not a static executable: $what" >&2; return 1 ;;
     esac
 }
@@ -137,7 +142,7 @@ for want in "${wanted[@]}"; do
                 continue
             fi
             bin=$(build x86_64-pc-windows-gnu)
-            say "$(basename "$bin").exe: $(file -b "$bin.exe")"
+            command -v file >/dev/null 2>&1 && say "$(basename "$bin").exe: $(file -b "$bin.exe")"
             release "$bin.exe" "msxsync-$VERSION-x86_64-windows.exe" msxsync.exe zip
             ;;
         *)
