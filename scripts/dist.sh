@@ -89,6 +89,20 @@ release() {
     built+=("$download: $(stat -c %s "$OUT/$download") bytes; $(basename "$archive")")
 }
 
+# Whether cross target $1 can be built: its linker $2 (Debian package $3) and the Rust
+# target $4 are there; if not, says why and notes it as skipped.
+cross_ready() {
+    if ! command -v "$2" >/dev/null 2>&1; then
+        warn "skipping $1: no $2 (apt install $3)"
+    elif ! have_target "$4"; then
+        warn "skipping $1: the Rust target $4 is not available"
+    else
+        return 0
+    fi
+    skipped+=("$1")
+    return 1
+}
+
 fallback_note="a glibc build with crt-static: it runs on any x86_64 Linux, but glibc \
 looks up host names (--server NAME) through NSS libraries it loads at run time, which \
 must then be the same glibc version as the build machine's; where they differ, give \
@@ -116,31 +130,13 @@ for want in "${wanted[@]}"; do
             ;;
         linux-aarch64)
             linker=aarch64-linux-gnu-gcc
-            if ! command -v "$linker" >/dev/null 2>&1; then
-                warn "skipping linux-aarch64: no $linker (apt install gcc-aarch64-linux-gnu)"
-                skipped+=(linux-aarch64)
-                continue
-            fi
-            if ! have_target aarch64-unknown-linux-musl; then
-                warn "skipping linux-aarch64: the Rust target aarch64-unknown-linux-musl is not available"
-                skipped+=(linux-aarch64)
-                continue
-            fi
+            cross_ready "$want" "$linker" gcc-aarch64-linux-gnu aarch64-unknown-linux-musl || continue
             bin=$(build aarch64-unknown-linux-musl CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="$linker")
             check_static "$bin" || failed=1
             release "$bin" "msxsync-$VERSION-aarch64-linux" msxsync tar.gz
             ;;
         windows-x86_64)
-            if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
-                warn "skipping windows-x86_64: no x86_64-w64-mingw32-gcc (apt install gcc-mingw-w64-x86-64)"
-                skipped+=(windows-x86_64)
-                continue
-            fi
-            if ! have_target x86_64-pc-windows-gnu; then
-                warn "skipping windows-x86_64: the Rust target x86_64-pc-windows-gnu is not available"
-                skipped+=(windows-x86_64)
-                continue
-            fi
+            cross_ready "$want" x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64 x86_64-pc-windows-gnu || continue
             bin=$(build x86_64-pc-windows-gnu)
             command -v file >/dev/null 2>&1 && say "$(basename "$bin").exe: $(file -b "$bin.exe")"
             release "$bin.exe" "msxsync-$VERSION-x86_64-windows.exe" msxsync.exe zip
