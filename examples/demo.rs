@@ -22,10 +22,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use msxsync::builtin;
-use msxsync::openmsx::hooks::decode_hex;
+use msxsync::hex;
 use msxsync::openmsx::OpenMsx;
 use msxsync::play::{PlayOptions, Player};
-use msxsync::protocol::hex;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -329,7 +328,7 @@ async fn read_block(p: &Seat<'_>, debuggable: &str, addr: u32, len: u32) -> Resu
             "binary encode hex [debug read_block {debuggable} {addr} {len}]"
         ))
         .await?;
-    decode_hex(reply.trim()).with_context(|| format!("reading {debuggable} at {addr:#x}"))
+    hex::decode(reply.trim()).with_context(|| format!("reading {debuggable} at {addr:#x}"))
 }
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -409,7 +408,7 @@ async fn screenshot(p: &Seat<'_>, who: &str, file: &Path) -> Result<()> {
     // The path reaches Tcl hex-encoded, never pasted.
     msx.command(&format!(
         "screenshot -raw -doublesize [binary decode hex {}]",
-        hex(path.as_bytes())
+        hex::encode(path.as_bytes())
     ))
     .await
     .with_context(|| format!("saving the screenshot {}", file.display()))?;

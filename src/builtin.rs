@@ -2,8 +2,9 @@
 //! no games folder at all: the co-op demo cartridge (games/demo/demo.asm, a free
 //! program written for msxsync, so shipping it is fine, unlike commercial ROMs).
 //!
-//! A games folder may define a game of the same name; the folder's wins (see
-//! [`crate::catalog::Catalog::load`]).
+//! A games folder may define a game of the same name; the folder's wins
+//! ([`crate::server::serve`] adds the built-in games to the loaded catalogue with
+//! [`crate::catalog::Catalog::add`], which keeps the game already there).
 
 use crate::catalog::Game;
 
@@ -24,7 +25,7 @@ pub const BUILT_IN_MARK: &str = "(built in)";
 pub fn demo() -> anyhow::Result<Game> {
     let label = "the built-in games/demo/demo.regions";
     let def = crate::regions::parse(label, DEMO_REGIONS)?;
-    let mut game = def.into_game(DEMO_NAME, DEMO_ROM.to_vec());
+    let mut game = Game::from_def(DEMO_NAME, def, DEMO_ROM.to_vec());
     game.title = format!("{} {BUILT_IN_MARK}", game.title);
     Ok(game)
 }
@@ -71,5 +72,18 @@ mod tests {
     fn the_embedded_rom_is_a_16k_cartridge() {
         assert_eq!(DEMO_ROM.len(), 16 * 1024);
         assert_eq!(&DEMO_ROM[..2], b"AB");
+    }
+
+    #[test]
+    fn a_folder_s_demo_replaces_the_built_in_one() {
+        let mut catalog = crate::catalog::Catalog::new();
+        let mine = Game::new(DEMO_NAME, "my own demo", vec![], vec![1]);
+        assert!(catalog.add(mine));
+        for game in games() {
+            assert!(!catalog.add(game));
+        }
+        let demo = catalog.get(DEMO_NAME).unwrap();
+        assert_eq!(demo.title, "my own demo");
+        assert!(!is_builtin(demo));
     }
 }

@@ -1,5 +1,5 @@
 //! The library-level client of `msxsync serve`, used by `list`, `play`, tests, benchmarks
-//! and bots, plus the `msxsync list` subcommand.
+//! and bots.
 //!
 //! [`connect`] opens the WebSocket and does the Hello/Welcome exchange; [`Client`] then
 //! offers the request/answer calls (`list_games`, `join`, `fetch_rom`). To send and
@@ -12,10 +12,10 @@ use crate::delta::Change;
 use crate::protocol::{
     self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
 };
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use async_tungstenite::smol::ConnectStream;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -24,69 +24,6 @@ use std::time::Duration;
 
 /// How long connecting (TCP, WebSocket handshake, Hello/Welcome) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Arguments of `msxsync list`.
-#[derive(clap::Args, Debug)]
-pub struct ListArgs {
-    /// Server to ask: HOST, HOST:PORT, [IPV6]:PORT or a ws:// URL (default port 4567).
-    #[arg(long, value_name = "HOST[:PORT]", default_value = "localhost:4567")]
-    pub server: String,
-}
-
-/// Runs `msxsync list`: prints the server's games and who plays them.
-pub fn run_list(args: ListArgs) -> Result<()> {
-    smol::block_on(async {
-        let mut client = connect(&args.server, "msxsync list").await?;
-        let games = client.list_games().await?;
-        print!(
-            "{}",
-            format_games(client.server(), client.software(), &games)
-        );
-        client.close().await;
-        Ok(())
-    })
-}
-
-/// The `msxsync list` text: one paragraph per game.
-pub fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    // The server's version first, so players can get the same release (only a server
-    // of this protocol gets this far, but releases can still differ).
-    let _ = writeln!(
-        out,
-        "{server} runs {} (protocol {PROTOCOL_VERSION}) and serves {} game{}:",
-        printable(software),
-        games.len(),
-        if games.len() == 1 { "" } else { "s" }
-    );
-    let own = crate::version::software();
-    if software != own {
-        let _ = writeln!(out, "(this machine runs {own})");
-    }
-    for g in games {
-        let _ = writeln!(out);
-        let _ = writeln!(out, "{}  \"{}\"", g.name, printable(&g.title));
-        let _ = writeln!(
-            out,
-            "  rom {} bytes, {} shared byte{}",
-            g.rom_size,
-            g.shared_bytes,
-            if g.shared_bytes == 1 { "" } else { "s" }
-        );
-        if g.players.is_empty() {
-            let _ = writeln!(out, "  no players");
-        } else {
-            let names: Vec<String> = g
-                .players
-                .iter()
-                .map(|p| format!("{} (#{})", printable(&p.name), p.id))
-                .collect();
-            let _ = writeln!(out, "  {} playing: {}", g.players.len(), names.join(", "));
-        }
-    }
-    out
-}
 
 /// Text from the network for the terminal (names come from other people): control
 /// characters are shown escaped, so a name cannot move the cursor or clear the screen.
@@ -194,7 +131,7 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
         let (ws, _) =
             async_tungstenite::smol::connect_async_with_config(url.as_str(), Some(config))
                 .await
-                .with_context(|| format!("cannot connect to server {shown}"))?;
+                .map_err(|e| connect_error(&shown, &e))?;
         // Changes are small and latency matters more than packet count.
         let _ = ws.get_ref().set_nodelay(true);
         let (sink, source) = ws.split();
@@ -245,6 +182,26 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
         )
     })
     .await
+}
+
+/// Why connecting to `shown` failed, said once, with what to do when nothing listens.
+fn connect_error(shown: &str, e: &WsError) -> anyhow::Error {
+    match e {
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => anyhow!(
+            "cannot connect to server {shown}: connection refused; is `msxsync serve` \
+             running there? use --server HOST[:PORT] to pick another server"
+        ),
+        _ => anyhow!("cannot connect to server {shown}: {}", ws_text(e)),
+    }
+}
+
+/// A WebSocket error in words. tungstenite's errors print their cause and also return
+/// it as their source, so as an anyhow cause the cause was said twice.
+fn ws_text(e: &WsError) -> String {
+    match e {
+        WsError::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// A connection to a server after Hello/Welcome.
@@ -350,10 +307,7 @@ impl ClientSender {
     /// Sends any protocol message.
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
         let bytes = protocol::encode(msg);
-        self.sink
-            .send(Message::Binary(bytes.into()))
-            .await
-            .with_context(|| format!("cannot send to server {}", self.server))
+        self.send_raw(Message::Binary(bytes.into())).await
     }
 
     /// Sends a raw WebSocket message; for tests of the server's input checks.
@@ -361,7 +315,7 @@ impl ClientSender {
         self.sink
             .send(msg)
             .await
-            .with_context(|| format!("cannot send to server {}", self.server))
+            .map_err(|e| anyhow!("cannot send to server {}: {}", self.server, ws_text(&e)))
     }
 
     /// Closes the connection (errors ignored).
@@ -426,8 +380,10 @@ impl ClientReceiver {
             let msg = match self.source.next().await {
                 None => bail!("server {} closed the connection", self.server),
                 Some(Err(e)) => {
-                    return Err(
-                        anyhow!(e).context(format!("connection to server {} failed", self.server))
+                    bail!(
+                        "connection to server {} failed: {}",
+                        self.server,
+                        ws_text(&e)
                     )
                 }
                 Some(Ok(m)) => m,
@@ -499,7 +455,6 @@ mod tests {
         assert_eq!(printable("ann\u{1b}[2J\n"), "ann\\u{1b}[2J\\n");
         assert_eq!(printable("Émile 🎮"), "Émile 🎮");
     }
-    use crate::protocol::PlayerInfo;
 
     #[test]
     fn server_addresses_parse() {
@@ -540,49 +495,5 @@ mod tests {
             .to_string()
             .contains("TLS"));
         assert!(server_url("http://h").is_err());
-    }
-
-    #[test]
-    fn list_output_is_readable() {
-        let games = vec![GameInfo {
-            name: "knight".into(),
-            title: "Knight\u{7}mare".into(),
-            rom_size: 32768,
-            rom_sha256: [0; 32],
-            shared_bytes: 9,
-            machine: None,
-            romtype: None,
-            sync_when: None,
-            players: vec![
-                PlayerInfo {
-                    id: 1,
-                    name: "ann".into(),
-                },
-                PlayerInfo {
-                    id: 4,
-                    name: "bob".into(),
-                },
-            ],
-        }];
-        let own = crate::version::software();
-        let text = format_games("h:1", &own, &games);
-        assert!(
-            text.starts_with(&format!(
-                "h:1 runs {own} (protocol {PROTOCOL_VERSION}) and serves 1 game:\n\n"
-            )),
-            "{text}"
-        );
-        assert!(text.contains("knight  \"Knight\\u{7}mare\""), "{text}");
-        assert!(text.contains("rom 32768 bytes, 9 shared bytes"), "{text}");
-        assert!(text.contains("2 playing: ann (#1), bob (#4)"), "{text}");
-        // Another release of the same protocol: both are shown, the server's filtered.
-        let other = format_games("h", "msxsync 9.9\u{1b}[2J", &[]);
-        assert!(
-            other.starts_with(&format!(
-                "h runs msxsync 9.9\\u{{1b}}[2J (protocol {PROTOCOL_VERSION}) and serves 0 \
-                 games:\n(this machine runs {own})\n"
-            )),
-            "{other}"
-        );
     }
 }

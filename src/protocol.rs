@@ -148,7 +148,7 @@ pub struct GameInfo {
     /// openMSX mapper type (`romtype:`), if the game names one.
     pub romtype: Option<String>,
     /// Condition on RAM that must hold before the player syncs (`sync-when:`), as
-    /// written in the regions file. Clients parse it with `regions::parse_sync_when`
+    /// written in the regions file. Clients parse it with `sync_when::parse_sync_when`
     /// and never paste it into Tcl.
     pub sync_when: Option<String>,
     /// Players currently in the game.
@@ -372,11 +372,6 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
         .map_err(|e| DecodeError(format!("malformed message: {e}")))?;
     msg.check_limits().map_err(DecodeError)?;
     Ok(msg)
-}
-
-/// Lowercase hex of bytes, e.g. for showing a SHA-256.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

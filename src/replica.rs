@@ -25,10 +25,19 @@ use crate::delta::{self, Change};
 use crate::protocol::PlayerId;
 use std::collections::{HashMap, VecDeque};
 
+/// One batch of own changes: what a player sends in one `ClientMsg::Changes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The player's number for it, echoed back by the server in its update.
+    pub number: u32,
+    /// The changes, in flush order.
+    pub changes: Vec<Change>,
+}
+
 /// Own batches sent but not yet echoed back by the server.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight {
-    batches: VecDeque<(u32, Vec<Change>)>,
+    batches: VecDeque<Batch>,
     /// Per (region, byte): how many in-flight changes cover each of its 8 bits. Keeps
     /// `protect` proportional to the change, not to the number of batches in flight
     /// (a busy player has thousands).
@@ -46,7 +55,10 @@ impl InFlight {
         for c in changes {
             self.count(c, true);
         }
-        self.batches.push_back((batch, changes.to_vec()));
+        self.batches.push_back(Batch {
+            number: batch,
+            changes: changes.to_vec(),
+        });
     }
 
     fn count(&mut self, c: &Change, add: bool) {
@@ -70,10 +82,10 @@ impl InFlight {
     /// The server echoed `batch`: forget it. Returns whether it was in flight.
     pub fn ack(&mut self, batch: u32) -> bool {
         // Echoes come in sending order, so this is nearly always the front.
-        match self.batches.iter().position(|(b, _)| *b == batch) {
+        match self.batches.iter().position(|b| b.number == batch) {
             Some(i) => {
-                if let Some((_, changes)) = self.batches.remove(i) {
-                    for c in &changes {
+                if let Some(b) = self.batches.remove(i) {
+                    for c in &b.changes {
                         self.count(c, false);
                     }
                 }
@@ -85,12 +97,12 @@ impl InFlight {
 
     /// Every change in flight, oldest batch first.
     pub fn changes(&self) -> impl Iterator<Item = &Change> {
-        self.batches.iter().flat_map(|(_, c)| c.iter())
+        self.batches.iter().flat_map(|b| b.changes.iter())
     }
 
     /// Every batch in flight with its number, oldest first.
-    pub fn batches(&self) -> impl Iterator<Item = (u32, &[Change])> {
-        self.batches.iter().map(|(b, c)| (*b, c.as_slice()))
+    pub fn batches(&self) -> impl Iterator<Item = &Batch> {
+        self.batches.iter()
     }
 
     /// Whether no batch is in flight.
@@ -218,7 +230,7 @@ impl Replica {
 
     /// Flushes and sends at once: returns the batch number and changes to send, or
     /// `None` when RAM equals the shadow and nothing waits to be sent.
-    pub fn flush(&mut self) -> Option<(u32, Vec<Change>)> {
+    pub fn flush(&mut self) -> Option<Batch> {
         self.flush_only();
         self.send()
     }
@@ -240,12 +252,12 @@ impl Replica {
 
     /// Sends the oldest flushed changes: records them as in flight and returns them
     /// with their batch number, or `None` when nothing was flushed.
-    pub fn send(&mut self) -> Option<(u32, Vec<Change>)> {
+    pub fn send(&mut self) -> Option<Batch> {
         let changes = self.outbox.pop_front()?;
-        let batch = self.next_batch;
+        let number = self.next_batch;
         self.next_batch = self.next_batch.wrapping_add(1);
-        self.in_flight.record(batch, &changes);
-        Some((batch, changes))
+        self.in_flight.record(number, &changes);
+        Some(Batch { number, changes })
     }
 
     /// Whether flushed changes wait to be sent.
@@ -326,12 +338,12 @@ mod tests {
         let mut r = Replica::new(1, vec![vec![0; 4]]);
         assert!(r.flush().is_none());
         r.write(0, 1, 0x0f, 0x03);
-        let (batch, changes) = r.flush().unwrap();
-        assert_eq!(batch, 1);
+        let Batch { number, changes } = r.flush().unwrap();
+        assert_eq!(number, 1);
         assert_eq!(changes, vec![bits(0, 1, vec![0x03], vec![0x03])]);
         assert!(r.flush().is_none(), "already sent");
         assert_eq!(r.in_flight().len(), 1);
-        r.receive(1, batch, &changes);
+        r.receive(1, number, &changes);
         assert!(r.in_flight().is_empty());
         assert_eq!(r.ram()[0], vec![0, 3, 0, 0]);
     }
@@ -340,7 +352,7 @@ mod tests {
     fn remote_update_does_not_override_in_flight_bits() {
         let mut r = Replica::new(1, vec![vec![0]]);
         r.write(0, 0, 0x01, 0x01);
-        let (b, _) = r.flush().unwrap();
+        let b = r.flush().unwrap().number;
         // Player 2's update was sequenced before our batch: bit 0 is ours, bit 1 theirs.
         r.receive(2, 7, &[bits(0, 0, vec![0x02], vec![0x03])]);
         assert_eq!(r.ram()[0], vec![0x03]);
@@ -361,7 +373,7 @@ mod tests {
         // Bits 2 and 3 keep the game's values, the untouched bits take the remote ones.
         assert_eq!(r.ram()[0][0], 0b1011);
         assert_eq!(r.shadow()[0][0], 7);
-        let (_, changes) = r.flush().unwrap();
+        let changes = r.flush().unwrap().changes;
         assert_eq!(changes, vec![bits(0, 0, vec![0b1011], vec![0b1100])]);
     }
 }

@@ -5,7 +5,8 @@
 //! damaged file is fetched again instead of being started.
 
 use crate::catalog::sha256;
-use crate::protocol::hex;
+use crate::dirs::Xdg;
+use crate::hex;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -25,20 +26,10 @@ impl RomCache {
     /// `~/.cache/msxsync/roms` (Windows: `%LOCALAPPDATA%\msxsync\roms`), else a folder
     /// under the system's temporary folder.
     pub fn default_dir() -> PathBuf {
-        let cache_home = std::env::var_os("XDG_CACHE_HOME");
-        // Windows has no HOME; its per-user place for caches is %LOCALAPPDATA%.
-        #[cfg(windows)]
-        let cache_home = cache_home.or_else(|| std::env::var_os("LOCALAPPDATA"));
-        let base = cache_home
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .map(|h| PathBuf::from(h).join(".cache"))
-            })
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("msxsync").join("roms")
+        Xdg::from_env()
+            .cache_home()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("msxsync/roms")
     }
 
     /// The folder this cache uses.
@@ -48,7 +39,7 @@ impl RomCache {
 
     /// Where the ROM with this hash is (or would be) stored.
     pub fn path_for(&self, sha: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!("{}.rom", hex(sha)))
+        self.dir.join(format!("{}.rom", hex::encode(sha)))
     }
 
     /// The cached ROM's path if the cache holds an intact copy.
@@ -65,8 +56,8 @@ impl RomCache {
         if got != *sha {
             anyhow::bail!(
                 "the server sent a rom with sha-256 {} but announced {}",
-                hex(&got),
-                hex(sha)
+                hex::encode(&got),
+                hex::encode(sha)
             );
         }
         std::fs::create_dir_all(&self.dir)
@@ -74,7 +65,7 @@ impl RomCache {
         let path = self.path_for(sha);
         let tmp = self
             .dir
-            .join(format!(".{}.{}.tmp", hex(sha), std::process::id()));
+            .join(format!(".{}.{}.tmp", hex::encode(sha), std::process::id()));
         std::fs::write(&tmp, data).with_context(|| format!("could not write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("could not move rom into {}", path.display()))?;

@@ -149,18 +149,29 @@ fn a_missing_openmsx_says_how_to_install_it() {
 }
 
 #[test]
-fn an_unreachable_server_is_a_clear_error() {
+fn an_unreachable_server_is_said_once_with_what_to_do() {
     // Port 9 on loopback: nothing listens there in a test machine.
-    let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-        .args(["play", "--game", "demo", "--server", "127.0.0.1:9"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot connect to server 127.0.0.1:9"),
-        "{err}"
-    );
+    for args in [
+        &["play", "--game", "demo", "--server", "127.0.0.1:9"][..],
+        &["list", "--server", "127.0.0.1:9"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(
+                "msxsync: error: cannot connect to server 127.0.0.1:9: connection refused; \
+                 is `msxsync serve` running there? use --server HOST[:PORT]"
+            ),
+            "{args:?}: {err}"
+        );
+        // Once: not again from each link of the error chain.
+        assert_eq!(err.to_lowercase().matches("refused").count(), 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }
 
 #[test]

@@ -4,34 +4,18 @@
 //! receives everything, every player's RAM equals the server's state (I2), and nobody
 //! ever sends a change it did not make (I1).
 
-use msxsync::delta::Change;
+mod common;
+
+use common::rng::Rng;
 use msxsync::protocol::{PlayerId, RegionInfo, ServerMsg};
-use msxsync::replica::Replica;
+use msxsync::replica::{Batch, Replica};
 use msxsync::server::game::GameState;
 use std::collections::VecDeque;
-
-/// xorshift64: deterministic pseudo-random numbers without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Player {
     replica: Replica,
     /// Batches sent but not yet read by the server (a connection keeps their order).
-    uplink: VecDeque<(u32, Vec<Change>)>,
+    uplink: VecDeque<Batch>,
     /// Updates sent by the server but not yet read by this player (in seq order).
     inbox: VecDeque<ServerMsg>,
     /// Whether the game wrote since the last flush (a flush without it must send nothing).
@@ -103,13 +87,13 @@ impl Sim {
 
     /// The server reads player `p`'s oldest batch and fans the update out.
     fn server_reads(&mut self, p: usize) {
-        let Some((batch, changes)) = self.players[p].uplink.pop_front() else {
+        let Some(Batch { number, changes }) = self.players[p].uplink.pop_front() else {
             return;
         };
         let id = self.players[p].replica.player();
         let update = self
             .server
-            .accept(id, batch, changes)
+            .accept(id, number, changes)
             .expect("a replica's changes are valid");
         for q in &mut self.players {
             q.inbox.push_back(update.clone());

@@ -7,21 +7,12 @@ mod common;
 use common::testrom::{self, *};
 use common::{poll, require_openmsx, require_program};
 use msxsync::delta::Change;
-use msxsync::openmsx::{Event, HookEvent, Hooks, LaunchOptions, OpenMsx};
+use msxsync::openmsx::{Event, HookEvent, Hooks, OpenMsx};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Generous: a loaded CI machine (2 cores shared) can be slow.
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn launch(cart: Option<&Path>) -> LaunchOptions {
-    LaunchOptions {
-        machine: Some("C-BIOS_MSX1".into()),
-        cart: cart.map(Path::to_path_buf),
-        headless: true,
-        ..LaunchOptions::default()
-    }
-}
 
 /// The test game running with hooks on its regions.
 struct Game {
@@ -420,7 +411,7 @@ fn hooks_survive_loadstate() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     // The path goes to Tcl hex-encoded, never pasted.
-    let state_hex = msxsync::protocol::hex(state.to_str().unwrap().as_bytes());
+    let state_hex = msxsync::hex::encode(state.to_str().unwrap().as_bytes());
     smol::block_on(async {
         let mut g = Game::start().await;
         g.msx

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Game name used on both sides of the comparison (six letters, as in the
-/// side-by-side run of design.md that gave 70 bytes up and 78 down).
+/// side-by-side run of docs/architecture.md, "The original tool", that gave 70 bytes up
+/// and 78 down).
 const GAME: &str = "sample";
 /// The call id the original's client puts in a `notify` call; ids count up from 0
 /// per connection, so two digits is the common case once a game runs.
@@ -336,7 +337,7 @@ pub fn run() -> Section {
          and answers the writer `[\"return\", [ID, null]]`. With a two-digit call id \
          ({ORIGINAL_CALL_ID}) and a six-letter game name (`{GAME}`) this gives 70 bytes up and 78 \
          down for one changed byte of an 8-byte region, the figures measured side by side \
-         in design.md, which is what calibrates the model."
+         in docs/architecture.md (\"The original tool\"), which is what calibrates the model."
     );
     Section {
         key: "wire",
@@ -357,7 +358,7 @@ pub fn self_check() {
     assert_eq!(ws_header(10, true), 6);
     assert_eq!(ws_header(126, false), 4);
     assert_eq!(ws_header(70_000, true), 14);
-    // The calibration from design.md: one changed byte of an 8-byte region.
+    // The calibration from docs/architecture.md: one changed byte of an 8-byte region.
     let region = [0, 0, 0, 1, 0, 0, 0, 0];
     assert_eq!(original_up(0xe000, &region, ORIGINAL_CALL_ID), 70);
     assert_eq!(original_down(GAME, 0xe000, &region), 78);

@@ -374,11 +374,6 @@ impl OpenMsx {
         })
     }
 
-    /// Like [`OpenMsx::command`], for code that is not async (tests, setup code).
-    pub fn command_blocking(&self, tcl: &str) -> Result<String> {
-        smol::block_on(self.command(tcl))
-    }
-
     /// Writes a command and queues the slot for its reply, both under the writer lock
     /// so that the queue order is the write order.
     fn send(

@@ -7,7 +7,7 @@
 //! Typical use (see `play`):
 //! 1. [`Hooks::load`] right after [`OpenMsx::spawn`];
 //! 2. [`Hooks::wait_for_cartridge`] powers the machine on and waits for the ROM's INIT;
-//! 3. [`Hooks::watch`] the regions (or [`Hooks::install`] = load + watch);
+//! 3. [`Hooks::watch`] the regions;
 //! 4. [`Hooks::write_state`] with the server's state;
 //! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` go to the
 //!    server, `MachineSwitched` means "write the server's state again";
@@ -15,8 +15,9 @@
 
 use super::connection::{Event, OpenMsx, Reply};
 use crate::delta::Change;
+use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
-use crate::regions::{Op, SyncWhen};
+use crate::sync_when::{Op, SyncWhen};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -26,6 +27,57 @@ pub const SCRIPT: &str = include_str!("hooks.tcl");
 
 /// The user setting through which the hooks push data (see hooks.tcl for the format).
 pub const PUSH_SETTING: &str = "msxsync_out";
+
+/// Declares a constant per Tcl proc and [`procs::ALL`] listing them, from one table.
+macro_rules! tcl_procs {
+    ($($(#[$doc:meta])* $id:ident = $name:literal;)*) => {
+        $($(#[$doc])* pub const $id: &str = $name;)*
+        /// Every proc above: `script_defines_every_proc_rust_calls` checks hooks.tcl
+        /// defines each one.
+        pub const ALL: &[&str] = &[$($id),*];
+    };
+}
+
+/// The procs of hooks.tcl that Rust calls. Every call in this file names its proc
+/// through this table, so the test that hooks.tcl defines them all covers every call.
+pub mod procs {
+    tcl_procs! {
+        /// Creates the push channel: `setup TOKEN API`.
+        SETUP = "msxsync::setup";
+        /// Watches regions: `install {START LEN ...}`.
+        INSTALL = "msxsync::install";
+        /// Applies remote changes: `apply {REGION OFFSET VALUESHEX MASKSHEX ...}`.
+        APPLY = "msxsync::apply";
+        /// Writes whole regions into RAM and shadow: `write_state {HEX ...}`.
+        WRITE_STATE = "msxsync::write_state";
+        /// The RAM of every region, hex.
+        READ = "msxsync::read";
+        /// The shadow of every region, hex.
+        READ_SHADOW = "msxsync::read_shadow";
+        /// Flushes now.
+        FLUSH = "msxsync::flush";
+        /// Stops reporting and applying.
+        HOLD = "msxsync::hold";
+        /// 1 while active, 0 while holding.
+        IS_ACTIVE = "msxsync::is_active";
+        /// Continues emulation after a pause of the hooks.
+        RESUME = "msxsync::resume";
+        /// Repairs bytes: `force {REGION OFFSET VALUESHEX ...}`.
+        FORCE = "msxsync::force";
+        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED`.
+        GATE_SETUP = "msxsync::gate_setup";
+        /// The gate: -1, 0 or 1.
+        GATE_STATE = "msxsync::gate_state";
+        /// Binds the join key: `bind_join KEY`.
+        BIND_JOIN = "msxsync::bind_join";
+        /// Removes every watchpoint, breakpoint, binding and timer.
+        UNINSTALL = "msxsync::uninstall";
+        /// The cartridge INIT breakpoint: `arm_init ADDR H0 H1 H2 H3 PAUSE`.
+        ARM_INIT = "msxsync::arm_init";
+        /// Removes the INIT breakpoint.
+        DISARM_INIT = "msxsync::disarm_init";
+    }
+}
 
 /// What the hooks reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,33 +118,6 @@ fn uses_new_watchpoint_api(version: (u32, u32)) -> bool {
     version.0 >= 21
 }
 
-/// Lowercase hex of bytes.
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Decodes hex (either case); an error for odd lengths or other characters.
-pub fn decode_hex(text: &str) -> Result<Vec<u8>> {
-    let digits = text.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        bail!("hex string of odd length {}", digits.len());
-    }
-    let nibble = |c: u8| -> Result<u8> {
-        (c as char)
-            .to_digit(16)
-            .map(|d| d as u8)
-            .ok_or_else(|| anyhow!("bad hex digit {:?}", c as char))
-    };
-    digits
-        .chunks(2)
-        .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
-}
-
 /// Formats changes as the flat Tcl list `REGION OFFSET VALUESHEX MASKSHEX ...` that
 /// `msxsync::apply` takes: numbers and hex only.
 pub fn format_changes(changes: &[Change]) -> String {
@@ -106,8 +131,8 @@ pub fn format_changes(changes: &[Change]) -> String {
             "{} {} {} {}",
             c.region,
             c.offset,
-            hex(&c.values),
-            hex(&c.masks)
+            hex::encode(&c.values),
+            hex::encode(&c.masks)
         );
     }
     out
@@ -132,27 +157,6 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
     let kind = words.next().context("push without a kind")?;
     let rest: Vec<&str> = words.collect();
     let event = match kind {
-        "c" => {
-            if rest.is_empty() || !rest.len().is_multiple_of(4) {
-                bail!("change push with {} words, not groups of 4", rest.len());
-            }
-            let mut changes = Vec::with_capacity(rest.len() / 4);
-            for g in rest.chunks(4) {
-                let change = Change {
-                    region: g[0]
-                        .parse()
-                        .with_context(|| format!("bad region {:?}", g[0]))?,
-                    offset: g[1]
-                        .parse()
-                        .with_context(|| format!("bad offset {:?}", g[1]))?,
-                    values: decode_hex(g[2]).context("bad values in push")?,
-                    masks: decode_hex(g[3]).context("bad masks in push")?,
-                };
-                change.check(region_sizes).map_err(|e| anyhow!("{e}"))?;
-                changes.push(change);
-            }
-            HookEvent::LocalChanges(changes)
-        }
         "d" => {
             if rest.is_empty() || !rest.len().is_multiple_of(4) {
                 bail!("diff push with {} words, not groups of 4", rest.len());
@@ -165,8 +169,8 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
                 let offset: u16 = g[1]
                     .parse()
                     .with_context(|| format!("bad offset {:?}", g[1]))?;
-                let old = decode_hex(g[2]).context("bad old bytes in push")?;
-                let new = decode_hex(g[3]).context("bad new bytes in push")?;
+                let old = hex::decode(g[2]).context("bad old bytes in push")?;
+                let new = hex::decode(g[3]).context("bad new bytes in push")?;
                 if old.len() != new.len() || old.is_empty() {
                     bail!(
                         "diff push with {} old and {} new bytes",
@@ -199,8 +203,17 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
     Ok(Some(event))
 }
 
-/// Checks regions before they go to openMSX and returns (start, length) pairs.
-pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
+/// A watched region as the hooks take it: first CPU address and length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First address.
+    pub start: u16,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+/// Checks regions before they go to openMSX and returns their spans.
+pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<Span>> {
     if regions.len() > MAX_REGIONS {
         bail!("{} regions, the limit is {MAX_REGIONS}", regions.len());
     }
@@ -215,7 +228,10 @@ pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
             );
         }
         total += r.len();
-        spans.push((r.start, r.len()));
+        spans.push(Span {
+            start: r.start,
+            len: r.len(),
+        });
     }
     if total > MAX_SHARED_BYTES {
         bail!("{total} shared bytes, the limit is {MAX_SHARED_BYTES}");
@@ -238,7 +254,7 @@ fn new_token() -> u32 {
 pub struct Hooks {
     msx: OpenMsx,
     token: u32,
-    spans: Vec<(u16, usize)>,
+    spans: Vec<Span>,
 }
 
 impl Hooks {
@@ -255,7 +271,7 @@ impl Hooks {
             .context("loading the msxsync hooks into openmsx")?;
         let token = new_token();
         let api = u8::from(uses_new_watchpoint_api(version));
-        msx.command(&format!("msxsync::setup {token} {api}"))
+        msx.command(&format!("{} {token} {api}", procs::SETUP))
             .await
             .context("creating the msxsync push channel")?;
         Ok(Hooks {
@@ -265,20 +281,16 @@ impl Hooks {
         })
     }
 
-    /// Loads the hooks and watches `regions` ([`Hooks::load`] then [`Hooks::watch`]).
-    pub async fn install(msx: &OpenMsx, regions: &[RegionInfo]) -> Result<Hooks> {
-        let mut hooks = Hooks::load(msx).await?;
-        hooks.watch(regions).await?;
-        Ok(hooks)
-    }
-
     /// Watches `regions` (replacing any earlier ones). The shadow starts as the current
     /// RAM, so only writes from now on are reported.
     pub async fn watch(&mut self, regions: &[RegionInfo]) -> Result<()> {
         let spans = region_spans(regions)?;
-        let list: Vec<String> = spans.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let list: Vec<String> = spans
+            .iter()
+            .map(|s| format!("{} {}", s.start, s.len))
+            .collect();
         self.msx
-            .command(&format!("msxsync::install {{{}}}", list.join(" ")))
+            .command(&format!("{} {{{}}}", procs::INSTALL, list.join(" ")))
             .await
             .context("installing the msxsync watchpoints")?;
         self.spans = spans;
@@ -292,7 +304,7 @@ impl Hooks {
 
     /// Byte sizes of the watched regions, in order.
     pub fn region_sizes(&self) -> Vec<usize> {
-        self.spans.iter().map(|&(_, n)| n).collect()
+        self.spans.iter().map(|s| s.len).collect()
     }
 
     /// Interprets an event: `None` when it is not a push of these hooks (logs, other
@@ -337,7 +349,7 @@ impl Hooks {
                 .map_err(|e| anyhow!("not applying a change: {e}"))?;
         }
         self.msx
-            .post(&format!("msxsync::apply {{{}}}", format_changes(changes)))
+            .post(&format!("{} {{{}}}", procs::APPLY, format_changes(changes)))
     }
 
     /// Writes whole regions into RAM and shadow (bringing a player to the server's
@@ -356,9 +368,9 @@ impl Hooks {
                 bail!("state of region {i} has {} bytes, the region {n}", s.len());
             }
         }
-        let hexes: Vec<String> = state.iter().map(|s| hex(s)).collect();
+        let hexes: Vec<String> = state.iter().map(|s| hex::encode(s)).collect();
         self.msx
-            .command(&format!("msxsync::write_state {{{}}}", hexes.join(" ")))
+            .command(&format!("{} {{{}}}", procs::WRITE_STATE, hexes.join(" ")))
             .await
             .context("writing the shared state into openmsx")?;
         Ok(())
@@ -384,7 +396,7 @@ impl Hooks {
             .zip(&sizes)
             .enumerate()
             .map(|(i, (p, &n))| {
-                let bytes = decode_hex(p).with_context(|| format!("region {i} from openmsx"))?;
+                let bytes = hex::decode(p).with_context(|| format!("region {i} from openmsx"))?;
                 if bytes.len() != n {
                     bail!("region {i} from openmsx has {} bytes, not {n}", bytes.len());
                 }
@@ -395,45 +407,34 @@ impl Hooks {
 
     /// The current RAM of every watched region.
     pub async fn read_state(&self) -> Result<Vec<Vec<u8>>> {
-        self.read_hex_list("msxsync::read").await
+        self.read_hex_list(procs::READ).await
     }
 
     /// The hooks' shadow of every region (what was last synced); for tests and checks.
     pub async fn read_shadow(&self) -> Result<Vec<Vec<u8>>> {
-        self.read_hex_list("msxsync::read_shadow").await
+        self.read_hex_list(procs::READ_SHADOW).await
     }
 
     /// Flushes now instead of at the next scheduled flush (e.g. before quitting).
     pub async fn flush(&self) -> Result<()> {
-        self.msx.command("msxsync::flush").await.map(|_| ())
-    }
-
-    /// Reinstalls the watchpoints and takes RAM as the shadow. The hooks do this by
-    /// themselves on a machine switch; call it after anything else that changes RAM
-    /// behind their back, then [`Hooks::write_state`].
-    pub async fn reinstall(&self) -> Result<()> {
-        self.msx
-            .command("msxsync::reinstall")
-            .await
-            .map(|_| ())
-            .context("reinstalling the msxsync watchpoints")
+        self.msx.command(procs::FLUSH).await.map(|_| ())
     }
 
     /// Stops reporting game writes and applying remote changes until the next
     /// [`Hooks::write_state`]. What the game changed before is flushed first.
     pub async fn hold(&self) -> Result<()> {
-        self.msx.command("msxsync::hold").await.map(|_| ())
+        self.msx.command(procs::HOLD).await.map(|_| ())
     }
 
     /// Whether the hooks are syncing (true) or holding (false).
     pub async fn is_active(&self) -> Result<bool> {
-        Ok(self.msx.command("msxsync::is_active").await?.trim() == "1")
+        Ok(self.msx.command(procs::IS_ACTIVE).await?.trim() == "1")
     }
 
     /// Continues emulation after the pause at the cartridge's INIT (no-op otherwise).
     pub async fn resume(&self) -> Result<()> {
         self.msx
-            .command("msxsync::resume")
+            .command(procs::RESUME)
             .await
             .map(|_| ())
             .context("resuming emulation")
@@ -443,10 +444,10 @@ impl Hooks {
     /// that changed behind the watchpoints' back. Masks are ignored.
     pub async fn force(&self, changes: &[Change]) -> Result<()> {
         let sizes = self.region_sizes();
-        let mut cmd = String::from("msxsync::force {");
+        let mut cmd = format!("{} {{", procs::FORCE);
         for c in changes {
             c.check(&sizes).map_err(|e| anyhow!("not repairing: {e}"))?;
-            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex(&c.values));
+            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex::encode(&c.values));
         }
         cmd.push('}');
         self.msx
@@ -461,12 +462,13 @@ impl Hooks {
     /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
     /// RAM holds leftovers) and opens at the game's first write that makes it true.
     pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
-        let (addrs, expr) = gate_expression(cond);
+        let GateTcl { addrs, expr } = gate_expression(cond);
         let closed = u8::from(closed);
         let reply = self
             .msx
             .command(&format!(
-                "msxsync::gate_setup {{{addrs}}} {{{expr}}} {closed}"
+                "{} {{{addrs}}} {{{expr}}} {closed}",
+                procs::GATE_SETUP
             ))
             .await
             .context("installing the sync-when gate")?;
@@ -475,7 +477,7 @@ impl Hooks {
 
     /// The gate: `None` without one, else whether it is open.
     pub async fn gate_state(&self) -> Result<Option<bool>> {
-        let reply = self.msx.command("msxsync::gate_state").await?;
+        let reply = self.msx.command(procs::GATE_STATE).await?;
         Ok(match reply.trim() {
             "1" => Some(true),
             "0" => Some(false),
@@ -487,7 +489,7 @@ impl Hooks {
     /// [`HookEvent::JoinRequested`].
     pub async fn bind_join_key(&self) -> Result<()> {
         self.msx
-            .command(&format!("msxsync::bind_join {JOIN_KEY}"))
+            .command(&format!("{} {JOIN_KEY}", procs::BIND_JOIN))
             .await
             .map(|_| ())
             .context("binding the join key")
@@ -499,7 +501,7 @@ impl Hooks {
         self.msx
             .command(&format!(
                 "message [binary decode hex {}] info",
-                hex(text.as_bytes())
+                hex::encode(text.as_bytes())
             ))
             .await
             .map(|_| ())
@@ -507,7 +509,7 @@ impl Hooks {
 
     /// Removes the watchpoints and breakpoints (leaves an attached openMSX clean).
     pub async fn uninstall(&self) -> Result<()> {
-        self.msx.command("msxsync::uninstall").await.map(|_| ())
+        self.msx.command(procs::UNINSTALL).await.map(|_| ())
     }
 
     /// Waits until the CPU reaches the cartridge's INIT routine, powering the machine
@@ -530,8 +532,12 @@ impl Hooks {
         };
         self.msx
             .command(&format!(
-                "msxsync::arm_init {init} {} {} {} {} 1",
-                rom[0], rom[1], rom[2], rom[3]
+                "{} {init} {} {} {} {} 1",
+                procs::ARM_INIT,
+                rom[0],
+                rom[1],
+                rom[2],
+                rom[3]
             ))
             .await
             .context("setting the cartridge start breakpoint")?;
@@ -562,7 +568,7 @@ impl Hooks {
         )
         .await;
         if !matches!(outcome, Ok(true)) {
-            let _ = self.msx.command("msxsync::disarm_init").await;
+            let _ = self.msx.command(procs::DISARM_INIT).await;
         }
         outcome
     }
@@ -571,9 +577,18 @@ impl Hooks {
 /// The key a player presses in openMSX to join a game already in progress.
 pub const JOIN_KEY: &str = "F12";
 
+/// A `sync-when:` condition as `msxsync::gate_setup` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateTcl {
+    /// The byte addresses the condition reads, decimal, space-separated.
+    pub addrs: String,
+    /// A Tcl expression over `[debug read memory ADDR]` terms and decimal numbers.
+    pub expr: String,
+}
+
 /// Turns a `sync-when:` condition into the byte addresses it reads and a Tcl
 /// expression over them. Only numbers formatted here go into the expression.
-pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
+pub fn gate_expression(cond: &SyncWhen) -> GateTcl {
     let mut addrs: Vec<u16> = cond.addresses();
     addrs.sort_unstable();
     addrs.dedup();
@@ -601,7 +616,10 @@ pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
         })
         .collect();
     let addrs: Vec<String> = addrs.iter().map(u16::to_string).collect();
-    (addrs.join(" "), groups.join(" || "))
+    GateTcl {
+        addrs: addrs.join(" "),
+        expr: groups.join(" || "),
+    }
 }
 
 /// The INIT address from a cartridge header ("AB", INIT little endian at 2..3), or
@@ -621,8 +639,8 @@ mod tests {
     #[test]
     fn gate_expressions_hold_only_numbers() {
         let cond =
-            crate::regions::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
-        let (addrs, expr) = gate_expression(&cond);
+            crate::sync_when::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
+        let GateTcl { addrs, expr } = gate_expression(&cond);
         assert_eq!(addrs, "57344 57345 57634");
         assert_eq!(
             expr,
@@ -644,12 +662,40 @@ mod tests {
                 masks: vec![0x01, 0x00, 0x80],
             }]))
         );
+        // Several spans in one push, each in its own region; bytes that did not
+        // change inside a span are no change.
+        assert_eq!(
+            parse_push("7 2 d 0 3 21 00 1 6 0000 0201", 7, &[4, 8]).unwrap(),
+            Some(HookEvent::LocalChanges(vec![
+                Change {
+                    region: 0,
+                    offset: 3,
+                    values: vec![0x00],
+                    masks: vec![0x21],
+                },
+                Change {
+                    region: 1,
+                    offset: 6,
+                    values: vec![0x02, 0x01],
+                    masks: vec![0x02, 0x01],
+                },
+            ]))
+        );
         // Out of the region, uneven, unchanged or garbage: refused.
-        assert!(parse_push("7 2 d 1 7 0011 0112", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 00 0011", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 11 11", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 zz 11", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 00", 7, &[4, 8]).is_err());
+        for bad in [
+            "7 2 d 1 7 0011 0112",
+            "7 2 d 2 0 00 01",
+            "7 2 d 0 0 00 0011",
+            "7 2 d 0 0 11 11",
+            "7 2 d 0 0 zz 11",
+            "7 2 d 0 0 00",
+            "7 2 d -1 0 00 01",
+            "7 2 d 0 x 00 01",
+            "7 2 d 0 0 \u{0}0 01",
+            "7 2 d",
+        ] {
+            assert!(parse_push(bad, 7, &[4, 8]).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
@@ -681,18 +727,6 @@ mod tests {
     }
 
     #[test]
-    fn hex_round_trips_and_rejects_garbage() {
-        assert_eq!(
-            decode_hex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
-            [0, 1, 0xab, 0xff]
-        );
-        assert_eq!(decode_hex("ABcd").unwrap(), [0xab, 0xcd]);
-        assert!(decode_hex("abc").is_err());
-        assert!(decode_hex("zz").is_err());
-        assert!(decode_hex("+1").is_err());
-    }
-
-    #[test]
     fn changes_format_as_numbers_and_hex() {
         let changes = [
             Change::bytes(0, 3, vec![0x21]),
@@ -710,23 +744,6 @@ mod tests {
     fn pushes_parse() {
         let sizes = [16, 64];
         assert_eq!(
-            parse_push("77 2 c 0 3 21 21 1 60 0102 ff01", 77, &sizes).unwrap(),
-            Some(HookEvent::LocalChanges(vec![
-                Change {
-                    region: 0,
-                    offset: 3,
-                    values: vec![0x21],
-                    masks: vec![0x21]
-                },
-                Change {
-                    region: 1,
-                    offset: 60,
-                    values: vec![1, 2],
-                    masks: vec![0xff, 0x01]
-                },
-            ]))
-        );
-        assert_eq!(
             parse_push("77 3 switched", 77, &sizes).unwrap(),
             Some(HookEvent::MachineSwitched)
         );
@@ -736,7 +753,7 @@ mod tests {
         );
         // Stale values of an earlier session, and the reset value, are not ours.
         assert_eq!(parse_push("", 77, &sizes).unwrap(), None);
-        assert_eq!(parse_push("76 9 c 0 0 01 01", 77, &sizes).unwrap(), None);
+        assert_eq!(parse_push("76 9 d 0 0 00 01", 77, &sizes).unwrap(), None);
         assert_eq!(parse_push("hello", 77, &sizes).unwrap(), None);
     }
 
@@ -745,19 +762,12 @@ mod tests {
         let sizes = [16, 64];
         for bad in [
             "77",
-            "77 x c 0 0 01 01",
+            "77 x d 0 0 00 01",
             "77 1",
-            "77 1 c",
-            "77 1 c 0 0 01",
-            "77 1 c 0 0 01 0101",
-            "77 1 c 2 0 01 01",
-            "77 1 c 0 16 01 01",
-            "77 1 c 0 15 0101 0101",
-            "77 1 c 0 0 zz 01",
-            "77 1 c -1 0 01 01",
-            "77 1 c 0 0 \u{0}1 01",
             "77 1 switched now",
             "77 1 exit",
+            // hooks.tcl sends only `d` for changes.
+            "77 1 c 0 3 21 21",
         ] {
             assert!(parse_push(bad, 77, &sizes).is_err(), "{bad:?} was accepted");
         }
@@ -772,7 +782,16 @@ mod tests {
         };
         assert_eq!(
             region_spans(&[r(0xe000, 0xe00f), r(0xffff, 0xffff)]).unwrap(),
-            vec![(0xe000, 16), (0xffff, 1)]
+            vec![
+                Span {
+                    start: 0xe000,
+                    len: 16
+                },
+                Span {
+                    start: 0xffff,
+                    len: 1
+                }
+            ]
         );
         assert!(region_spans(&[r(2, 1)]).is_err());
         assert!(region_spans(&[r(0, 0xffff)]).is_err());
@@ -788,21 +807,26 @@ mod tests {
     }
 
     #[test]
-    fn script_has_the_procs_rust_calls() {
-        for p in [
-            "proc msxsync::setup",
-            "proc msxsync::install",
-            "proc msxsync::apply",
-            "proc msxsync::write_state",
-            "proc msxsync::read ",
-            "proc msxsync::read_shadow",
-            "proc msxsync::flush",
-            "proc msxsync::reinstall",
-            "proc msxsync::uninstall",
-            "proc msxsync::arm_init",
-            "proc msxsync::disarm_init",
-        ] {
-            assert!(SCRIPT.contains(p), "hooks.tcl lacks {p}");
+    fn script_defines_every_proc_rust_calls() {
+        // The names hooks.tcl defines: every proc is declared as `proc NAME ARGS {`
+        // at the start of a line.
+        let defined: Vec<&str> = SCRIPT
+            .lines()
+            .filter_map(|l| l.strip_prefix("proc "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(defined.len() > procs::ALL.len(), "{defined:?}");
+        for p in procs::ALL {
+            assert!(defined.contains(p), "hooks.tcl does not define {p}");
         }
+        // Every proc this file calls is in the table: its name appears in a string
+        // literal only there (the needle is split so this line does not count).
+        let literal = concat!("\"msxsync", "::");
+        let source = include_str!("hooks.rs");
+        assert_eq!(
+            source.matches(literal).count(),
+            procs::ALL.len(),
+            "a call to a hooks.tcl proc in hooks.rs does not go through `procs`"
+        );
     }
 }

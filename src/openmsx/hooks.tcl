@@ -1,6 +1,6 @@
 # msxsync hooks, loaded into openMSX by `msxsync play` (src/openmsx/hooks.rs).
 #
-# What it does (docs: design.md, "Sync semantics"):
+# What it does (docs: docs/architecture.md, "The path of one change", "Sync invariants"):
 # - keeps a shadow copy of every shared RAM region: the bytes as last synced;
 # - puts one write watchpoint on each region; a hit only compares the written byte with
 #   the shadow and, when it differs, marks the region dirty and schedules a flush for

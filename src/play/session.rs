@@ -12,11 +12,12 @@ use crate::delta::{self, Change};
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
-use crate::regions::SyncWhen;
+use crate::sync_when::{parse_sync_when, SyncWhen};
 use anyhow::{Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{error, info, trace, warn};
 
 /// How often the shared regions are compared with the server's state.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(2);
@@ -56,46 +57,93 @@ pub struct Identity {
     pub session: u64,
 }
 
+/// A shared byte that differs from what it should hold, found by the desync check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mismatch {
+    region: usize,
+    offset: usize,
+    /// What RAM holds.
+    have: u8,
+    /// What it should hold: the server's state with own batches in flight on top.
+    want: u8,
+}
+
 /// The sync loop's state.
 pub struct Session {
-    pub hooks: Hooks,
-    pub sync: SyncState,
-    pub stats: Arc<Stats>,
-    pub verbose: bool,
-    pub who: Identity,
-    pub players: Vec<PlayerInfo>,
-    /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
-    pub trace: bool,
+    hooks: Hooks,
+    sync: SyncState,
+    stats: Arc<Stats>,
+    who: Identity,
+    players: Vec<PlayerInfo>,
     /// The game's `sync-when:` condition, if it has one.
-    pub gate: Option<SyncWhen>,
+    gate: Option<SyncWhen>,
     /// Holding until the player presses the join key (a game in progress without
     /// `sync-when:`).
-    pub waiting_for_key: bool,
+    waiting_for_key: bool,
     /// Whether the hooks sync (as far as this loop knows; the hooks hold by
     /// themselves when the gate closes or the game restarts).
-    pub active: bool,
+    active: bool,
     /// The connection, while there is one.
-    pub sender: Option<ClientSender>,
+    sender: Option<ClientSender>,
     /// Changes the game made while offline, sent after reconnecting.
-    pub offline: Offline,
+    offline: Offline,
     /// Bytes that differed from the expected state at the last check.
-    pub suspects: Vec<(usize, usize, u8, u8)>,
+    suspects: Vec<Mismatch>,
     /// Whether the cartridge's INIT breakpoint works for this game: then every start
     /// of the game is reported at INIT; otherwise a boot has to stand in for it.
-    pub init_seen: bool,
+    init_seen: bool,
     /// The whole state or a repair was written into RAM since the last batch was
     /// sent: a flush just before it may have been overwritten, so the next batch's
     /// echo is written back (see `send_local`).
-    pub wrote_directly: bool,
+    wrote_directly: bool,
     /// Applies sent to openMSX whose replies were not looked at yet.
-    pub applying: std::collections::VecDeque<crate::openmsx::Reply>,
+    applying: std::collections::VecDeque<crate::openmsx::Reply>,
 }
 
 impl Session {
-    fn say(&self, text: &str) {
-        if self.verbose {
-            println!("{text}");
-        }
+    /// The session of a player who just joined (`joined`) over the connection
+    /// `sender`, with `hooks` watching the regions. It holds until
+    /// [`Session::game_started`] decides when to sync. `init_seen`: the cartridge's
+    /// INIT breakpoint was reached. Fails when the server sent a `sync-when:` that
+    /// does not parse.
+    pub fn new(
+        hooks: Hooks,
+        joined: &Joined,
+        sender: ClientSender,
+        who: Identity,
+        init_seen: bool,
+    ) -> Result<Session> {
+        let gate =
+            match &joined.game.sync_when {
+                Some(text) => Some(parse_sync_when(text).map_err(|e| {
+                    anyhow::anyhow!("the server sent a bad sync-when {text:?}: {e}")
+                })?),
+                None => None,
+            };
+        let sync = SyncState::new(joined);
+        let stats = Arc::new(Stats::default());
+        stats.seq.store(sync.seq(), Ordering::Relaxed);
+        Ok(Session {
+            hooks,
+            offline: Offline::new(&sync.region_sizes()),
+            sync,
+            stats,
+            who,
+            players: joined.game.players.clone(),
+            gate,
+            waiting_for_key: false,
+            active: false,
+            sender: Some(sender),
+            suspects: Vec::new(),
+            init_seen,
+            wrote_directly: false,
+            applying: Default::default(),
+        })
+    }
+
+    /// The counters this session keeps.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// The game (re)started; the hooks hold and emulation is paused at its INIT when
@@ -113,9 +161,7 @@ impl Session {
             if open {
                 self.activate().await?;
             } else {
-                self.say(&format!(
-                    "waiting for the game to reach the shared part (sync-when: {cond})"
-                ));
+                info!("waiting for the game to reach the shared part (sync-when: {cond})");
             }
             return Ok(());
         }
@@ -127,7 +173,7 @@ impl Session {
                 "{} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
                 self.who.game
             );
-            self.say(&format!("{text} (in the openMSX window)"));
+            info!("{text} (in the openMSX window)");
             let _ = self.hooks.show(&format!("msxsync: {text}")).await;
             return Ok(());
         }
@@ -142,11 +188,11 @@ impl Session {
         self.active = true;
         self.suspects.clear();
         Stats::bump(&self.stats.state_writes);
-        self.say(&format!(
+        info!(
             "syncing {}: shared state of update {} written into openMSX",
             self.who.game,
             self.sync.seq()
-        ));
+        );
         Ok(())
     }
 
@@ -234,11 +280,11 @@ impl Session {
                     Err(e) => {
                         attempt += 1;
                         let wait = backoff(attempt);
-                        self.say(&format!(
-                            "reconnecting to {} failed: {e:#}; next try in {} s",
-                            self.who.server,
+                        // The error names the server.
+                        info!(
+                            "reconnecting failed: {e:#}; next try in {} s",
                             wait.as_secs_f32()
-                        ));
+                        );
                         reconnecting = Some(self.spawn_reconnect(attempt, tx.clone()));
                         Ok(None)
                     }
@@ -285,11 +331,9 @@ impl Session {
             return Ok(Some(Ending::OpenMsxClosed));
         }
         let decoded = self.hooks.decode(&ev);
-        if self.trace {
-            if let Some(Ok(e)) = &decoded {
-                if !matches!(e, HookEvent::LocalChanges(_)) {
-                    eprintln!("trace {}: hooks: {e:?}", self.sync.me());
-                }
+        if let Some(Ok(e)) = &decoded {
+            if !matches!(e, HookEvent::LocalChanges(_)) {
+                trace!("{}: hooks: {e:?}", self.sync.me());
             }
         }
         match decoded {
@@ -298,7 +342,7 @@ impl Session {
                 // Loadstate, rewind or another machine: RAM changed behind the hooks'
                 // back. The shared state is the group's, not the savestate's.
                 self.active = false;
-                self.say("openMSX loaded a state or switched machine");
+                info!("openMSX loaded a state or switched machine");
                 let open = match &self.gate {
                     Some(_) => self.hooks.gate_state().await? == Some(true),
                     None => !self.waiting_for_key,
@@ -309,7 +353,7 @@ impl Session {
                 self.hooks.resume().await?;
             }
             Some(Ok(HookEvent::CartridgeStarted)) => {
-                self.say("the game restarted (reset or power cycle)");
+                info!("the game restarted (reset or power cycle)");
                 let fresh = self.sync.seq() == 0;
                 self.game_started(true, !fresh).await?;
                 self.hooks.resume().await?;
@@ -319,7 +363,7 @@ impl Session {
                 // the decision comes at INIT; without one, now.
                 self.active = false;
                 if !self.init_seen {
-                    self.say("the machine restarted (reset or power cycle)");
+                    info!("the machine restarted (reset or power cycle)");
                     let fresh = self.sync.seq() == 0;
                     self.game_started(false, !fresh).await?;
                 }
@@ -330,7 +374,7 @@ impl Session {
                     self.hooks.resume().await?;
                 } else {
                     self.active = false;
-                    self.say("the game left the shared part (sync-when is false): holding");
+                    info!("the game left the shared part (sync-when is false): holding");
                 }
             }
             Some(Ok(HookEvent::JoinRequested)) => {
@@ -340,11 +384,13 @@ impl Session {
                 }
                 self.hooks.resume().await?;
             }
-            Some(Err(e)) => self.say(&format!("warning: {e:#}")),
+            Some(Err(e)) => warn!("{e:#}"),
             None => {
                 if let Event::Log { level, text } = &ev {
-                    if level == "warning" || level == "error" {
-                        self.say(&format!("openMSX {level}: {text}"));
+                    match level.as_str() {
+                        "warning" => warn!("openMSX: {}", printable(text)),
+                        "error" => error!("openMSX: {}", printable(text)),
+                        _ => {}
                     }
                 }
             }
@@ -365,16 +411,14 @@ impl Session {
         let overtaken = match self.drain_answered_applies() {
             Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
             Err(e) => {
-                self.say(&format!("warning: {e:#}"));
+                warn!("{e:#}");
                 true
             }
         };
         // A flush of a big, scattered region can hold more runs than one message may.
         for part in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
             let batch = self.sync.send(part, overtaken);
-            if self.trace {
-                eprintln!("trace {}: send batch {batch}: {part:?}", self.sync.me());
-            }
+            trace!("{}: send batch {batch}: {part:?}", self.sync.me());
             let Some(sender) = self.sender.as_mut() else {
                 return;
             };
@@ -478,12 +522,10 @@ impl Session {
                         return Ok(false);
                     }
                 };
-                if self.trace {
-                    eprintln!(
-                        "trace {}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
-                        self.sync.me()
-                    );
-                }
+                trace!(
+                    "{}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
+                    self.sync.me()
+                );
                 self.stats.seq.store(seq, Ordering::Relaxed);
                 if player != self.sync.me() {
                     Stats::bump(&self.stats.updates_from_others);
@@ -494,17 +536,17 @@ impl Session {
                 apply_out.extend(apply);
             }
             ServerMsg::PlayerJoined(p) => {
-                self.say(&format!("{} joined the game", printable(&p.name)));
+                info!("{} joined the game", printable(&p.name));
                 self.players.push(p);
             }
             ServerMsg::PlayerLeft(p) => {
-                self.say(&format!("{} left the game", printable(&p.name)));
+                info!("{} left the game", printable(&p.name));
                 self.players.retain(|q| q.id != p.id);
             }
-            other => self.say(&format!(
+            other => info!(
                 "ignoring an unexpected {} from the server",
                 client::server_msg_name(&other)
-            )),
+            ),
         }
         Ok(true)
     }
@@ -520,11 +562,8 @@ impl Session {
         // nothing (the reader task ends when the socket does).
         smol::spawn(async move { old.close().await }).detach();
         Stats::bump(&self.stats.disconnects);
-        let text = format!(
-            "lost the connection to server {}: {e:#}; openMSX keeps running and msxsync reconnects",
-            self.who.server
-        );
-        println!("{text}");
+        // The client's errors name the server.
+        info!("lost the connection: {e:#}; openMSX keeps running and msxsync reconnects");
         let hooks = self.hooks.clone();
         smol::spawn(async move {
             let _ = hooks
@@ -541,7 +580,7 @@ impl Session {
         if joined.game.rom_sha256 != self.who.rom_sha256 {
             self.hooks.hold().await?;
             self.active = false;
-            println!(
+            info!(
                 "the server now has another rom for {}: not syncing any more (start msxsync play again)",
                 self.who.game
             );
@@ -552,9 +591,9 @@ impl Session {
         // What the server should hold: its state (or, when it came back empty, what
         // we knew) with our offline changes on top.
         let mut wanted = if blank && known > 0 {
-            self.say(&format!(
+            info!(
                 "the server lost the game's state (it restarted empty): seeding it with the state of update {known}"
-            ));
+            );
             self.sync.server_state().to_vec()
         } else {
             joined.state.clone()
@@ -562,11 +601,11 @@ impl Session {
         // Our batches the server never got, then what the game did offline (later, so
         // it wins bit by bit). Batches it did get are not repeated: another player may
         // have changed the same bits since.
-        let (unreceived, received) = self.sync.unreceived(joined.last_batch);
+        let unreceived = self.sync.unreceived(joined.last_batch);
         self.stats
             .batches_not_resent
-            .fetch_add(received as u64, Ordering::Relaxed);
-        for c in &unreceived {
+            .fetch_add(unreceived.received_batches as u64, Ordering::Relaxed);
+        for c in &unreceived.changes {
             if let Some(region) = wanted.get_mut(c.region as usize) {
                 delta::apply(region, c);
             }
@@ -593,7 +632,7 @@ impl Session {
             self.hooks.apply(&apply).await?;
         }
         self.players = joined.game.players.clone();
-        println!(
+        info!(
             "reconnected to {}: {} at update {}",
             self.who.server, self.who.game, joined.seq
         );
@@ -613,10 +652,15 @@ impl Session {
         let ram = self.hooks.read_state().await?;
         let expected = self.sync.expected();
         let mut now = Vec::new();
-        for (r, (have, want)) in ram.iter().zip(&expected).enumerate() {
-            for (i, (&h, &w)) in have.iter().zip(want).enumerate() {
-                if h != w {
-                    now.push((r, i, h, w));
+        for (region, (have, want)) in ram.iter().zip(&expected).enumerate() {
+            for (offset, (&have, &want)) in have.iter().zip(want).enumerate() {
+                if have != want {
+                    now.push(Mismatch {
+                        region,
+                        offset,
+                        have,
+                        want,
+                    });
                 }
             }
         }
@@ -628,7 +672,7 @@ impl Session {
         }
         let repairs: Vec<Change> = stale
             .iter()
-            .map(|&(r, i, _, w)| Change::bytes(r as u16, i as u16, vec![w]))
+            .map(|m| Change::bytes(m.region as u16, m.offset as u16, vec![m.want]))
             .collect();
         // Counted before the write so that anyone who sees the byte repaired also
         // sees the count.
@@ -637,13 +681,13 @@ impl Session {
             .fetch_add(repairs.len() as u64, Ordering::Relaxed);
         self.hooks.force(&repairs).await?;
         self.wrote_directly = true;
-        println!(
+        info!(
             "repaired {} shared byte(s) that changed behind msxsync's back (first: region {} offset {}: {:#04x} -> {:#04x})",
             repairs.len(),
-            stale[0].0,
-            stale[0].1,
-            stale[0].2,
-            stale[0].3
+            stale[0].region,
+            stale[0].offset,
+            stale[0].have,
+            stale[0].want
         );
         Ok(())
     }

@@ -103,21 +103,22 @@ impl SyncState {
     /// have, oldest first, and how many batches it does have. It has every batch up to
     /// `last_batch` (the server's [`Joined::last_batch`]); when it does not know
     /// (`None`), all are sent again, since losing a change is worse than repeating one.
-    pub fn unreceived(&self, last_batch: Option<u32>) -> (Vec<Change>, usize) {
+    pub fn unreceived(&self, last_batch: Option<u32>) -> Unreceived {
         let (lost, received): (Vec<_>, Vec<_>) =
-            self.in_flight
-                .batches()
-                .partition(|(batch, _)| match last_batch {
-                    // Batch numbers wrap: compare by distance, which is correct for any
-                    // window of fewer than 2^31 batches.
-                    Some(last) => (batch.wrapping_sub(last) as i32) > 0,
-                    None => true,
-                });
+            self.in_flight.batches().partition(|b| match last_batch {
+                // Batch numbers wrap: compare by distance, which is correct for any
+                // window of fewer than 2^31 batches.
+                Some(last) => (b.number.wrapping_sub(last) as i32) > 0,
+                None => true,
+            });
         let changes = lost
             .into_iter()
-            .flat_map(|(_, changes)| changes.iter().cloned())
+            .flat_map(|b| b.changes.iter().cloned())
             .collect();
-        (changes, received.len())
+        Unreceived {
+            changes,
+            received_batches: received.len(),
+        }
     }
 
     /// Starts over from a new join after an outage. Batch numbers go on from this
@@ -169,6 +170,16 @@ impl SyncState {
         }
         Ok(self.unprotected(changes))
     }
+}
+
+/// What [`SyncState::unreceived`] found after an outage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreceived {
+    /// The changes of own batches the server does not have, oldest first: to send
+    /// again.
+    pub changes: Vec<Change>,
+    /// How many batches in flight the server does have (not sent again).
+    pub received_batches: usize,
 }
 
 /// Changes the game made while the player was not connected, merged bit by bit so
@@ -332,13 +343,24 @@ mod tests {
         let b1 = s.send(&[bit(0, 1, 0xff)], false);
         let b2 = s.send(&[bit(1, 2, 0xff)], false);
         let b3 = s.send(&[bit(2, 3, 0xff)], false);
-        assert_eq!(s.unreceived(None).0.len(), 3, "unknown: everything again");
+        let unreceived = |changes, received_batches| Unreceived {
+            changes,
+            received_batches,
+        };
+        assert_eq!(
+            s.unreceived(None).changes.len(),
+            3,
+            "unknown: everything again"
+        );
         assert_eq!(
             s.unreceived(Some(b1)),
-            (vec![bit(1, 2, 0xff), bit(2, 3, 0xff)], 1)
+            unreceived(vec![bit(1, 2, 0xff), bit(2, 3, 0xff)], 1)
         );
-        assert_eq!(s.unreceived(Some(b3)), (vec![], 3));
-        assert_eq!(s.unreceived(Some(b1 - 1)), (s.in_flight_changes(), 0));
+        assert_eq!(s.unreceived(Some(b3)), unreceived(vec![], 3));
+        assert_eq!(
+            s.unreceived(Some(b1 - 1)),
+            unreceived(s.in_flight_changes(), 0)
+        );
         // Numbering goes on across the reconnect.
         let mut t = s.rejoined(&joined(vec![vec![9; 4]]));
         assert_eq!(t.in_flight(), 0);
@@ -353,7 +375,13 @@ mod tests {
         let last = s.send(&[bit(0, 1, 0xff)], false);
         let after = s.send(&[bit(1, 2, 0xff)], false);
         assert_eq!(after, 0);
-        assert_eq!(s.unreceived(Some(last)), (vec![bit(1, 2, 0xff)], 1));
+        assert_eq!(
+            s.unreceived(Some(last)),
+            Unreceived {
+                changes: vec![bit(1, 2, 0xff)],
+                received_batches: 1
+            }
+        );
     }
 
     #[test]

@@ -15,9 +15,7 @@ pub mod game;
 pub mod persist;
 
 use crate::catalog::{self, Game};
-use crate::protocol::{
-    self, ClientMsg, Joined, PlayerId, PlayerInfo, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
-};
+use crate::protocol::{self, ClientMsg, Joined, PlayerId, PlayerInfo, ServerMsg, PROTOCOL_VERSION};
 use anyhow::{bail, Context, Result};
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,12 +24,13 @@ use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::StreamExt;
 use game::GameState;
 use smol::net::{TcpListener, TcpStream};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tracing::{info, warn};
 
 /// Messages that may wait in one player's outgoing queue. A player whose queue is full
 /// when an update must be queued is disconnected ("too slow"), so that one slow or dead
@@ -53,46 +52,41 @@ const MAX_MESSAGES_PER_FLUSH: usize = 256;
 /// much latency, in exchange for one write per interval instead of one per update.
 const WRITE_INTERVAL: Duration = Duration::from_millis(3);
 
-/// Arguments of `msxsync serve`.
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// Folder holding games (NAME.regions files and their ROMs); repeat the option for
-    /// several folders. Without it the default game folders are searched.
-    #[arg(long = "games", value_name = "DIR")]
-    pub games: Vec<PathBuf>,
-    /// Address to listen on (0.0.0.0 for every IPv4 interface, :: for IPv6).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
-    /// TCP port to listen on; 0 picks a free port (the address is printed).
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
-    /// Folder where each game's shared state is kept (a GAME.state file per game), saved
-    /// within a second of a change and on Ctrl-C, and loaded at start so a restarted
-    /// server continues where it stopped. Default: $XDG_STATE_HOME/msxsync, or
-    /// ~/.local/state/msxsync.
-    #[arg(long, value_name = "DIR")]
+/// Where `msxsync serve` gets its games and keeps their state.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address and port to listen on (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Folders holding games; empty means [`catalog::default_game_dirs`].
+    pub game_dirs: Vec<PathBuf>,
+    /// Folder for each game's saved state; `None` means [`persist::default_state_dir`].
     pub state_dir: Option<PathBuf>,
-    /// Start every game from zeros, ignoring its saved state (which is then overwritten).
-    #[arg(long)]
+    /// Start every game from zeros, ignoring (and then overwriting) its saved state.
     pub fresh: bool,
 }
 
-/// Runs `msxsync serve`: loads the games and their saved state, prints them and the
-/// address, and serves until Ctrl-C or SIGTERM, then saves every game's state.
-pub fn run(args: ServeArgs) -> Result<()> {
-    let state_dir = match args.state_dir {
+/// Loads the games and their saved state and starts serving them: `msxsync serve` up
+/// to where it waits for Ctrl-C. Games that cannot be loaded are skipped with a
+/// warning event; no game at all is an error. [`ServerHandle::report`] says what is
+/// served and where each game's state came from.
+pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
+    let state_dir = match opts.state_dir {
         Some(dir) => dir,
         None => persist::default_state_dir()?,
     };
-    let (catalog, warnings, dirs) = if args.games.is_empty() {
+    let (mut catalog, warnings, dirs) = if opts.game_dirs.is_empty() {
         let (c, w) = catalog::Catalog::load_default();
         (c, w, catalog::default_game_dirs())
     } else {
-        let (c, w) = catalog::Catalog::load(&args.games);
-        (c, w, args.games.clone())
+        let (c, w) = catalog::Catalog::load(&opts.game_dirs);
+        (c, w, opts.game_dirs)
     };
     for w in &warnings {
-        eprintln!("msxsync: warning: {w}");
+        warn!("{w}");
+    }
+    // After the folders: a folder's game of the same name wins.
+    for game in crate::builtin::games() {
+        catalog.add(game);
     }
     let games = catalog.games().to_vec();
     if games.is_empty() {
@@ -104,57 +98,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .join(", ")
         );
     }
-    println!("serving {} game(s):", games.len());
-    for g in &games {
-        println!(
-            "  {}: {} (rom {} bytes, {} shared bytes in {} region(s))",
-            g.name,
-            g.title,
-            g.rom.len(),
-            g.shared_bytes(),
-            g.regions.len()
-        );
-    }
-    // Installed before the server starts, so a stop request is never lost; the server
-    // then stops accepting changes before the final save, which therefore has them all.
-    let (quit_tx, quit_rx) = std::sync::mpsc::channel::<()>();
-    ctrlc::set_handler(move || {
-        let _ = quit_tx.send(());
-    })
-    .context("could not install the ctrl-c handler")?;
-    let handle = start_with(
-        SocketAddr::new(args.bind, args.port),
+    start_with(
+        opts.bind,
         games,
         ServerConfig {
-            log: true,
             state_dir: Some(state_dir),
-            fresh: args.fresh,
+            fresh: opts.fresh,
             ..ServerConfig::default()
         },
-    )?;
-    for (name, origin) in handle.state_origins() {
-        if let Some(warning) = origin.warning(name) {
-            eprintln!("msxsync: warning: {warning}");
-        }
-        println!("  {name}: {origin}");
-    }
-    println!("listening on {}", handle.addr());
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = quit_rx.recv();
-    println!("stopping: closing connections and saving the state");
-    let report = handle.stop_and_save();
-    if let Some(report) = report {
-        if !report.errors.is_empty() {
-            bail!(
-                "could not save the state of {} game(s): {}",
-                report.errors.len(),
-                report.errors.join("; ")
-            );
-        }
-        println!("stopped: {report}");
-    }
-    Ok(())
+    )
 }
 
 /// Tunables of a running server. `Default` gives the production values.
@@ -162,8 +114,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
 pub struct ServerConfig {
     /// Messages that may wait for one player before it is disconnected as too slow.
     pub queue_limit: usize,
-    /// Whether to log connections, joins and leaves on stderr.
-    pub log: bool,
     /// Executor threads (0 counts as 1). One is the default and the right choice: the
     /// work per update is small, and with several threads every fan-out wakes tasks on
     /// other threads, which cost more CPU than the work itself (docs/benchmarks.md).
@@ -180,7 +130,6 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             queue_limit: PLAYER_QUEUE_LIMIT,
-            log: false,
             threads: 1,
             state_dir: None,
             fresh: false,
@@ -196,7 +145,7 @@ pub struct ServerHandle {
     stop: Option<async_channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     saver: Option<persist::Saver>,
-    origins: Origins,
+    report: LoadReport,
     /// Held while the server runs; released after the final save.
     _dir_lock: Option<persist::DirLock>,
 }
@@ -207,9 +156,9 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Where each game's state came from at start, by game name (sorted).
-    pub fn state_origins(&self) -> &[(String, persist::Origin)] {
-        &self.origins
+    /// The games served and where each one's state came from.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
     }
 
     /// Stops the server and waits for its threads to finish; unsaved state is saved.
@@ -286,6 +235,10 @@ pub fn start_with(
     let threads = config.threads.max(1);
     let (notifier, inbox) = persist::channel();
     let saver_games = config.state_dir.as_ref().map(|_| games.clone());
+    let report = LoadReport {
+        games: games.clone(),
+        origins,
+    };
     let shared = Arc::new(Shared {
         games: games
             .into_iter()
@@ -342,13 +295,22 @@ pub fn start_with(
         stop: Some(stop_tx),
         threads: handles,
         saver,
-        origins,
+        report,
         _dir_lock: dir_lock,
     })
 }
 
 /// Where each game's state came from at start, by game name.
 type Origins = Vec<(String, persist::Origin)>;
+
+/// What a server loaded at start, for `msxsync serve` to show.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// The games served, sorted by name.
+    pub games: Vec<Game>,
+    /// Where each game's state came from, by game name, in the same order.
+    pub origins: Origins,
+}
 
 /// Each game's room at start, from its saved state when there is one, and where that
 /// state came from.
@@ -414,12 +376,6 @@ struct Member {
 }
 
 impl Shared {
-    fn log(&self, text: std::fmt::Arguments) {
-        if self.config.log {
-            eprintln!("{text}");
-        }
-    }
-
     /// A copy of game `g`'s state for the saver, taken under the lock (the file is
     /// written after it is released); `None` when nothing changed since the last copy.
     fn snapshot(&self, g: usize) -> Option<persist::Snapshot> {
@@ -428,7 +384,10 @@ impl Shared {
             return None;
         }
         room.dirty = false;
-        Some((room.state.seq(), room.state.bytes()))
+        Some(persist::Snapshot {
+            seq: room.state.seq(),
+            bytes: room.state.bytes(),
+        })
     }
 
     fn find_game(&self, name: &str) -> Option<usize> {
@@ -530,7 +489,7 @@ async fn accept_loop(
             }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
-                shared.log(format_args!("cannot accept a connection: {e}"));
+                warn!("cannot accept a connection: {e}");
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }
@@ -584,11 +543,11 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr)
     {
         Some(Ok(ws)) => ws,
         Some(Err(e)) => {
-            shared.log(format_args!("{addr}: websocket handshake failed: {e}"));
+            info!("{addr}: websocket handshake failed: {e}");
             return;
         }
         None => {
-            shared.log(format_args!("{addr}: websocket handshake timed out"));
+            info!("{addr}: websocket handshake timed out");
             return;
         }
     };
@@ -616,12 +575,12 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr)
     if let Some(g) = conn.game {
         let slot = &shared.games[g];
         lock(&slot.room).leave(conn.id);
-        shared.log(format_args!(
+        info!(
             "player {:?} (#{}, {addr}) left game {}: {}",
             conn.name, conn.id, slot.game.name, end.log
-        ));
+        );
     } else {
-        shared.log(format_args!("{addr}: connection closed: {}", end.log));
+        info!("{addr}: connection closed: {}", end.log);
     }
     if let Some(reason) = end.tell {
         let bytes = encode(&ServerMsg::Error {
@@ -700,10 +659,10 @@ impl Conn {
                 ))
             }
         }
-        self.shared.log(format_args!(
+        info!(
             "{}: player {:?} (#{}) connected",
             self.addr, self.name, self.id
-        ));
+        );
         if let Err(end) = self.reply(&ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
             software: crate::version::software(),
@@ -800,10 +759,10 @@ impl Conn {
             room.broadcast(encode(&ServerMsg::PlayerJoined(me)), Some(self.id));
         }
         self.game = Some(g);
-        self.shared.log(format_args!(
+        info!(
             "player {:?} (#{}, {}) joined game {}",
             self.name, self.id, self.addr, slot.game.name
-        ));
+        );
         Ok(())
     }
 

@@ -59,7 +59,10 @@ pub fn player_options(server: &str, game: &str, name: &str, cache: &Path) -> Pla
     o.name = name.into();
     o.headless = true;
     o.fast = true;
-    o.verbose = std::env::var_os("MSXSYNC_TEST_VERBOSE").is_some();
+    // RUST_LOG=msxsync=info (or =trace) shows what the players and servers do.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     o.cache_dir = cache.to_path_buf();
     o
 }

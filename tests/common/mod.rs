@@ -4,6 +4,7 @@
 pub mod e2e;
 pub mod lines;
 pub mod proxy;
+pub mod rng;
 pub mod serve;
 pub mod testrom;
 pub mod wait;

@@ -2,8 +2,9 @@
 //! the top of tests/roms/testgame.asm) and Tcl snippets that drive it. The snippets
 //! hold only numbers formatted here.
 
+use msxsync::openmsx::LaunchOptions;
 use msxsync::protocol::RegionInfo;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Shared region 0: bytes the tests make the game change.
 pub const SHARED0: u16 = 0xE000;
@@ -63,6 +64,17 @@ pub const EF_STRESS: u8 = 3;
 /// Path of the committed ROM.
 pub fn rom_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.rom")
+}
+
+/// How the tests start openMSX: headless C-BIOS_MSX1, the machine the test game was
+/// written for, with `cart` inserted.
+pub fn launch(cart: Option<&Path>) -> LaunchOptions {
+    LaunchOptions {
+        machine: Some("C-BIOS_MSX1".into()),
+        cart: cart.map(Path::to_path_buf),
+        headless: true,
+        ..LaunchOptions::default()
+    }
 }
 
 /// Path of the assembler source.
