@@ -29,7 +29,8 @@ impl RomCache {
         Xdg::from_env()
             .cache_home()
             .unwrap_or_else(std::env::temp_dir)
-            .join("msxsync/roms")
+            .join("msxsync")
+            .join("roms")
     }
 
     /// The folder this cache uses.
