@@ -1347,11 +1347,7 @@ impl Conn {
         match reader.next().await? {
             ClientMsg::Hello { version, name } => {
                 if version != PROTOCOL_VERSION {
-                    return Err(End::tell(format!(
-                        "protocol version mismatch: this server speaks version \
-                         {PROTOCOL_VERSION}, the client speaks version {version}; use the \
-                         same msxsync release on all machines"
-                    )));
+                    return Err(End::tell(crate::version::server_refusal(version)));
                 }
                 if name.trim().is_empty() {
                     return Err(End::tell("the player name is empty; give a name"));
@@ -1380,7 +1376,7 @@ impl Conn {
         );
         self.reply(&ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
-            software: format!("msxsync {}", env!("CARGO_PKG_VERSION")),
+            software: crate::version::software(),
         })
     }
 
