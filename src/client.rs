@@ -13,10 +13,12 @@
 //! [`MIN_ROM_RATE`]), and what is kept while waiting is limited in bytes
 //! ([`MAX_PENDING_BYTES`]).
 
+use crate::auth::{self, Password, PasswordNeeded};
 use crate::counter::CounterOp;
 use crate::delta::Change;
 use crate::protocol::{
-    self, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, MAX_ROM_BYTES, PROTOCOL_VERSION,
+    self, BackupInfo, ClientMsg, GameInfo, Joined, ServerMsg, DEFAULT_PORT, MAX_ROM_BYTES,
+    PROTOCOL_VERSION,
 };
 use anyhow::{anyhow, bail, Result};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -137,6 +139,16 @@ pub fn server_url(text: &str) -> Result<String> {
 /// Connects to a server and says Hello as `name`. Fails with the server's reason when
 /// it refuses (for example a protocol version mismatch).
 pub async fn connect(server: &str, name: &str) -> Result<Client> {
+    connect_with_password(server, name, None).await
+}
+
+/// [`connect`], answering the server's password challenge with `password`. A server
+/// that asks for a password when none is given fails with [`PasswordNeeded`].
+pub async fn connect_with_password(
+    server: &str,
+    name: &str,
+    password: Option<&Password>,
+) -> Result<Client> {
     let url = server_url(server)?;
     let shown = server.trim().to_string();
     let attempt = async {
@@ -191,7 +203,24 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
                 name: name.to_string(),
             })
             .await?;
-        match client.receiver.recv_raw().await? {
+        let mut answer = client.receiver.recv_raw().await?;
+        if let ServerMsg::Challenge { nonce } = answer {
+            let Some(password) = password else {
+                return Err(anyhow::Error::new(PasswordNeeded {
+                    server: shown.clone(),
+                }));
+            };
+            let mine = auth::nonce()?;
+            client
+                .sender
+                .send(&ClientMsg::Auth {
+                    nonce: mine,
+                    proof: password.proof(&nonce, &mine),
+                })
+                .await?;
+            answer = client.receiver.recv_raw().await?;
+        }
+        match answer {
             ServerMsg::Welcome { version, software } => {
                 // Only ever shown to people (`list`, `play`), so kept printable.
                 let software = printable(&software);
@@ -399,6 +428,38 @@ impl Client {
         self.receiver
             .wait_for("the rom", limit, |m| match m {
                 ServerMsg::Rom { data } => Ok(data),
+                other => Err(other),
+            })
+            .await
+    }
+
+    /// The saved states the server keeps of `game`, newest first (the host's undo).
+    pub async fn list_backups(&mut self, game: &str) -> Result<Vec<BackupInfo>> {
+        self.sender
+            .send(&ClientMsg::ListBackups {
+                game: game.to_string(),
+            })
+            .await?;
+        self.receiver
+            .wait_for("the list of saved states", Limit::REPLY, |m| match m {
+                ServerMsg::Backups { backups, .. } => Ok(backups),
+                other => Err(other),
+            })
+            .await
+    }
+
+    /// Puts saved state `backup` of `game` back while its players play; returns the
+    /// sequence number of the update that carried it to them.
+    pub async fn restore(&mut self, game: &str, backup: u64) -> Result<u64> {
+        self.sender
+            .send(&ClientMsg::Restore {
+                game: game.to_string(),
+                backup,
+            })
+            .await?;
+        self.receiver
+            .wait_for("the answer to restoring", Limit::REPLY, |m| match m {
+                ServerMsg::Restored { seq, .. } => Ok(seq),
                 other => Err(other),
             })
             .await
@@ -622,6 +683,9 @@ pub fn server_msg_name(msg: &ServerMsg) -> &'static str {
         ServerMsg::Several(_) => "several",
         ServerMsg::Counted { .. } => "counted",
         ServerMsg::Error { .. } => "error",
+        ServerMsg::Challenge { .. } => "challenge",
+        ServerMsg::Backups { .. } => "backups",
+        ServerMsg::Restored { .. } => "restored",
     }
 }
 

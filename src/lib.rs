@@ -4,6 +4,7 @@
 //! `msxsync serve` holds each game's authoritative shared state; `msxsync play` drives
 //! one openMSX and syncs it with the server. The modules below are shared by both.
 
+pub mod auth;
 pub mod builtin;
 pub mod catalog;
 pub mod client;

@@ -20,7 +20,9 @@ use std::mem::size_of;
 /// Version 2 added `ServerMsg::Several`, which a version 1 client cannot decode.
 /// Version 3 added counters (`RegionInfo::kind`, `ClientMsg::Counts`,
 /// `ServerMsg::Counted`), `GameInfo::on_restart` and the settle period at the end of
-/// the `sync_when` text (which a version 2 client would refuse to parse).
+/// the `sync_when` text (which a version 2 client would refuse to parse), and the
+/// password exchange (`ServerMsg::Challenge`, `ClientMsg::Auth`) and
+/// the host's undo (`ClientMsg::ListBackups`/`Restore`, `ServerMsg::Backups`/`Restored`).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
@@ -53,6 +55,10 @@ pub const MAX_PLAYERS: usize = 4096;
 /// a second it takes 290,000 years); refusing larger ones on decode means that adding
 /// one to a sequence number we received never overflows.
 pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Largest number of saved states listed in one `Backups` message.
+pub const MAX_BACKUPS: usize = 1024;
+/// Size of the random numbers of the password exchange and of its proof (SHA-256).
+pub const AUTH_BYTES: usize = 32;
 
 /// Identifies one connected player for the lifetime of its connection.
 pub type PlayerId = u32;
@@ -100,6 +106,29 @@ pub enum ClientMsg {
         /// The operations, in the order they happened.
         #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
         ops: Vec<CounterOp>,
+    },
+    /// Answer to [`ServerMsg::Challenge`]: proves the client knows the server's password
+    /// without sending it (see `auth::Password::proof`).
+    Auth {
+        /// A random number the client picked for this exchange.
+        nonce: [u8; AUTH_BYTES],
+        /// HMAC-SHA256 keyed with the password over both random numbers.
+        proof: [u8; AUTH_BYTES],
+    },
+    /// Ask for the saved states the server keeps of a game (the host's undo); answered
+    /// with [`ServerMsg::Backups`]. Needs no `Join`.
+    ListBackups {
+        /// The game's name.
+        game: String,
+    },
+    /// Put a saved state back as the game's shared state, while players play; answered
+    /// with [`ServerMsg::Restored`]. Allowed with the server's password, or from the
+    /// server's own machine when it has none.
+    Restore {
+        /// The game's name.
+        game: String,
+        /// Which saved state: [`BackupInfo::id`].
+        backup: u64,
     },
 }
 
@@ -167,6 +196,39 @@ pub enum ServerMsg {
         #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
         counts: Vec<Count>,
     },
+    /// Answer to a good `Hello` when the server has a password: the client must answer
+    /// with [`ClientMsg::Auth`] before anything else; `Welcome` follows a good proof.
+    Challenge {
+        /// A random number the server picked for this connection.
+        nonce: [u8; AUTH_BYTES],
+    },
+    /// Answer to `ListBackups`: the game's saved states, newest first.
+    Backups {
+        /// The game's name.
+        game: String,
+        /// The saved states that fit the game's current regions.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_BACKUPS>")]
+        backups: Vec<BackupInfo>,
+    },
+    /// Answer to `Restore`: the state is back, and every player of the game received it
+    /// as the update numbered `seq`.
+    Restored {
+        /// The game's name.
+        game: String,
+        /// The saved state put back.
+        backup: u64,
+        /// Sequence number of the update that carried it to the players.
+        seq: u64,
+    },
+}
+
+/// One saved state of a game, as listed by `ServerMsg::Backups`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// When it was saved, in milliseconds since 1970-01-01 UTC; also its name.
+    pub id: u64,
+    /// Sequence number of the last update it includes.
+    pub seq: u64,
 }
 
 /// A game as listed by the server.
@@ -393,7 +455,10 @@ impl Message for ClientMsg {
             ClientMsg::Join { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
             ClientMsg::Changes { changes, .. } => check_changes(changes),
             ClientMsg::Counts { ops, .. } => check_counts(ops),
-            ClientMsg::ListGames | ClientMsg::FetchRom => Ok(()),
+            ClientMsg::ListBackups { game } | ClientMsg::Restore { game, .. } => {
+                check_text("game name", game, MAX_NAME_BYTES)
+            }
+            ClientMsg::ListGames | ClientMsg::FetchRom | ClientMsg::Auth { .. } => Ok(()),
         }
     }
 }
@@ -468,6 +533,12 @@ impl Message for ServerMsg {
             ServerMsg::Welcome { software, .. } => {
                 check_text("software version", software, MAX_NAME_BYTES)
             }
+            ServerMsg::Backups { game, backups } => {
+                check_text("game name", game, MAX_NAME_BYTES)?;
+                check_count("saved states", backups.len(), MAX_BACKUPS)
+            }
+            ServerMsg::Restored { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
+            ServerMsg::Challenge { .. } => Ok(()),
         }
     }
 }
@@ -555,6 +626,10 @@ impl ServerMsg {
                 ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => text_bytes(&p.name),
                 ServerMsg::Error { reason } => text_bytes(reason),
                 ServerMsg::Several(packed) => packed.iter().map(vec_bytes).sum(),
+                ServerMsg::Challenge { .. } | ServerMsg::Restored { .. } => 0,
+                ServerMsg::Backups { game, backups } => {
+                    text_bytes(game) + backups.len() * size_of::<BackupInfo>()
+                }
             }
     }
 }
@@ -644,6 +719,17 @@ mod tests {
                     },
                 ],
             },
+            ClientMsg::Auth {
+                nonce: [1; AUTH_BYTES],
+                proof: [2; AUTH_BYTES],
+            },
+            ClientMsg::ListBackups {
+                game: "demo".into(),
+            },
+            ClientMsg::Restore {
+                game: "demo".into(),
+                backup: 1_700_000_000_123,
+            },
         ]
     }
 
@@ -718,6 +804,21 @@ mod tests {
                     amount: 1,
                     total: 200,
                 }],
+            },
+            ServerMsg::Challenge {
+                nonce: [3; AUTH_BYTES],
+            },
+            ServerMsg::Backups {
+                game: "demo".into(),
+                backups: vec![BackupInfo {
+                    id: 1_700_000_000_123,
+                    seq: 42,
+                }],
+            },
+            ServerMsg::Restored {
+                game: "demo".into(),
+                backup: 1_700_000_000_123,
+                seq: 43,
             },
         ]
     }

@@ -464,7 +464,7 @@ fn updates_sent_while_a_request_waits_are_not_lost() {
 #[test]
 fn a_player_that_never_reads_is_dropped_without_stalling_the_others() {
     let s = start(ServerConfig {
-        queue_limit: 16,
+        queue_bytes: 64 * 1024,
         ..ServerConfig::default()
     });
     let server = addr(&s);

@@ -187,6 +187,11 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts the server on the games in `games_dir` and waits for "listening on".
     pub fn start(games_dir: &Path) -> Result<ServeProcess> {
+        ServeProcess::start_with(games_dir, &[])
+    }
+
+    /// [`ServeProcess::start`] with more `serve` arguments (limits, for instance).
+    pub fn start_with(games_dir: &Path, extra: &[&str]) -> Result<ServeProcess> {
         let state = tempfile::tempdir().context("creating a state folder for the server")?;
         let mut child = Command::new(msxsync_exe())
             .args([
@@ -201,6 +206,7 @@ impl ServeProcess {
             .arg(games_dir)
             .arg("--state-dir")
             .arg(state.path())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,7 +1,6 @@
 //! `msxsync list`.
 
 use anyhow::Result;
-use msxsync::client;
 use msxsync::protocol::{GameInfo, DEFAULT_PORT, PROTOCOL_VERSION};
 use msxsync::text::printable;
 use std::fmt::Write;
@@ -12,12 +11,14 @@ pub struct ListArgs {
     /// Server to ask: HOST, HOST:PORT, [IPV6]:PORT or a ws:// URL (default port 4567).
     #[arg(long, value_name = "HOST[:PORT]", default_value_t = format!("localhost:{DEFAULT_PORT}"))]
     server: String,
+    #[command(flatten)]
+    password: super::PasswordArg,
 }
 
 /// Prints the server's games and who plays them.
 pub fn run(args: ListArgs) -> Result<()> {
     smol::block_on(async {
-        let mut client = client::connect(&args.server, "msxsync list").await?;
+        let mut client = super::connect(&args.server, "msxsync list", &args.password).await?;
         let games = client.list_games().await?;
         print!(
             "{}",

@@ -12,11 +12,17 @@ mod check;
 mod list;
 mod log;
 mod play;
+mod restore;
 mod serve;
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use msxsync::auth::{Password, PasswordNeeded, PASSWORD_ENV};
+use msxsync::client::Client;
 use msxsync::text::printable;
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Turn single-player MSX games into shared co-op games: every player's openMSX keeps
@@ -47,6 +53,9 @@ enum Command {
     List(list::ListArgs),
     /// Check regions files and print a one-line summary of each game.
     Check(check::CheckArgs),
+    /// List a game's saved states on a running server, or put one back while its
+    /// players play (the host's undo).
+    Restore(restore::RestoreArgs),
 }
 
 /// Runs the command line; errors are printed on stderr and give a failure exit code.
@@ -55,7 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let style = match cli.command {
         Command::Serve(_) => log::Style::Server,
         Command::Play(_) => log::Style::Player,
-        Command::List(_) | Command::Check(_) => log::Style::Tool,
+        Command::List(_) | Command::Check(_) | Command::Restore(_) => log::Style::Tool,
     };
     log::init(verbosity, style);
     let result = match cli.command {
@@ -63,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Play(args) => play::run(args),
         Command::List(args) => list::run(args),
         Command::Check(args) => check::run(args),
+        Command::Restore(args) => restore::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,4 +93,59 @@ fn on_ctrl_c() -> anyhow::Result<async_channel::Receiver<()>> {
     })
     .context("could not install the ctrl-c handler")?;
     Ok(rx)
+}
+
+/// The password option of every command that talks to a server.
+#[derive(clap::Args, Debug)]
+struct PasswordArg {
+    /// File holding the server's password (its first line). Without it the password is
+    /// taken from the MSXSYNC_PASSWORD environment variable; clients that find neither
+    /// ask for it on the terminal when the server wants one.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl PasswordArg {
+    /// The password from the file, else from the environment, else none.
+    fn get(&self) -> Result<Option<Password>> {
+        match &self.password_file {
+            Some(f) => Password::from_file(f).map(Some),
+            None => Password::from_env(),
+        }
+    }
+}
+
+/// Connects to `server` as `name` for a one-off request (`list`, `restore`), with the
+/// password given or asked for.
+async fn connect(server: &str, name: &str, password: &PasswordArg) -> Result<Client> {
+    with_password(password.get()?, |pw| async move {
+        msxsync::client::connect_with_password(server, name, pw.as_ref()).await
+    })
+    .await
+}
+
+/// Runs `attempt` with the password given; when the server asks for one and none was
+/// given, asks for it on the terminal (if there is one) and runs `attempt` again.
+async fn with_password<T, F, Fut>(given: Option<Password>, mut attempt: F) -> Result<T>
+where
+    F: FnMut(Option<Password>) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let asked = given.is_none();
+    match attempt(given).await {
+        Err(e) if asked && std::io::stdin().is_terminal() => {
+            let Some(need) = e.downcast_ref::<PasswordNeeded>() else {
+                return Err(e);
+            };
+            let prompt = format!(
+                "password for server {} (or set {PASSWORD_ENV}): ",
+                printable(&need.server)
+            );
+            let typed = smol::unblock(move || rpassword::prompt_password(prompt))
+                .await
+                .context("cannot read the password from the terminal")?;
+            attempt(Some(Password::new(&typed)?)).await
+        }
+        other => other,
+    }
 }

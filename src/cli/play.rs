@@ -39,6 +39,8 @@ pub struct PlayArgs {
     /// starts instead of waiting for you to press F12 (games without `sync-when:`).
     #[arg(long)]
     join_now: bool,
+    #[command(flatten)]
+    password: super::PasswordArg,
 }
 
 impl From<PlayArgs> for PlayOptions {
@@ -60,11 +62,21 @@ impl From<PlayArgs> for PlayOptions {
 /// Plays until the player closes openMSX, presses Ctrl-C, or a fatal error happens.
 pub fn run(args: PlayArgs) -> Result<()> {
     let quit = super::on_ctrl_c()?;
+    let given = args.password.get()?;
+    let opts = PlayOptions::from(args);
     smol::block_on(async move {
         // Start-up waits for the server and for openMSX: the stop request must end it
         // too. Dropping the unfinished start closes the connection and kills the
-        // openMSX it started.
-        let started = smol::future::or(async { Some(Player::start(args.into()).await) }, async {
+        // openMSX it started. Connecting is the first thing `start` does, so asking
+        // for a password and starting again costs nothing.
+        let start = super::with_password(given, |password| {
+            let opts = PlayOptions {
+                password,
+                ..opts.clone()
+            };
+            Player::start(opts)
+        });
+        let started = smol::future::or(async { Some(start.await) }, async {
             let _ = quit.recv().await;
             None
         })

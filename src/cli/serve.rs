@@ -1,6 +1,7 @@
 //! `msxsync serve`.
 
 use anyhow::{bail, Result};
+use msxsync::auth::WEAK_PASSWORD_BYTES;
 use msxsync::protocol::DEFAULT_PORT;
 use msxsync::server::{self, ServeOptions};
 use msxsync::text::printable;
@@ -30,6 +31,22 @@ pub struct ServeArgs {
     /// Start every game from zeros, ignoring its saved state (which is then overwritten).
     #[arg(long)]
     fresh: bool,
+    /// Players must know this password (see --password-file); without it, anyone who
+    /// can reach the port can join any game and overwrite its shared state.
+    #[command(flatten)]
+    password: super::PasswordArg,
+    /// Most connections open at once. When full, the oldest connection that has not
+    /// joined a game is closed to make room; players are never closed for a newcomer.
+    /// Kept below the process's open-file limit.
+    #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most connections open at once from one address (an IPv4 address, or an IPv6 /64
+    /// network): a LAN party behind one router shares one address.
+    #[arg(long, value_name = "N", default_value_t = server::MAX_PER_ADDRESS)]
+    max_per_address: usize,
+    /// Most players in one game.
+    #[arg(long, value_name = "N", default_value_t = server::MAX_PLAYERS_PER_GAME)]
+    max_players: usize,
 }
 
 /// Loads the games and their saved state, prints them and the address, and serves
@@ -38,12 +55,44 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // The server stops accepting changes before the final save, which therefore has
     // them all.
     let quit = super::on_ctrl_c()?;
+    let password = args.password.get()?;
+    for (what, n) in [
+        ("--max-connections", args.max_connections),
+        ("--max-per-address", args.max_per_address),
+        ("--max-players", args.max_players),
+    ] {
+        if n == 0 {
+            bail!("{what} must be at least 1");
+        }
+    }
+    let open = password.is_none();
+    let weak = password.as_ref().is_some_and(|p| p.is_weak());
     let handle = server::serve(ServeOptions {
-        bind: SocketAddr::new(args.bind, args.port),
         game_dirs: args.games,
         state_dir: args.state_dir,
         fresh: args.fresh,
+        password,
+        max_connections: args.max_connections,
+        max_per_address: args.max_per_address,
+        max_players: args.max_players,
+        ..ServeOptions::new(SocketAddr::new(args.bind, args.port))
     })?;
+    if open {
+        let who = if args.bind.is_loopback() {
+            "anyone on this machine"
+        } else {
+            "anyone who can reach this port over the network"
+        };
+        println!(
+            "no password: {who} can join any game and overwrite its shared state; give \
+             --password-file FILE (or set MSXSYNC_PASSWORD) to require one"
+        );
+    } else if weak {
+        tracing::warn!(
+            "the password is shorter than {WEAK_PASSWORD_BYTES} characters: someone who \
+             records a login can try guesses offline; use a long random one"
+        );
+    }
     let report = handle.report();
     println!("serving {} game(s):", report.games.len());
     for g in &report.games {
@@ -61,6 +110,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             tracing::warn!("{warning}");
         }
         println!("  {}", printable(&format!("{name}: {origin}")));
+    }
+    if !open {
+        println!("players need the password to join");
     }
     println!("listening on {}", handle.addr());
     let _ = std::io::stdout().flush();

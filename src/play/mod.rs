@@ -51,6 +51,8 @@ pub struct PlayOptions {
     pub fast: bool,
     /// Take the shared state at the game's start even when the game is in progress.
     pub join_now: bool,
+    /// The server's password, if it has one (also used when reconnecting).
+    pub password: Option<crate::auth::Password>,
 }
 
 impl PlayOptions {
@@ -67,6 +69,7 @@ impl PlayOptions {
             cache_dir: None,
             fast: false,
             join_now: false,
+            password: None,
         }
     }
 }
@@ -150,7 +153,8 @@ impl Player {
             Some(dir) => RomCache::new(dir),
             None => RomCache::new(RomCache::default_dir()?),
         };
-        let mut conn = client::connect(&opts.server, &opts.name).await?;
+        let mut conn =
+            client::connect_with_password(&opts.server, &opts.name, opts.password.as_ref()).await?;
         info!(
             "connected to {} ({}) as {}",
             conn.server(),
@@ -252,6 +256,7 @@ impl Player {
             game: game.name.clone(),
             layout: Layout::of(&joined),
             session,
+            password: opts.password.clone(),
         };
         let mut session = Session::new(hooks.clone(), &joined, sender, who, started)?;
         let stats = session.stats();

@@ -67,6 +67,8 @@ pub struct Identity {
     /// Sent with every join of this run, so that after a reconnect the server can say
     /// which of our batches it already has (`Joined::last_batch`).
     pub session: u64,
+    /// The server's password, if it has one.
+    pub password: Option<crate::auth::Password>,
 }
 
 /// What happened to this player's game since it last synced. When the sync gate opens,
@@ -504,12 +506,14 @@ impl Session {
         let name = self.who.name.clone();
         let game = self.who.game.clone();
         let session = self.who.session;
+        let password = self.who.password.clone();
         smol::spawn(async move {
             if attempt > 0 {
                 smol::Timer::after(backoff(attempt)).await;
             }
             let result = async {
-                let mut conn = client::connect(&server, &name).await?;
+                let mut conn =
+                    client::connect_with_password(&server, &name, password.as_ref()).await?;
                 let joined = conn.join_session(&game, session).await?;
                 Ok((conn, joined))
             }

@@ -138,6 +138,69 @@ impl GameState {
         })
     }
 
+    /// Sets every shared byte to `bytes` (every region, one after the other, as
+    /// [`GameState::bytes`] gives them) as sequenced messages from `player` that players
+    /// apply like any other: an `Update` setting every bit of the bit regions, and a
+    /// `Counted` moving each counter that differs to its saved total. Used to put a
+    /// saved state back while players play.
+    pub fn replace_all(
+        &mut self,
+        player: PlayerId,
+        bytes: &[u8],
+    ) -> Result<Vec<ServerMsg>, String> {
+        let parts: Vec<Vec<u8>> = self.split(bytes)?.into_iter().map(<[u8]>::to_vec).collect();
+        let mut changes = Vec::new();
+        let mut ops = Vec::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            let region = i as u16;
+            match self.counter(region) {
+                None => changes.push(Change {
+                    region,
+                    offset: 0,
+                    masks: vec![0xff; part.len()],
+                    values: part,
+                }),
+                Some(c) => {
+                    let want = i64::from(c.clamp(i64::from(c.decode(&part))));
+                    let now = i64::from(c.decode(&self.state[i]));
+                    if want != now {
+                        ops.push(CounterOp::Add {
+                            region,
+                            amount: want - now,
+                        });
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if !changes.is_empty() {
+            out.push(self.accept(player, 0, changes)?);
+        }
+        if !ops.is_empty() {
+            out.push(self.count(player, 0, &ops)?);
+        }
+        Ok(out)
+    }
+
+    /// `bytes` (every region's bytes, one region after the other) cut into regions.
+    fn split<'a>(&self, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
+        let total: usize = self.region_sizes.iter().sum();
+        if bytes.len() != total {
+            return Err(format!(
+                "saved state has {} bytes, the regions have {total}",
+                bytes.len()
+            ));
+        }
+        let mut rest = bytes;
+        let mut parts = Vec::with_capacity(self.region_sizes.len());
+        for &len in &self.region_sizes {
+            let (mine, after) = rest.split_at(len);
+            parts.push(mine);
+            rest = after;
+        }
+        Ok(parts)
+    }
+
     /// Validates a batch of counter operations from `player`, applies them in order
     /// (each total kept between its counter's bounds) and returns the sequenced
     /// [`ServerMsg::Counted`] to send to every player. All or nothing, like
@@ -516,6 +579,32 @@ mod tests {
             id,
             name: format!("p{id}"),
         }
+    }
+
+    #[test]
+    fn replace_all_sets_every_bit_in_one_update() {
+        let mut g = GameState::new(&regions());
+        g.accept(1, 1, vec![Change::bytes(0, 0, vec![0xff, 0xff])])
+            .unwrap();
+        let mut all = g.replace_all(0, &[1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(all.len(), 1, "no counters: one update");
+        let u = all.remove(0);
+        let ServerMsg::Update {
+            seq,
+            player,
+            changes,
+            ..
+        } = u
+        else {
+            panic!("{u:?}")
+        };
+        assert_eq!((seq, player), (2, 0));
+        assert!(changes.iter().all(|c| c.masks.iter().all(|&m| m == 0xff)));
+        assert_eq!(g.bytes(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            g.replace_all(0, &[1]).unwrap_err(),
+            "saved state has 1 bytes, the regions have 5"
+        );
     }
 
     #[test]

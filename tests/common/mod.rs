@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod fake_server;
+pub mod idle;
 pub mod lines;
 pub mod play;
 pub mod proxy;
@@ -34,6 +35,20 @@ pub fn require_program(program: &str) -> bool {
     }
     eprintln!("skipping: {program} is not on PATH (set MSXSYNC_REQUIRE_OPENMSX to make this fail)");
     false
+}
+
+/// Runs `fut` to completion on this thread, or panics when it takes longer than
+/// `limit` (a hang in a test then fails it instead of stalling the run).
+pub fn run_within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    smol::block_on(smol::future::or(fut, async {
+        smol::Timer::after(limit).await;
+        panic!("test did not finish within {limit:?}");
+    }))
+}
+
+/// A shared region from `start` to `end` (inclusive) without a description.
+pub fn region(start: u16, end: u16) -> msxsync::protocol::RegionInfo {
+    msxsync::protocol::RegionInfo::bytes(start, end, "")
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.

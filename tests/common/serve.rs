@@ -18,12 +18,35 @@ impl Serve {
     /// Starts `msxsync serve --games GAMES --state-dir STATE --bind 127.0.0.1` plus
     /// `extra` (which may hold `--port`; port 0 otherwise).
     pub fn start(games: &Path, state: &Path, extra: &[&str]) -> Serve {
+        Serve::start_limited(games, state, extra, None)
+    }
+
+    /// [`Serve::start`], with the server's limit on open files (soft and hard) set to
+    /// `files` when given, as on a machine with a low `ulimit -n`.
+    pub fn start_limited(games: &Path, state: &Path, extra: &[&str], files: Option<u64>) -> Serve {
         let port: &[&str] = if extra.contains(&"--port") {
             &[]
         } else {
             &["--port", "0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_msxsync"));
+        if let Some(files) = files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and only touches the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: files,
+                        rlim_max: files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .arg("--games")
             .arg(games)
@@ -48,6 +71,21 @@ impl Serve {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The server's resident memory now and at its peak (VmRSS, VmHWM), in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status is readable");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .expect("a memory field in /proc status")
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// The first output line containing `needle`.

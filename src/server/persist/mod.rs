@@ -5,11 +5,14 @@
 //! - [`files`]: file names, atomic replacement, loading with damaged files moved aside,
 //!   the folder lock and the default folder;
 //! - [`saver`]: the thread that writes dirty games, at most once a second each, and its
-//!   [`Schedule`] (pure: the caller passes the clock).
+//!   [`Schedule`] (pure: the caller passes the clock);
+//! - [`backups`]: every save also kept as a backup, old ones thinned, for the host's
+//!   undo (`msxsync restore`).
 //!
 //! The names below are re-exported so that callers write `persist::load` and
 //! `persist::Saver` without knowing which file holds them.
 
+pub mod backups;
 pub mod files;
 pub mod format;
 pub mod saver;

@@ -4,6 +4,7 @@
 //! of changes per second cost one small write per second, and at stop it writes
 //! everything that is still unsaved.
 
+use super::backups;
 use super::files::{state_file, write_atomically};
 use super::format::{encode, Saved};
 use crate::catalog::Game;
@@ -211,6 +212,9 @@ fn saver_loop(
     // Per game: a copy whose write failed. Taking a copy marks the game clean, so
     // without this a failed write would be forgotten until the next change.
     let mut unsaved: Vec<Option<Snapshot>> = vec![None; games.len()];
+    // Per game: the id of the last backup and the last backup error (said once).
+    let mut last_backup: Vec<u64> = vec![0; games.len()];
+    let mut backup_error: Vec<Option<String>> = vec![None; games.len()];
     let mut write = |g: usize| -> Option<Result<(), String>> {
         let game = games.get(g)?;
         let Snapshot { seq, bytes } = snapshot(g).or_else(|| unsaved[g].take())?;
@@ -230,6 +234,18 @@ fn saver_loop(
             _ => {}
         }
         last_error[g] = result.as_ref().err().cloned();
+        if result.is_ok() {
+            // Ids are times in ms; two saves within one ms still get two ids.
+            let id = backups::now_ms().max(last_backup[g] + 1);
+            last_backup[g] = id;
+            let kept = backups::keep(dir, &game.name, id).map_err(|e| format!("{e:#}"));
+            if let Err(e) = &kept {
+                if backup_error[g].as_ref() != Some(e) {
+                    tracing::warn!("cannot keep a backup of game {}: {e}", game.name);
+                }
+            }
+            backup_error[g] = kept.err();
+        }
         if result.is_err() {
             unsaved[g] = Some(Snapshot {
                 seq: saved.seq,
