@@ -12,6 +12,12 @@ pub mod wait;
 use std::future::Future;
 use std::time::Duration;
 
+/// How long one end-to-end step (a change reaching a player, a game starting, a
+/// reconnect) may take before the test fails. Generous: with every test in parallel on
+/// a loaded 2-core machine a step can take seconds, and a passing run never waits for
+/// the deadline, only for the step.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whether the tests that need openMSX can run. False (skip, with a note on stderr)
 /// only when `openmsx` is not on PATH and `MSXSYNC_REQUIRE_OPENMSX` is unset; panics
 /// when the variable is set and openMSX is missing, so CI never skips silently.
@@ -46,4 +52,17 @@ where
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `check` until it is true, or panics naming `what` after [`TIMEOUT`].
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    poll(what, TIMEOUT, || {
+        let next = check();
+        async move { next.await.then_some(()) }
+    })
+    .await
 }
