@@ -5,74 +5,14 @@
 mod common;
 
 use common::e2e::World;
-use common::lines::{wait_exit, Lines};
+use common::play::{alive, signal, Play};
 use common::require_openmsx;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A running `msxsync play` whose output is read line by line.
-struct Play {
-    child: Child,
-    out: Lines,
-}
-
-impl Play {
-    fn start(world: &World, cache: &std::path::Path, extra: &[&str]) -> Play {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-            .args(["play", "--headless", "--name", "tester", "--server"])
-            .arg(world.server.addr().to_string())
-            .args(extra)
-            .env("MSXSYNC_CACHE_DIR", cache)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("msxsync play starts");
-        let out = Lines::capture(&mut child);
-        Play { child, out }
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        self.out.wait_for(needle)
-    }
-
-    /// Waits for the process to end by itself; returns its exit code.
-    fn wait_exit(&mut self) -> i32 {
-        let code = wait_exit(&mut self.child).code().unwrap_or(-1);
-        self.out.all();
-        code
-    }
-
-    /// The pid of the openMSX it started, from its "openMSX started (pid N)" line.
-    fn openmsx_pid(&mut self) -> i32 {
-        let line = self.wait_for("openMSX started (pid ");
-        line.rsplit("pid ")
-            .next()
-            .and_then(|p| p.trim_end_matches(')').parse().ok())
-            .expect("a pid")
-    }
-}
-
-impl Drop for Play {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
+/// `msxsync play` as "tester" on the world's server.
+fn start_play(world: &World, cache: &std::path::Path, extra: &[&str]) -> Play {
+    Play::start(&world.addr(), "tester", cache, extra)
 }
 
 #[test]
@@ -82,11 +22,11 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut first = Play::start(&world, cache.path(), &["--game", "testgame"]);
+    let mut first = start_play(&world, cache.path(), &["--game", "testgame"]);
     first.wait_for("downloaded the rom");
     let msx = first.openmsx_pid();
     first.wait_for("syncing testgame");
-    signal(first.child.id() as i32, "INT");
+    signal(first.pid(), "INT");
     assert_eq!(first.wait_exit(), 0, "output: {:#?}", first.out.seen);
     first.wait_for("interrupted: left the game and stopped openMSX");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -99,7 +39,7 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     }
 
     // A second start takes the ROM from the cache.
-    let mut second = Play::start(&world, cache.path(), &["--game", "testgame"]);
+    let mut second = start_play(&world, cache.path(), &["--game", "testgame"]);
     second.wait_for("from the cache");
     second.wait_for("syncing testgame");
     assert!(!second.out.seen.iter().any(|l| l.contains("downloaded")));
@@ -112,7 +52,7 @@ fn closing_openmsx_ends_play_with_success() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = Play::start(&world, cache.path(), &["--game", "testgame"]);
+    let mut play = start_play(&world, cache.path(), &["--game", "testgame"]);
     let msx = play.openmsx_pid();
     play.wait_for("syncing testgame");
     // What closing the window does: openMSX quits.
@@ -125,7 +65,7 @@ fn closing_openmsx_ends_play_with_success() {
 fn an_unknown_game_lists_the_server_s_games() {
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = Play::start(&world, cache.path(), &["--game", "galiuos"]);
+    let mut play = start_play(&world, cache.path(), &["--game", "galiuos"]);
     assert_ne!(play.wait_exit(), 0);
     let err = play.wait_for("error");
     assert!(err.contains("galiuos") && err.contains("testgame"), "{err}");
@@ -135,7 +75,7 @@ fn an_unknown_game_lists_the_server_s_games() {
 fn a_missing_openmsx_says_how_to_install_it() {
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = Play::start(
+    let mut play = start_play(
         &world,
         cache.path(),
         &["--game", "testgame", "--openmsx", "/nonexistent/openmsx"],

@@ -6,7 +6,8 @@ mod common;
 
 use common::e2e::{
     game_does, game_does_seen_by, peek, player_options, server_join_at, server_state, shared,
-    start_player, wait_byte, wait_converged, wait_converged_at, wait_received, World,
+    start_player, testgame_folder, wait_byte, wait_converged, wait_converged_at, wait_received,
+    World,
 };
 use common::proxy::Proxy;
 use common::serve::Serve;
@@ -399,16 +400,6 @@ async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
     (proxy, ann, bob)
 }
 
-/// A games folder holding only the test game.
-fn games_folder(dir: &Path) {
-    std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();
-    std::fs::copy(
-        common::e2e::testgame_regions(),
-        dir.join("testgame.regions"),
-    )
-    .unwrap();
-}
-
 /// Kills a real `msxsync serve` with SIGKILL mid-game, changes RAM on both players
 /// while it is down, and restarts it on the same port: with its saved state (`fresh`
 /// false) or with none (`fresh` true, then a player seeds it). Nothing earned is lost.
@@ -416,7 +407,7 @@ fn server_restart(fresh: bool) {
     let games = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    games_folder(games.path());
+    testgame_folder(games.path());
     smol::block_on(async {
         let first = Serve::start(games.path(), state.path(), &[]);
         let addr = first.addr.clone();

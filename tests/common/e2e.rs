@@ -20,6 +20,12 @@ pub fn testgame_regions() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.regions")
 }
 
+/// Makes `dir` a games folder holding only the test game.
+pub fn testgame_folder(dir: &Path) {
+    std::fs::copy(testrom::rom_path(), dir.join("testgame.rom")).unwrap();
+    std::fs::copy(testgame_regions(), dir.join("testgame.regions")).unwrap();
+}
+
 impl World {
     /// Serves tests/roms/testgame.regions as the game "testgame".
     pub fn new() -> World {

@@ -59,6 +59,14 @@ impl Lines {
         }
     }
 
+    /// The first line so far containing `needle`, without waiting for more.
+    pub fn find_now(&mut self, needle: &str) -> Option<String> {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().find(|l| l.contains(needle)).cloned()
+    }
+
     /// Every line, once the process has exited and its pipes are drained.
     pub fn all(&mut self) -> Vec<String> {
         while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(5)) {

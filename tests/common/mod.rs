@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod lines;
+pub mod play;
 pub mod proxy;
 pub mod rng;
 pub mod serve;

@@ -1,0 +1,226 @@
+//! The soak: a long evening of changes through the real programs. A `msxsync serve`
+//! process and two `msxsync play` processes, each attached to a headless openMSX of the
+//! test's own (so the test drives the games through its own control connections), trade
+//! tens of thousands of colliding changes. Nothing may stall, and the memory of `serve`
+//! and `play` (VmRSS of their own processes, nothing of this harness) must not grow
+//! with the number of changes.
+//!
+//! Its own test binary: `cargo test` runs test binaries one after the other, so the
+//! flood runs alone and does not slow down the other end-to-end tests (nor they it).
+
+mod common;
+
+use common::e2e::{game_does, game_does_seen_by, testgame_folder, wait_converged_at, wait_ready};
+use common::play::{alive, rss_kib, signal, Play};
+use common::serve::Serve;
+use common::testrom::*;
+use common::{require_openmsx, TIMEOUT};
+use msxsync::openmsx::{LaunchOptions, OpenMsx};
+use msxsync::protocol::{PlayerId, PlayerInfo, ServerMsg};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Updates each player must have sent through the server.
+const EACH_WAY: u64 = 10_000;
+/// How much a process's resident memory may grow from the first quarter of the soak
+/// (start-up and warm-up done) to its end: allocator noise and queues that filled up
+/// for a moment, nothing per change. Each player receives some 15,000 updates in that
+/// time: keeping even 300 bytes of each would exceed it.
+const GROWTH_KIB: u64 = 4 * 1024;
+/// Emulation speed in percent: 1000 is ten times normal, some 600 frames a second,
+/// each a batch from each player. (Unthrottled, a C-BIOS machine makes 20,000 frames a
+/// second, more than any game sends; the server would rightly drop such a player.)
+const SPEED: u32 = 1000;
+
+/// The processes whose memory is measured.
+const MEASURED: [&str; 3] = ["serve", "ann's play", "bob's play"];
+
+/// One reading of the processes' resident memory.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Updates sequenced from the player who had sent fewer, when this was taken.
+    updates: u64,
+    /// VmRSS in KiB of each of [`MEASURED`].
+    kib: [u64; 3],
+}
+
+/// An openMSX of the test's own: C-BIOS_MSX1, headless, no cartridge yet (the player
+/// attaching to it inserts the game's).
+async fn own_openmsx() -> OpenMsx {
+    let msx = OpenMsx::spawn(&LaunchOptions {
+        machine: Some("C-BIOS_MSX1".into()),
+        headless: true,
+        ..Default::default()
+    })
+    .await
+    .expect("openmsx starts");
+    // The C-BIOS logo takes seconds at normal speed.
+    msx.command("set throttle off").await.unwrap();
+    msx
+}
+
+/// A third client of the game that counts the updates the server sequences, per
+/// player: what every player receives too.
+struct Observer {
+    counts: Arc<Mutex<BTreeMap<PlayerId, u64>>>,
+    players: Vec<PlayerInfo>,
+}
+
+impl Observer {
+    /// Joins "testgame" on `addr` and counts from then on, in a thread of its own.
+    fn join(addr: &str) -> Observer {
+        let (client, joined) = smol::block_on(async {
+            let mut c = msxsync::client::connect(addr, "observer")
+                .await
+                .expect("observer connects");
+            let j = c.join("testgame").await.expect("observer joins");
+            (c, j)
+        });
+        let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let (keep_open, mut rx) = client.split();
+        let c = counts.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async move {
+                let _keep_open = keep_open;
+                while let Ok(msg) = rx.recv().await {
+                    if let ServerMsg::Update { player, .. } = msg {
+                        *c.lock().unwrap().entry(player).or_insert(0) += 1;
+                    }
+                }
+            })
+        });
+        Observer {
+            counts,
+            players: joined.game.players,
+        }
+    }
+
+    /// Updates sequenced so far from the player called `name`.
+    fn from(&self, name: &str) -> u64 {
+        let id = self
+            .players
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the game: {:?}", self.players))
+            .id;
+        self.counts.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+}
+
+#[test]
+fn a_long_evening_of_changes_neither_stalls_nor_grows() {
+    if !require_openmsx() {
+        return;
+    }
+    let games = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    testgame_folder(games.path());
+    let serve = Serve::start(games.path(), state.path(), &[]);
+    let (ann_msx, bob_msx) = smol::block_on(smol::future::zip(own_openmsx(), own_openmsx()));
+    let attach = |msx: &OpenMsx, name: &str| {
+        let pid = msx.pid().unwrap().to_string();
+        let extra = ["--game", "testgame", "--attach", &pid];
+        Play::start(&serve.addr, name, cache.path(), &extra)
+    };
+    let mut ann = attach(&ann_msx, "ann");
+    let mut bob = attach(&bob_msx, "bob");
+    for p in [&mut ann, &mut bob] {
+        p.wait_for("syncing testgame");
+    }
+    let observer = Observer::join(&serve.addr);
+    let pids = [serve.child.id(), ann.pid(), bob.pid()];
+
+    smol::block_on(async {
+        for m in [&ann_msx, &bob_msx] {
+            wait_ready(m).await;
+            m.command("set throttle on").await.unwrap();
+            m.command(&format!("set speed {SPEED}")).await.unwrap();
+        }
+        // Both games rewrite the 64-byte region with new values every frame: every
+        // frame is a batch from each player, colliding with the other's all the time.
+        for m in [&ann_msx, &bob_msx] {
+            game_does(m, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
+        }
+        let started = Instant::now();
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut progress = (0, Instant::now());
+        let mut probes = 0u32;
+        loop {
+            let least = observer.from("ann").min(observer.from("bob"));
+            samples.push(Sample {
+                updates: least,
+                kib: pids.map(rss_kib),
+            });
+            if least >= EACH_WAY {
+                break;
+            }
+            if least > progress.0 {
+                progress = (least, Instant::now());
+            }
+            assert!(
+                progress.1.elapsed() < TIMEOUT,
+                "stalled at {least} updates: ann sent {}, bob sent {}",
+                observer.from("ann"),
+                observer.from("bob")
+            );
+            // Meanwhile a change each way in the other region must get through: the
+            // players keep receiving, not only sending.
+            probes += 1;
+            // 1..=255: always another value than the probe before.
+            let probe = (probes % 255 + 1) as u8;
+            let (a, b) = (&ann_msx, &bob_msx);
+            game_does_seen_by(a, CMD_SET, SHARED0 + 1, probe, &[b], "ann's probe in bob").await;
+            game_does_seen_by(b, CMD_SET, SHARED0 + 2, probe, &[a], "bob's probe in ann").await;
+            for p in [&mut ann, &mut bob] {
+                if let Some(line) = p.out.find_now("lost the connection") {
+                    panic!("a player was dropped: {line}");
+                }
+            }
+            // (Pacing only: the probes are what waits.)
+            smol::Timer::after(Duration::from_millis(200)).await;
+        }
+        let took = started.elapsed();
+        for m in [&ann_msx, &bob_msx] {
+            game_does(m, CMD_EVERY_FRAME, 0, EF_NONE).await;
+        }
+        wait_converged_at(&serve.addr, "testgame", &[&ann_msx, &bob_msx]).await;
+        eprintln!(
+            "soak: ann sent {}, bob sent {} in {took:.1?}, {probes} probes each way",
+            observer.from("ann"),
+            observer.from("bob"),
+        );
+        let base = *samples
+            .iter()
+            .find(|s| s.updates >= EACH_WAY / 4)
+            .expect("a sample after the first quarter");
+        let end = *samples.last().unwrap();
+        for (i, who) in MEASURED.iter().enumerate() {
+            let peak = samples.iter().map(|s| s.kib[i]).max().unwrap();
+            eprintln!(
+                "soak: {who} VmRSS {} KiB at the start, {} KiB after a quarter, {} KiB at the \
+                 end, {peak} KiB at most",
+                samples[0].kib[i], base.kib[i], end.kib[i]
+            );
+            assert!(
+                end.kib[i] <= base.kib[i] + GROWTH_KIB,
+                "{who} grew from {} KiB to {} KiB in {} updates each way",
+                base.kib[i],
+                end.kib[i],
+                end.updates - base.updates
+            );
+        }
+
+        // Both leave as a person would (Ctrl-C); their openMSX keep running.
+        for p in [&mut ann, &mut bob] {
+            signal(p.pid(), "INT");
+            assert_eq!(p.wait_exit(), 0, "output: {:#?}", p.out.seen);
+        }
+        for m in [ann_msx, bob_msx] {
+            let pid = m.pid().unwrap();
+            assert!(alive(pid), "the player's own openMSX kept running");
+            m.shutdown().await.unwrap();
+        }
+    });
+}
