@@ -5,9 +5,8 @@
 mod common;
 
 use common::e2e::World;
-use common::play::{alive, signal, Play};
+use common::process::{alive, msxsync_command, signal, Play};
 use common::require_openmsx;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `msxsync play` as "tester" on the world's server.
@@ -95,7 +94,7 @@ fn an_unreachable_server_is_said_once_with_what_to_do() {
         &["play", "--game", "demo", "--server", "127.0.0.1:9"][..],
         &["list", "--server", "127.0.0.1:9"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        let out = msxsync_command()
             .args(args)
             .output()
             .unwrap();

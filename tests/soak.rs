@@ -11,7 +11,7 @@
 mod common;
 
 use common::e2e::{game_does, game_does_seen_by, testgame_folder, wait_converged_at, wait_ready};
-use common::play::{alive, rss_kib, signal, Play};
+use common::process::{alive, rss_kib, signal, Play};
 use common::serve::Serve;
 use common::testrom::*;
 use common::{require_openmsx, TIMEOUT};

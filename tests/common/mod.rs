@@ -3,7 +3,7 @@
 
 pub mod e2e;
 pub mod lines;
-pub mod play;
+pub mod process;
 pub mod proxy;
 pub mod rng;
 pub mod serve;

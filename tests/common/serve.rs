@@ -3,7 +3,7 @@
 
 use super::lines::Lines;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 /// A running `msxsync serve`.
 pub struct Serve {
@@ -23,7 +23,7 @@ impl Serve {
         } else {
             &["--port", "0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        let mut child = super::process::msxsync_command()
             .arg("serve")
             .arg("--games")
             .arg(games)

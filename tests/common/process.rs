@@ -1,10 +1,42 @@
-//! `msxsync play` and other child processes as a person runs them: output read line by
-//! line, signals, liveness and memory from /proc. Killed on drop, so a failing test
-//! leaves no process behind (a `msxsync play` takes the openMSX it started with it).
+//! Child processes: `msxsync` as a person runs it (`play` with its output read line by
+//! line), signals, liveness and memory from /proc. Every child is killed when its test
+//! ends, however it ends, so no test leaves a process behind (a `msxsync play` takes the
+//! openMSX it started with it).
 
 use super::lines::{wait_exit, Lines};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+/// A command running the `msxsync` that cargo built for the tests. The child is killed
+/// when the thread that starts it (the test's) ends, even if the test process is killed
+/// without running any Drop.
+pub fn msxsync_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msxsync"));
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
+/// Kills a child process when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A running `msxsync play --headless`.
 pub struct Play {
@@ -17,7 +49,7 @@ impl Play {
     /// Starts `msxsync play --headless --name NAME --server SERVER` plus `extra`, with
     /// `cache` as its ROM cache.
     pub fn start(server: &str, name: &str, cache: &Path, extra: &[&str]) -> Play {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        let mut child = msxsync_command()
             .args(["play", "--headless", "--name", name, "--server", server])
             .args(extra)
             .env("MSXSYNC_CACHE_DIR", cache)
