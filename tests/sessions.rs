@@ -298,33 +298,18 @@ fn a_network_outage_loses_nothing() {
         let world = World::new();
         let (proxy, ann, bob) = ann_behind_a_proxy(&world).await;
 
-        proxy.cut();
-        until("ann to notice the outage", || async {
-            Stats::get(&ann.stats().disconnects) == 1
-        })
-        .await;
+        outage_begins(&proxy, &ann).await;
         // Both keep playing: ann offline, bob online.
         game_does(&ann, CMD_OR, SHARED0 + 1, 0x0f).await;
         game_does(&ann, CMD_SET, SHARED1 + 9, 0x99).await;
         game_does(&bob, CMD_OR, SHARED0 + 1, 0xf0).await;
         game_does(&bob, CMD_SET, SHARED0 + 2, 0x22).await;
-        proxy.restore();
-        until("ann to reconnect", || async {
-            Stats::get(&ann.stats().reconnects) == 1
-        })
-        .await;
+        outage_ends(&proxy, &ann).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(state[0][..3], [0x01, 0xff, 0x22]);
         assert_eq!(state[1][9], 0x99);
-        game_does_seen_by(
-            &ann,
-            CMD_SET,
-            SHARED0 + 3,
-            0x33,
-            &[&bob],
-            "ann's write after reconnecting",
-        )
-        .await;
+        let what = "ann's write after reconnecting";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 3, 0x33, &[&bob], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
@@ -357,16 +342,8 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
             server_state(&world, "testgame").await[0][4] == 0x42
         })
         .await;
-        proxy.cut();
-        until("ann to notice the outage", || async {
-            Stats::get(&ann.stats().disconnects) == 1
-        })
-        .await;
-        proxy.restore();
-        until("ann to reconnect", || async {
-            Stats::get(&ann.stats().reconnects) == 1
-        })
-        .await;
+        outage_begins(&proxy, &ann).await;
+        outage_ends(&proxy, &ann).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(
             state[0][4], 0x42,
@@ -374,18 +351,29 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
         );
         assert_eq!(Stats::get(&ann.stats().batches_not_resent), 1);
         // Batches the server did not get still travel: ann's sync goes on.
-        game_does_seen_by(
-            &ann,
-            CMD_SET,
-            SHARED0 + 3,
-            0x33,
-            &[&bob],
-            "ann's write after reconnecting",
-        )
-        .await;
+        let what = "ann's write after reconnecting";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 3, 0x33, &[&bob], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
+}
+
+/// Cuts ann's connection and waits until she noticed.
+async fn outage_begins(proxy: &Proxy, ann: &Player) {
+    proxy.cut();
+    until("ann to notice the outage", || async {
+        Stats::get(&ann.stats().disconnects) == 1
+    })
+    .await;
+}
+
+/// Lets ann's connection through again and waits until she is back.
+async fn outage_ends(proxy: &Proxy, ann: &Player) {
+    proxy.restore();
+    until("ann to reconnect", || async {
+        Stats::get(&ann.stats().reconnects) == 1
+    })
+    .await;
 }
 
 /// Ann plays through a proxy a test can cut or stall, Bob directly; ann has set the

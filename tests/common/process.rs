@@ -12,19 +12,7 @@ use std::process::{Child, Command, Stdio};
 /// without running any Drop.
 pub fn msxsync_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_msxsync"));
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    msxsync::openmsx::connection::die_with_parent(&mut cmd);
     cmd
 }
 
