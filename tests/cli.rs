@@ -28,7 +28,7 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     signal(first.pid(), "INT");
     assert_eq!(first.wait_exit(), 0, "output: {:#?}", first.out.seen);
     first.wait_for("interrupted: left the game and stopped openMSX");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + common::TIMEOUT;
     while alive(msx) {
         assert!(
             Instant::now() < deadline,

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every step finishes well within this; hitting it means a hang.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = common::TIMEOUT;
 
 fn run<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(smol::future::or(fut, async {

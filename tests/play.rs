@@ -217,13 +217,9 @@ fn attach_to_a_running_openmsx_through_its_control_socket() {
     smol::block_on(async {
         let world = World::new();
         // An openMSX the player started themselves, with no cartridge.
-        let owner = msxsync::openmsx::OpenMsx::spawn(&msxsync::openmsx::LaunchOptions {
-            machine: Some("C-BIOS_MSX1".into()),
-            headless: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let owner = msxsync::openmsx::OpenMsx::spawn(&launch(None))
+            .await
+            .unwrap();
         owner.command("set throttle off").await.unwrap();
         let pid = owner.pid().unwrap();
         let mut o = world.options("testgame", "ann");

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Every test finishes well within this; hitting it means a hang.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = common::TIMEOUT;
 
 fn run<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(smol::future::or(fut, async {

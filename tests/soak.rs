@@ -15,7 +15,7 @@ use common::process::{alive, rss_kib, signal, Play};
 use common::serve::Serve;
 use common::testrom::*;
 use common::{require_openmsx, TIMEOUT};
-use msxsync::openmsx::{LaunchOptions, OpenMsx};
+use msxsync::openmsx::OpenMsx;
 use msxsync::protocol::{PlayerId, PlayerInfo, ServerMsg};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -48,13 +48,7 @@ struct Sample {
 /// An openMSX of the test's own: C-BIOS_MSX1, headless, no cartridge yet (the player
 /// attaching to it inserts the game's).
 async fn own_openmsx() -> OpenMsx {
-    let msx = OpenMsx::spawn(&LaunchOptions {
-        machine: Some("C-BIOS_MSX1".into()),
-        headless: true,
-        ..Default::default()
-    })
-    .await
-    .expect("openmsx starts");
+    let msx = OpenMsx::spawn(&launch(None)).await.expect("openmsx starts");
     // The C-BIOS logo takes seconds at normal speed.
     msx.command("set throttle off").await.unwrap();
     msx
@@ -65,6 +59,8 @@ async fn own_openmsx() -> OpenMsx {
 struct Observer {
     counts: Arc<Mutex<BTreeMap<PlayerId, u64>>>,
     players: Vec<PlayerInfo>,
+    /// Why its connection ended, if it did (then the counts stop).
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 impl Observer {
@@ -78,14 +74,22 @@ impl Observer {
             (c, j)
         });
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let ended = Arc::new(Mutex::new(None));
         let (keep_open, mut rx) = client.split();
-        let c = counts.clone();
+        let (c, e) = (counts.clone(), ended.clone());
         std::thread::spawn(move || {
             smol::block_on(async move {
                 let _keep_open = keep_open;
-                while let Ok(msg) = rx.recv().await {
-                    if let ServerMsg::Update { player, .. } = msg {
-                        *c.lock().unwrap().entry(player).or_insert(0) += 1;
+                loop {
+                    match rx.recv().await {
+                        Ok(ServerMsg::Update { player, .. }) => {
+                            *c.lock().unwrap().entry(player).or_insert(0) += 1;
+                        }
+                        Ok(_) => {}
+                        Err(why) => {
+                            *e.lock().unwrap() = Some(format!("{why:#}"));
+                            return;
+                        }
                     }
                 }
             })
@@ -93,6 +97,7 @@ impl Observer {
         Observer {
             counts,
             players: joined.game.players,
+            ended,
         }
     }
 
@@ -161,9 +166,11 @@ fn a_long_evening_of_changes_neither_stalls_nor_grows() {
             }
             assert!(
                 progress.1.elapsed() < TIMEOUT,
-                "stalled at {least} updates: ann sent {}, bob sent {}",
+                "stalled at {least} updates: ann sent {}, bob sent {}; the observer's \
+                 connection: {:?}",
                 observer.from("ann"),
-                observer.from("bob")
+                observer.from("bob"),
+                observer.ended.lock().unwrap()
             );
             // Meanwhile a change each way in the other region must get through: the
             // players keep receiving, not only sending.

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long to wait for a line, or for a process to exit.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub const DEADLINE: Duration = super::TIMEOUT;
 
 /// Lines a child printed on stdout and stderr, in arrival order.
 pub struct Lines {
