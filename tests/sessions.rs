@@ -5,9 +5,8 @@
 mod common;
 
 use common::e2e::{
-    game_does, game_does_seen_by, peek, player_options, server_join_at, server_state, shared,
-    start_player, testgame_folder, wait_byte, wait_converged, wait_converged_at, wait_received,
-    World,
+    game_does, game_does_seen_by, peek, player_options, server_state, shared, start_player,
+    testgame_folder, wait_byte, wait_caught_up, wait_converged, wait_converged_at, World,
 };
 use common::proxy::Proxy;
 use common::serve::Serve;
@@ -90,8 +89,7 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
         );
         // Holding means ann got bob's item and did not take it in, not that it is
         // still on its way.
-        let seq = server_join_at(&world.addr(), "testgame").await.seq;
-        wait_received(&ann, seq, "bob's item to reach ann").await;
+        wait_caught_up(&world.addr(), "testgame", &[&ann]).await;
         assert_eq!(
             peek(&ann, SHARED0 + 7).await,
             0,
@@ -125,8 +123,7 @@ fn a_late_joiner_without_a_gate_waits_for_the_join_key() {
         game_does(&ann, CMD_SET, SHARED0 + 1, 0x33).await;
         wait_converged(&world, "testgame", &[&ann]).await;
         assert_eq!(peek(&ann, SHARED1 + 5).await, 0x22);
-        let seq = server_join_at(&world.addr(), "testgame").await.seq;
-        wait_received(&bob, seq, "ann's write to reach bob").await;
+        wait_caught_up(&world.addr(), "testgame", &[&bob]).await;
         assert_eq!(
             peek(&bob, SHARED0 + 1).await,
             0,
@@ -377,7 +374,8 @@ async fn outage_ends(proxy: &Proxy, ann: &Player) {
 }
 
 /// Ann plays through a proxy a test can cut or stall, Bob directly; ann has set the
-/// first shared byte to 1 and bob has it.
+/// first shared byte to 1, bob has it, and ann has the server's acknowledgement (else
+/// her batch would still be in flight when the test stalls or cuts her connection).
 async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
     let proxy = Proxy::start(world.server.addr());
     let mut o = world.options("testgame", "ann");
@@ -385,6 +383,7 @@ async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
     let ann = start_player(o).await;
     let bob = world.player("bob").await;
     game_does_seen_by(&ann, CMD_SET, SHARED0, 0x01, &[&bob], "ann's first write").await;
+    wait_caught_up(&world.addr(), "testgame", &[&ann]).await;
     (proxy, ann, bob)
 }
 

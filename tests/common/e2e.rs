@@ -232,11 +232,19 @@ pub async fn server_join_at(addr: &str, game: &str) -> Joined {
     j
 }
 
-/// Waits until `p` has received the server's update `seq` (it may still be on its way
-/// into the emulator): a check that the player did *not* take an update in is only
-/// worth something once the update has reached it.
-pub async fn wait_received(p: &Player, seq: u64, what: &str) {
-    until(what, || async { Stats::get(&p.stats().seq) >= seq }).await;
+/// Waits until every one of `players` has received every update the server at `addr`
+/// has sequenced for `game` so far, their own acknowledgements included (the updates may
+/// still be on their way into the emulators). A check that a holding player did *not*
+/// take an update in is only worth something once the update has reached it; a player
+/// whose own batch is unacknowledged still has it in flight.
+pub async fn wait_caught_up(addr: &str, game: &str, players: &[&Player]) {
+    let seq = server_join_at(addr, game).await.seq;
+    for p in players {
+        until(&format!("every player to receive update {seq}"), || async {
+            Stats::get(&p.stats().seq) >= seq
+        })
+        .await;
+    }
 }
 
 /// Waits until every player's shared regions equal the server's state.
