@@ -94,10 +94,7 @@ fn an_unreachable_server_is_said_once_with_what_to_do() {
         &["play", "--game", "demo", "--server", "127.0.0.1:9"][..],
         &["list", "--server", "127.0.0.1:9"],
     ] {
-        let out = msxsync_command()
-            .args(args)
-            .output()
-            .unwrap();
+        let out = msxsync_command().args(args).output().unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
