@@ -368,7 +368,7 @@ async fn screenshot(p: &Player, who: &str, file: &Path) -> Result<()> {
 fn player_options(server: &str, name: &str, cache: &Path, openmsx: &Path) -> PlayOptions {
     let mut o = PlayOptions::new(server, builtin::DEMO_NAME);
     o.name = name.into();
-    o.cache_dir = cache.to_path_buf();
+    o.cache_dir = Some(cache.to_path_buf());
     o.openmsx = openmsx.to_path_buf();
     o
 }

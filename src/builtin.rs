@@ -51,7 +51,8 @@ mod tests {
         assert_eq!(game.name, "demo");
         assert_eq!(game.title, "msxsync co-op demo (built in)");
         assert_eq!(game.machine.as_deref(), Some("C-BIOS_MSX1"));
-        assert_eq!(game.sync_when.as_deref(), Some("e000 == 01"));
+        assert_eq!(game.sync_when.as_deref(), Some("e000 == 01 for 60 frames"));
+        assert_eq!(game.on_restart, crate::protocol::OnRestart::Keep);
         // items, crown, harp, coins (2 bytes)
         let spans: Vec<_> = game.regions.iter().map(|r| (r.start, r.end)).collect();
         assert_eq!(
@@ -64,6 +65,13 @@ mod tests {
             ]
         );
         assert_eq!(game.shared_bytes(), 5);
+        assert_eq!(
+            game.regions[3].counter(),
+            Some(crate::counter::Counter::full(
+                crate::counter::Encoding::Bcd,
+                2
+            ))
+        );
         assert!(is_builtin(&game));
         assert_eq!(games().len(), 1);
     }

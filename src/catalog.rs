@@ -4,7 +4,7 @@
 //! sees the finished [`Game`] values.
 
 use crate::dirs::Xdg;
-use crate::protocol::{GameInfo, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use crate::protocol::{GameInfo, OnRestart, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
 use crate::regions::{GameDef, Region};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -25,6 +25,8 @@ pub struct Game {
     pub romtype: Option<String>,
     /// `sync-when:` condition as written, if the game has one.
     pub sync_when: Option<String>,
+    /// `on-restart:`, the rule for a player's new game.
+    pub on_restart: OnRestart,
     /// Shared regions, in file order.
     pub regions: Vec<RegionInfo>,
     /// The ROM image.
@@ -48,6 +50,7 @@ impl Game {
             machine: None,
             romtype: None,
             sync_when: None,
+            on_restart: OnRestart::default(),
             regions,
             rom: Arc::new(rom),
             rom_sha256,
@@ -66,6 +69,7 @@ impl Game {
         game.machine = def.machine;
         game.romtype = def.romtype;
         game.sync_when = def.sync_when.map(|s| s.to_string());
+        game.on_restart = def.on_restart;
         game
     }
 
@@ -85,6 +89,7 @@ impl Game {
             machine: self.machine.clone(),
             romtype: self.romtype.clone(),
             sync_when: self.sync_when.clone(),
+            on_restart: self.on_restart,
             players,
         }
     }
@@ -114,15 +119,9 @@ fn game_name(path: &Path) -> anyhow::Result<String> {
     if name.is_empty() {
         bail!("could not read {shown}: the file name gives an empty game name");
     }
-    if name.len() > MAX_NAME_BYTES {
-        bail!(
-            "could not read {shown}: game name '{name}' is {} bytes long, the limit is {MAX_NAME_BYTES}",
-            name.len()
-        );
-    }
-    if name.chars().any(char::is_control) {
-        bail!("could not read {shown}: the game name contains control characters");
-    }
+    // Players see and type the name.
+    crate::text::check_name("game name", name, MAX_NAME_BYTES)
+        .map_err(|why| anyhow::anyhow!("could not read {shown}: {why}"))?;
     Ok(name.to_string())
 }
 
@@ -300,14 +299,13 @@ mod tests {
         assert_eq!(game.title, "galious");
         assert_eq!(game.machine.as_deref(), Some("M"));
         assert_eq!(game.romtype, None);
-        assert_eq!(game.sync_when.as_deref(), Some("e001 == 03 or c000 & 80"));
+        assert_eq!(
+            game.sync_when.as_deref(),
+            Some("e001 == 03 or c000 & 80 for 60 frames")
+        );
         assert_eq!(
             game.regions,
-            vec![RegionInfo {
-                start: 0xe046,
-                end: 0xe04b,
-                description: "keys".into()
-            }]
+            vec![RegionInfo::bytes(0xe046, 0xe04b, "keys")]
         );
         assert_eq!(*game.rom, vec![1, 2, 3]);
         assert_eq!(game.rom_sha256, sha256(&[1, 2, 3]));
@@ -379,7 +377,7 @@ mod tests {
         assert_eq!(g.romtype.as_deref(), Some("KonamiSCC"));
         assert_eq!(
             g.sync_when.as_deref(),
-            Some("e001 == 03 and e002 & 80 or c000 != 00")
+            Some("e001 == 03 and e002 & 80 or c000 != 00 for 60 frames")
         );
         assert_eq!(g.shared_bytes(), 12);
         assert_eq!(g.rom.len(), 64);

@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod catalog;
 pub mod client;
+pub mod counter;
 pub mod delta;
 pub mod dirs;
 pub mod hex;
@@ -18,3 +19,4 @@ pub mod replica;
 pub mod rom_cache;
 pub mod server;
 pub mod sync_when;
+pub mod text;

@@ -17,20 +17,37 @@
 //!
 //! Additions the original would have rejected (so they cannot change the meaning of an
 //! old file): `key: value` directives, recognised by a first word ending in `:`
-//! (`title:`, `machine:`, `romtype:`, `sync-when:`), and validation of everything the
-//! original silently got wrong (overlaps, END before START, lines with one address...).
+//! (`title:`, `machine:`, `romtype:`, `sync-when:`, `on-restart:`, and `counter:`,
+//! which defines a region of kind counter and may be given once per counter), and
+//! validation of everything the original silently got wrong (overlaps, END before
+//! START, lines with one address...).
 //!
 //! [`parse`] is pure; [`load`] adds the file reading and the ROM checks around it.
 
+use crate::counter::{Counter, Encoding};
 use crate::protocol::{
-    RegionInfo, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES, MAX_SHARED_BYTES, MAX_TEXT_BYTES,
+    OnRestart, RegionInfo, RegionKind, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES,
+    MAX_SHARED_BYTES, MAX_TEXT_BYTES,
 };
 use crate::sync_when::{parse_hex, parse_sync_when, SyncWhen};
+use crate::text::printable;
 use anyhow::{anyhow, bail, Context};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-/// The directives a regions file may contain, as written before the colon.
-pub const DIRECTIVES: [&str; 4] = ["title", "machine", "romtype", "sync-when"];
+/// The directives a regions file may contain, as written before the colon. Each may
+/// be given once, except [`COUNTER`].
+pub const DIRECTIVES: [&str; 6] = [
+    "title",
+    "machine",
+    "romtype",
+    "sync-when",
+    COUNTER,
+    "on-restart",
+];
+
+/// The directive that defines a counter region:
+/// `counter: START END ENCODING [min N] [max N] [description...]`.
+pub const COUNTER: &str = "counter";
 
 /// Largest regions file [`load`] reads. Real ones are a few hundred bytes; the limit only
 /// stops a ROM or other big file named `.regions` by mistake from being read whole.
@@ -47,6 +64,8 @@ pub struct Region {
     pub description: String,
     /// Line of the file the region was defined on (1-based), for messages.
     pub line: usize,
+    /// Bytes (a region line) or a counter (`counter:`).
+    pub kind: RegionKind,
 }
 
 impl Region {
@@ -66,6 +85,7 @@ impl Region {
             start: self.start,
             end: self.end,
             description: self.description.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -83,6 +103,8 @@ pub struct GameDef {
     pub romtype: Option<String>,
     /// `sync-when:`, if given.
     pub sync_when: Option<SyncWhen>,
+    /// `on-restart:`, [`OnRestart::Share`] when not given.
+    pub on_restart: OnRestart,
     /// The shared regions in file order: at least one, none overlapping.
     pub regions: Vec<Region>,
 }
@@ -107,9 +129,13 @@ fn is_py_space(c: char) -> bool {
 /// classified (`classify`) and read as a directive or a region (`Reader`); then the
 /// checks that need the whole file run (`Reader::finish`).
 pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
-    let at = |line: Option<usize>, msg: String| match line {
-        Some(n) => anyhow!("could not read {file_label} line {n}: {msg}"),
-        None => anyhow!("could not read {file_label}: {msg}"),
+    // Messages quote the file's words, which may hold anything.
+    let at = |line: Option<usize>, msg: String| {
+        let msg = match line {
+            Some(n) => format!("could not read {file_label} line {n}: {msg}"),
+            None => format!("could not read {file_label}: {msg}"),
+        };
+        anyhow!("{}", printable(&msg))
     };
     // The original split on '\n' only; a CRLF file leaves '\r' at line ends, which the
     // whitespace trimming removes.
@@ -129,7 +155,9 @@ pub fn parse(file_label: &str, text: &str) -> anyhow::Result<GameDef> {
     reader.finish().map_err(|(line, e)| at(line, e))
 }
 
-/// The ROM file named on the first line.
+/// The ROM file named on the first line. It must stay inside the regions file's
+/// folder: the server sends the ROM to anyone who joins, so a file naming
+/// `/home/me/.ssh/id_ed25519` or `../../secret` must not load.
 fn rom_line(line: &str) -> Result<String, String> {
     let rom_file = line.trim_matches(is_py_space);
     if rom_file.is_empty() {
@@ -138,6 +166,18 @@ fn rom_line(line: &str) -> Result<String, String> {
     if rom_file.starts_with('#') {
         return Err(format!(
             "the first line must name the rom file, not a comment ('{rom_file}')"
+        ));
+    }
+    let components = Path::new(rom_file).components();
+    for c in components {
+        let why = match c {
+            Component::RootDir | Component::Prefix(_) => "is an absolute path",
+            Component::ParentDir => "leaves the folder with '..'",
+            Component::CurDir | Component::Normal(_) => continue,
+        };
+        return Err(format!(
+            "the rom file '{rom_file}' {why}; name a file in the folder of the regions file \
+             (or a folder below it)"
         ));
     }
     Ok(rom_file.to_string())
@@ -193,6 +233,7 @@ impl Reader {
                 machine: None,
                 romtype: None,
                 sync_when: None,
+                on_restart: OnRestart::default(),
                 regions: Vec::new(),
             },
             directive_lines: [None; DIRECTIVES.len()],
@@ -207,12 +248,17 @@ impl Reader {
                 DIRECTIVES.map(|d| format!("{d}:")).join(" ")
             ));
         };
-        if let Some(first) = self.directive_lines[k] {
+        if let (Some(first), false) = (self.directive_lines[k], key == COUNTER) {
             return Err(format!("{key}: given again, first on line {first}"));
         }
         self.directive_lines[k] = Some(n);
         if value.is_empty() {
             return Err(format!("{key}: needs a value"));
+        }
+        if key == COUNTER {
+            return self
+                .counter(n, &value)
+                .map_err(|e| format!("{COUNTER}: {e}"));
         }
         let def = &mut self.def;
         match key {
@@ -227,6 +273,19 @@ impl Reader {
             "romtype" => {
                 check_plain_name(key, &value)?;
                 def.romtype = Some(value);
+            }
+            "on-restart" => {
+                def.on_restart = match value.as_str() {
+                    "share" => OnRestart::Share,
+                    "keep" => OnRestart::Keep,
+                    _ => {
+                        return Err(format!(
+                            "on-restart: '{value}' is not a rule; write 'share' (a player's \
+                             new game reaches everyone, the default) or 'keep' (the group keeps \
+                             its state)"
+                        ))
+                    }
+                };
             }
             _ => {
                 let cond = parse_sync_when(&value).map_err(|e| format!("{key}: {e}"))?;
@@ -249,28 +308,76 @@ impl Reader {
                 "'{word}' is not a region: a region line needs a start and an end address{hint}"
             ));
         };
-        let start = parse_hex("start address", start, 0xffff)?;
-        let end = parse_hex("end address", end, 0xffff)?;
-        if end < start {
-            return Err(format!("end {end:#x} is before start {start:#x}"));
+        let (start, end) = addresses(start, end)?;
+        self.add_region(Region {
+            start,
+            end,
+            description: description.join(" "),
+            line: n,
+            kind: RegionKind::Bytes,
+        })
+    }
+
+    /// The value of a `counter:` line, on line `n`: `START END ENCODING [min N]
+    /// [max N] [description...]`.
+    fn counter(&mut self, n: usize, value: &str) -> Result<(), String> {
+        let words: Vec<&str> = value.split(' ').collect();
+        let [start, end, encoding, rest @ ..] = words.as_slice() else {
+            return Err(format!(
+                "'{value}' is not a counter: it needs a start and an end address and an \
+                 encoding, as in 'counter: E048 E049 bcd max 999 coins'"
+            ));
+        };
+        let (start, end) = addresses(start, end)?;
+        let width = usize::from(end - start) + 1;
+        let encoding = Encoding::from_name(encoding).ok_or_else(|| {
+            let names: Vec<&str> = Encoding::ALL.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown encoding '{encoding}'; use one of {}",
+                names.join(" ")
+            )
+        })?;
+        let mut counter = Counter::full(encoding, width);
+        let (mut min, mut max) = (None, None);
+        let mut rest = rest;
+        while let [word @ ("min" | "max"), number, tail @ ..] = rest {
+            let slot = if *word == "min" { &mut min } else { &mut max };
+            if slot.is_some() {
+                return Err(format!("{word} is given twice"));
+            }
+            *slot = Some(number.parse::<u32>().map_err(|_| {
+                format!(
+                    "{word} '{number}' is not a decimal number from 0 to {}",
+                    u32::MAX
+                )
+            })?);
+            rest = tail;
         }
-        let description = description.join(" ");
-        if description.len() > MAX_TEXT_BYTES {
+        counter.min = min.unwrap_or(counter.min);
+        counter.max = max.unwrap_or(counter.max);
+        counter.check(width)?;
+        self.add_region(Region {
+            start,
+            end,
+            description: rest.join(" "),
+            line: n,
+            kind: RegionKind::Counter(counter),
+        })
+    }
+
+    /// Adds a region read on line `region.line`, refusing overlaps and going over the
+    /// limits.
+    fn add_region(&mut self, region: Region) -> Result<(), String> {
+        if region.description.len() > MAX_TEXT_BYTES {
             return Err(format!(
                 "description is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-                description.len()
+                region.description.len()
             ));
         }
         let regions = &mut self.def.regions;
         if regions.len() == MAX_REGIONS {
             return Err(format!("more than {MAX_REGIONS} regions"));
         }
-        let region = Region {
-            start: start as u16,
-            end: end as u16,
-            description,
-            line: n,
-        };
         if let Some(other) = regions
             .iter()
             .find(|o| o.start <= region.end && region.start <= o.end)
@@ -287,13 +394,22 @@ impl Reader {
     /// The checks that need the whole file. An error comes with the line it is about,
     /// when it is about one.
     fn finish(self) -> Result<GameDef, (Option<usize>, String)> {
+        let line_of = |key: &str| {
+            DIRECTIVES
+                .iter()
+                .position(|d| *d == key)
+                .and_then(|k| self.directive_lines[k])
+        };
         let def = self.def;
         if let Some(cond) = &def.sync_when {
-            let line = DIRECTIVES
-                .iter()
-                .position(|d| *d == "sync-when")
-                .and_then(|k| self.directive_lines[k]);
-            check_gate_is_private(cond, &def.regions).map_err(|e| (line, e))?;
+            check_gate_is_private(cond, &def.regions).map_err(|e| (line_of("sync-when"), e))?;
+        } else if let Some(line) = line_of("on-restart") {
+            return Err((
+                Some(line),
+                "on-restart: needs a sync-when: line; without one msxsync cannot tell a new \
+                 game from the game going on"
+                    .into(),
+            ));
         }
         if def.regions.is_empty() {
             return Err((
@@ -310,6 +426,16 @@ impl Reader {
         }
         Ok(def)
     }
+}
+
+/// A region's START and END words: hexadecimal addresses, END not before START.
+fn addresses(start: &str, end: &str) -> Result<(u16, u16), String> {
+    let start = parse_hex("start address", start, 0xffff)?;
+    let end = parse_hex("end address", end, 0xffff)?;
+    if end < start {
+        return Err(format!("end {end:#x} is before start {start:#x}"));
+    }
+    Ok((start as u16, end as u16))
 }
 
 /// A shared gate byte would be written by the other players' games: their title
@@ -329,16 +455,7 @@ fn check_gate_is_private(cond: &SyncWhen, regions: &[Region]) -> Result<(), Stri
 
 /// Titles are shown to players (terminal, emulator screen).
 fn check_title(value: &str) -> Result<(), String> {
-    if value.len() > MAX_TEXT_BYTES {
-        return Err(format!(
-            "title: is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-            value.len()
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err("title: contains control characters".into());
-    }
-    Ok(())
+    crate::text::check_name("title:", value, MAX_TEXT_BYTES)
 }
 
 /// A machine or rom type name: it ends up as an openMSX command-line argument, so only
@@ -383,9 +500,38 @@ pub fn load(path: &Path) -> anyhow::Result<(GameDef, Vec<u8>)> {
         )
     })?;
     let def = parse(&label, &text)?;
-    let rom_path = rom_path(path, &def.rom_file);
-    let rom = read_rom(&rom_path).with_context(|| format!("could not read {label} line 1"))?;
+    let rom = confined(path, &rom_path(path, &def.rom_file))
+        .and_then(|rom| read_rom(&rom))
+        .with_context(|| format!("could not read {label} line 1"))?;
     Ok((def, rom))
+}
+
+/// `rom` (the ROM path of `regions_file`) with every symbolic link resolved, refused
+/// when it leads out of the regions file's folder: [`rom_line`] already refused
+/// absolute paths and `..`, but `roms -> /home/me` would get around that. A ROM that
+/// does not exist is returned as it is, for [`read_rom`] to say so.
+fn confined(regions_file: &Path, rom: &Path) -> anyhow::Result<PathBuf> {
+    let folder = match regions_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let real = match std::fs::canonicalize(rom) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rom.to_path_buf()),
+        Err(e) => return Err(e).with_context(|| format!("rom file {}", rom.display())),
+    };
+    let real_folder = std::fs::canonicalize(folder)
+        .with_context(|| format!("could not resolve folder {}", folder.display()))?;
+    if !real.starts_with(&real_folder) {
+        bail!(
+            "rom file {} leads to {} through a symbolic link, outside the game folder {}; \
+             put the rom itself in the game folder",
+            rom.display(),
+            real.display(),
+            real_folder.display()
+        );
+    }
+    Ok(real)
 }
 
 /// Where the ROM named on a regions file's first line is: relative to the file's folder.
@@ -445,6 +591,7 @@ mod tests {
             end,
             description: description.into(),
             line,
+            kind: RegionKind::Bytes,
         }
     }
 
@@ -494,6 +641,7 @@ mod tests {
         assert_eq!(def.machine, None);
         assert_eq!(def.romtype, None);
         assert_eq!(def.sync_when, None);
+        assert_eq!(def.on_restart, OnRestart::Share);
     }
 
     #[test]
@@ -524,7 +672,7 @@ mod tests {
     fn title_must_not_contain_control_characters() {
         assert_eq!(
             err("r\ntitle: a\u{1b}[2Jb\n0 0\n"),
-            "could not read g.regions line 2: title: contains control characters"
+            "could not read g.regions line 2: title: 'a\\u{1b}[2Jb' contains control characters"
         );
     }
 
@@ -545,14 +693,132 @@ mod tests {
         let def = parse(
             "g",
             "r.rom\ntitle:   The  Maze of Galious \nmachine: C-BIOS_MSX2+\nromtype: KonamiSCC\n\
-             sync-when: e001 == 03\ne046 e04b\n",
+             sync-when: e001 == 03\non-restart: keep\ne046 e04b\n",
         )
         .unwrap();
         assert_eq!(def.title.as_deref(), Some("The Maze of Galious"));
         assert_eq!(def.machine.as_deref(), Some("C-BIOS_MSX2+"));
         assert_eq!(def.romtype.as_deref(), Some("KonamiSCC"));
         assert_eq!(def.sync_when, Some(parse_sync_when("e001 == 03").unwrap()));
-        assert_eq!(def.regions, vec![region(0xe046, 0xe04b, "", 6)]);
+        assert_eq!(def.on_restart, OnRestart::Keep);
+        assert_eq!(def.regions, vec![region(0xe046, 0xe04b, "", 7)]);
+    }
+
+    #[test]
+    fn counters_are_regions_with_an_encoding_and_bounds() {
+        let def = parse(
+            "g",
+            "r\ncounter: E048 E049 bcd max 999 coins\ne04a e04b keys\n\
+             counter: e046 e046 binary max 99 min 1 arrows: a few\ncounter: c000 c003 binary-be\n",
+        )
+        .unwrap();
+        let counter = |encoding, min, max| RegionKind::Counter(Counter { encoding, min, max });
+        assert_eq!(
+            def.regions,
+            vec![
+                Region {
+                    kind: counter(Encoding::Bcd, 0, 999),
+                    ..region(0xe048, 0xe049, "coins", 2)
+                },
+                region(0xe04a, 0xe04b, "keys", 3),
+                Region {
+                    kind: counter(Encoding::Binary, 1, 99),
+                    ..region(0xe046, 0xe046, "arrows: a few", 4)
+                },
+                Region {
+                    kind: counter(Encoding::BinaryBigEndian, 0, u32::MAX),
+                    ..region(0xc000, 0xc003, "", 5)
+                },
+            ]
+        );
+        assert_eq!(def.shared_bytes(), 9);
+        // Bounds default to what the bytes hold.
+        let def = parse("g", "r\ncounter: e020 e021 bcd-be\n").unwrap();
+        assert_eq!(
+            def.regions[0].kind,
+            counter(Encoding::BcdBigEndian, 0, 9999)
+        );
+        // A counter is shared: a gate must not read it.
+        assert!(err("r\nsync-when: e048 == 1\ncounter: e048 e049 bcd\n")
+            .contains("sync-when reads e048, which is shared"));
+    }
+
+    #[test]
+    fn the_galious_file_shares_arrows_coins_and_keys_as_counters() {
+        let def = parse(
+            "games/galious.regions",
+            include_str!("../games/galious.regions"),
+        )
+        .unwrap();
+        let counters: Vec<(u16, u16, &str)> = def
+            .regions
+            .iter()
+            .filter(|r| {
+                r.kind
+                    == RegionKind::Counter(Counter {
+                        encoding: Encoding::Bcd,
+                        min: 0,
+                        max: 999,
+                    })
+            })
+            .map(|r| (r.start, r.end, r.description.as_str()))
+            .collect();
+        assert_eq!(
+            counters,
+            [
+                (0xe046, 0xe047, "arrows"),
+                (0xe048, 0xe049, "coins"),
+                (0xe04a, 0xe04b, "keys")
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_counters_say_what_is_wrong() {
+        for (line, problem) in [
+            (
+                "counter: e048",
+                "'e048' is not a counter: it needs a start and an end address and an \
+                 encoding, as in 'counter: E048 E049 bcd max 999 coins'",
+            ),
+            (
+                "counter: e048 e049 decimal",
+                "unknown encoding 'decimal'; use one of bcd binary bcd-be binary-be",
+            ),
+            (
+                "counter: e048 e04d bcd",
+                "a counter is 1 to 4 bytes long, this one 6",
+            ),
+            (
+                "counter: e048 e049 bcd max 10000",
+                "max 10000 does not fit in 2 bcd bytes: the largest is 9999",
+            ),
+            ("counter: e048 e049 bcd min 5 max 4", "min 5 is above max 4"),
+            (
+                "counter: e048 e049 bcd min x",
+                "min 'x' is not a decimal number from 0 to 4294967295",
+            ),
+            ("counter: e048 e049 bcd max 5 max 6", "max is given twice"),
+            (
+                "counter: e049 e048 bcd",
+                "end 0xe048 is before start 0xe049",
+            ),
+            (
+                "counter: e04g e049 bcd",
+                "start address 'e04g' is not a hexadecimal number",
+            ),
+        ] {
+            assert_eq!(
+                err(&format!("r\n{line}\n")),
+                format!("could not read g.regions line 2: counter: {problem}"),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            err("r\ne040 e048\ncounter: e048 e049 bcd\n"),
+            "could not read g.regions line 3: counter: region e048-e049 overlaps region \
+             e040-e048 on line 2"
+        );
     }
 
     #[test]
@@ -566,7 +832,7 @@ mod tests {
         assert_eq!(
             err("r\nplayers: 2\n0 0\n"),
             "could not read g.regions line 2: unknown directive 'players:'; \
-             known ones are title: machine: romtype: sync-when:"
+             known ones are title: machine: romtype: sync-when: counter: on-restart:"
         );
         // Keys are exact: no case folding.
         assert!(err("r\nTitle: x\n0 0\n").contains("unknown directive 'Title:'"));
@@ -626,6 +892,35 @@ mod tests {
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert!(err(&format!("r\ntitle: {long}\n0 0\n")).contains("line 2: title: is 1025 bytes"));
         assert!(err(&format!("r\n0 0 {long}\n")).contains("line 2: description is 1025 bytes"));
+    }
+
+    #[test]
+    fn settle_period_and_restart_rule() {
+        let def = parse("g", "r\nsync-when: e001 == 03 for 30 frames\n0 0\n").unwrap();
+        assert_eq!(def.sync_when.unwrap().frames, 30);
+        assert_eq!(def.on_restart, OnRestart::Share);
+        let def = parse("g", "r\non-restart: share\nsync-when: e001 == 03\n0 0\n").unwrap();
+        assert_eq!(def.on_restart, OnRestart::Share);
+        assert_eq!(
+            err("r\nsync-when: e001 == 03 for 3001 frames\n0 0\n"),
+            "could not read g.regions line 2: sync-when: 3001 frames is longer than the limit \
+             of 3000 (a minute at 50 frames a second)"
+        );
+        assert_eq!(
+            err("r\nsync-when: e001 == 03\non-restart: Keep\n0 0\n"),
+            "could not read g.regions line 3: on-restart: 'Keep' is not a rule; write 'share' \
+             (a player's new game reaches everyone, the default) or 'keep' (the group keeps \
+             its state)"
+        );
+        assert_eq!(
+            err("r\n0 0\n\non-restart: keep\n"),
+            "could not read g.regions line 4: on-restart: needs a sync-when: line; without \
+             one msxsync cannot tell a new game from the game going on"
+        );
+        assert_eq!(
+            err("r\nsync-when: 1 == 1\non-restart: keep\non-restart: share\n0 0\n"),
+            "could not read g.regions line 4: on-restart: given again, first on line 3"
+        );
     }
 
     #[test]
@@ -778,6 +1073,14 @@ mod tests {
             "title:",
             "machine:",
             "sync-when:",
+            "on-restart:",
+            "keep",
+            "for 3 frames",
+            "counter:",
+            "bcd",
+            "min",
+            "max",
+            "9999",
             "==",
             "&",
             "and",
@@ -847,6 +1150,82 @@ mod tests {
         let e = format!("{:#}", load(&dir.path().join("none.regions")).unwrap_err());
         assert!(
             e.starts_with("could not read ") && e.contains("none.regions"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_rom_must_be_named_inside_the_game_folder() {
+        for (rom, why) in [
+            ("/etc/passwd", "is an absolute path"),
+            ("//etc/passwd", "is an absolute path"),
+            ("../secret.rom", "leaves the folder with '..'"),
+            (
+                "roms/../../home/me/.ssh/id_ed25519",
+                "leaves the folder with '..'",
+            ),
+            ("./roms/../a.rom", "leaves the folder with '..'"),
+        ] {
+            assert_eq!(
+                err(&format!("{rom}\n0 0\n")),
+                format!(
+                    "could not read g.regions line 1: the rom file '{rom}' {why}; name a file \
+                     in the folder of the regions file (or a folder below it)"
+                )
+            );
+        }
+        for ok in ["a.rom", "./a.rom", "roms/a b.rom", "roms/./x..y.rom"] {
+            assert_eq!(parse("g", &format!("{ok}\n0 0\n")).unwrap().rom_file, ok);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_out_of_the_game_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let games = dir.path().join("games");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&games).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"key").unwrap();
+        std::os::unix::fs::symlink(&outside, games.join("roms")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), games.join("s.rom")).unwrap();
+        for (name, rom) in [("a", "roms/secret"), ("b", "s.rom")] {
+            let file = games.join(format!("{name}.regions"));
+            std::fs::write(&file, format!("{rom}\n0 0\n")).unwrap();
+            let e = format!("{:#}", load(&file).unwrap_err());
+            assert!(
+                e.starts_with(&format!(
+                    "could not read {} line 1: rom file ",
+                    file.display()
+                )) && e.contains("through a symbolic link, outside the game folder"),
+                "{e}"
+            );
+        }
+        // A link that stays inside the folder is fine.
+        std::fs::write(games.join("real.rom"), [1u8, 2]).unwrap();
+        std::os::unix::fs::symlink(games.join("real.rom"), games.join("alias.rom")).unwrap();
+        let file = games.join("c.regions");
+        std::fs::write(&file, "alias.rom\n0 0\n").unwrap();
+        assert_eq!(load(&file).unwrap().1, [1, 2]);
+    }
+
+    #[test]
+    fn errors_quote_the_file_only_through_the_terminal_filter() {
+        for text in [
+            "r\n\u{1b}]0;pwned\u{7} e000\n",
+            "r\n\u{1b}[2J: x\n0 0\n",
+            "# \u{1b}[31m\n",
+            "r\nmachine: a\u{9b}b\n0 0\n",
+            "r\nsync-when: e000 \u{1b}[2J 1\n0 0\n",
+        ] {
+            let e = err(text);
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.contains("\\u{"), "{e:?}");
+        }
+        let e = format!("{:#}", parse("bad\u{1b}[2J.regions", "r\n").unwrap_err());
+        assert!(
+            e.starts_with("could not read bad\\u{1b}[2J.regions: "),
             "{e}"
         );
     }

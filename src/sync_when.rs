@@ -5,9 +5,24 @@
 //! The server sends the condition as text; each player parses it here and the hooks
 //! evaluate it inside openMSX (`Hooks::set_gate`). [`SyncWhen`]'s `Display` is the
 //! normalised form that [`parse_sync_when`] reads back.
+//!
+//! A condition may end in `for N frames`: the settle period, how long the condition
+//! must hold without a break before the player syncs (docs/architecture.md, "The settle
+//! period"). Without it, [`DEFAULT_SETTLE_FRAMES`].
 
 use crate::protocol::MAX_TEXT_BYTES;
 use std::fmt;
+
+/// Settle period of a condition without `for N frames`: one second at 60 frames a
+/// second (1.2 s at 50). Games that set their mode byte before they initialise their
+/// variables do it a frame or a few later (the slowest pattern the tests check: ten);
+/// a player loses nothing that matters by syncing a second after the game started,
+/// while a period too short lets the start-up through. Why this figure:
+/// docs/architecture.md, "The settle period".
+pub const DEFAULT_SETTLE_FRAMES: u32 = 60;
+
+/// Longest settle period a regions file may ask for: a minute at 50 frames a second.
+pub const MAX_SETTLE_FRAMES: u32 = 3000;
 
 /// Parses a hex number as the original openmsx-sync's `int(x, 16)` did for sane files
 /// (any case, optional `0x`), plus the `$` prefix common in MSX writing. Regions file
@@ -123,6 +138,10 @@ impl fmt::Display for Term {
 pub struct SyncWhen {
     /// Groups joined by `or`; the terms inside a group are joined by `and`.
     pub any_of: Vec<Vec<Term>>,
+    /// The settle period: frames the condition must hold without a break before the
+    /// player syncs (`for N frames`, else [`DEFAULT_SETTLE_FRAMES`]); at most
+    /// [`MAX_SETTLE_FRAMES`].
+    pub frames: u32,
 }
 
 impl SyncWhen {
@@ -155,7 +174,8 @@ impl fmt::Display for SyncWhen {
                 write!(f, "{term}")?;
             }
         }
-        Ok(())
+        let unit = if self.frames == 1 { "frame" } else { "frames" };
+        write!(f, " for {} {unit}", self.frames)
     }
 }
 
@@ -214,8 +234,10 @@ fn tokenize(text: &str) -> Result<Vec<Token<'_>>, String> {
 /// Terms are `ADDR OP VALUE`: ADDR hexadecimal 0-ffff, VALUE a hexadecimal byte (both
 /// with optional `0x` or `$`), OP one of `==` `!=` `<` `>` `<=` `>=` (unsigned) and `&`
 /// (true when any of VALUE's bits is set). Terms are joined by `and` and `or`, `and`
-/// binding tighter. Clients re-parse the text they get from the server with this, so
-/// anything else is refused with a message saying what was expected.
+/// binding tighter. An optional `for N frames` at the end (N decimal, at most
+/// [`MAX_SETTLE_FRAMES`]) sets the settle period. Clients re-parse the text they get
+/// from the server with this, so anything else is refused with a message saying what
+/// was expected.
 pub fn parse_sync_when(text: &str) -> Result<SyncWhen, String> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(format!(
@@ -282,9 +304,13 @@ pub fn parse_sync_when(text: &str) -> Result<SyncWhen, String> {
             None => break,
             Some(Token::Word("and")) => {}
             Some(Token::Word("or")) => any_of.push(Vec::new()),
+            Some(Token::Word("for")) => {
+                let frames = settle_period(&tokens[i + 1..])?;
+                return Ok(SyncWhen { any_of, frames });
+            }
             Some(_) => {
                 return Err(format!(
-                    "expected 'and' or 'or' after '{term}', found {}",
+                    "expected 'and', 'or' or 'for' after '{term}', found {}",
                     found(i)
                 ))
             }
@@ -297,7 +323,31 @@ pub fn parse_sync_when(text: &str) -> Result<SyncWhen, String> {
             ));
         }
     }
-    Ok(SyncWhen { any_of })
+    Ok(SyncWhen {
+        any_of,
+        frames: DEFAULT_SETTLE_FRAMES,
+    })
+}
+
+/// The words after `for`: `N frames` (or `1 frame`), N decimal, and nothing after.
+fn settle_period(rest: &[Token<'_>]) -> Result<u32, String> {
+    const USAGE: &str = "write the settle period as 'for 30 frames' (decimal), at the end";
+    let (n, unit) = match rest {
+        [Token::Word(n), Token::Word(unit)] => (*n, *unit),
+        _ => return Err(format!("after 'for': {USAGE}")),
+    };
+    if !matches!(unit, "frames" | "frame") {
+        return Err(format!("expected 'frames' after 'for {n}', found '{unit}'"));
+    }
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{n}' is not a number of frames; {USAGE}"));
+    }
+    match n.parse::<u32>() {
+        Ok(frames) if frames <= MAX_SETTLE_FRAMES => Ok(frames),
+        _ => Err(format!(
+            "{n} frames is longer than the limit of {MAX_SETTLE_FRAMES} (a minute at 50 frames a second)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +404,7 @@ pub(crate) mod tests {
                 vec![t(0xc000, Op::Ne, 0)]
             ]
         );
+        assert_eq!(c.frames, DEFAULT_SETTLE_FRAMES);
         let mem = |e001: u8, e002: u8, c000: u8| {
             move |a: u16| match a {
                 0xe001 => e001,
@@ -391,13 +442,20 @@ pub(crate) mod tests {
     #[test]
     fn sync_when_display_round_trips() {
         for (text, normal) in [
-            ("e001 == 03", "e001 == 03"),
-            ("$E001==3", "e001 == 03"),
+            ("e001 == 03", "e001 == 03 for 60 frames"),
+            ("$E001==3", "e001 == 03 for 60 frames"),
             (
                 "0x1&0X80 and 2<=ff or 3>0",
-                "0001 & 80 and 0002 <= ff or 0003 > 00",
+                "0001 & 80 and 0002 <= ff or 0003 > 00 for 60 frames",
             ),
-            ("  c000   !=  00  ", "c000 != 00"),
+            ("  c000   !=  00  ", "c000 != 00 for 60 frames"),
+            ("c000 != 00 for 30 frames", "c000 != 00 for 30 frames"),
+            (
+                "c000 != 00 or 1 == 2 for 1 frame",
+                "c000 != 00 or 0001 == 02 for 1 frame",
+            ),
+            ("c000 != 00 for 0 frames", "c000 != 00 for 0 frames"),
+            ("c000 != 00 for 3000 frames", "c000 != 00 for 3000 frames"),
         ] {
             let c = parse_sync_when(text).unwrap();
             assert_eq!(c.to_string(), normal);
@@ -419,19 +477,33 @@ pub(crate) mod tests {
             ("e001 == 3 and", "expected a term after 'and', found the end of the condition"),
             ("e001 == 3 or", "expected a term after 'or', found the end of the condition"),
             ("e001 == 3 and and 1 == 1", "expected an address, found 'and'"),
-            ("e001 == 3 e002 == 4", "expected 'and' or 'or' after 'e001 == 03', found 'e002'"),
-            ("e001 == 3 && 1 == 1", "expected 'and' or 'or' after 'e001 == 03', found '&&'"),
-            ("e001 == 3 || 1 == 1", "expected 'and' or 'or' after 'e001 == 03', found '||'"),
+            ("e001 == 3 e002 == 4", "expected 'and', 'or' or 'for' after 'e001 == 03', found 'e002'"),
+            ("e001 == 3 && 1 == 1", "expected 'and', 'or' or 'for' after 'e001 == 03', found '&&'"),
+            ("e001 == 3 || 1 == 1", "expected 'and', 'or' or 'for' after 'e001 == 03', found '||'"),
             ("e001 === 3", "unknown operator '==='; use one of == != < > <= >= &"),
             ("e001 =< 3", "unknown operator '=<'; use one of == != < > <= >= &"),
             ("e001 == 100", "value 0x100 is above 0xff"),
             ("10000 == 1", "address 0x10000 is above 0xffff"),
             ("e00g == 1", "address 'e00g' is not a hexadecimal number"),
-            ("e001 == 3 AND 1 == 1", "expected 'and' or 'or' after 'e001 == 03', found 'AND'"),
+            ("e001 == 3 AND 1 == 1", "expected 'and', 'or' or 'for' after 'e001 == 03', found 'AND'"),
             ("(e001 == 3)", "unexpected character '('; write terms like 'e001 == 03' joined by 'and' or 'or'"),
             ("e001 == 3; exit", "unexpected character ';'; write terms like 'e001 == 03' joined by 'and' or 'or'"),
             ("e001 == -1", "unexpected character '-'; write terms like 'e001 == 03' joined by 'and' or 'or'"),
             ("e001\u{a0}== 3", "unexpected character '\\u{a0}'; write terms like 'e001 == 03' joined by 'and' or 'or'"),
+        ] {
+            assert_eq!(parse_sync_when(text), Err(msg.to_string()), "for {text:?}");
+        }
+        for (text, msg) in [
+            ("e001 == 3 for", "after 'for': write the settle period as 'for 30 frames' (decimal), at the end"),
+            ("e001 == 3 for 30", "after 'for': write the settle period as 'for 30 frames' (decimal), at the end"),
+            ("e001 == 3 for 30 frames and 1 == 1", "after 'for': write the settle period as 'for 30 frames' (decimal), at the end"),
+            ("e001 == 3 for 30 seconds", "expected 'frames' after 'for 30', found 'seconds'"),
+            ("e001 == 3 for 0x1e frames", "'0x1e' is not a number of frames; write the settle period as 'for 30 frames' (decimal), at the end"),
+            ("e001 == 3 for 1e frames", "'1e' is not a number of frames; write the settle period as 'for 30 frames' (decimal), at the end"),
+            ("e001 == 3 for 3001 frames", "3001 frames is longer than the limit of 3000 (a minute at 50 frames a second)"),
+            ("e001 == 3 for 99999999999999999999 frames", "99999999999999999999 frames is longer than the limit of 3000 (a minute at 50 frames a second)"),
+            ("e001 == 3 for == 3", "after 'for': write the settle period as 'for 30 frames' (decimal), at the end"),
+            ("for 30 frames", "address 'for' is not a hexadecimal number"),
         ] {
             assert_eq!(parse_sync_when(text), Err(msg.to_string()), "for {text:?}");
         }
@@ -445,7 +517,7 @@ pub(crate) mod tests {
     fn sync_when_never_panics_on_junk() {
         let pieces = [
             "e001", " ", "==", "=", "!", "<", ">", "&", "|", "and", "or", "0x", "$", "ff", "100",
-            "(", "é", "\n",
+            "(", "é", "\n", "for", "30", "frames",
         ];
         for text in junk(&pieces, 12, 7, 20_000) {
             if let Ok(c) = parse_sync_when(&text) {

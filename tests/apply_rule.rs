@@ -1,7 +1,9 @@
 //! The apply rule exists twice: in Tcl (`msxsync::apply_one` in hooks.tcl, what players
 //! run) and in Rust (`replica::apply_remote`, what the convergence tests reason with).
 //! This test runs both on the same cases, the Tcl side in a real headless openMSX, and
-//! requires the same RAM and shadow afterwards. It skips only when openMSX is missing
+//! requires the same RAM and shadow afterwards. The same for counters
+//! (`msxsync::apply_count` and `replica::apply_count`, with the numbers each side reads
+//! from and writes into counter bytes). It skips only when openMSX is missing
 //! and MSXSYNC_REQUIRE_OPENMSX is unset (see tests/common/mod.rs).
 
 mod common;
@@ -9,12 +11,13 @@ mod common;
 use common::rng::Rng;
 use common::testrom;
 use common::{require_openmsx, TIMEOUT};
+use msxsync::counter::{Counter, CounterWrite, Encoding};
 use msxsync::delta::Change;
 use msxsync::hex;
 use msxsync::openmsx::hooks::procs;
 use msxsync::openmsx::{Hooks, OpenMsx};
-use msxsync::protocol::RegionInfo;
-use msxsync::replica::apply_remote;
+use msxsync::protocol::{RegionInfo, RegionKind};
+use msxsync::replica::{apply_count, apply_remote};
 /// The one region the cases use: page 3 RAM, which the BIOS has set up by the time
 /// the cartridge's INIT runs, and which the test game does not use.
 const START: u16 = 0xC000;
@@ -142,34 +145,35 @@ async fn compare(msx: &OpenMsx, hooks: &Hooks, what: &str, before: &Bytes, chang
     }
 }
 
+/// The test cartridge in a headless openMSX, paused at its INIT (nothing but the
+/// test's commands touches RAM), with hooks on `regions` that never flush by
+/// themselves (the debugger writes that set RAM up are seen as game writes: they must
+/// not go into the shadow).
+async fn paused_with_hooks(regions: &[RegionInfo]) -> (OpenMsx, Hooks) {
+    let rom = testrom::rom_path();
+    let msx = OpenMsx::spawn(&testrom::launch(Some(&rom)))
+        .await
+        .expect("spawn openmsx");
+    msx.command("set throttle off").await.unwrap();
+    let mut hooks = Hooks::load(&msx).await.expect("load hooks");
+    let reached = hooks
+        .wait_for_cartridge(&std::fs::read(&rom).unwrap(), TIMEOUT, |_| {})
+        .await
+        .expect("waiting for the cartridge");
+    assert!(reached, "the cartridge's INIT was not reached");
+    hooks.watch(regions).await.unwrap();
+    msx.command("set msxsync::auto_flush 0").await.unwrap();
+    (msx, hooks)
+}
+
 #[test]
 fn tcl_and_rust_apply_remote_bits_the_same_way() {
     if !require_openmsx() {
         return;
     }
     smol::block_on(async {
-        let rom = testrom::rom_path();
-        let msx = OpenMsx::spawn(&testrom::launch(Some(&rom)))
-            .await
-            .expect("spawn openmsx");
-        msx.command("set throttle off").await.unwrap();
-        let mut hooks = Hooks::load(&msx).await.expect("load hooks");
-        // Emulation stays paused at the cartridge's INIT: nothing but the commands
-        // below touches RAM.
-        let reached = hooks
-            .wait_for_cartridge(&std::fs::read(&rom).unwrap(), TIMEOUT, |_| {})
-            .await
-            .expect("waiting for the cartridge");
-        assert!(reached, "the cartridge's INIT was not reached");
-        let region = RegionInfo {
-            start: START,
-            end: START + LEN as u16 - 1,
-            description: "cases".into(),
-        };
-        hooks.watch(&[region]).await.unwrap();
-        // The debugger writes that set RAM up are seen as game writes: never flush
-        // them into the shadow.
-        msx.command("set msxsync::auto_flush 0").await.unwrap();
+        let region = RegionInfo::bytes(START, START + LEN as u16 - 1, "cases");
+        let (msx, hooks) = paused_with_hooks(&[region]).await;
 
         // The same emulator shows that hooks.tcl defines every proc Rust calls (the
         // unit test in hooks.rs reads the script; this asks the Tcl interpreter).
@@ -217,14 +221,7 @@ fn tcl_and_rust_apply_remote_bits_the_same_way() {
 
         // Random rounds: random RAM and shadow (often equal, as most bytes are), and
         // random changes that may overlap, applied in order by both sides.
-        let seed = std::env::var("MSXSYNC_APPLY_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
+        let seed = seed();
         let mut rng = Rng::new(seed);
         for round in 0..20 {
             let ram: Vec<u8> = (0..LEN).map(|_| rng.byte()).collect();
@@ -250,6 +247,137 @@ fn tcl_and_rust_apply_remote_bits_the_same_way() {
                 .collect();
             let what = format!("random round {round} (MSXSYNC_APPLY_SEED={seed})");
             compare(&msx, &hooks, &what, &before, &changes).await;
+        }
+        msx.shutdown().await.unwrap();
+    });
+}
+
+/// The seed of the random rounds: `MSXSYNC_APPLY_SEED`, else the clock (failures print
+/// it).
+fn seed() -> u64 {
+    std::env::var("MSXSYNC_APPLY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+#[test]
+fn tcl_and_rust_apply_counters_the_same_way() {
+    if !require_openmsx() {
+        return;
+    }
+    // Every encoding in every width, each a counter of its own, side by side.
+    let counters: Vec<(usize, Encoding)> = Encoding::ALL
+        .iter()
+        .flat_map(|&(_, e)| (1..=4).map(move |w| (w, e)))
+        .collect();
+    let mut regions = Vec::new();
+    let mut at = START;
+    for &(width, encoding) in &counters {
+        regions.push(RegionInfo {
+            kind: RegionKind::Counter(Counter::full(encoding, width)),
+            ..RegionInfo::bytes(at, at + width as u16 - 1, "")
+        });
+        at += width as u16;
+    }
+    smol::block_on(async {
+        let seed = seed();
+        let mut rng = Rng::new(seed);
+        let (msx, mut hooks) = paused_with_hooks(&regions).await;
+        for round in 0..30 {
+            // Random bounds per round: the hooks learn them at `watch`.
+            for r in &mut regions {
+                let full = r.counter().unwrap();
+                let a = (rng.next() % (u64::from(full.max) + 1)) as u32;
+                let b = (rng.next() % (u64::from(full.max) + 1)) as u32;
+                let bounded = Counter {
+                    min: a.min(b),
+                    max: a.max(b),
+                    ..full
+                };
+                r.kind = RegionKind::Counter(if rng.below(3) == 0 { full } else { bounded });
+            }
+            hooks.watch(&regions).await.unwrap();
+            // RAM and shadow: random bytes (BCD digits above 9 included), RAM often
+            // the shadow plus or minus a little, as after a game's unflushed pickup.
+            let shadow: Vec<Vec<u8>> = regions
+                .iter()
+                .map(|r| (0..r.len()).map(|_| rng.byte()).collect())
+                .collect();
+            let ram: Vec<Vec<u8>> = regions
+                .iter()
+                .zip(&shadow)
+                .map(|(r, s)| {
+                    let c = r.counter().unwrap();
+                    match rng.below(3) {
+                        0 => s.clone(),
+                        1 => {
+                            let v = i64::from(c.decode(s)) + rng.below(21) as i64 - 10;
+                            c.encode(v.clamp(0, i64::from(u32::MAX)) as u32, r.len())
+                        }
+                        _ => (0..r.len()).map(|_| rng.byte()).collect(),
+                    }
+                })
+                .collect();
+            hooks.write_state(&shadow).await.unwrap();
+            msx.command(&format!(
+                "debug write_block memory {START} [binary decode hex {}]",
+                hex::encode(&ram.concat())
+            ))
+            .await
+            .unwrap();
+            // The numbers the Tcl side reads agree with `Counter::decode`.
+            for (r, region) in regions.iter().enumerate() {
+                let c = region.counter().unwrap();
+                let bytes: Vec<String> = ram[r].iter().map(u8::to_string).collect();
+                let tcl = msx
+                    .command(&format!(
+                        "msxsync::count_of {} {{{}}}",
+                        c.encoding.tcl_code(),
+                        bytes.join(" ")
+                    ))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    tcl,
+                    c.decode(&ram[r]).to_string(),
+                    "{region:?} {:02x?}",
+                    ram[r]
+                );
+            }
+            let writes: Vec<CounterWrite> = regions
+                .iter()
+                .enumerate()
+                .map(|(r, region)| {
+                    let c = region.counter().unwrap();
+                    let span = u64::from(c.max - c.min) + 1;
+                    CounterWrite {
+                        region: r as u16,
+                        value: c.min + (rng.next() % span) as u32,
+                    }
+                })
+                .collect();
+            hooks.apply_all(&[], &writes).await.unwrap();
+            let tcl_ram = hooks.read_state().await.unwrap();
+            let tcl_shadow = hooks.read_shadow().await.unwrap();
+            for (r, region) in regions.iter().enumerate() {
+                let c = region.counter().unwrap();
+                let (mut rust_ram, mut rust_shadow) = (ram[r].clone(), shadow[r].clone());
+                apply_count(&mut rust_ram, &mut rust_shadow, &c, writes[r].value);
+                assert_eq!(
+                    (&tcl_ram[r], &tcl_shadow[r]),
+                    (&rust_ram, &rust_shadow),
+                    "round {round} (MSXSYNC_APPLY_SEED={seed}): {c:?} from ram {:02x?} \
+                     shadow {:02x?}, value {}: Tcl and Rust differ (ram, shadow)",
+                    ram[r],
+                    shadow[r],
+                    writes[r].value
+                );
+            }
         }
         msx.shutdown().await.unwrap();
     });

@@ -5,14 +5,9 @@
 mod common;
 
 use common::e2e::World;
-use common::process::{alive, msxsync_command, signal, Play};
+use common::play::{alive, msxsync_command, signal, Play};
 use common::require_openmsx;
 use std::time::{Duration, Instant};
-
-/// `msxsync play` as "tester" on the world's server.
-fn start_play(world: &World, cache: &std::path::Path, extra: &[&str]) -> Play {
-    Play::start(&world.addr(), "tester", cache, extra)
-}
 
 #[test]
 fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
@@ -21,11 +16,11 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut first = start_play(&world, cache.path(), &["--game", "testgame"]);
+    let mut first = Play::start(&world, cache.path(), &["--game", "testgame"]);
     first.wait_for("downloaded the rom");
     let msx = first.openmsx_pid();
     first.wait_for("syncing testgame");
-    signal(first.pid(), "INT");
+    signal(first.child.id() as i32, "INT");
     assert_eq!(first.wait_exit(), 0, "output: {:#?}", first.out.seen);
     first.wait_for("interrupted: left the game and stopped openMSX");
     let deadline = Instant::now() + common::TIMEOUT;
@@ -38,7 +33,7 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     }
 
     // A second start takes the ROM from the cache.
-    let mut second = start_play(&world, cache.path(), &["--game", "testgame"]);
+    let mut second = Play::start(&world, cache.path(), &["--game", "testgame"]);
     second.wait_for("from the cache");
     second.wait_for("syncing testgame");
     assert!(!second.out.seen.iter().any(|l| l.contains("downloaded")));
@@ -51,8 +46,7 @@ fn closing_openmsx_ends_play_with_success() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = start_play(&world, cache.path(), &["--game", "testgame"]);
-    let msx = play.openmsx_pid();
+    let (mut play, msx) = Play::testgame(&world, cache.path());
     play.wait_for("syncing testgame");
     // What closing the window does: openMSX quits.
     signal(msx, "TERM");
@@ -64,7 +58,7 @@ fn closing_openmsx_ends_play_with_success() {
 fn an_unknown_game_lists_the_server_s_games() {
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = start_play(&world, cache.path(), &["--game", "galiuos"]);
+    let mut play = Play::start(&world, cache.path(), &["--game", "galiuos"]);
     assert_ne!(play.wait_exit(), 0);
     let err = play.wait_for("error");
     assert!(err.contains("galiuos") && err.contains("testgame"), "{err}");
@@ -74,7 +68,7 @@ fn an_unknown_game_lists_the_server_s_games() {
 fn a_missing_openmsx_says_how_to_install_it() {
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = start_play(
+    let mut play = Play::start(
         &world,
         cache.path(),
         &["--game", "testgame", "--openmsx", "/nonexistent/openmsx"],

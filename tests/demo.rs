@@ -11,7 +11,7 @@ mod common;
 mod demo;
 
 use common::lines::Lines;
-use common::process::{msxsync_command, KillOnDrop};
+use common::play::{msxsync_command, KillOnDrop};
 use common::require_openmsx;
 use std::process::Stdio;
 

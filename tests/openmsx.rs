@@ -258,13 +258,13 @@ fn game_writes_become_exact_local_changes() {
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x03, 0x03)]);
         game_does(&g, CMD_ADD, SHARED0 + 4, 0xff).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x02, 0x01)]);
-        // Last byte of the last region (watchpoint ranges are inclusive).
+        // Last byte of a region (watchpoint ranges are inclusive).
         game_does(&g, CMD_SET, SHARED1 + 63, 0x01).await;
         assert_eq!(g.next_changes().await, vec![masked(1, 63, 0x01, 0x01)]);
         // Writes that change nothing, and writes outside the regions, are silent:
         // the next report is the marker only.
         game_does(&g, CMD_OR, SHARED0 + 3, 0x20).await;
-        game_does(&g, CMD_SET, 0xE050, 0x99).await;
+        game_does(&g, CMD_SET, 0xE060, 0x99).await;
         game_does(&g, CMD_SET, SHARED0, 0x5a).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 0, 0x5a, 0x5a)]);
         // Every frame changing values: whole-region changes, consistent with RAM.

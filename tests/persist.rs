@@ -5,7 +5,7 @@
 mod common;
 
 use common::lines::wait_exit;
-use common::process::{msxsync_command, KillOnDrop};
+use common::play::{msxsync_command, KillOnDrop};
 use common::serve::Serve;
 use msxsync::catalog::{self, Game};
 use msxsync::client::{self, Client};

@@ -35,15 +35,8 @@ fn a_game_write_reaches_every_other_player_and_back() {
         const PRIVATE: u16 = 0xE12E;
         let before = peek(&b, PRIVATE).await;
         game_does(&a, CMD_SET, PRIVATE, before ^ 0x5a).await;
-        game_does_seen_by(
-            &a,
-            CMD_SET,
-            SHARED0,
-            0x77,
-            &[&b],
-            "the barrier write in bob",
-        )
-        .await;
+        let what = "the barrier write in bob";
+        game_does_seen_by(&a, CMD_SET, SHARED0, 0x77, &[&b], what).await;
         assert_eq!(
             peek(&b, PRIVATE).await,
             before,
@@ -186,24 +179,10 @@ fn loadstate_brings_the_player_back_to_the_shared_state() {
         wait_converged(&world, "testgame", &[&a, &b]).await;
         assert_eq!(peek(&a, SHARED0 + 5).await, 0x55);
         // And ann keeps syncing both ways.
-        game_does_seen_by(
-            &a,
-            CMD_SET,
-            SHARED0 + 6,
-            0x66,
-            &[&b],
-            "ann's write after loadstate in bob",
-        )
-        .await;
-        game_does_seen_by(
-            &b,
-            CMD_SET,
-            SHARED0 + 7,
-            0x77,
-            &[&a],
-            "bob's write after loadstate in ann",
-        )
-        .await;
+        let what = "ann's write after loadstate in bob";
+        game_does_seen_by(&a, CMD_SET, SHARED0 + 6, 0x66, &[&b], what).await;
+        let what = "bob's write after loadstate in ann";
+        game_does_seen_by(&b, CMD_SET, SHARED0 + 7, 0x77, &[&a], what).await;
         a.stop().await.expect("ann synced without errors");
         b.stop().await.expect("bob synced without errors");
     });
@@ -226,24 +205,10 @@ fn attach_to_a_running_openmsx_through_its_control_socket() {
         o.attach = Some(pid.to_string());
         let ann = common::e2e::start_player(o).await;
         let bob = world.player("bob").await;
-        game_does_seen_by(
-            &ann,
-            CMD_SET,
-            SHARED0 + 1,
-            0x31,
-            &[&bob],
-            "the attached player's write in bob",
-        )
-        .await;
-        game_does_seen_by(
-            &bob,
-            CMD_SET,
-            SHARED0 + 2,
-            0x32,
-            &[&ann],
-            "bob's write in the attached openMSX",
-        )
-        .await;
+        let what = "the attached player's write in bob";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 1, 0x31, &[&bob], what).await;
+        let what = "bob's write in the attached openMSX";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 2, 0x32, &[&ann], what).await;
         ann.stop().await.expect("ann synced without errors");
         // Leaving does not stop the player's own openMSX, and leaves no hooks behind.
         assert_eq!(

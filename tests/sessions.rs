@@ -5,8 +5,9 @@
 mod common;
 
 use common::e2e::{
-    game_does, game_does_seen_by, peek, player_options, server_state, shared, start_player,
-    testgame_folder, wait_byte, wait_caught_up, wait_converged, wait_converged_at, World,
+    cut, game_does, game_does_seen_by, games_folder, peek, player_behind_a_proxy, player_options,
+    restore, server_state, shared, start_player, wait_byte, wait_caught_up, wait_converged,
+    wait_converged_at, World,
 };
 use common::proxy::Proxy;
 use common::serve::Serve;
@@ -46,12 +47,13 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
         let ann = world.player("ann").await;
         // On the title screen, the game's writes stay home.
         game_does(&ann, CMD_SET, SHARED0 + 1, 0xee).await;
-        // Playing: the gate opens, ann is brought to the group's (empty) state first.
-        game_does(&ann, CMD_MODE, 0, 1).await;
-        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write undone").await;
+        // A new game clears the variables; the gate opens once it has settled, and
+        // ann's game, the first in a fresh group, gives the group its values.
+        game_does(&ann, CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
+        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write cleared").await;
         game_does(&ann, CMD_SET, SHARED0 + 2, 0x42).await;
         game_does(&ann, CMD_OR, SHARED0 + 3, 0x81).await;
-        until("ann's items on the server", || async {
+        until("ann's items on the server", async || {
             server_state(&world, "testgame").await[0][2..4] == [0x42, 0x81]
         })
         .await;
@@ -68,15 +70,8 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
         game_does(&bob, CMD_MODE, 0, 1).await;
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(shared(&bob).await[0][2..6], [0x42, 0x81, 0, 0x55]);
-        game_does_seen_by(
-            &bob,
-            CMD_SET,
-            SHARED0 + 6,
-            0x66,
-            &[&ann],
-            "bob's write in ann",
-        )
-        .await;
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 6, 0x66, &[&ann], what).await;
 
         // Ann goes back to the title screen, whose attract demo clears the items.
         game_does(&ann, CMD_MODE, 0, 0).await;
@@ -110,7 +105,7 @@ fn a_late_joiner_without_a_gate_waits_for_the_join_key() {
         let ann = world.player("ann").await;
         game_does(&ann, CMD_SET, SHARED0, 0x11).await;
         game_does(&ann, CMD_SET, SHARED1 + 5, 0x22).await;
-        until("ann's items on the server", || async {
+        until("ann's items on the server", async || {
             server_state(&world, "testgame").await[0][0] == 0x11
         })
         .await;
@@ -134,29 +129,15 @@ fn a_late_joiner_without_a_gate_waits_for_the_join_key() {
         press_join_key(&bob).await;
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(shared(&bob).await[0][..2], [0x11, 0x33]);
-        game_does_seen_by(
-            &bob,
-            CMD_SET,
-            SHARED0 + 2,
-            0x44,
-            &[&ann],
-            "bob's write after joining",
-        )
-        .await;
+        let what = "bob's write after joining";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 2, 0x44, &[&ann], what).await;
 
         // --join-now takes the state at the game's start without a key.
         let mut o = world.options("testgame", "cy");
         o.join_now = true;
         let cy = start_player(o).await;
-        game_does_seen_by(
-            &cy,
-            CMD_SET,
-            SHARED0 + 3,
-            0x55,
-            &[&ann],
-            "cy's write with --join-now",
-        )
-        .await;
+        let what = "cy's write with --join-now";
+        game_does_seen_by(&cy, CMD_SET, SHARED0 + 3, 0x55, &[&ann], what).await;
         for p in [ann, bob, cy] {
             p.stop().await.unwrap();
         }
@@ -179,7 +160,7 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
         let before: f64 = before.trim().parse().unwrap();
         // Let some emulated time pass (for the rewind to go back into), then lose
         // the item in the group.
-        until("two seconds of emulated time", || async {
+        until("two seconds of emulated time", async || {
             let t = ann.openmsx().command("machine_info time").await.unwrap();
             t.trim().parse::<f64>().unwrap() > before + 2.0
         })
@@ -190,7 +171,7 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
             .command(&format!("reverse goto {}", before + 0.5))
             .await
             .unwrap();
-        until("ann's rewind to be noticed", || async {
+        until("ann's rewind to be noticed", async || {
             Stats::get(&ann.stats().state_writes) >= 2
         })
         .await;
@@ -203,18 +184,11 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
 
         // A power cycle restarts the game, whose start-up clears its variables: ann
         // holds (the game is in progress) and the group keeps its state.
-        game_does_seen_by(
-            &bob,
-            CMD_SET,
-            SHARED0 + 1,
-            0x21,
-            &[&ann],
-            "bob's write in ann",
-        )
-        .await;
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 1, 0x21, &[&ann], what).await;
         ann.openmsx().command("set power off").await.unwrap();
         ann.openmsx().command("set power on").await.unwrap();
-        until("ann's game restarted", || async {
+        until("ann's game restarted", async || {
             peek(&ann, READY).await == READY_VALUE && peek(&ann, SHARED0 + 1).await == 0
         })
         .await;
@@ -225,22 +199,15 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
         // A reset too.
         ann.openmsx().command("reset").await.unwrap();
-        until("ann's game reset", || async {
+        until("ann's game reset", async || {
             peek(&ann, READY).await == READY_VALUE && peek(&ann, SHARED0 + 1).await == 0
         })
         .await;
         assert_eq!(server_state(&world, "testgame").await[0][1], 0x21);
         press_join_key(&ann).await;
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
-        game_does_seen_by(
-            &ann,
-            CMD_SET,
-            SHARED0 + 3,
-            0x33,
-            &[&bob],
-            "ann syncs again after the reset",
-        )
-        .await;
+        let what = "ann syncs again after the reset";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 3, 0x33, &[&bob], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
@@ -254,15 +221,8 @@ fn ram_changed_behind_the_hooks_back_is_repaired() {
     smol::block_on(async {
         let world = World::new();
         let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
-        game_does_seen_by(
-            &bob,
-            CMD_SET,
-            SHARED0 + 5,
-            0x55,
-            &[&ann],
-            "bob's write in ann",
-        )
-        .await;
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 5, 0x55, &[&ann], what).await;
         // "Main RAM" is the physical RAM: writes there trigger no watchpoint. Written
         // and read back in one command: the periodic check could repair it between two.
         let written = ann
@@ -276,7 +236,7 @@ fn ram_changed_behind_the_hooks_back_is_repaired() {
         assert_eq!(written, "171");
         wait_byte(&ann, SHARED0 + 5, 0x55, "the repair").await;
         // Repaired by the periodic check (how fast is for `make bench`), and counted.
-        until("the repair to be counted", || async {
+        until("the repair to be counted", async || {
             Stats::get(&ann.stats().repaired_bytes) >= 1
         })
         .await;
@@ -295,13 +255,13 @@ fn a_network_outage_loses_nothing() {
         let world = World::new();
         let (proxy, ann, bob) = ann_behind_a_proxy(&world).await;
 
-        outage_begins(&proxy, &ann).await;
+        cut(&proxy, &ann).await;
         // Both keep playing: ann offline, bob online.
         game_does(&ann, CMD_OR, SHARED0 + 1, 0x0f).await;
         game_does(&ann, CMD_SET, SHARED1 + 9, 0x99).await;
         game_does(&bob, CMD_OR, SHARED0 + 1, 0xf0).await;
         game_does(&bob, CMD_SET, SHARED0 + 2, 0x22).await;
-        outage_ends(&proxy, &ann).await;
+        restore(&proxy, &ann).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(state[0][..3], [0x01, 0xff, 0x22]);
         assert_eq!(state[1][9], 0x99);
@@ -324,23 +284,16 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
         // The server gets ann's next change, but ann never hears back: her batch is
         // still in flight for her when the connection drops.
         proxy.stall_downstream();
-        game_does_seen_by(
-            &ann,
-            CMD_SET,
-            SHARED0 + 4,
-            0x41,
-            &[&bob],
-            "ann's stalled write in bob",
-        )
-        .await;
+        let what = "ann's stalled write in bob";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 4, 0x41, &[&bob], what).await;
         // Bob uses the item after her: the later change must stay.
         game_does(&bob, CMD_SET, SHARED0 + 4, 0x42).await;
-        until("bob's change at the server", || async {
+        until("bob's change at the server", async || {
             server_state(&world, "testgame").await[0][4] == 0x42
         })
         .await;
-        outage_begins(&proxy, &ann).await;
-        outage_ends(&proxy, &ann).await;
+        cut(&proxy, &ann).await;
+        restore(&proxy, &ann).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(
             state[0][4], 0x42,
@@ -355,32 +308,11 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
     });
 }
 
-/// Cuts ann's connection and waits until she noticed.
-async fn outage_begins(proxy: &Proxy, ann: &Player) {
-    proxy.cut();
-    until("ann to notice the outage", || async {
-        Stats::get(&ann.stats().disconnects) == 1
-    })
-    .await;
-}
-
-/// Lets ann's connection through again and waits until she is back.
-async fn outage_ends(proxy: &Proxy, ann: &Player) {
-    proxy.restore();
-    until("ann to reconnect", || async {
-        Stats::get(&ann.stats().reconnects) == 1
-    })
-    .await;
-}
-
 /// Ann plays through a proxy a test can cut or stall, Bob directly; ann has set the
 /// first shared byte to 1, bob has it, and ann has the server's acknowledgement (else
 /// her batch would still be in flight when the test stalls or cuts her connection).
 async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
-    let proxy = Proxy::start(world.server.addr());
-    let mut o = world.options("testgame", "ann");
-    o.server = proxy.addr().to_string();
-    let ann = start_player(o).await;
+    let (proxy, ann) = player_behind_a_proxy(world, "ann").await;
     let bob = world.player("bob").await;
     game_does_seen_by(&ann, CMD_SET, SHARED0, 0x01, &[&bob], "ann's first write").await;
     wait_caught_up(&world.addr(), "testgame", &[&ann]).await;
@@ -394,7 +326,7 @@ fn server_restart(fresh: bool) {
     let games = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    testgame_folder(games.path());
+    games_folder(games.path());
     smol::block_on(async {
         let first = Serve::start(games.path(), state.path(), &[]);
         let addr = first.addr.clone();
@@ -407,7 +339,7 @@ fn server_restart(fresh: bool) {
         assert_eq!((seq[0][0], seq[1][0]), (0x11, 0x12));
         // The server saves within a second of a change; wait until it did.
         let file = state.path().join("testgame.state");
-        until("the state file", || async {
+        until("the state file", async || {
             std::fs::read(&file)
                 .ok()
                 .and_then(|b| msxsync::server::persist::decode(&b).ok())
@@ -415,7 +347,7 @@ fn server_restart(fresh: bool) {
         })
         .await;
         first.kill9();
-        until("both players to notice", || async {
+        until("both players to notice", async || {
             Stats::get(&ann.stats().disconnects) == 1 && Stats::get(&bob.stats().disconnects) == 1
         })
         .await;
@@ -432,22 +364,15 @@ fn server_restart(fresh: bool) {
         if !fresh {
             second.wait_for("update 2");
         }
-        until("both players to reconnect", || async {
+        until("both players to reconnect", async || {
             Stats::get(&ann.stats().reconnects) == 1 && Stats::get(&bob.stats().reconnects) == 1
         })
         .await;
         let state = wait_converged_at(&second.addr, "testgame", &[&ann, &bob]).await;
         assert_eq!(state[0][..3], [0x11, 0x21, 0x22], "nothing earned was lost");
         assert_eq!(state[1][0], 0x12);
-        game_does_seen_by(
-            &bob,
-            CMD_SET,
-            SHARED0 + 3,
-            0x33,
-            &[&ann],
-            "bob's write after the restart",
-        )
-        .await;
+        let what = "bob's write after the restart";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 3, 0x33, &[&ann], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });

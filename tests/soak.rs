@@ -12,9 +12,9 @@
 
 mod common;
 
-use common::e2e::{game_does, game_does_seen_by, testgame_folder, wait_converged_at, wait_ready};
-use common::process::{alive, rss_kib, signal, Play};
-use common::serve::Serve;
+use common::e2e::{game_does, game_does_seen_by, wait_converged_at, wait_ready};
+use common::play::{alive, rss_kib, signal, Play};
+use common::serve::TestgameServer;
 use common::testrom::*;
 use common::{poll, require_openmsx, until, TIMEOUT};
 use msxsync::openmsx::OpenMsx;
@@ -79,8 +79,8 @@ async fn frames(msx: &OpenMsx) -> u16 {
 /// A burst of changes: both games rewrite the 64-byte region with new values every
 /// frame, every frame a batch from each player, colliding with the other's all the
 /// time, for [`BURST`] frames or [`BURST_TIME`]. Returns the frames the slower game made
-/// with both games in that mode (at least 1). The frame counter and the clock size the burst; they say nothing about
-/// delivery, which the caller waits for.
+/// with both games in that mode (at least 1). The frame counter and the clock size the
+/// burst; they say nothing about delivery, which the caller waits for.
 async fn burst(a: &OpenMsx, b: &OpenMsx) -> u64 {
     for m in [a, b] {
         game_does(m, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
@@ -167,16 +167,13 @@ fn a_long_evening_of_changes_neither_stalls_nor_grows() {
     if !require_openmsx() {
         return;
     }
-    let games = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    testgame_folder(games.path());
-    let serve = Serve::start(games.path(), state.path(), &[]);
+    let server = TestgameServer::start();
+    let serve = &server.serve;
     let (ann_msx, bob_msx) = smol::block_on(smol::future::zip(own_openmsx(), own_openmsx()));
     let attach = |msx: &OpenMsx, name: &str| {
         let pid = msx.pid().unwrap().to_string();
         let extra = ["--game", "testgame", "--attach", &pid];
-        Play::start(&serve.addr, name, cache.path(), &extra)
+        Play::start_as(&serve.addr, name, server.cache.path(), &extra)
     };
     let mut ann = attach(&ann_msx, "ann");
     let mut bob = attach(&bob_msx, "bob");
@@ -184,7 +181,7 @@ fn a_long_evening_of_changes_neither_stalls_nor_grows() {
         p.wait_for("syncing testgame");
     }
     let observer = Observer::join(&serve.addr);
-    let pids = [serve.child.id(), ann.pid(), bob.pid()];
+    let pids = [serve.child.id() as i32, ann.pid(), bob.pid()];
 
     smol::block_on(async {
         for m in [&ann_msx, &bob_msx] {
@@ -218,7 +215,7 @@ fn a_long_evening_of_changes_neither_stalls_nor_grows() {
                 }
             }
             // The burst went through the server: nothing stalled.
-            until("the burst to pass the server", || async {
+            until("the burst to pass the server", async || {
                 if let Some(why) = observer.ended.lock().unwrap().as_ref() {
                     panic!("the observer was dropped: {why}");
                 }
@@ -266,7 +263,7 @@ fn a_long_evening_of_changes_neither_stalls_nor_grows() {
             assert_eq!(p.wait_exit(), 0, "output: {:#?}", p.out.seen);
         }
         for m in [ann_msx, bob_msx] {
-            let pid = m.pid().unwrap();
+            let pid = m.pid().unwrap() as i32;
             assert!(alive(pid), "the player's own openMSX kept running");
             m.shutdown().await.unwrap();
         }

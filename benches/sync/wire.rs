@@ -153,16 +153,8 @@ struct Measured {
 
 async fn measure_all() -> Result<Vec<Measured>> {
     let regions = vec![
-        RegionInfo {
-            start: 0xe000,
-            end: 0xe007,
-            description: "8 bytes".into(),
-        },
-        RegionInfo {
-            start: 0xc000,
-            end: 0xc0ff,
-            description: "256 bytes".into(),
-        },
+        RegionInfo::bytes(0xe000, 0xe007, "8 bytes"),
+        RegionInfo::bytes(0xc000, 0xc0ff, "256 bytes"),
     ];
     let game = Game::new(GAME, "wire size", regions.clone(), vec![0xc9; 16384]);
     let srv = server::start("127.0.0.1:0".parse()?, vec![game])?;

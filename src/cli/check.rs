@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use msxsync::catalog::{self, Game};
+use msxsync::text::printable;
 use std::path::PathBuf;
 
 /// Arguments of `msxsync check`.
@@ -17,7 +18,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> Result<()> {
     for file in &args.files {
         let game = catalog::load_game(file)?;
-        println!("{}", summary(&game));
+        println!("{}", printable(&summary(&game)));
     }
     Ok(())
 }
@@ -27,10 +28,20 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 /// One line describing a game, e.g.
-/// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions, 89 shared bytes`.
+/// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions (3 counters), 89 shared
+/// bytes`.
 fn summary(game: &Game) -> String {
+    let counters = game
+        .regions
+        .iter()
+        .filter(|r| r.counter().is_some())
+        .count();
+    let counters = match counters {
+        0 => String::new(),
+        n => format!(" ({})", plural(n, "counter", "counters")),
+    };
     let mut s = format!(
-        "{}: {:?} rom {}, {}, {}",
+        "{}: {:?} rom {}, {}{counters}, {}",
         game.name,
         game.title,
         plural(game.rom.len(), "byte", "bytes"),
@@ -44,7 +55,7 @@ fn summary(game: &Game) -> String {
         s += &format!(", romtype {t}");
     }
     if let Some(c) = &game.sync_when {
-        s += &format!(", sync when {c}");
+        s += &format!(", sync when {c}, on restart {}", game.on_restart);
     }
     s
 }
@@ -68,14 +79,15 @@ mod tests {
         );
         let def = parse(
             "g",
-            "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n0 0\n",
+            "r\nmachine: C-BIOS_MSX1\nromtype: ASCII8\nsync-when: e001 == 3\n\
+             on-restart: keep\ncounter: 0 0 binary\n",
         )
         .unwrap();
         let one = Game::from_def("one", def, vec![0]);
         assert_eq!(
             summary(&one),
-            "one: \"one\" rom 1 byte, 1 region, 1 shared byte, machine C-BIOS_MSX1, \
-             romtype ASCII8, sync when e001 == 03"
+            "one: \"one\" rom 1 byte, 1 region (1 counter), 1 shared byte, machine \
+             C-BIOS_MSX1, romtype ASCII8, sync when e001 == 03 for 60 frames, on restart keep"
         );
     }
 }

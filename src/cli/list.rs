@@ -1,8 +1,9 @@
 //! `msxsync list`.
 
 use anyhow::Result;
-use msxsync::client::{self, printable};
+use msxsync::client;
 use msxsync::protocol::{GameInfo, DEFAULT_PORT};
+use msxsync::text::printable;
 use std::fmt::Write;
 
 /// Arguments of `msxsync list`.
@@ -27,19 +28,21 @@ pub fn run(args: ListArgs) -> Result<()> {
     })
 }
 
-/// The listing: one paragraph per game. Names and titles come from the network, so
-/// they go through [`printable`].
+/// The listing: one paragraph per game. Everything but the numbers comes from the
+/// network, so it goes through [`printable`].
 fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{server} ({software}) serves {} game{}:",
+        "{} ({}) serves {} game{}:",
+        printable(server),
+        printable(software),
         games.len(),
         if games.len() == 1 { "" } else { "s" }
     );
     for g in games {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{}  \"{}\"", g.name, printable(&g.title));
+        let _ = writeln!(out, "{}  \"{}\"", printable(&g.name), printable(&g.title));
         let _ = writeln!(
             out,
             "  rom {} bytes, {} shared byte{}",
@@ -77,6 +80,7 @@ mod tests {
             machine: None,
             romtype: None,
             sync_when: None,
+            on_restart: Default::default(),
             players: vec![
                 PlayerInfo {
                     id: 1,
@@ -89,6 +93,14 @@ mod tests {
             ],
         }];
         let text = format_games("h:1", "msxsync 0.1.0", &games);
+        let mut evil = games.clone();
+        evil[0].name = "k\u{1b}[2J".into();
+        evil[0].players[1].name = "b\u{9b}0m".into();
+        let shown = format_games("h:1", "msxsync\u{1b}]0;x\u{7}", &evil);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown}"
+        );
         assert!(
             text.starts_with("h:1 (msxsync 0.1.0) serves 1 game:\n"),
             "{text}"

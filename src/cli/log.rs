@@ -4,6 +4,7 @@
 //! before the flags existed) or, taking precedence over both, `RUST_LOG` (for example
 //! `RUST_LOG=msxsync::server=debug`).
 
+use msxsync::text::printable;
 use std::fmt;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -61,7 +62,7 @@ fn filter(verbosity: i16, rust_log: Option<String>, trace: bool) -> EnvFilter {
 }
 
 /// One line per event: the time (when asked for), the level unless it is info (a
-/// player's lines read as they always did), then the message.
+/// player's lines read as they always did), then the message through [`printable`].
 struct Lines {
     time: bool,
 }
@@ -86,7 +87,12 @@ where
             Level::WARN => w.write_str("warning: ")?,
             level => write!(w, "{}: ", level.as_str().to_ascii_lowercase())?,
         }
-        ctx.field_format().format_fields(w.by_ref(), event)?;
+        // Messages quote names, titles, reasons and openMSX's log: the line goes out
+        // through the one terminal filter.
+        let mut line = String::new();
+        ctx.field_format()
+            .format_fields(Writer::new(&mut line), event)?;
+        w.write_str(&printable(&line))?;
         writeln!(w)
     }
 }
@@ -152,6 +158,23 @@ mod tests {
         assert!(output(1, false, false, every_level).ends_with("debug: d\n"));
         // MSXSYNC_TRACE=1 is -vv, even with -q.
         assert!(output(-1, true, false, every_level).ends_with("trace: t\n"));
+    }
+
+    #[test]
+    fn text_from_outside_is_escaped() {
+        let out = output(0, false, false, || {
+            tracing::info!("{} joined the game", "ann\u{9b}2J\u{202e}x\u{1b}[2J");
+            tracing::warn!(reason = "a\nb", "refused");
+        });
+        assert!(
+            !out.trim_end().chars().any(|c| c.is_control() && c != '\n'),
+            "{out:?}"
+        );
+        assert!(out.starts_with("ann\\u{9b}2J\\u{202e}x\\"), "{out:?}");
+        assert!(
+            out.ends_with("\nwarning: refused reason=\"a\\nb\"\n"),
+            "{out:?}"
+        );
     }
 
     #[test]

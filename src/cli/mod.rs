@@ -16,6 +16,7 @@ mod serve;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use msxsync::text::printable;
 use std::process::ExitCode;
 
 /// Turn single-player MSX games into shared co-op games: every player's openMSX keeps
@@ -66,7 +67,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("msxsync: error: {e:#}");
+            // Errors quote servers and files; the one filter keeps them harmless.
+            eprintln!("msxsync: error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

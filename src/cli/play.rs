@@ -50,9 +50,7 @@ impl From<PlayArgs> for PlayOptions {
         o.openmsx = a.openmsx;
         o.headless = a.headless;
         o.attach = a.attach;
-        if let Some(d) = a.cache_dir {
-            o.cache_dir = d;
-        }
+        o.cache_dir = a.cache_dir;
         o.join_now = a.join_now;
         o
     }
@@ -62,7 +60,19 @@ impl From<PlayArgs> for PlayOptions {
 pub fn run(args: PlayArgs) -> Result<()> {
     let quit = super::on_ctrl_c()?;
     smol::block_on(async move {
-        let player = Player::start(args.into()).await?;
+        // Start-up waits for the server and for openMSX: the stop request must end it
+        // too. Dropping the unfinished start closes the connection and kills the
+        // openMSX it started.
+        let started = smol::future::or(async { Some(Player::start(args.into()).await) }, async {
+            let _ = quit.recv().await;
+            None
+        })
+        .await;
+        let Some(player) = started else {
+            println!("interrupted while starting: left");
+            return Ok(());
+        };
+        let player = player?;
         let outcome = smol::future::or(player.wait_done(), async {
             let _ = quit.recv().await;
             Ok(Ending::Interrupted)

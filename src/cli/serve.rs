@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use msxsync::protocol::DEFAULT_PORT;
 use msxsync::server::{self, ServeOptions};
+use msxsync::text::printable;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -48,8 +49,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for g in &report.games {
         println!(
             "  {}: {} (rom {} bytes, {} shared bytes in {} region(s))",
-            g.name,
-            g.title,
+            printable(&g.name),
+            printable(&g.title),
             g.rom.len(),
             g.shared_bytes(),
             g.regions.len()
@@ -59,7 +60,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if let Some(warning) = origin.warning(name) {
             tracing::warn!("{warning}");
         }
-        println!("  {name}: {origin}");
+        println!("  {}", printable(&format!("{name}: {origin}")));
     }
     println!("listening on {}", handle.addr());
     let _ = std::io::stdout().flush();

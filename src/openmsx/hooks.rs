@@ -9,11 +9,13 @@
 //! 2. [`Hooks::wait_for_cartridge`] powers the machine on and waits for the ROM's INIT;
 //! 3. [`Hooks::watch`] the regions;
 //! 4. [`Hooks::write_state`] with the server's state;
-//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` go to the
-//!    server, `MachineSwitched` means "write the server's state again";
-//!    [`Hooks::apply`] the server's updates made by other players.
+//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` (bits) and
+//!    `LocalCounters` (whole counters, before and after) go to the server,
+//!    `MachineSwitched` means "write the server's state again"; [`Hooks::apply`] (or
+//!    [`Hooks::apply_all`], with counters) the server's updates made by other players.
 
 use super::connection::{Event, OpenMsx, Reply};
+use crate::counter::{Counter, CounterWrite, Flushed};
 use crate::delta::Change;
 use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
@@ -46,10 +48,15 @@ pub mod procs {
         SETUP = "msxsync::setup";
         /// Watches regions: `install {START LEN ...}`.
         INSTALL = "msxsync::install";
-        /// Applies remote changes: `apply {REGION OFFSET VALUESHEX MASKSHEX ...}`.
+        /// Names the counters among them: `counters {REGION ENCODING MIN MAX ...}`.
+        COUNTERS = "msxsync::counters";
+        /// Applies remote changes:
+        /// `apply {REGION OFFSET VALUESHEX MASKSHEX ...} {REGION VALUE ...}`.
         APPLY = "msxsync::apply";
         /// Writes whole regions into RAM and shadow: `write_state {HEX ...}`.
         WRITE_STATE = "msxsync::write_state";
+        /// Starts syncing with this player's values shared: `share {HEX ...} KEEP`.
+        SHARE = "msxsync::share";
         /// The RAM of every region, hex.
         READ = "msxsync::read";
         /// The shadow of every region, hex.
@@ -64,7 +71,7 @@ pub mod procs {
         RESUME = "msxsync::resume";
         /// Repairs bytes: `force {REGION OFFSET VALUESHEX ...}`.
         FORCE = "msxsync::force";
-        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED`.
+        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED FRAMES`.
         GATE_SETUP = "msxsync::gate_setup";
         /// The gate: -1, 0 or 1.
         GATE_STATE = "msxsync::gate_state";
@@ -84,6 +91,9 @@ pub mod procs {
 pub enum HookEvent {
     /// The game changed these bits of shared RAM (one flush, in region order).
     LocalChanges(Vec<Change>),
+    /// The game changed these counters (one flush, in region order): each whole,
+    /// before and after.
+    LocalCounters(Vec<Flushed>),
     /// openMSX switched machine (loadstate, rewind, another machine): the hooks
     /// reinstalled themselves, hold, and paused emulation; write the server's state
     /// back with [`Hooks::write_state`], then [`Hooks::resume`].
@@ -101,6 +111,11 @@ pub enum HookEvent {
     /// The player pressed the join key (see [`Hooks::bind_join_key`]); emulation is
     /// paused until [`Hooks::resume`].
     JoinRequested,
+    /// The sync gate's condition turned true: its settle period started.
+    Settling,
+    /// The condition turned false again after this many frames of the settle period;
+    /// the period starts again when it is back.
+    SettleBroken(u32),
 }
 
 /// Parses openMSX's version answer, e.g. "openMSX 18.0" or "openMSX 21.0-123-gabc",
@@ -141,7 +156,7 @@ pub fn format_changes(changes: &[Change]) -> String {
 /// Parses one value of the push setting. `Ok(None)` for a value that is not from this
 /// session (empty, or another token: a stale value openMSX restored); an error for
 /// anything malformed or not fitting the regions.
-pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Option<HookEvent>> {
+pub fn parse_push(value: &str, token: u32, regions: &[Span]) -> Result<Option<HookEvent>> {
     let mut words = value.split_ascii_whitespace();
     let Some(first) = words.next() else {
         return Ok(None);
@@ -157,50 +172,101 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
     let kind = words.next().context("push without a kind")?;
     let rest: Vec<&str> = words.collect();
     let event = match kind {
-        "d" => {
-            if rest.is_empty() || !rest.len().is_multiple_of(4) {
-                bail!("diff push with {} words, not groups of 4", rest.len());
-            }
-            let mut changes = Vec::new();
-            for g in rest.chunks(4) {
-                let region: u16 = g[0]
-                    .parse()
-                    .with_context(|| format!("bad region {:?}", g[0]))?;
-                let offset: u16 = g[1]
-                    .parse()
-                    .with_context(|| format!("bad offset {:?}", g[1]))?;
-                let old = hex::decode(g[2]).context("bad old bytes in push")?;
-                let new = hex::decode(g[3]).context("bad new bytes in push")?;
-                if old.len() != new.len() || old.is_empty() {
-                    bail!(
-                        "diff push with {} old and {} new bytes",
-                        old.len(),
-                        new.len()
-                    );
-                }
-                // The span as one change first, to check it fits the region.
-                Change::bytes(region, offset, new.clone())
-                    .check(region_sizes)
-                    .map_err(|e| anyhow!("{e}"))?;
-                for mut c in crate::delta::diff(region, &old, &new) {
-                    c.offset += offset;
-                    changes.push(c);
-                }
-            }
-            if changes.is_empty() {
-                bail!("diff push without any changed byte");
-            }
-            HookEvent::LocalChanges(changes)
-        }
+        "d" => HookEvent::LocalChanges(parse_diffs(&rest, regions)?),
+        "n" => HookEvent::LocalCounters(parse_counters(&rest, regions)?),
         "switched" if rest.is_empty() => HookEvent::MachineSwitched,
         "init" if rest.is_empty() => HookEvent::CartridgeStarted,
         "join" if rest.is_empty() => HookEvent::JoinRequested,
         "boot" if rest.is_empty() => HookEvent::Booted,
         "gate" if rest == ["0"] => HookEvent::Gate(false),
         "gate" if rest == ["1"] => HookEvent::Gate(true),
+        "wait" if rest.is_empty() => HookEvent::Settling,
+        "waited" if rest.len() == 1 => HookEvent::SettleBroken(
+            rest[0]
+                .parse()
+                .with_context(|| format!("bad frame count {:?}", rest[0]))?,
+        ),
         other => bail!("unknown push {:?}", other),
     };
     Ok(Some(event))
+}
+
+/// The words of a `d` push: groups `REGION OFFSET OLDHEX NEWHEX` of byte regions.
+fn parse_diffs(words: &[&str], regions: &[Span]) -> Result<Vec<Change>> {
+    if words.is_empty() || !words.len().is_multiple_of(4) {
+        bail!("diff push with {} words, not groups of 4", words.len());
+    }
+    let sizes: Vec<usize> = regions.iter().map(|s| s.len).collect();
+    let mut changes = Vec::new();
+    for g in words.chunks(4) {
+        let region = parse_region(g[0], regions, false)?;
+        let offset: u16 = g[1]
+            .parse()
+            .with_context(|| format!("bad offset {:?}", g[1]))?;
+        let (old, new) = parse_old_new(g[2], g[3])?;
+        // The span as one change first, to check it fits the region.
+        Change::bytes(region, offset, new.clone())
+            .check(&sizes)
+            .map_err(|e| anyhow!("{e}"))?;
+        for mut c in crate::delta::diff(region, &old, &new) {
+            c.offset += offset;
+            changes.push(c);
+        }
+    }
+    if changes.is_empty() {
+        bail!("diff push without any changed byte");
+    }
+    Ok(changes)
+}
+
+/// The words of an `n` push: groups `REGION OLDHEX NEWHEX` of whole counters.
+fn parse_counters(words: &[&str], regions: &[Span]) -> Result<Vec<Flushed>> {
+    if words.is_empty() || !words.len().is_multiple_of(3) {
+        bail!("counter push with {} words, not groups of 3", words.len());
+    }
+    words
+        .chunks(3)
+        .map(|g| {
+            let region = parse_region(g[0], regions, true)?;
+            let (old, new) = parse_old_new(g[1], g[2])?;
+            let len = regions[region as usize].len;
+            if old.len() != len {
+                bail!(
+                    "counter push with {} bytes for region {region} of {len}",
+                    old.len()
+                );
+            }
+            Ok(Flushed { region, old, new })
+        })
+        .collect()
+}
+
+/// A region number of a push, which must name a counter when `counter`, else bytes.
+fn parse_region(word: &str, regions: &[Span], counter: bool) -> Result<u16> {
+    let region: u16 = word
+        .parse()
+        .with_context(|| format!("bad region {word:?}"))?;
+    match regions.get(region as usize) {
+        None => bail!(
+            "push names region {region} but there are {} regions",
+            regions.len()
+        ),
+        Some(s) if s.counter.is_some() != counter => bail!(
+            "push has region {region} as {}",
+            if counter { "a counter" } else { "bytes" }
+        ),
+        Some(_) => Ok(region),
+    }
+}
+
+/// The old and new bytes of a push group: hex, as many of one as of the other.
+fn parse_old_new(old: &str, new: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let old = hex::decode(old).context("bad old bytes in push")?;
+    let new = hex::decode(new).context("bad new bytes in push")?;
+    if old.len() != new.len() || old.is_empty() {
+        bail!("push with {} old and {} new bytes", old.len(), new.len());
+    }
+    Ok((old, new))
 }
 
 /// A watched region as the hooks take it: first CPU address and length in bytes.
@@ -210,6 +276,8 @@ pub struct Span {
     pub start: u16,
     /// Number of bytes.
     pub len: usize,
+    /// The region's counter, when it is one.
+    pub counter: Option<Counter>,
 }
 
 /// Checks regions before they go to openMSX and returns their spans.
@@ -227,10 +295,15 @@ pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<Span>> {
                 r.start
             );
         }
+        if let Some(c) = r.counter() {
+            c.check(r.len())
+                .map_err(|e| anyhow!("counter region {i}: {e}"))?;
+        }
         total += r.len();
         spans.push(Span {
             start: r.start,
             len: r.len(),
+            counter: r.counter(),
         });
     }
     if total > MAX_SHARED_BYTES {
@@ -293,6 +366,18 @@ impl Hooks {
             .command(&format!("{} {{{}}}", procs::INSTALL, list.join(" ")))
             .await
             .context("installing the msxsync watchpoints")?;
+        let counters: Vec<String> = spans
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| {
+                let c = s.counter?;
+                Some(format!("{r} {} {} {}", c.encoding.tcl_code(), c.min, c.max))
+            })
+            .collect();
+        self.msx
+            .command(&format!("{} {{{}}}", procs::COUNTERS, counters.join(" ")))
+            .await
+            .context("telling the msxsync hooks which regions are counters")?;
         self.spans = spans;
         Ok(())
     }
@@ -317,7 +402,7 @@ impl Hooks {
                 machine: None,
                 value,
             } if kind == "setting" && name == PUSH_SETTING => {
-                parse_push(value, self.token, &self.region_sizes())
+                parse_push(value, self.token, &self.spans)
                     .with_context(|| format!("malformed push from the openmsx hooks: {value:?}"))
                     .transpose()
             }
@@ -329,32 +414,84 @@ impl Hooks {
     /// command without being reported back (I1); bits the game changed and that were
     /// not flushed yet stay and are reported at the next flush (I4).
     pub async fn apply(&self, changes: &[Change]) -> Result<()> {
-        if changes.is_empty() {
+        self.apply_all(changes, &[]).await
+    }
+
+    /// Like [`Hooks::apply`], with counters: each takes the group's value plus what
+    /// the game added and did not flush yet (see `apply_count` in hooks.tcl).
+    pub async fn apply_all(&self, changes: &[Change], counters: &[CounterWrite]) -> Result<()> {
+        if changes.is_empty() && counters.is_empty() {
             return Ok(());
         }
-        self.post_apply(changes)?
+        self.post_apply(changes, counters)?
             .wait()
             .await
             .context("applying changes in openmsx")?;
         Ok(())
     }
 
-    /// Like [`Hooks::apply`] without waiting for openMSX: the command runs in order
+    /// Like [`Hooks::apply_all`] without waiting for openMSX: the command runs in order
     /// with every other command; look at the returned reply for failures. Lets a busy
     /// player keep up instead of waiting a round trip per update.
-    pub fn post_apply(&self, changes: &[Change]) -> Result<Reply> {
+    pub fn post_apply(&self, changes: &[Change], counters: &[CounterWrite]) -> Result<Reply> {
         let sizes = self.region_sizes();
         for c in changes {
             c.check(&sizes)
                 .map_err(|e| anyhow!("not applying a change: {e}"))?;
         }
-        self.msx
-            .post(&format!("{} {{{}}}", procs::APPLY, format_changes(changes)))
+        let mut counts = String::new();
+        for w in counters {
+            let counter = self.spans.get(w.region as usize).and_then(|s| s.counter);
+            match counter {
+                Some(c) if (c.min..=c.max).contains(&w.value) => {
+                    let _ = write!(counts, "{} {} ", w.region, w.value);
+                }
+                _ => bail!(
+                    "not applying a counter: region {} cannot hold {}",
+                    w.region,
+                    w.value
+                ),
+            }
+        }
+        self.msx.post(&format!(
+            "{} {{{}}} {{{}}}",
+            procs::APPLY,
+            format_changes(changes),
+            counts.trim_end()
+        ))
     }
 
     /// Writes whole regions into RAM and shadow (bringing a player to the server's
     /// state). Local changes not flushed yet are dropped.
     pub async fn write_state(&self, state: &[Vec<u8>]) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        self.msx
+            .command(&format!("{} {{{hexes}}}", procs::WRITE_STATE))
+            .await
+            .context("writing the shared state into openmsx")?;
+        Ok(())
+    }
+
+    /// Starts syncing with this player's own values shared with the group: `state` is
+    /// the group's state as the player expects it, and what RAM holds on top of it
+    /// leaves as one flush: [`HookEvent::LocalChanges`] for the bits and
+    /// [`HookEvent::LocalCounters`] for the counters (nothing when RAM equals it). With
+    /// `keep_since_sync` false (a fresh group) all of RAM that differs from `state` is
+    /// sent; with true (a restart) only what the game changed since this player last
+    /// synced, the rest of RAM taking `state` (what the others did meanwhile).
+    pub async fn share(&self, state: &[Vec<u8>], keep_since_sync: bool) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        let keep = u8::from(keep_since_sync);
+        self.msx
+            .command(&format!("{} {{{hexes}}} {keep}", procs::SHARE))
+            .await
+            .context("sharing this player's state from openmsx")?;
+        Ok(())
+    }
+
+    /// A whole state as the Tcl list of one hex string per region, checked against
+    /// the watched regions.
+    fn state_hex(&self, state: &[Vec<u8>]) -> Result<String> {
         let sizes = self.region_sizes();
         if state.len() != sizes.len() {
             bail!(
@@ -369,11 +506,7 @@ impl Hooks {
             }
         }
         let hexes: Vec<String> = state.iter().map(|s| hex::encode(s)).collect();
-        self.msx
-            .command(&format!("{} {{{}}}", procs::WRITE_STATE, hexes.join(" ")))
-            .await
-            .context("writing the shared state into openmsx")?;
-        Ok(())
+        Ok(hexes.join(" "))
     }
 
     async fn read_hex_list(&self, proc_name: &str) -> Result<Vec<Vec<u8>>> {
@@ -457,18 +590,21 @@ impl Hooks {
         Ok(())
     }
 
-    /// Installs the sync gate for `cond` and returns whether it is open now. While it
-    /// is closed the hooks hold; it reports [`HookEvent::Gate`] when it flips. With
-    /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
-    /// RAM holds leftovers) and opens at the game's first write that makes it true.
+    /// Installs the sync gate for `cond` and returns whether it is open now (only
+    /// possible without a settle period). While it is closed the hooks hold; it opens
+    /// once the condition has held for `cond.frames` frames without a break, and
+    /// reports [`HookEvent::Gate`] when it opens or closes. With `closed` no settle
+    /// period starts now whatever RAM says (right at the cartridge's INIT, RAM holds
+    /// leftovers): it starts at the game's first write that makes the condition true.
     pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
         let GateTcl { addrs, expr } = gate_expression(cond);
         let closed = u8::from(closed);
         let reply = self
             .msx
             .command(&format!(
-                "{} {{{addrs}}} {{{expr}}} {closed}",
-                procs::GATE_SETUP
+                "{} {{{addrs}}} {{{expr}}} {closed} {}",
+                procs::GATE_SETUP,
+                cond.frames
             ))
             .await
             .context("installing the sync-when gate")?;
@@ -636,6 +772,47 @@ pub fn init_address(rom: &[u8]) -> Result<Option<u16>> {
 mod tests {
     use super::*;
 
+    /// Byte regions of these sizes, as spans.
+    fn spans(sizes: &[usize]) -> Vec<Span> {
+        sizes
+            .iter()
+            .map(|&len| Span {
+                start: 0xe000,
+                len,
+                counter: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counter_pushes_carry_whole_counters() {
+        let mut regions = spans(&[4, 2]);
+        regions[1].counter = Some(Counter::full(crate::counter::Encoding::Bcd, 2));
+        assert_eq!(
+            parse_push("7 3 n 1 9900 0001", 7, &regions).unwrap(),
+            Some(HookEvent::LocalCounters(vec![Flushed {
+                region: 1,
+                old: vec![0x99, 0x00],
+                new: vec![0x00, 0x01],
+            }]))
+        );
+        for bad in [
+            // Not the whole counter, not a counter, bits of a counter, malformed.
+            "7 4 n 1 99 00",
+            "7 4 n 0 00000000 00000001",
+            "7 4 d 1 0 99 00",
+            "7 4 n 1 9900",
+            "7 4 n 1 9900 000",
+            "7 4 n 2 9900 0001",
+            "7 4 n",
+        ] {
+            assert!(
+                parse_push(bad, 7, &regions).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
     #[test]
     fn gate_expressions_hold_only_numbers() {
         let cond =
@@ -652,7 +829,7 @@ mod tests {
     #[test]
     fn diff_pushes_become_masked_changes() {
         // Region 1, span from byte 3: 00 11 22 -> 01 11 a2.
-        let got = parse_push("7 1 d 1 3 001122 0111a2", 7, &[4, 8]).unwrap();
+        let got = parse_push("7 1 d 1 3 001122 0111a2", 7, &spans(&[4, 8])).unwrap();
         assert_eq!(
             got,
             Some(HookEvent::LocalChanges(vec![Change {
@@ -665,7 +842,7 @@ mod tests {
         // Several spans in one push, each in its own region; bytes that did not
         // change inside a span are no change.
         assert_eq!(
-            parse_push("7 2 d 0 3 21 00 1 6 0000 0201", 7, &[4, 8]).unwrap(),
+            parse_push("7 2 d 0 3 21 00 1 6 0000 0201", 7, &spans(&[4, 8])).unwrap(),
             Some(HookEvent::LocalChanges(vec![
                 Change {
                     region: 0,
@@ -694,26 +871,40 @@ mod tests {
             "7 2 d 0 0 \u{0}0 01",
             "7 2 d",
         ] {
-            assert!(parse_push(bad, 7, &[4, 8]).is_err(), "{bad:?} was accepted");
+            assert!(
+                parse_push(bad, 7, &spans(&[4, 8])).is_err(),
+                "{bad:?} was accepted"
+            );
         }
     }
 
     #[test]
     fn gate_and_join_pushes_parse() {
         assert_eq!(
-            parse_push("5 1 gate 1", 5, &[1]).unwrap(),
+            parse_push("5 1 gate 1", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::Gate(true))
         );
         assert_eq!(
-            parse_push("5 2 gate 0", 5, &[1]).unwrap(),
+            parse_push("5 2 gate 0", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::Gate(false))
         );
         assert_eq!(
-            parse_push("5 3 join", 5, &[1]).unwrap(),
+            parse_push("5 3 join", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::JoinRequested)
         );
-        assert!(parse_push("5 4 gate 2", 5, &[1]).is_err());
-        assert!(parse_push("5 4 join now", 5, &[1]).is_err());
+        assert_eq!(
+            parse_push("5 4 wait", 5, &spans(&[1])).unwrap(),
+            Some(HookEvent::Settling)
+        );
+        assert_eq!(
+            parse_push("5 5 waited 12", 5, &spans(&[1])).unwrap(),
+            Some(HookEvent::SettleBroken(12))
+        );
+        assert!(parse_push("5 6 waited", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 6 waited -1", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 6 wait 1", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 4 gate 2", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 4 join now", 5, &spans(&[1])).is_err());
     }
 
     #[test]
@@ -742,7 +933,7 @@ mod tests {
 
     #[test]
     fn pushes_parse() {
-        let sizes = [16, 64];
+        let sizes = spans(&[16, 64]);
         assert_eq!(
             parse_push("77 3 switched", 77, &sizes).unwrap(),
             Some(HookEvent::MachineSwitched)
@@ -759,7 +950,7 @@ mod tests {
 
     #[test]
     fn garbage_pushes_are_rejected() {
-        let sizes = [16, 64];
+        let sizes = spans(&[16, 64]);
         for bad in [
             "77",
             "77 x d 0 0 00 01",
@@ -775,27 +966,32 @@ mod tests {
 
     #[test]
     fn regions_are_checked() {
-        let r = |start, end| RegionInfo {
-            start,
-            end,
-            description: "]; exit; [".into(),
-        };
+        let r = |start, end| RegionInfo::bytes(start, end, "]; exit; [");
         assert_eq!(
             region_spans(&[r(0xe000, 0xe00f), r(0xffff, 0xffff)]).unwrap(),
             vec![
                 Span {
                     start: 0xe000,
-                    len: 16
+                    len: 16,
+                    counter: None,
                 },
                 Span {
                     start: 0xffff,
-                    len: 1
+                    len: 1,
+                    counter: None,
                 }
             ]
         );
         assert!(region_spans(&[r(2, 1)]).is_err());
         assert!(region_spans(&[r(0, 0xffff)]).is_err());
         assert!(region_spans(&vec![r(0, 0); MAX_REGIONS + 1]).is_err());
+        // A counter that does not fit its bytes never reaches Tcl.
+        let mut wide = r(0xe000, 0xe004);
+        wide.kind = crate::protocol::RegionKind::Counter(Counter::full(
+            crate::counter::Encoding::Binary,
+            4,
+        ));
+        assert!(region_spans(&[wide]).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod session;
 mod state;
 
 pub use session::{Ending, CHECK_PERIOD};
-pub use state::SyncState;
+pub use state::{Layout, SyncState};
 
 use session::{Identity, Session};
 
@@ -18,8 +18,8 @@ use crate::client;
 use crate::hex;
 use crate::openmsx::connection::check_name;
 use crate::openmsx::{HookEvent, Hooks, LaunchOptions, OpenMsx};
-use crate::protocol::{GameInfo, Joined, PlayerInfo};
-use crate::rom_cache::RomCache;
+use crate::protocol::{GameInfo, Joined, PlayerInfo, MAX_NAME_BYTES};
+use crate::rom_cache::{RomCache, MAX_CACHE_BYTES};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,8 +44,8 @@ pub struct PlayOptions {
     pub headless: bool,
     /// Attach to this openMSX (pid or socket) instead of starting one.
     pub attach: Option<String>,
-    /// ROM cache folder.
-    pub cache_dir: PathBuf,
+    /// ROM cache folder; `None` for [`RomCache::default_dir`].
+    pub cache_dir: Option<PathBuf>,
     /// Run the emulator as fast as it can (`set throttle off`): for tests and
     /// benchmarks, never for playing.
     pub fast: bool,
@@ -64,7 +64,7 @@ impl PlayOptions {
             openmsx: PathBuf::from("openmsx"),
             headless: false,
             attach: None,
-            cache_dir: RomCache::default_dir(),
+            cache_dir: None,
             fast: false,
             join_now: false,
         }
@@ -98,6 +98,9 @@ pub struct Stats {
     pub updates_applied: AtomicU64,
     /// Times the server's whole state was written into the emulator.
     pub state_writes: AtomicU64,
+    /// Times this player started syncing by sending its own state to the group (a
+    /// fresh group, or a restart under `on-restart: share`).
+    pub shares: AtomicU64,
     /// Sequence number of the last update taken into account.
     pub seq: AtomicU64,
     /// Times the connection to the server was lost.
@@ -109,6 +112,9 @@ pub struct Stats {
     /// Batches in flight when the connection broke that the server turned out to
     /// have already, so they were not sent again.
     pub batches_not_resent: AtomicU64,
+    /// Reconnects that found the game laid out otherwise on the server (another ROM,
+    /// other regions or region kinds, another `sync-when:`): syncing stopped then.
+    pub layout_changes: AtomicU64,
 }
 
 impl Stats {
@@ -137,6 +143,13 @@ impl Player {
     /// Connects, joins, starts openMSX with the game and starts syncing. Returns once
     /// the server's state is in the emulator and the hooks watch the regions.
     pub async fn start(opts: PlayOptions) -> Result<Player> {
+        // Said here, before the server refuses it for the same reason.
+        crate::text::check_name("your player name", &opts.name, MAX_NAME_BYTES)
+            .map_err(|why| anyhow::anyhow!("{why}; give another one with --name"))?;
+        let cache = match &opts.cache_dir {
+            Some(dir) => RomCache::new(dir),
+            None => RomCache::new(RomCache::default_dir()?),
+        };
         let mut conn = client::connect(&opts.server, &opts.name).await?;
         info!(
             "connected to {} ({}) as {}",
@@ -156,7 +169,6 @@ impl Player {
             players_line(&game.players, joined.player)
         );
 
-        let cache = RomCache::new(&opts.cache_dir);
         let rom_path = match cache.lookup(&game.rom_sha256) {
             Some(p) => {
                 info!("rom {} from the cache", short_hash(&game));
@@ -175,6 +187,16 @@ impl Player {
         };
         let rom = std::fs::read(&rom_path)
             .with_context(|| format!("could not read the rom {}", rom_path.display()))?;
+        match cache.clean(&game.rom_sha256, MAX_CACHE_BYTES) {
+            Ok(c) if c.files > 0 => info!(
+                "removed {} rom(s) used longest ago ({} KiB) from the cache, which keeps {} MiB",
+                c.files,
+                c.bytes / 1024,
+                MAX_CACHE_BYTES >> 20
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e:#}"),
+        }
 
         let machine = opts.machine.clone().or_else(|| game.machine.clone());
         for (what, v) in [("machine", &machine), ("romtype", &game.romtype)] {
@@ -228,7 +250,7 @@ impl Player {
             server: opts.server.clone(),
             name: opts.name.clone(),
             game: game.name.clone(),
-            rom_sha256: game.rom_sha256,
+            layout: Layout::of(&joined),
             session,
         };
         let mut session = Session::new(hooks.clone(), &joined, sender, who, started)?;

@@ -654,6 +654,12 @@ impl Conn {
                 if name.trim().is_empty() {
                     return End::tell("the player name is empty; give a name");
                 }
+                // Every other player's terminal shows this name.
+                if let Err(why) =
+                    crate::text::check_name("the player name", &name, protocol::MAX_NAME_BYTES)
+                {
+                    return End::tell(format!("{why}; choose another name"));
+                }
                 self.name = name;
             }
             other => {
@@ -697,26 +703,37 @@ impl Conn {
                 self.reply(&ServerMsg::Rom { data })
             }
             ClientMsg::Changes { batch, changes } => {
-                let Some(g) = self.game else {
-                    return Err(End::tell("changes before joining a game"));
-                };
-                let mut room = lock(&self.shared.games[g].room);
-                let update = room
-                    .state
-                    .accept(self.id, batch, changes)
-                    .map_err(End::tell)?;
-                // Sequencing and queueing under one lock: everyone sees the same order.
-                room.broadcast(encode(&update), None);
-                // Only the clean-to-dirty step wakes the saver: one message per save.
-                if !room.dirty {
-                    room.dirty = true;
-                    if let Some(saver) = &self.shared.saver {
-                        saver.dirty(g);
-                    }
-                }
-                Ok(())
+                self.sequence("changes", |state, id| state.accept(id, batch, changes))
+            }
+            ClientMsg::Counts { batch, ops } => {
+                self.sequence("counts", |state, id| state.count(id, batch, &ops))
             }
         }
+    }
+
+    /// Applies a player's batch to the joined game's state with `apply` and sends the
+    /// sequenced result to every player; `what` names the message for the error when
+    /// the player has not joined a game.
+    fn sequence(
+        &mut self,
+        what: &str,
+        apply: impl FnOnce(&mut GameState, PlayerId) -> Result<ServerMsg, String>,
+    ) -> Result<(), End> {
+        let Some(g) = self.game else {
+            return Err(End::tell(format!("{what} before joining a game")));
+        };
+        let mut room = lock(&self.shared.games[g].room);
+        let update = apply(&mut room.state, self.id).map_err(End::tell)?;
+        // Sequencing and queueing under one lock: everyone sees the same order.
+        room.broadcast(encode(&update), None);
+        // Only the clean-to-dirty step wakes the saver: one message per save.
+        if !room.dirty {
+            room.dirty = true;
+            if let Some(saver) = &self.shared.saver {
+                saver.dirty(g);
+            }
+        }
+        Ok(())
     }
 
     fn join(&mut self, name: &str, session: u64) -> Result<(), End> {
@@ -821,6 +838,7 @@ fn client_msg_name(msg: &ClientMsg) -> &'static str {
         ClientMsg::Join { .. } => "join",
         ClientMsg::FetchRom => "fetchrom",
         ClientMsg::Changes { .. } => "changes",
+        ClientMsg::Counts { .. } => "counts",
     }
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end scaffolding: a real server on 127.0.0.1 port 0 serving the test
 //! cartridge, and real players (headless openMSX, C-BIOS_MSX1) joining it.
 
+use super::proxy::Proxy;
 use super::{testrom, until, TIMEOUT};
 use msxsync::openmsx::OpenMsx;
 use msxsync::play::{PlayOptions, Player, Stats};
@@ -18,12 +19,6 @@ pub struct World {
 /// The test game's regions file.
 pub fn testgame_regions() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.regions")
-}
-
-/// Makes `dir` a games folder holding only the test game.
-pub fn testgame_folder(dir: &Path) {
-    std::fs::copy(testrom::rom_path(), dir.join("testgame.rom")).unwrap();
-    std::fs::copy(testgame_regions(), dir.join("testgame.regions")).unwrap();
 }
 
 impl World {
@@ -58,6 +53,46 @@ impl World {
     pub async fn player(&self, name: &str) -> Player {
         start_player(self.options("testgame", name)).await
     }
+
+    /// Starts ann and bob, players of the test game, at the same time (as
+    /// [`World::player`]).
+    pub async fn ann_and_bob(&self) -> (Player, Player) {
+        smol::future::zip(self.player("ann"), self.player("bob")).await
+    }
+}
+
+/// Fills `dir` with the test game alone: a games folder for `msxsync serve`.
+pub fn games_folder(dir: &Path) {
+    std::fs::copy(testrom::rom_path(), dir.join("testgame.rom")).unwrap();
+    std::fs::copy(testgame_regions(), dir.join("testgame.regions")).unwrap();
+}
+
+/// Starts player `name` of the test game through a proxy a test can cut or stall
+/// (see [`Proxy`]), and waits until its game runs.
+pub async fn player_behind_a_proxy(world: &World, name: &str) -> (Proxy, Player) {
+    let proxy = Proxy::start(world.server.addr());
+    let mut o = world.options("testgame", name);
+    o.server = proxy.addr().to_string();
+    let p = start_player(o).await;
+    (proxy, p)
+}
+
+/// Cuts `p`'s connection through `proxy` and waits until `p` noticed.
+pub async fn cut(proxy: &Proxy, p: &Player) {
+    proxy.cut();
+    until("the outage to be noticed", async || {
+        Stats::get(&p.stats().disconnects) == 1
+    })
+    .await;
+}
+
+/// Lets `p`'s connection through `proxy` again and waits until `p` is back.
+pub async fn restore(proxy: &Proxy, p: &Player) {
+    proxy.restore();
+    until("the reconnect", async || {
+        Stats::get(&p.stats().reconnects) == 1
+    })
+    .await;
 }
 
 /// Options for a headless, unthrottled player of `game` on `server`.
@@ -70,7 +105,7 @@ pub fn player_options(server: &str, game: &str, name: &str, cache: &Path) -> Pla
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    o.cache_dir = cache.to_path_buf();
+    o.cache_dir = Some(cache.to_path_buf());
     o
 }
 
@@ -105,7 +140,7 @@ impl Emulator for OpenMsx {
 
 /// Waits until the test game finished its start-up and runs its main loop.
 pub async fn wait_ready(p: &impl Emulator) {
-    until("the game's start-up", || async {
+    until("the game's start-up", async || {
         peek(p, testrom::READY).await == testrom::READY_VALUE
     })
     .await;
@@ -139,7 +174,7 @@ pub async fn post(p: &impl Emulator, cmd: u8, addr: u16, value: u8) -> u8 {
 
 /// Waits until the game acknowledged mailbox command `seq`.
 pub async fn wait_ack(p: &impl Emulator, seq: u8) {
-    until("the game to take the mailbox command", || async {
+    until("the game to take the mailbox command", async || {
         peek(p, testrom::ACK).await == seq
     })
     .await;
@@ -196,7 +231,8 @@ pub async fn shared(p: &impl Emulator) -> Vec<Vec<u8>> {
         let reply = p
             .msx()
             .command(&format!(
-                "apply {{{{a n}} {{binary scan [debug read_block memory $a $n] cu* v; return $v}}}} {} {len}",
+                "apply {{{{a n}} {{binary scan [debug read_block memory $a $n] cu* v; \
+                 return $v}}}} {} {len}",
                 r.start
             ))
             .await
@@ -240,9 +276,10 @@ pub async fn server_join_at(addr: &str, game: &str) -> Joined {
 pub async fn wait_caught_up(addr: &str, game: &str, players: &[&Player]) {
     let seq = server_join_at(addr, game).await.seq;
     for p in players {
-        until(&format!("every player to receive update {seq}"), || async {
-            Stats::get(&p.stats().seq) >= seq
-        })
+        until(
+            &format!("every player to receive update {seq}"),
+            async || Stats::get(&p.stats().seq) >= seq,
+        )
         .await;
     }
 }

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod fake_server;
 pub mod lines;
-pub mod process;
+pub mod play;
 pub mod proxy;
 pub mod rng;
 pub mod serve;
@@ -55,15 +56,14 @@ where
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Polls `check` until it is true, or panics naming `what` after [`TIMEOUT`].
-pub async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    poll(what, TIMEOUT, || {
-        let next = check();
-        async move { next.await.then_some(()) }
-    })
-    .await
+/// Waits until `check` is true, or panics naming `what` after [`TIMEOUT`].
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for {what}"
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
 }

@@ -23,7 +23,7 @@ impl Serve {
         } else {
             &["--port", "0"]
         };
-        let mut child = super::process::msxsync_command()
+        let mut child = super::play::msxsync_command()
             .arg("serve")
             .arg("--games")
             .arg(games)
@@ -71,5 +71,51 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real `msxsync serve` of the test game alone, from a games folder of its own, with
+/// a state folder and a ROM cache for its players: for tests that kill and restart it.
+pub struct TestgameServer {
+    pub games: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+    pub serve: Serve,
+}
+
+impl TestgameServer {
+    /// Starts it on a free port.
+    pub fn start() -> TestgameServer {
+        let games = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        super::e2e::games_folder(games.path());
+        let serve = Serve::start(games.path(), state.path(), &[]);
+        TestgameServer {
+            games,
+            state,
+            cache,
+            serve,
+        }
+    }
+
+    /// Options for a player `name` of the test game on it.
+    pub fn options(&self, name: &str) -> msxsync::play::PlayOptions {
+        super::e2e::player_options(&self.serve.addr, "testgame", name, self.cache.path())
+    }
+
+    /// Kills the server with SIGKILL (see [`Serve::kill9`]).
+    pub fn kill9(&mut self) {
+        let _ = self.serve.child.kill();
+        let _ = self.serve.child.wait();
+    }
+
+    /// Starts another `msxsync serve` of the same folders on the same port, plus
+    /// `extra` (once this one was killed).
+    pub fn restart(&self, extra: &[&str]) -> Serve {
+        let port = self.serve.port().to_string();
+        let mut args = vec!["--port", &port];
+        args.extend_from_slice(extra);
+        Serve::start(self.games.path(), self.state.path(), &args)
     }
 }

@@ -6,7 +6,7 @@
 //! fsynced, renamed over the old file, then the folder is fsynced. A crash leaves either
 //! the old or the new file, and at worst a stale `.tmp` that loading never reads.
 
-use super::format::{decode, encode, Saved};
+use super::format::{decode, encode, Saved, MAX_FILE_BYTES};
 use crate::catalog::Game;
 use crate::dirs::Xdg;
 use anyhow::{bail, Context, Result};
@@ -77,6 +77,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync folder {}", dir.display()))?;
     Ok(())
+}
+
+/// The file at `path` if it has at most `limit` bytes, `None` if it has more: a file
+/// that size is not what it should be, and is not read whole.
+fn read_at_most(path: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
 }
 
 /// Where a game's state came from when the server started.
@@ -168,14 +179,20 @@ impl fmt::Display for Origin {
 /// the returned [`Origin`]. Only a file that exists but cannot be read is an error.
 pub fn load(dir: &Path, game: &Game) -> Result<(Option<Saved>, Origin)> {
     let path = state_file(dir, &game.name);
-    let file = match std::fs::read(&path) {
+    let file = match read_at_most(&path, MAX_FILE_BYTES) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok((None, Origin::NoFile { path }))
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let reason = match decode(&file) {
+    let reason = match file.map(|file| decode(&file)) {
+        None => Err(format!(
+            "it is larger than any state file ({MAX_FILE_BYTES} bytes at most)"
+        )),
+        Some(decoded) => decoded,
+    };
+    let reason = match reason {
         Ok(saved) => match saved.mismatch(game) {
             None => {
                 let seq = saved.seq;
@@ -325,6 +342,21 @@ mod tests {
             load(d, &g).unwrap().1,
             Origin::NoFile { path: path.clone() }
         );
+
+        // A file bigger than any state file is moved aside without being read.
+        let huge = std::fs::File::create(&path).unwrap();
+        huge.set_len(1 << 30).unwrap();
+        let (s, origin) = load(d, &g).unwrap();
+        assert_eq!(s, None);
+        let warning = origin.warning("demo").unwrap();
+        assert!(
+            warning.contains(&format!(
+                "it is larger than any state file ({MAX_FILE_BYTES} bytes at most)"
+            )),
+            "{warning}"
+        );
+        assert!(!path.exists());
+        std::fs::remove_file(d.join("demo.state.bad")).unwrap();
 
         std::fs::create_dir(&path).unwrap();
         let err = format!("{:#}", load(d, &g).unwrap_err());

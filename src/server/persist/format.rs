@@ -18,7 +18,7 @@
 
 use crate::catalog::{sha256, Game};
 use crate::hex;
-use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
+use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SEQ, MAX_SHARED_BYTES};
 
 /// First bytes of every state file.
 pub const MAGIC: [u8; 8] = *b"MSXSYNCS";
@@ -29,6 +29,10 @@ pub const FORMAT_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 32 + 4;
 /// Size of the closing checksum.
 const CHECKSUM_BYTES: usize = 32;
+/// The largest state file there can be: every region listed and every shared byte.
+/// Anything bigger is not a state file and is not read whole.
+pub const MAX_FILE_BYTES: usize =
+    HEADER_BYTES + 4 * MAX_REGIONS + 8 + MAX_SHARED_BYTES + CHECKSUM_BYTES;
 
 /// One game's saved state, as stored in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +204,12 @@ pub fn decode(file: &[u8]) -> Result<Saved, String> {
         ));
     }
     let seq = u64::from_le_bytes(r.array("sequence number")?);
+    if seq > MAX_SEQ {
+        // No game gets there; adding one to it would overflow.
+        return Err(format!(
+            "sequence number {seq} is larger than any game reaches (limit {MAX_SEQ})"
+        ));
+    }
     let bytes = r.take(total, "shared bytes")?.to_vec();
     let sum = r.array::<CHECKSUM_BYTES>("checksum")?;
     if !r.rest.is_empty() {
@@ -238,8 +248,24 @@ mod tests {
             .collect();
         let big = Game::new("big", "Big", regions, vec![0]);
         let bytes: Vec<u8> = (0..MAX_SHARED_BYTES).map(|i| (i * 31) as u8).collect();
-        let s = Saved::of(&big, u64::MAX, bytes);
-        assert_eq!(decode(&encode(&s)), Ok(s));
+        let s = Saved::of(&big, MAX_SEQ, bytes);
+        let file = encode(&s);
+        assert_eq!(file.len(), MAX_FILE_BYTES);
+        assert_eq!(decode(&file), Ok(s));
+    }
+
+    #[test]
+    fn a_sequence_number_no_game_reaches_is_refused() {
+        // Checksum and all: a file made by hand, not damaged by chance.
+        let mut s = saved();
+        s.seq = u64::MAX;
+        assert_eq!(
+            decode(&encode(&s)).unwrap_err(),
+            format!(
+                "sequence number {} is larger than any game reaches (limit {MAX_SEQ})",
+                u64::MAX
+            )
+        );
     }
 
     #[test]

@@ -31,11 +31,7 @@ mod fixtures {
     use crate::protocol::RegionInfo;
 
     pub fn region(start: u16, end: u16) -> RegionInfo {
-        RegionInfo {
-            start,
-            end,
-            description: "r".into(),
-        }
+        RegionInfo::bytes(start, end, "r")
     }
 
     pub fn game() -> Game {
