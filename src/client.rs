@@ -193,16 +193,16 @@ pub async fn connect(server: &str, name: &str) -> Result<Client> {
             .await?;
         match client.receiver.recv_raw().await? {
             ServerMsg::Welcome { version, software } => {
+                // Only ever shown to people (`list`, `play`), so kept printable.
+                let software = printable(&software);
                 if version != PROTOCOL_VERSION {
-                    bail!(
-                        "protocol version mismatch: server {shown} speaks version {version}, \
-                         this client speaks version {PROTOCOL_VERSION}; use the same msxsync \
-                         release on all machines"
-                    );
+                    bail!(crate::version::client_refusal(&shown, &software, version));
                 }
                 client.software = software;
             }
-            ServerMsg::Error { reason } => bail!("server {shown} refused: {reason}"),
+            ServerMsg::Error { reason } => {
+                bail!(crate::version::refused_text(&shown, &printable(&reason)))
+            }
             other => bail!(
                 "server {shown} answered hello with {} instead of welcome",
                 server_msg_name(&other)
@@ -493,7 +493,9 @@ impl ClientReceiver {
             return Ok(msg);
         }
         match self.recv_raw().await? {
-            ServerMsg::Error { reason } => Err(anyhow!("server {}: {reason}", self.server)),
+            ServerMsg::Error { reason } => {
+                Err(anyhow!("server {}: {}", self.server, printable(&reason)))
+            }
             msg => Ok(msg),
         }
     }

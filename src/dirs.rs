@@ -36,11 +36,18 @@ impl Xdg {
 
     /// The variables as `var` gives them (`None` for unset).
     pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Xdg {
+        // Windows has no HOME: its per-user folder for state and caches is
+        // %LOCALAPPDATA% (games come from next to the binary and ./games there).
+        let local = if cfg!(windows) {
+            absolute(var("LOCALAPPDATA"))
+        } else {
+            None
+        };
         Xdg {
             home: absolute(var("HOME")),
             data_home: absolute(var("XDG_DATA_HOME")),
-            state_home: absolute(var("XDG_STATE_HOME")),
-            cache_home: absolute(var("XDG_CACHE_HOME")),
+            state_home: absolute(var("XDG_STATE_HOME")).or_else(|| local.clone()),
+            cache_home: absolute(var("XDG_CACHE_HOME")).or(local),
             data_dirs: var("XDG_DATA_DIRS").filter(|d| !d.is_empty()),
         }
     }
@@ -125,6 +132,20 @@ mod tests {
                 p("/usr/share")
             ]
         );
+    }
+
+    #[test]
+    fn local_app_data_counts_on_windows_only() {
+        let local = if cfg!(windows) { "C:\\local" } else { "/local" };
+        let x = xdg(&[("HOME", "/home/u"), ("LOCALAPPDATA", local)]);
+        let (state, cache) = if cfg!(windows) {
+            (p(local), p(local))
+        } else {
+            (p("/home/u/.local/state"), p("/home/u/.cache"))
+        };
+        assert_eq!(x.state_home(), Some(state));
+        assert_eq!(x.cache_home(), Some(cache));
+        assert_eq!(x.data_home(), Some(p("/home/u/.local/share")));
     }
 
     #[test]

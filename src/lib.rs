@@ -20,3 +20,4 @@ pub mod rom_cache;
 pub mod server;
 pub mod sync_when;
 pub mod text;
+pub mod version;

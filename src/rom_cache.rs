@@ -38,7 +38,7 @@ impl RomCache {
     }
 
     /// The default cache folder: `$XDG_CACHE_HOME/msxsync/roms`, else
-    /// `~/.cache/msxsync/roms`. Without either there is no folder of this user's to
+    /// `~/.cache/msxsync/roms` (Windows: `%LOCALAPPDATA%\msxsync\roms`). Without either there is no folder of this user's to
     /// use: a shared temporary folder would let other users of the machine put a file
     /// where we write the ROM.
     pub fn default_dir() -> Result<PathBuf> {

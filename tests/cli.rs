@@ -103,3 +103,17 @@ fn an_unreachable_server_is_said_once_with_what_to_do() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn version_names_the_release_the_protocol_and_the_target() {
+    let out = msxsync_command().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "msxsync {} (protocol {}, {})\n",
+        msxsync::version::VERSION,
+        msxsync::protocol::PROTOCOL_VERSION,
+        msxsync::version::TARGET
+    );
+    assert_eq!(text, expected);
+}

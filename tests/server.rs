@@ -349,25 +349,41 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
     let s = start(ServerConfig::default());
     let url = format!("ws://{}/", s.addr());
     run(async {
+        let release = msxsync::version::VERSION;
+        let server = format!("the server runs msxsync {release} (protocol 3)");
         for (first, expected) in [
             (
                 ClientMsg::Hello {
                     version: 1,
                     name: "old".into(),
                 },
-                "protocol version mismatch: this server speaks version 3, the client speaks \
-                 version 1; use the same msxsync release on all machines",
+                format!(
+                    "protocol version mismatch: this player's msxsync is older (protocol 1), \
+                     {server}: update msxsync on the player's machine to the server's \
+                     release, {release}"
+                ),
+            ),
+            (
+                ClientMsg::Hello {
+                    version: 4,
+                    name: "new".into(),
+                },
+                format!(
+                    "protocol version mismatch: this player's msxsync is newer (protocol 4), \
+                     {server}: update msxsync on the server's machine, or play with the \
+                     server's release, {release}"
+                ),
             ),
             (
                 ClientMsg::ListGames,
-                "the first message must be hello, not listgames",
+                "the first message must be hello, not listgames".into(),
             ),
             (
                 ClientMsg::Hello {
                     version: protocol::PROTOCOL_VERSION,
                     name: " ".into(),
                 },
-                "the player name is empty; give a name",
+                "the player name is empty; give a name".into(),
             ),
         ] {
             let (mut ws, _) = async_tungstenite::smol::connect_async(url.as_str())
@@ -382,12 +398,7 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
                 panic!("{reply:?}")
             };
             let msg: ServerMsg = protocol::decode(&bytes).unwrap();
-            assert_eq!(
-                msg,
-                ServerMsg::Error {
-                    reason: expected.into()
-                }
-            );
+            assert_eq!(msg, ServerMsg::Error { reason: expected });
             // Then the server closes.
             match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}

@@ -34,7 +34,8 @@ fn the_server_refuses_a_player_name_with_an_escape_sequence() {
                 .unwrap_or_else(|| panic!("{name:?} was accepted"));
             let e = format!("{e:#}");
             assert!(
-                e.starts_with(&format!("server {addr} refused: the player name '"))
+                e.starts_with(&format!("server {addr} refused this player ("))
+                    && e.contains("): the player name '")
                     && e.ends_with("' contains control characters; choose another name"),
                 "{e}"
             );

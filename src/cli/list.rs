@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use msxsync::client;
-use msxsync::protocol::{GameInfo, DEFAULT_PORT};
+use msxsync::protocol::{GameInfo, DEFAULT_PORT, PROTOCOL_VERSION};
 use msxsync::text::printable;
 use std::fmt::Write;
 
@@ -32,14 +32,20 @@ pub fn run(args: ListArgs) -> Result<()> {
 /// network, so it goes through [`printable`].
 fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
     let mut out = String::new();
+    // The server's release first, so players can get the same one (only a server of
+    // this protocol gets this far, but releases can still differ).
     let _ = writeln!(
         out,
-        "{} ({}) serves {} game{}:",
+        "{} runs {} (protocol {PROTOCOL_VERSION}) and serves {} game{}:",
         printable(server),
         printable(software),
         games.len(),
         if games.len() == 1 { "" } else { "s" }
     );
+    let own = msxsync::version::software();
+    if software != own {
+        let _ = writeln!(out, "(this machine runs {own})");
+    }
     for g in games {
         let _ = writeln!(out);
         let _ = writeln!(out, "{}  \"{}\"", printable(&g.name), printable(&g.title));
@@ -92,7 +98,8 @@ mod tests {
                 },
             ],
         }];
-        let text = format_games("h:1", "msxsync 0.1.0", &games);
+        let own = msxsync::version::software();
+        let text = format_games("h:1", &own, &games);
         let mut evil = games.clone();
         evil[0].name = "k\u{1b}[2J".into();
         evil[0].players[1].name = "b\u{9b}0m".into();
@@ -102,12 +109,22 @@ mod tests {
             "{shown}"
         );
         assert!(
-            text.starts_with("h:1 (msxsync 0.1.0) serves 1 game:\n"),
+            text.starts_with(&format!(
+                "h:1 runs {own} (protocol {PROTOCOL_VERSION}) and serves 1 game:\n\n"
+            )),
             "{text}"
         );
         assert!(text.contains("knight  \"Knight\\u{7}mare\""), "{text}");
         assert!(text.contains("rom 32768 bytes, 9 shared bytes"), "{text}");
         assert!(text.contains("2 playing: ann (#1), bob (#4)"), "{text}");
-        assert!(format_games("h", "s", &[]).contains("serves 0 games:"));
+        // Another release of the same protocol: both are shown, the server's filtered.
+        let other = format_games("h", "msxsync 9.9\u{1b}[2J", &[]);
+        assert!(
+            other.starts_with(&format!(
+                "h runs msxsync 9.9\\u{{1b}}[2J (protocol {PROTOCOL_VERSION}) and serves 0 \
+                 games:\n(this machine runs {own})\n"
+            )),
+            "{other}"
+        );
     }
 }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 /// Turn single-player MSX games into shared co-op games: every player's openMSX keeps
 /// the game's chosen RAM regions (inventory, keys, coins...) identical over the network.
 #[derive(Parser)]
-#[command(name = "msxsync", version, about)]
+#[command(name = "msxsync", version = msxsync::version::long(), about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -28,7 +28,8 @@ pub struct PlayArgs {
     #[arg(long)]
     headless: bool,
     /// Use an openMSX that is already running instead of starting one: its process id
-    /// or control socket path (Unix only).
+    /// or control socket path. Unix only (Linux, macOS): openMSX's control socket is a
+    /// Unix socket, so on Windows msxsync always starts openMSX itself.
     #[arg(long, value_name = "PID|SOCKET")]
     attach: Option<String>,
     /// Where downloaded ROMs are kept (default: $XDG_CACHE_HOME/msxsync/roms).

@@ -645,11 +645,7 @@ impl Conn {
         match first {
             ClientMsg::Hello { version, name } => {
                 if version != PROTOCOL_VERSION {
-                    return End::tell(format!(
-                        "protocol version mismatch: this server speaks version \
-                         {PROTOCOL_VERSION}, the client speaks version {version}; use the \
-                         same msxsync release on all machines"
-                    ));
+                    return End::tell(crate::version::server_refusal(version));
                 }
                 if name.trim().is_empty() {
                     return End::tell("the player name is empty; give a name");
@@ -675,7 +671,7 @@ impl Conn {
         );
         if let Err(end) = self.reply(&ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
-            software: format!("msxsync {}", env!("CARGO_PKG_VERSION")),
+            software: crate::version::software(),
         }) {
             return end;
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 /// reconnect) may take before the test fails. Generous: with every test in parallel on
 /// a loaded 2-core machine a step can take seconds, and a passing run never waits for
 /// the deadline, only for the step.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub const TIMEOUT: Duration = lines::DEADLINE;
 
 /// Whether the tests that need openMSX can run. False (skip, with a note on stderr)
 /// only when `openmsx` is not on PATH and `MSXSYNC_REQUIRE_OPENMSX` is unset; panics

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 /// Ending of state file names.
 pub const STATE_SUFFIX: &str = ".state";
 
-/// The default state folder: `$XDG_STATE_HOME/msxsync`, or `~/.local/state/msxsync`.
+/// The default state folder: `$XDG_STATE_HOME/msxsync`, or `~/.local/state/msxsync`
+/// (Windows: `%LOCALAPPDATA%\msxsync`).
 pub fn default_state_dir() -> Result<PathBuf> {
     Xdg::from_env()
         .state_home()
