@@ -178,7 +178,7 @@ fn a_long_evening_of_changes_neither_stalls_nor_grows() {
     let mut ann = attach(&ann_msx, "ann");
     let mut bob = attach(&bob_msx, "bob");
     for p in [&mut ann, &mut bob] {
-        p.wait_for("syncing testgame");
+        p.wait_for("playing testgame");
     }
     let observer = Observer::join(&serve.addr);
     let pids = [serve.child.id() as i32, ann.pid(), bob.pid()];
