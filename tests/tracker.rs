@@ -8,6 +8,7 @@ use common::chromium::Chromium;
 use msxsync::client::{self, ClientSender};
 use msxsync::counter::CounterOp;
 use msxsync::delta::Change;
+use msxsync::labels;
 use msxsync::protocol::ServerMsg;
 use msxsync::server::{self, http, ServerConfig, ServerHandle};
 use serde_json::Value;
@@ -110,6 +111,19 @@ fn demo_room(sent: &Value) -> &Value {
     &sent["state"]["games"][0]["rooms"][0]
 }
 
+/// The part of the shared state called `name` in a room on the page.
+fn item<'a>(room: &'a Value, name: &str) -> &'a Value {
+    room["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {room}"))
+}
+
+/// Whether the group has the demo's flag or item `name` (page data).
+fn has(room: &Value, name: &str) -> bool {
+    item(room, name)["have"] == true
+}
+
 #[test]
 fn browsers_get_the_page_its_data_or_a_clear_no_while_players_play() {
     let s = demo_server(ServerConfig::default());
@@ -134,7 +148,11 @@ fn browsers_get_the_page_its_data_or_a_clear_no_while_players_play() {
             );
             let v: Value = serde_json::from_slice(&body).unwrap();
             let room = demo_room(&v);
-            room["items"][0]["hex"] == "05" && room["players"][0]["name"] == "alice"
+            // 0x05: bits 0 and 2, the sword and the key.
+            has(room, "sword")
+                && has(room, "key")
+                && !has(room, "shield")
+                && room["players"][0]["name"] == "alice"
         })
         .await;
         let text = String::from_utf8(get(&addr, "/state.json").2).unwrap();
@@ -203,7 +221,7 @@ fn events_push_the_latest_state_at_most_ten_times_a_second() {
         let mut events = Events::open(&addr);
         // The state as the stream opens.
         let (first, _) = events.next();
-        assert_eq!(demo_room(&first)["items"][0]["hex"], "00");
+        assert!(!has(demo_room(&first), "sword"));
         assert!(first["now"].as_u64().unwrap() > 1_600_000_000_000);
         let mut alice = bot(&addr, "alice").await;
         // A burst: 200 batches, each a new value of items and one more coin.
@@ -230,7 +248,9 @@ fn events_push_the_latest_state_at_most_ten_times_a_second() {
             let (sent, at) = events.next();
             let room = demo_room(&sent).clone();
             pushes.push(at);
-            if room["items"][3]["value"] == burst && room["items"][0]["hex"] == "c8" {
+            // The last value, 200 = 0xc8: bits 3, 6 and 7.
+            let last = ["lamp", "ring", "potion"].iter().all(|n| has(&room, n));
+            if item(&room, "coins")["value"] == burst && last && !has(&room, "sword") {
                 let last = &room["events"][0];
                 assert_eq!(last["who"], "alice");
                 assert!(last["text"].as_str().unwrap().contains("coins +"), "{last}");
@@ -253,6 +273,40 @@ fn events_push_the_latest_state_at_most_ten_times_a_second() {
                 pair[1].duration_since(pair[0])
             );
         }
+    });
+}
+
+#[test]
+fn viewers_beyond_the_limit_are_told_to_come_back_later() {
+    let s = demo_server(ServerConfig::default());
+    let addr = s.addr().to_string();
+    common::run_within(DEADLINE, async {
+        let mut open: Vec<Events> = (0..http::MAX_VIEWERS)
+            .map(|_| Events::open(&addr))
+            .collect();
+        // Each has had its first push: all are counted.
+        for e in &mut open {
+            e.next();
+        }
+        let (status, headers, _) = get(&addr, "/events");
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert!(headers.contains("Retry-After: 10"), "{headers}");
+        // The page itself, its data and players are still served.
+        assert_eq!(get(&addr, "/state.json").0, "HTTP/1.1 200 OK");
+        let mut c = client::connect(&addr, "alice").await.unwrap();
+        c.join("demo").await.unwrap();
+        // A viewer that goes frees its place.
+        drop(open.pop());
+        common::until("a place for a viewer again", async || {
+            let mut tcp = TcpStream::connect(&addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            tcp.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut status = String::new();
+            BufReader::new(tcp).read_line(&mut status).unwrap();
+            status == "HTTP/1.1 200 OK\r\n"
+        })
+        .await;
     });
 }
 
@@ -334,15 +388,21 @@ fn the_page_in_a_real_browser_shows_a_change_within_a_second_without_reloading()
         browser.screen(1000, 800, false).await.unwrap();
         browser.open(&format!("http://{addr}/")).await.unwrap();
         let text = "document.body.innerText";
-        // Both players, with the latency of their first ping; carol gone; the coins.
+        // Both players, with the latency of their first ping; carol gone; what the
+        // group has by name (the sword and key flags, the harp item, not the crown);
+        // the coins' amount; bob's change in words.
+        let have = "[...document.querySelectorAll('.item.have')].map(e => e.textContent)";
+        let lack = "[...document.querySelectorAll('.item.lack')].map(e => e.textContent)";
         browser
             .wait_until(
-                "the page to show the players, their latency and the coins",
+                "the page to show the players, their latency, the items and the coins",
                 &format!(
                     "{text}.includes('alice') && {text}.includes('bob') && \
                      {text}.includes('gone') && \
                      ({text}.match(/latency [0-9.]+ ms/g) || []).length === 2 && \
-                     {text}.includes('coins 3')"
+                     {have}.join() === 'sword,key,harp' && {lack}.includes('crown') && \
+                     {text}.includes('coins 3') && \
+                     {text}.includes('bob got the harp, coins +3, ')"
                 ),
                 Duration::from_secs(30),
             )
@@ -351,16 +411,20 @@ fn the_page_in_a_real_browser_shows_a_change_within_a_second_without_reloading()
 
         // A marker that a reload would wipe, and the moment the change shows, noted by
         // the page itself (not when this test happens to look).
+        // The line as labels.rs words it, and its age after it.
+        let line = labels::line("alice", &[labels::Event::Got("crown".into())]).unwrap();
+        assert_eq!(line, "alice got the crown");
+        let shown = format!("{line}, ");
         browser
-            .eval(
+            .eval(&format!(
                 "window.msxsyncMarker = 42; window.shownAt = null; \
-                 new MutationObserver(() => { \
+                 new MutationObserver(() => {{ \
                    if (window.shownAt === null && \
-                       document.body.innerText.includes('alice set crown to 0x01')) \
+                       document.body.innerText.includes({shown:?})) \
                      window.shownAt = Date.now(); \
-                 }).observe(document.body, {subtree: true, childList: true, characterData: true}); \
-                 true",
-            )
+                 }}).observe(document.body, {{subtree: true, childList: true, characterData: true}}); \
+                 true"
+            ))
             .await
             .unwrap();
         let sent_at = now_ms();

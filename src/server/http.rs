@@ -10,7 +10,9 @@
 //!   then again after every change, at most every [`PUSH_INTERVAL`] and always the
 //!   latest (a burst of changes is one push), with a comment every [`KEEPALIVE`] so a
 //!   closed page is noticed. A viewer holds no queue: one message at a time is in
-//!   flight, and one that cannot take it within [`WRITE_TIMEOUT`] is closed.
+//!   flight, and one that cannot take it within [`WRITE_TIMEOUT`] is closed. At most
+//!   [`MAX_VIEWERS`] streams are open at once (each also counts against the server's
+//!   connection caps); one more is told 503 and its browser tries again later.
 //!
 //! Every other path is 404, every other method 405. Nothing here reads anything from a
 //! browser after its request head, so nothing on the page can change a game.
@@ -19,7 +21,7 @@ use super::tracker::{self, PageState};
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +40,10 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// How long a write to a viewer may take before the viewer is closed as too slow.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most `/events` streams open at once. A LAN party has a screen or two and some
+/// phones; each stream costs one page state in flight and its socket's buffer.
+pub const MAX_VIEWERS: usize = 32;
 
 /// The state is made again at most this often, however many viewers ask: viewers that
 /// ask in between get the one just made (and are sent the newer one at their next
@@ -209,6 +215,17 @@ pub struct Live {
     version: AtomicU64,
     moved: event_listener::Event,
     made: Mutex<Option<Made>>,
+    /// Open `/events` streams.
+    viewers: AtomicUsize,
+}
+
+/// One open `/events` stream; its place is free again when it is dropped.
+struct Seat<'a>(&'a AtomicUsize);
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The page's data as made at `version`.
@@ -224,11 +241,22 @@ impl Default for Live {
             version: AtomicU64::new(0),
             moved: event_listener::Event::new(),
             made: Mutex::new(None),
+            viewers: AtomicUsize::new(0),
         }
     }
 }
 
 impl Live {
+    /// A place for one more `/events` stream, unless [`MAX_VIEWERS`] are open.
+    fn seat(&self) -> Option<Seat<'_>> {
+        self.viewers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_VIEWERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Seat(&self.viewers))
+    }
+
     /// Something the page shows changed: every waiting viewer wakes.
     pub fn changed(&self) {
         self.version.fetch_add(1, Ordering::SeqCst);
@@ -302,6 +330,16 @@ pub async fn answer(
             respond(tcp, "200 OK", "application/json", body.as_bytes()).await
         }
         (Request::Get(path), Some(t)) if path == "/events" => {
+            let Some(_seat) = t.live.seat() else {
+                let _ = respond(
+                    tcp,
+                    "503 Service Unavailable\r\nRetry-After: 10",
+                    "text/plain",
+                    b"too many viewers, try again later\n",
+                )
+                .await;
+                return format!("tracker viewer refused: {MAX_VIEWERS} are open");
+            };
             return match stream(tcp, t).await {
                 Ok(()) => "tracker viewer gone".into(),
                 Err(e) => format!("tracker viewer closed: {e}"),

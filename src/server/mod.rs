@@ -562,7 +562,10 @@ fn initial_rooms(games: &[Game], config: &ServerConfig) -> Result<(Vec<Room>, Or
             },
         };
         rooms.push(Room {
-            history: tracker::History::new(state.state()),
+            history: tracker::History::new(
+                crate::labels::Names::new(&game.regions, &game.labels),
+                state.state(),
+            ),
             state,
             members: Vec::new(),
             dirty,
@@ -841,7 +844,6 @@ impl Shared {
                     .collect();
                 let view = tracker::room_view(
                     &slot.game.name,
-                    &slot.game.regions,
                     room.state.state(),
                     room.state.seq(),
                     &present,
@@ -1690,7 +1692,8 @@ impl Conn {
         let update = apply(&mut room.state, self.id).map_err(End::tell)?;
         // Sequencing and queueing under one lock: everyone sees the same order.
         room.broadcast(shared, shared.budget.message(&update), None);
-        room.history.record(&self.name, &update, now_ms());
+        let Room { history, state, .. } = &mut *room;
+        history.record(&self.name, &update, now_ms(), state.state());
         shared.changed(g, &mut room);
         Ok(())
     }
@@ -1817,7 +1820,8 @@ impl Conn {
             let now = now_ms();
             for msg in &messages {
                 room.broadcast(&shared, shared.budget.message(msg), None);
-                room.history.record("the host", msg, now);
+                let Room { history, state, .. } = &mut *room;
+                history.record("the host", msg, now, state.state());
             }
             shared.changed(g, &mut room);
             room.state.seq()

@@ -6,35 +6,35 @@
 //! Each game room keeps a [`History`] next to its state: the last changes as [`Event`]s
 //! (who, when, what) and the players who left. Both are bounded in count and in bytes,
 //! whatever players send: at most [`HISTORY_EVENTS`] events of at most
-//! [`FACTS_PER_EVENT`] fixed-size facts and one player name each, at most
-//! [`GONE_PLAYERS`] players who left. A burst of changes by one player (a game writing
-//! every frame, an item picked up and dropped again) is one event holding the net
-//! effect.
+//! [`FACTS_PER_EVENT`] fixed-size facts, one player name and one line of at most
+//! [`labels::MAX_LINE_CHARS`] each, and at most [`GONE_PLAYERS`] players who left. A
+//! burst of changes by one player (a game writing every frame, an item picked up and
+//! dropped again) is one event holding the net effect.
 //!
-//! What the page calls each part of the shared state comes from [`names`] alone.
+//! Names and words come from [`crate::labels`] alone: the shared state as the game's
+//! `item:`/`flag:` names, counters and unnamed bytes ([`Names::inventory`]), and each
+//! event as one line ("alice got the boots and the lamp, coins +3").
 
-use crate::delta;
-use crate::protocol::{RegionInfo, ServerMsg};
+use crate::counter::Count;
+use crate::delta::{self, Change};
+use crate::labels::{self, Holding, Names};
+use crate::protocol::ServerMsg;
 use serde::Serialize;
 use std::collections::VecDeque;
 
 /// Events kept per game room, newest first; older ones are forgotten.
 pub const HISTORY_EVENTS: usize = 40;
 
-/// Facts (changed bytes, counter amounts) kept per event; the rest are only counted.
-pub const FACTS_PER_EVENT: usize = 24;
+/// Facts (changed bytes, counter amounts) kept per event; what a burst changes beyond
+/// them is left out of its line (a restore of a whole region still reads as "REGION:
+/// N bytes changed", N counting the kept ones).
+pub const FACTS_PER_EVENT: usize = 64;
 
 /// Players who left that a game room remembers (the page shows them as gone).
 pub const GONE_PLAYERS: usize = 16;
 
 /// Changes by the same player less than this apart (milliseconds) are one event.
 pub const BURST_MS: u64 = 2_000;
-
-/// Longest text of one event on the page, in bytes; longer ones are cut with "…".
-pub const EVENT_TEXT_BYTES: usize = 300;
-
-/// Longest name of a part of the state (from a region's description), in characters.
-pub const NAME_CHARS: usize = 40;
 
 /// One thing a change did, after merging: a byte of a bit-merged region, or a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,20 +115,18 @@ pub struct Event {
     pub who: String,
     /// What changed, at most [`FACTS_PER_EVENT`], in the order first changed.
     pub facts: Vec<Fact>,
-    /// Facts that did not fit.
-    pub more: u32,
+    /// The facts in words, by [`labels::line`]: "alice got the boots, coins +3".
+    pub line: String,
 }
 
 impl Event {
     /// Adds `fact` as the latest change: merged with an earlier fact about the same
-    /// subject, else kept (or counted in `more` when the event is full).
+    /// subject, else kept (or left out when the event is full).
     fn add(&mut self, fact: Fact) {
         if let Some(old) = self.facts.iter_mut().find(|f| f.same_subject(&fact)) {
             old.then(&fact);
         } else if self.facts.len() < FACTS_PER_EVENT {
             self.facts.push(fact);
-        } else {
-            self.more = self.more.saturating_add(1);
         }
     }
 }
@@ -147,6 +145,8 @@ pub struct Gone {
 /// A game room's recent past, for the page: the last events and who left.
 #[derive(Debug, Clone)]
 pub struct History {
+    /// The game's names, for the events' lines.
+    names: Names,
     /// The state as of the last event, to tell which bits a change really flipped.
     shown: Vec<Vec<u8>>,
     /// Newest first.
@@ -156,9 +156,10 @@ pub struct History {
 }
 
 impl History {
-    /// An empty history of a game whose state is now `state`.
-    pub fn new(state: &[Vec<u8>]) -> History {
+    /// An empty history of a game named by `names` whose state is now `state`.
+    pub fn new(names: Names, state: &[Vec<u8>]) -> History {
         History {
+            names,
             shown: state.to_vec(),
             events: VecDeque::new(),
             gone: VecDeque::new(),
@@ -166,25 +167,26 @@ impl History {
     }
 
     /// Notes a sequenced `Update` or `Counted` (other messages are ignored) made by
-    /// `who` at `at`. Bits a change sets to the value they had are no news.
-    pub fn record(&mut self, who: &str, msg: &ServerMsg, at: u64) {
+    /// `who` at `at`, after which the game's state is `state`. Bits a change sets to
+    /// the value they had are no news.
+    pub fn record(&mut self, who: &str, msg: &ServerMsg, at: u64, state: &[Vec<u8>]) {
         let mut facts = Vec::new();
         match msg {
             ServerMsg::Update { changes, .. } => {
                 for c in changes {
-                    let Some(region) = self.shown.get_mut(c.region as usize) else {
+                    let Some(region) = self.shown.get_mut(usize::from(c.region)) else {
                         continue;
                     };
-                    for (i, (&value, &mask)) in c.values.iter().zip(&c.masks).enumerate() {
-                        let offset = c.offset as usize + i;
-                        let Some(byte) = region.get_mut(offset) else {
+                    for (offset, (&value, &mask)) in (c.offset..).zip(c.values.iter().zip(&c.masks))
+                    {
+                        let Some(byte) = region.get_mut(usize::from(offset)) else {
                             break;
                         };
                         let after = delta::merge_byte(*byte, value, mask);
                         if after != *byte {
                             facts.push(Fact::Byte {
                                 region: c.region,
-                                offset: offset as u16,
+                                offset,
                                 before: *byte,
                                 after,
                             });
@@ -195,6 +197,11 @@ impl History {
             }
             ServerMsg::Counted { counts, .. } => {
                 for c in counts.iter().filter(|c| c.amount != 0) {
+                    // The counter's bytes as they are now, for a later restore's words.
+                    let r = usize::from(c.region);
+                    if let (Some(shown), Some(now)) = (self.shown.get_mut(r), state.get(r)) {
+                        shown.clone_from(now);
+                    }
                     facts.push(Fact::Count {
                         region: c.region,
                         amount: c.amount,
@@ -216,7 +223,7 @@ impl History {
                 at,
                 who: who.to_string(),
                 facts: Vec::new(),
-                more: 0,
+                line: String::new(),
             });
             self.events.truncate(HISTORY_EVENTS);
         }
@@ -229,8 +236,11 @@ impl History {
         }
         // A burst that undid itself (picked up and dropped again) is no news.
         event.facts.retain(|f| !f.is_nothing());
-        if event.facts.is_empty() && event.more == 0 {
-            self.events.pop_front();
+        match words(&self.names, &mut self.shown, &event.who, &event.facts) {
+            Some(line) => event.line = line,
+            None => {
+                self.events.pop_front();
+            }
         }
     }
 
@@ -254,6 +264,44 @@ impl History {
     pub fn gone(&self) -> impl Iterator<Item = &Gone> {
         self.gone.iter()
     }
+}
+
+/// An event's facts as [`labels::line`] words them; `None` when they say nothing.
+/// `shown` is the state after the facts: each byte is set back to its value before
+/// for the moment it is worded (labels reads a byte's change against its whole
+/// region: a counter's other bytes, an item's neighbours).
+fn words(names: &Names, shown: &mut [Vec<u8>], who: &str, facts: &[Fact]) -> Option<String> {
+    let mut events = Vec::new();
+    for fact in facts {
+        match *fact {
+            Fact::Byte {
+                region,
+                offset,
+                before,
+                after,
+            } => {
+                let Some(bytes) = shown.get_mut(usize::from(region)) else {
+                    continue;
+                };
+                let Some(now) = bytes.get(usize::from(offset)).copied() else {
+                    continue;
+                };
+                bytes[usize::from(offset)] = before;
+                events.extend(names.change(&Change::bytes(region, offset, vec![after]), bytes));
+                bytes[usize::from(offset)] = now;
+            }
+            Fact::Count {
+                region,
+                amount,
+                total,
+            } => events.extend(names.count(&Count {
+                region,
+                amount,
+                total,
+            })),
+        }
+    }
+    labels::line(who, &events)
 }
 
 /// A player in a game room now, as the server knows it.
@@ -295,7 +343,7 @@ pub struct RoomView {
     /// Players in the room now, in joining order, then those who left, most recent
     /// first.
     pub players: Vec<PlayerView>,
-    /// The shared state, part by part.
+    /// The shared state, the way a player thinks of it.
     pub items: Vec<ItemView>,
     /// The last changes, newest first.
     pub events: Vec<EventView>,
@@ -330,7 +378,8 @@ pub struct ItemView {
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Shown {
-    /// A named item or flag: the group has it or not.
+    /// A named item (`item:`, a whole byte) or flag (`flag:`, one bit): the group has
+    /// it or not.
     Have {
         /// Whether the group has it.
         have: bool,
@@ -339,26 +388,22 @@ pub enum Shown {
     Count {
         /// The total now.
         value: u32,
-        /// The largest total it can reach.
-        max: u32,
     },
-    /// Bytes without names, in hex.
+    /// A region with bytes that have no name: all its bytes, in hex.
     Bytes {
-        /// The first byte's CPU address, 4 hex digits.
-        address: String,
         /// The bytes, two hex digits each.
         hex: String,
     },
 }
 
-/// One event on the page: "`who` `text`", `at`.
+/// One event on the page: its line, e.g. "alice got the boots", and when.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct EventView {
     /// When (milliseconds since 1970).
     pub at: u64,
     /// Who made the change.
     pub who: String,
-    /// What they did, e.g. "set items to 0x29, coins +3 (105)".
+    /// What happened, who first, in [`labels::line`]'s words.
     pub text: String,
 }
 
@@ -366,7 +411,6 @@ pub struct EventView {
 /// in it now and its history.
 pub fn room_view(
     name: &str,
-    regions: &[RegionInfo],
     state: &[Vec<u8>],
     seq: u64,
     present: &[Present],
@@ -398,13 +442,26 @@ pub fn room_view(
         name: name.to_string(),
         seq,
         players,
-        items: names::items(regions, state),
+        items: history
+            .names
+            .inventory(state)
+            .into_iter()
+            .map(|e| ItemView {
+                name: e.name,
+                shown: match e.holding {
+                    Holding::Item(byte) => Shown::Have { have: byte != 0 },
+                    Holding::Flag(have) => Shown::Have { have },
+                    Holding::Amount(value) => Shown::Count { value },
+                    Holding::Bytes(hex) => Shown::Bytes { hex },
+                },
+            })
+            .collect(),
         events: history
             .events()
             .map(|e| EventView {
                 at: e.at,
                 who: e.who.clone(),
-                text: names::describe(regions, e),
+                text: e.line.clone(),
             })
             .collect(),
     }
@@ -417,123 +474,31 @@ pub fn page_json(state: &PageState) -> String {
     serde_json::to_string(state).unwrap_or_default()
 }
 
-/// Names: everything the page calls a part of the shared state comes from this module.
-/// Until games name their items and flags, a region is called by its description (the
-/// words before a colon), a counter shows its amount and other bytes show in hex. This
-/// is the one place to take names, items and event phrases from the game's labels
-/// instead.
-pub mod names {
-    use super::{Event, Fact, ItemView, Shown, EVENT_TEXT_BYTES, NAME_CHARS};
-    use crate::protocol::RegionInfo;
-
-    /// What the players call region `r`: its description up to a colon ("coins: 4-digit
-    /// BCD" is "coins"), at most [`NAME_CHARS`] characters; its address when it has no
-    /// description.
-    pub fn region_name(r: &RegionInfo) -> String {
-        let head = r.description.split(':').next().unwrap_or("").trim();
-        if head.is_empty() {
-            return format!("{:04x}", r.start);
-        }
-        match head.char_indices().nth(NAME_CHARS) {
-            Some((cut, _)) => format!("{}…", &head[..cut]),
-            None => head.to_string(),
-        }
-    }
-
-    /// The shared state, part by part: one item per region.
-    pub fn items(regions: &[RegionInfo], state: &[Vec<u8>]) -> Vec<ItemView> {
-        regions
-            .iter()
-            .zip(state)
-            .map(|(r, bytes)| ItemView {
-                name: region_name(r),
-                shown: match r.counter() {
-                    Some(c) => Shown::Count {
-                        value: c.decode(bytes),
-                        max: c.max,
-                    },
-                    None => Shown::Bytes {
-                        address: format!("{:04x}", r.start),
-                        hex: crate::hex::encode(bytes),
-                    },
-                },
-            })
-            .collect()
-    }
-
-    /// What an event did, in words: "set items to 0x29, coins +3 (105)".
-    pub fn describe(regions: &[RegionInfo], event: &Event) -> String {
-        let name = |region: u16| {
-            regions
-                .get(region as usize)
-                .map_or_else(|| format!("region {region}"), region_name)
-        };
-        let mut parts: Vec<String> = event
-            .facts
-            .iter()
-            .map(|f| match *f {
-                Fact::Byte {
-                    region,
-                    offset,
-                    after,
-                    ..
-                } => {
-                    let single = regions.get(region as usize).is_some_and(|r| r.len() == 1);
-                    if single {
-                        format!("set {} to 0x{after:02x}", name(region))
-                    } else {
-                        format!("set {} byte {offset} to 0x{after:02x}", name(region))
-                    }
-                }
-                Fact::Count {
-                    region,
-                    amount,
-                    total,
-                } => format!("{} {amount:+} ({total})", name(region)),
-            })
-            .collect();
-        if event.more > 0 {
-            parts.push(format!("{} more", event.more));
-        }
-        cut(parts.join(", "), EVENT_TEXT_BYTES)
-    }
-
-    /// `text` cut to at most `max` bytes on a character boundary, "…" marking the cut.
-    fn cut(text: String, max: usize) -> String {
-        if text.len() <= max {
-            return text;
-        }
-        let mut end = max - '…'.len_utf8();
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &text[..end])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::{Counter, CounterOp, Encoding};
-    use crate::delta::Change;
-    use crate::protocol::{PlayerInfo, RegionKind};
+    use crate::counter::CounterOp;
+    use crate::protocol::{PlayerInfo, RegionInfo};
     use crate::server::game::GameState;
     use serde_json::{json, Value};
 
-    /// items (4 bytes), crown (1 byte), coins (2-byte BCD counter).
-    fn regions() -> Vec<RegionInfo> {
-        vec![
-            RegionInfo::bytes(0xe010, 0xe013, "items: bit 0 sword, 1 shield"),
-            RegionInfo::bytes(0xe030, 0xe030, "crown"),
-            RegionInfo {
-                kind: RegionKind::Counter(Counter {
-                    encoding: Encoding::Bcd,
-                    min: 0,
-                    max: 9999,
-                }),
-                ..RegionInfo::bytes(0xe020, 0xe021, "coins: 4-digit BCD")
-            },
-        ]
+    /// Items as flags (two named bits of six), a crown item, coins (a BCD counter) and
+    /// a map without names.
+    const GAME: &str = "r
+E010 E010 items
+E011 E011 crown
+counter: E020 E021 bcd coins
+E030 E033 map
+flag: E010 bit 0 sword
+flag: E010 bit 5 boots
+item: E011 crown
+";
+
+    fn game() -> (Vec<RegionInfo>, Names) {
+        let def = crate::regions::parse("g", GAME).unwrap();
+        let regions: Vec<RegionInfo> = def.regions.iter().map(|r| r.info()).collect();
+        let names = Names::new(&regions, &def.labels());
+        (regions, names)
     }
 
     fn player(id: u32, name: &str) -> PlayerInfo {
@@ -543,39 +508,59 @@ mod tests {
         }
     }
 
-    /// A game where alice set items byte 1 and added 3 coins, bob set the crown.
+    /// `change`, made by `who` at `at`.
+    fn set(g: &mut GameState, h: &mut History, who: &str, change: Change, at: u64) {
+        let u = g.accept(1, 0, vec![change]).unwrap();
+        h.record(who, &u, at, g.state());
+    }
+
+    fn coins(g: &mut GameState, h: &mut History, who: &str, amount: i64, at: u64) {
+        let u = g
+            .count(1, 0, &[CounterOp::Add { region: 2, amount }])
+            .unwrap();
+        h.record(who, &u, at, g.state());
+    }
+
+    /// alice got the boots and 3 coins, bob the crown and a map byte; carol left.
     fn played() -> (GameState, History) {
-        let regions = regions();
-        let mut game = GameState::new(&regions);
-        let mut history = History::new(game.state());
-        game.add_player(player(1, "alice"), 0);
-        game.add_player(player(2, "bob"), 0);
-        let u = game
-            .accept(1, 1, vec![Change::bytes(0, 1, vec![0x29])])
-            .unwrap();
-        history.record("alice", &u, 1_000);
-        let u = game
-            .count(
-                1,
-                2,
-                &[CounterOp::Add {
-                    region: 2,
-                    amount: 3,
-                }],
-            )
-            .unwrap();
-        history.record("alice", &u, 1_500);
-        let u = game
-            .accept(2, 1, vec![Change::bytes(1, 0, vec![0x01])])
-            .unwrap();
-        history.record("bob", &u, 9_000);
-        history.left("carol", 100, 800);
-        (game, history)
+        let (regions, names) = game();
+        let mut g = GameState::new(&regions);
+        let mut h = History::new(names, g.state());
+        g.add_player(player(1, "alice"), 0);
+        g.add_player(player(2, "bob"), 0);
+        set(
+            &mut g,
+            &mut h,
+            "alice",
+            Change::bytes(0, 0, vec![0b10_0000]),
+            1_000,
+        );
+        coins(&mut g, &mut h, "alice", 3, 1_500);
+        set(&mut g, &mut h, "bob", Change::bytes(1, 0, vec![1]), 9_000);
+        set(
+            &mut g,
+            &mut h,
+            "bob",
+            Change::bytes(3, 2, vec![0x42]),
+            9_100,
+        );
+        h.left("carol", 100, 800);
+        (g, h)
+    }
+
+    fn page(room: RoomView) -> String {
+        page_json(&PageState {
+            games: vec![GameView {
+                name: "demo".into(),
+                title: "The demo".into(),
+                rooms: vec![room],
+            }],
+        })
     }
 
     #[test]
     fn the_page_json_is_made_from_a_game_state() {
-        let (game, history) = played();
+        let (g, h) = played();
         let present = [
             Present {
                 name: "alice".into(),
@@ -588,22 +573,7 @@ mod tests {
                 rtt_ms: None,
             },
         ];
-        let room = room_view(
-            "demo",
-            &regions(),
-            game.state(),
-            game.seq(),
-            &present,
-            &history,
-        );
-        let page = PageState {
-            games: vec![GameView {
-                name: "demo".into(),
-                title: "The demo".into(),
-                rooms: vec![room],
-            }],
-        };
-        let text = page_json(&page);
+        let text = page(room_view("demo", g.state(), g.seq(), &present, &h));
         assert!(!text.contains('\n'), "one line: {text}");
         let got: Value = serde_json::from_str(&text).unwrap();
         let want = json!({
@@ -612,7 +582,7 @@ mod tests {
                 "title": "The demo",
                 "rooms": [{
                     "name": "demo",
-                    "seq": 3,
+                    "seq": 4,
                     "players": [
                         {"name": "alice", "connected": true, "since": 500,
                          "played_ms": null, "rtt_ms": 1.25},
@@ -621,16 +591,21 @@ mod tests {
                         {"name": "carol", "connected": false, "since": 800,
                          "played_ms": 700, "rtt_ms": null},
                     ],
+                    // Flags and items have or not, counters their amount, the bytes
+                    // without names (the items byte's other bits, the map) in hex.
                     "items": [
-                        {"name": "items", "kind": "bytes", "address": "e010",
-                         "hex": "00290000"},
-                        {"name": "crown", "kind": "bytes", "address": "e030", "hex": "01"},
-                        {"name": "coins", "kind": "count", "value": 3, "max": 9999},
+                        {"name": "sword", "kind": "have", "have": false},
+                        {"name": "boots", "kind": "have", "have": true},
+                        {"name": "items", "kind": "bytes", "hex": "20"},
+                        {"name": "crown", "kind": "have", "have": true},
+                        {"name": "coins", "kind": "count", "value": 3},
+                        {"name": "map", "kind": "bytes", "hex": "00004200"},
                     ],
                     "events": [
-                        {"at": 9_000, "who": "bob", "text": "set crown to 0x01"},
+                        {"at": 9_100, "who": "bob",
+                         "text": "bob got the crown, map byte 2 = 0x42"},
                         {"at": 1_500, "who": "alice",
-                         "text": "set items byte 1 to 0x29, coins +3 (3)"},
+                         "text": "alice got the boots, coins +3"},
                     ],
                 }],
             }],
@@ -640,15 +615,8 @@ mod tests {
 
     #[test]
     fn nothing_private_reaches_the_page() {
-        let (game, history) = played();
-        let room = room_view("demo", &regions(), game.state(), 3, &[], &history);
-        let text = page_json(&PageState {
-            games: vec![GameView {
-                name: "demo".into(),
-                title: "t".into(),
-                rooms: vec![room],
-            }],
-        });
+        let (g, h) = played();
+        let text = page(room_view("demo", g.state(), 3, &[], &h));
         // Every field there is: the page gets no player ids, sessions, network
         // addresses, file paths or rom, and a new field is a decision to make here.
         fn keys(v: &Value, out: &mut std::collections::BTreeSet<String>) {
@@ -678,10 +646,8 @@ mod tests {
             "rtt_ms",
             "items",
             "kind",
-            "address",
             "hex",
             "value",
-            "max",
             "events",
             "at",
             "who",
@@ -695,87 +661,97 @@ mod tests {
 
     #[test]
     fn a_burst_is_one_event_with_its_net_effect() {
-        let regions = regions();
-        let mut game = GameState::new(&regions);
-        let mut h = History::new(game.state());
-        let mut at = 0;
-        let set = |game: &mut GameState, h: &mut History, who: &str, v: u8, at: u64| {
-            let u = game
-                .accept(1, 0, vec![Change::bytes(0, 0, vec![v])])
-                .unwrap();
-            h.record(who, &u, at);
-        };
-        for v in 1..=5u8 {
-            at += 100;
-            set(&mut game, &mut h, "alice", v, at);
+        let (regions, names) = game();
+        let mut g = GameState::new(&regions);
+        let mut h = History::new(names, g.state());
+        let map = |v: u8| Change::bytes(3, 0, vec![v]);
+        for (i, v) in (1..=5u8).enumerate() {
+            set(&mut g, &mut h, "alice", map(v), 100 * (i as u64 + 1));
         }
         let events: Vec<&Event> = h.events().collect();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].at, 500);
-        assert_eq!(
-            events[0].facts,
-            [Fact::Byte {
-                region: 0,
-                offset: 0,
-                before: 0,
-                after: 5
-            }]
-        );
+        assert_eq!(events[0].line, "alice: map byte 0 = 0x05");
         // Back to where it started: the burst did nothing, and goes.
-        set(&mut game, &mut h, "alice", 0, 600);
+        set(&mut g, &mut h, "alice", map(0), 600);
+        assert_eq!(h.events().count(), 0);
+        // Boots picked up and dropped again, coins got and spent: no news either.
+        let boots = |v: u8| Change::bytes(0, 0, vec![v]);
+        set(&mut g, &mut h, "alice", boots(0b10_0000), 700);
+        coins(&mut g, &mut h, "alice", 5, 700);
+        set(&mut g, &mut h, "alice", boots(0), 800);
+        coins(&mut g, &mut h, "alice", -5, 800);
         assert_eq!(h.events().count(), 0);
         // Another player, or a pause, starts a new event.
-        set(&mut game, &mut h, "alice", 7, 700);
-        set(&mut game, &mut h, "bob", 8, 800);
-        set(&mut game, &mut h, "bob", 9, 800 + BURST_MS);
-        let who: Vec<&str> = h.events().map(|e| e.who.as_str()).collect();
-        assert_eq!(who, ["bob", "bob", "alice"]);
+        set(&mut g, &mut h, "alice", map(7), 900);
+        set(&mut g, &mut h, "bob", map(8), 1_000);
+        set(&mut g, &mut h, "bob", map(9), 1_000 + BURST_MS);
+        let lines: Vec<&str> = h.events().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "bob: map byte 0 = 0x09",
+                "bob: map byte 0 = 0x08",
+                "alice: map byte 0 = 0x07"
+            ]
+        );
         // Writing a byte's own value again is no news.
-        let u = game
-            .accept(1, 0, vec![Change::bytes(0, 0, vec![9])])
-            .unwrap();
-        h.record("carol", &u, 5_000);
+        set(&mut g, &mut h, "carol", map(9), 5_000);
         assert_eq!(h.events().count(), 3);
+    }
+
+    #[test]
+    fn a_restore_reads_as_what_it_changed() {
+        let (regions, names) = game();
+        let mut g = GameState::new(&regions);
+        let mut h = History::new(names, g.state());
+        coins(&mut g, &mut h, "alice", 7, 0);
+        // The host puts back a state with 120 coins (BCD 0x20 0x01) and the crown.
+        let mut saved: Vec<Vec<u8>> = g.state().to_vec();
+        saved[2] = vec![0x20, 0x01];
+        saved[1] = vec![1];
+        for msg in g.replace_all(0, &saved.concat()).unwrap() {
+            h.record("the host", &msg, 10_000, g.state());
+        }
+        let newest = h.events().next().unwrap();
+        assert_eq!(newest.line, "the host got the crown, coins +113");
+        assert_eq!(h.events().count(), 2);
     }
 
     #[test]
     fn the_history_is_bounded_whatever_players_send() {
         let regions = vec![RegionInfo::bytes(0xc000, 0xcfff, "")];
-        let mut game = GameState::new(&regions);
-        let mut h = History::new(game.state());
+        let mut g = GameState::new(&regions);
+        let mut h = History::new(Names::new(&regions, &[]), g.state());
+        let long = "n".repeat(crate::protocol::MAX_NAME_BYTES);
         for i in 0..200u64 {
-            let u = game
-                .accept(
-                    1,
-                    0,
-                    vec![Change::bytes(0, 0, vec![(i as u8) ^ 0xff; 4096])],
-                )
-                .unwrap();
-            h.record(&format!("p{i}"), &u, i * 10);
+            let change = Change::bytes(0, 0, vec![(i as u8) ^ 0xff; 4096]);
+            set(&mut g, &mut h, &format!("{long}{i}"), change, i * 10);
             h.left(&format!("p{i}"), 0, i);
         }
         assert_eq!(h.events().count(), HISTORY_EVENTS);
         assert_eq!(h.gone().count(), GONE_PLAYERS);
         let newest = h.events().next().unwrap();
-        assert_eq!(newest.who, "p199");
+        assert!(newest.who.ends_with("199"));
         assert_eq!(newest.facts.len(), FACTS_PER_EVENT);
-        assert_eq!(newest.more as usize, 4096 - FACTS_PER_EVENT);
-        let text = names::describe(&regions, newest);
-        assert!(text.len() <= EVENT_TEXT_BYTES, "{}", text.len());
-        assert!(text.ends_with('…'), "{text}");
-        // A region without a description is called by its address.
-        assert!(text.starts_with("set c000 byte 0 to 0x"), "{text}");
-    }
-
-    #[test]
-    fn names_come_from_descriptions() {
-        let r = |d: &str| names::region_name(&RegionInfo::bytes(0xe046, 0xe046, d));
-        assert_eq!(r("arrows coins keys"), "arrows coins keys");
-        assert_eq!(r("coins: 4-digit BCD"), "coins");
-        assert_eq!(r("  "), "e046");
-        assert_eq!(r(": odd"), "e046");
-        let long = r(&"é".repeat(100));
-        assert_eq!(long.chars().count(), NAME_CHARS + 1);
-        assert!(long.ends_with('…'));
+        for e in h.events() {
+            assert!(
+                e.line.chars().count() <= labels::MAX_LINE_CHARS,
+                "{}",
+                e.line
+            );
+        }
+        // A region without a description is called by its addresses.
+        let (g, h) = {
+            let mut g = GameState::new(&regions);
+            let mut h = History::new(Names::new(&regions, &[]), g.state());
+            set(&mut g, &mut h, "p", Change::bytes(0, 3, vec![1, 2]), 0);
+            (g, h)
+        };
+        assert_eq!(g.seq(), 1);
+        assert_eq!(
+            h.events().next().unwrap().line,
+            "p: c000-cfff: 2 bytes changed"
+        );
     }
 }

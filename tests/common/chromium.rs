@@ -210,12 +210,21 @@ impl Chromium {
         .map(drop)
     }
 
-    /// Saves a PNG of the whole page (beyond the window too) in `path`.
+    /// Saves a PNG of the page's content (beyond the window too, not the empty rest of
+    /// the window) in `path`.
     pub async fn screenshot(&mut self, path: &Path) -> Result<()> {
+        let size = self
+            .eval("[document.documentElement.clientWidth, document.body.scrollHeight]")
+            .await?;
+        let (width, height) = (size[0].as_u64(), size[1].as_u64());
+        let (Some(width), Some(height)) = (width, height) else {
+            bail!("no page size in {size}");
+        };
         let shot = self
             .call(
                 "Page.captureScreenshot",
-                json!({"format": "png", "captureBeyondViewport": true}),
+                json!({"format": "png", "captureBeyondViewport": true,
+                       "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}}),
             )
             .await?;
         let data = shot["data"]
