@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::e2e::{game_does, game_does_seen_by, start_player, World};
+use common::e2e::{
+    cut, game_does, game_does_seen_by, player_behind_a_proxy, restore, start_player, World,
+};
 use common::testrom::*;
 use common::{require_openmsx, until};
 use msxsync::play::Player;
@@ -131,5 +133,27 @@ fn a_quiet_player_is_shown_no_notices() {
         game_does_seen_by(&quiet, CMD_OR, FLAGS, key, &[&ann], "quiet's key at ann").await;
         wait_notice(&ann, "quiet got the key").await;
         assert_eq!(notices(&quiet).await, Vec::<String>::new());
+    });
+}
+
+#[test]
+fn losing_the_connection_and_getting_it_back_are_notices() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let world = World::new();
+        let (proxy, ann) = player_behind_a_proxy(&world, "ann").await;
+        cut(&proxy, &ann).await;
+        // The "…" is UTF-8 on its way into Tcl and back.
+        wait_notice(&ann, "connection lost, retrying…").await;
+        restore(&proxy, &ann).await;
+        wait_notice(&ann, "back online").await;
+        let log = notices(&ann).await;
+        let at = |line: &str| log.iter().position(|n| n == line).expect(line);
+        assert!(
+            at("connection lost, retrying…") < at("back online"),
+            "{log:?}"
+        );
     });
 }

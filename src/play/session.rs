@@ -421,26 +421,10 @@ impl Session {
                 let _ = tx.send(Input::Stop).await;
             }));
         }
-        {
-            let tx = tx.clone();
-            tasks.push(smol::spawn(async move {
-                loop {
-                    smol::Timer::after(CHECK_PERIOD).await;
-                    if tx.send(Input::Tick).await.is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
+        tasks.push(spawn_ticker(tx.clone(), CHECK_PERIOD, || Input::Tick));
         if self.notices.is_some() {
-            let tx = tx.clone();
-            tasks.push(smol::spawn(async move {
-                loop {
-                    smol::Timer::after(NOTICE_PERIOD).await;
-                    if tx.send(Input::NoticeTick).await.is_err() {
-                        return;
-                    }
-                }
+            tasks.push(spawn_ticker(tx.clone(), NOTICE_PERIOD, || {
+                Input::NoticeTick
             }));
         }
         for ev in early {
@@ -1150,6 +1134,22 @@ fn author(players: &[PlayerInfo], me: PlayerId, player: PlayerId) -> Author<'_> 
         Some(p) => Author::Player(&p.name),
         None => Author::Unknown(player),
     }
+}
+
+/// Sends `input()` into the loop's queue every `period`, until the loop is gone.
+fn spawn_ticker(
+    tx: async_channel::Sender<Input>,
+    period: Duration,
+    input: fn() -> Input,
+) -> smol::Task<()> {
+    smol::spawn(async move {
+        loop {
+            smol::Timer::after(period).await;
+            if tx.send(input()).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Pause before reconnection attempt `attempt` (1, 2, 4, 8, 10, 10... seconds).
