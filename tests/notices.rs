@@ -8,19 +8,22 @@
 mod common;
 
 use common::e2e::{
-    cut, game_does, game_does_seen_by, player_behind_a_proxy, restore, start_player, World,
+    cut, game_does, game_does_seen_by, player_behind_a_proxy, restore, wait_ready, Emulator, World,
 };
+use common::play::Play;
 use common::testrom::*;
 use common::{require_openmsx, until};
-use msxsync::play::Player;
+use msxsync::openmsx::hooks::procs::NOTICE_LOG;
+use msxsync::openmsx::OpenMsx;
 
-/// The notices `p`'s screen showed so far.
-async fn notices(p: &Player) -> Vec<String> {
-    p.hooks().notice_log().await.expect("notice log")
+/// The notices the screen of `p` showed so far (the hooks' log, one a line).
+async fn notices(p: &impl Emulator) -> Vec<String> {
+    let log = p.msx().command(NOTICE_LOG).await.expect("notice log");
+    log.lines().map(str::to_string).collect()
 }
 
-/// Waits until `p`'s screen showed a notice containing `text`.
-async fn wait_notice(p: &Player, text: &str) {
+/// Waits until the screen of `p` showed a notice containing `text`.
+async fn wait_notice(p: &impl Emulator, text: &str) {
     until(&format!("the notice {text:?}"), async || {
         notices(p).await.iter().any(|n| n.contains(text))
     })
@@ -28,7 +31,7 @@ async fn wait_notice(p: &Player, text: &str) {
 }
 
 /// The notices of `p`'s screen that name `name` as the one who did something.
-async fn about(p: &Player, name: &str) -> Vec<String> {
+async fn about(p: &impl Emulator, name: &str) -> Vec<String> {
     let said =
         |n: &String| n.starts_with(&format!("{name} ")) || n.starts_with(&format!("{name}:"));
     notices(p).await.into_iter().filter(said).collect()
@@ -107,21 +110,32 @@ fn a_quiet_player_is_shown_no_notices() {
     if !require_openmsx() {
         return;
     }
+    let world = World::new();
+    let cache = tempfile::tempdir().unwrap();
+    // `msxsync -q play` as a person runs it, attached to an openMSX of the test's own,
+    // whose screen the test reads.
+    let quiet = smol::block_on(async {
+        let msx = OpenMsx::spawn(&launch(None)).await.expect("openmsx starts");
+        msx.command("set throttle off").await.unwrap();
+        msx
+    });
+    let pid = quiet.pid().unwrap().to_string();
+    let extra = ["-q", "--game", "testgame", "--attach", &pid];
+    let mut play = Play::start_as(&world.addr(), "quiet", cache.path(), &extra);
+    play.wait_for("playing testgame");
     smol::block_on(async {
-        let world = World::new();
-        let mut o = world.options("testgame", "quiet");
-        o.quiet = true;
-        let quiet = start_player(o).await;
+        wait_ready(&quiet).await;
         // Ann joining, and ann's sword, would each be a notice on quiet's screen.
         let ann = world.player("ann").await;
-        game_does_seen_by(&ann, CMD_SET, SWORD, 1, &[&quiet], "ann's sword at quiet").await;
+        let ann = ann.openmsx();
+        game_does_seen_by(ann, CMD_SET, SWORD, 1, &[&quiet], "ann's sword at quiet").await;
         // Quiet's lamp reaches ann's screen after her gathering time: quiet had its
         // own notices due well before that, had it shown any. Twice, to be sure.
         let lamp = 1 << LAMP_BIT;
-        game_does_seen_by(&quiet, CMD_OR, FLAGS, lamp, &[&ann], "quiet's lamp at ann").await;
-        wait_notice(&ann, "quiet got the lamp").await;
+        game_does_seen_by(&quiet, CMD_OR, FLAGS, lamp, &[ann], "quiet's lamp at ann").await;
+        wait_notice(ann, "quiet got the lamp").await;
         game_does_seen_by(
-            &ann,
+            ann,
             CMD_SET,
             SWORD,
             0,
@@ -130,8 +144,8 @@ fn a_quiet_player_is_shown_no_notices() {
         )
         .await;
         let key = 1 << KEY_BIT;
-        game_does_seen_by(&quiet, CMD_OR, FLAGS, key, &[&ann], "quiet's key at ann").await;
-        wait_notice(&ann, "quiet got the key").await;
+        game_does_seen_by(&quiet, CMD_OR, FLAGS, key, &[ann], "quiet's key at ann").await;
+        wait_notice(ann, "quiet got the key").await;
         assert_eq!(notices(&quiet).await, Vec::<String>::new());
     });
 }
