@@ -1163,6 +1163,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn authors_are_this_player_the_server_or_a_name() {
+        let players = [PlayerInfo {
+            id: 7,
+            name: "alice".into(),
+        }];
+        assert_eq!(author(&players, 3, 3), Author::Me);
+        assert_eq!(author(&players, 3, 0), Author::Server);
+        assert_eq!(author(&players, 3, 7), Author::Player("alice"));
+        assert_eq!(author(&players, 3, 9), Author::Unknown(9));
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let waits: Vec<u64> = (1..=7).map(|a| backoff(a).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 10, 10, 10]);
