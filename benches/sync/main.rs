@@ -25,6 +25,10 @@ mod sys;
 mod tracker;
 mod wire;
 
+/// A headless chromium, shared with the tracker page's browser test.
+#[allow(dead_code)]
+#[path = "../../tests/common/chromium.rs"]
+mod chromium;
 #[path = "../../tests/common/idle.rs"]
 mod idle;
 /// The test cartridge's RAM map and mailbox helpers, shared with the integration tests.

@@ -49,6 +49,8 @@ struct Step {
     cpu_percent: f64,
     /// Viewers whose stream broke.
     broken: usize,
+    /// What it takes chromium to draw one push of the step's state (or why not known).
+    draw: Result<f64, String>,
 }
 
 impl Step {
@@ -73,6 +75,7 @@ impl Step {
             .with("viewers_broken", self.broken)
             .with("server_cpu_percent_of_one_core", self.cpu_percent)
             .with("keeps_up", self.keeps_up())
+            .with("browser_draw_ms", self.draw.as_ref().ok().copied())
     }
 
     fn pushes_per_second(&self) -> f64 {
@@ -211,6 +214,8 @@ fn run_step(players: usize, rate: u32) -> Result<Step> {
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
     let cpu1 = cpu_seconds(pid)?;
     let wall = w0.elapsed().as_secs_f64();
+    // The page in a real browser, with the step's players and changes going on.
+    let draw = smol::block_on(draw_ms(&addr)).map_err(|e| format!("{e:#}"));
     // Time for the last changes to show, then stop everything.
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::SeqCst);
@@ -274,7 +279,39 @@ fn run_step(players: usize, rate: u32) -> Result<Step> {
         },
         cpu_percent: 100.0 * (cpu1 - cpu0) / wall,
         broken,
+        draw,
     })
+}
+
+/// How long chromium takes to draw the page's data of the server at `addr`: the
+/// page's own drawing functions (its scripts' globals) run on the state `/state.json`
+/// gives, 20 times, each followed by a layout; the median. `Err` without chromium.
+async fn draw_ms(addr: &str) -> Result<f64> {
+    if !std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("chromium").is_file()))
+    {
+        bail!("chromium is not installed");
+    }
+    let mut browser = crate::chromium::Chromium::start().await?;
+    browser.screen(1000, 800, false).await?;
+    browser.open(&format!("http://{addr}/")).await?;
+    let took = browser
+        .eval(
+            "(async () => { \
+               const sent = await (await fetch('state.json')).json(); \
+               const times = []; \
+               for (let i = 0; i < 20; i++) { \
+                 const t0 = performance.now(); \
+                 games.replaceChildren(...sent.state.games.map(game)); \
+                 document.body.offsetHeight; \
+                 times.push(performance.now() - t0); \
+               } \
+               times.sort((a, b) => a - b); \
+               return times[10]; \
+             })()",
+        )
+        .await?;
+    took.as_f64().context("no time from the page")
 }
 
 /// Runs the section.
@@ -314,9 +351,10 @@ pub fn run() -> Section {
             s.keeps_up(),
         ));
         rows.push(Row::info(
-            "  pushes per viewer per second, mean push size, server CPU, missed",
+            "  pushes per viewer per second, mean push size, server CPU, missed, browser draw",
             format!(
-                "{:.1}/s, {:.1} KiB, {:.0} % of a core, {} missed{}",
+                "{:.1}/s, {:.1} KiB, {:.0} % of a core, {} missed{}; chromium draws one \
+                 push in {}",
                 s.pushes_per_second(),
                 s.push_bytes / 1024.0,
                 s.cpu_percent,
@@ -325,6 +363,10 @@ pub fn run() -> Section {
                     format!(", {} viewers broke", s.broken)
                 } else {
                     String::new()
+                },
+                match &s.draw {
+                    Ok(t) => ms(*t),
+                    Err(e) => format!("(not measured: {e})"),
                 }
             ),
         ));
@@ -352,8 +394,10 @@ pub fn run() -> Section {
          and the game's `seq` in it. A change's latency is from just before its bot sent \
          it to the first push (to each viewer) whose `seq` includes it: it counts the \
          server's sequencing, the wait for the next push (at most 10 a second) and \
-         making and sending the page's data; the browser drawing it is not counted (the \
-         browser test, tests/tracker.rs, checks that it shows within a second). \
+         making and sending the page's data; the browser drawing it is measured \
+         apart: after the measured part, with the bots still playing, a headless \
+         chromium opens the page and runs its own drawing functions on the state of \
+         `/state.json` 20 times, each followed by a layout (the median is shown). \
          {}s of warm-up, then {} s measured per step; server CPU is utime+stime of \
          the server over the measured part. Everything shares the machine's two cores, \
          so the bots' own fan-out traffic (N x (N-1) x R updates a second) weighs on \
