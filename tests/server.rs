@@ -209,7 +209,7 @@ fn a_late_joiner_receives_the_current_state() {
         assert!(jb.in_progress);
         assert_eq!(jb.state[0], vec![0, 0, 0xaa, 0xbb, 0, 0, 0, 0]);
         assert_eq!(jb.state[2][4095], 0x11);
-        let names: Vec<&str> = jb.game.players.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = jb.room.players.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ann", "bob"]);
         // The first player hears about the second.
         match rx.recv().await.unwrap() {
@@ -429,7 +429,8 @@ fn list_games_and_fetch_rom() {
         let games = a.list_games().await.unwrap();
         let names: Vec<&str> = games.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["alpha", "beta"]);
-        assert_eq!(games[1].players.len(), 1);
+        assert_eq!(games[1].rooms.len(), 1);
+        assert_eq!(games[1].rooms[0].players.len(), 1);
         assert_eq!(games[1].shared_bytes, 8 + 1 + 4096);
         let rom = a.fetch_rom().await.unwrap();
         assert_eq!(rom.len(), 32768);

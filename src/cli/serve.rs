@@ -22,13 +22,15 @@ pub struct ServeArgs {
     /// TCP port to listen on; 0 picks a free port (the address is printed).
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Folder where each game's shared state is kept (a GAME.state file per game), saved
-    /// within a second of a change and on Ctrl-C, and loaded at start so a restarted
-    /// server continues where it stopped. Default: $XDG_STATE_HOME/msxsync, or
+    /// Folder where each room's shared state is kept (GAME.state for a game's own room,
+    /// GAME.rooms/ROOM.state for its other rooms), saved within a second of a change
+    /// and on Ctrl-C, and loaded at start so a restarted server continues where it
+    /// stopped. Default: $XDG_STATE_HOME/msxsync, or
     /// ~/.local/state/msxsync.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Start every game from zeros, ignoring its saved state (which is then overwritten).
+    /// Start every room of every game from zeros, ignoring its saved state (which is then
+    /// overwritten).
     #[arg(long)]
     fresh: bool,
     /// Players must know this password (see --password-file); without it, anyone who
@@ -44,7 +46,7 @@ pub struct ServeArgs {
     /// network): a LAN party behind one router shares one address.
     #[arg(long, value_name = "N", default_value_t = server::MAX_PER_ADDRESS)]
     max_per_address: usize,
-    /// Most players in one game.
+    /// Most players in one room of a game.
     #[arg(long, value_name = "N", default_value_t = server::MAX_PLAYERS_PER_GAME)]
     max_players: usize,
 }
@@ -106,10 +108,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
     }
     for (name, origin) in &report.origins {
-        if let Some(warning) = origin.warning(name) {
+        if let Some(warning) = origin.warning(name, name) {
             tracing::warn!("{warning}");
         }
         println!("  {}", printable(&format!("{name}: {origin}")));
+    }
+    for (game, room, origin) in &report.rooms {
+        if let Some(warning) = origin.warning(game, room) {
+            tracing::warn!("{warning}");
+        }
+        println!("  {}", printable(&format!("{game}, room {room}: {origin}")));
     }
     if !open {
         println!("players need the password to join");

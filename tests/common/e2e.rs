@@ -159,7 +159,7 @@ pub async fn server_state(world: &World, game: &str) -> Vec<Vec<u8>> {
 
 /// The state of `game` on the server at `addr`, as a newly joining client receives it.
 pub async fn server_state_at(addr: &str, game: &str) -> Vec<Vec<u8>> {
-    let mut c = msxsync::client::connect(addr, "observer")
+    let mut c = msxsync::client::connect(addr, &super::unique_name("observer"))
         .await
         .expect("observer connects");
     let j = c.join(game).await.expect("observer joins");

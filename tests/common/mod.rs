@@ -76,3 +76,12 @@ pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }
+
+/// A player name no other call gave: for clients that join only to look (names are
+/// unique within a room, and the server may not have seen the last look-alike leave
+/// when the next one joins).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}")
+}
