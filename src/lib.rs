@@ -12,6 +12,7 @@ pub mod counter;
 pub mod delta;
 pub mod dirs;
 pub mod hex;
+pub mod labels;
 pub mod openmsx;
 pub mod play;
 pub mod protocol;

@@ -1807,6 +1807,7 @@ impl Conn {
             seq: room.state.seq(),
             in_progress: room.state.in_progress(),
             last_batch,
+            labels: game.labels.clone(),
         }));
         // Queued under the lock, so every update after `seq` follows it.
         if let Err(why) = self
