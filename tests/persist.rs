@@ -209,7 +209,7 @@ fn sigterm_saves_the_latest_change_and_exits_0() {
     let out = a.all_output();
     assert!(
         out.iter().any(|l| l.starts_with(&format!(
-            "stopped: saved the state of every game in {}",
+            "stopped: saved the state of every room in {}",
             state.path().display()
         ))),
         "{out:#?}"

@@ -541,9 +541,12 @@ fn msxsync_list_prints_games_and_players() {
     let s = start(ServerConfig::default());
     let server = addr(&s);
     let _players = run(async {
+        let mut cid = client::connect(&server, "cid").await.expect("connects");
+        cid.join_room("beta", "friday", 0).await.expect("joins");
         (
             joined(&server, "ann", "beta").await,
             joined(&server, "bob", "beta").await,
+            cid,
         )
     });
     let out = msxsync_command()
@@ -562,9 +565,18 @@ fn msxsync_list_prints_games_and_players() {
         stdout.contains("rom 32768 bytes, 4105 shared bytes"),
         "{stdout}"
     );
-    assert!(stdout.contains("no players"), "{stdout}");
-    assert!(stdout.contains("2 playing: ann (#"), "{stdout}");
+    // Each game lists its own room first, then the others, with who is in each.
+    assert!(stdout.contains("  room alpha: nobody\n"), "{stdout}");
+    assert!(
+        stdout.contains("  room beta: 2 playing: ann (#"),
+        "{stdout}"
+    );
     assert!(stdout.contains("bob (#"), "{stdout}");
+    let beta = stdout.find("  room beta: ").expect("beta's own room");
+    let friday = stdout
+        .find("  room friday: 1 playing: cid (#")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(beta < friday, "{stdout}");
 
     // A server that is not there: a clear error naming it.
     drop(s);
