@@ -8,7 +8,7 @@ use common::e2e::{game_does, peek, server_join_room_at, start_player, wait_byte,
 use common::play::{msxsync_command, signal, Play};
 use common::serve::TestgameServer;
 use common::testrom::*;
-use common::{require_openmsx, until, TIMEOUT};
+use common::{change, require_openmsx, until, TIMEOUT};
 use msxsync::client::{self, Client};
 use msxsync::delta::Change;
 use msxsync::play::Stats;
@@ -76,18 +76,6 @@ async fn join_room(addr: &str, name: &str, room: &str) -> Result<Client, String>
         .await
         .map_err(|e| format!("{e:#}"))?;
     Ok(c)
-}
-
-/// Sends one batch and waits for the server's update for it; returns its sequence number.
-async fn change(c: &mut Client, batch: u32, changes: Vec<Change>) -> u64 {
-    c.send_changes(batch, changes).await.unwrap();
-    loop {
-        match c.recv().await.expect("receives") {
-            ServerMsg::Update { seq, batch: b, .. } if b == batch => return seq,
-            ServerMsg::Update { .. } | ServerMsg::PlayerJoined(_) | ServerMsg::PlayerLeft(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 #[test]
