@@ -6,7 +6,7 @@ mod common;
 
 use common::e2e::{game_does, peek, server_join_room_at, start_player, wait_byte, World};
 use common::play::{msxsync_command, signal, Play};
-use common::serve::TestgameServer;
+use common::serve::{Serve, TestgameServer};
 use common::testrom::*;
 use common::{change, require_openmsx, until, TIMEOUT};
 use msxsync::client::{self, Client};
@@ -364,34 +364,53 @@ fn hostile_player_and_room_names_are_refused_with_clear_messages() {
     }
 }
 
+/// A server of the test game with these room caps, keeping state in `state`.
+fn capped_server(rooms: RoomLimits, state: &Path) -> server::ServerHandle {
+    let game = msxsync::catalog::load_game(&common::e2e::testgame_regions()).unwrap();
+    let config = ServerConfig {
+        state_dir: Some(state.to_path_buf()),
+        rooms,
+        ..ServerConfig::default()
+    };
+    server::start_with("127.0.0.1:0".parse().unwrap(), vec![game], config).unwrap()
+}
+
+/// What a hostile client gets that makes room after room, writing into each so it is
+/// kept: how many it made, and the refusal that stopped it.
+async fn make_rooms(addr: &str) -> (usize, String) {
+    let mut made = 0;
+    loop {
+        match join_room(addr, &format!("p{made}"), &format!("r{made}")).await {
+            Ok(mut c) => {
+                change(&mut c, 1, vec![Change::bytes(0, 0, vec![1])]).await;
+                c.close().await;
+                made += 1;
+                assert!(made <= 100, "room {made} was made");
+            }
+            Err(e) => return (made, e),
+        }
+    }
+}
+
 #[test]
 fn rooms_are_capped_per_game_in_total_and_in_bytes() {
-    let game = msxsync::catalog::load_game(&common::e2e::testgame_regions()).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        state_dir: Some(state.path().to_path_buf()),
-        rooms: RoomLimits {
+    let server = capped_server(
+        RoomLimits {
             per_game: 3,
             ..RoomLimits::default()
         },
-        ..ServerConfig::default()
-    };
-    let server = server::start_with("127.0.0.1:0".parse().unwrap(), vec![game], config).unwrap();
+        state.path(),
+    );
     let addr = server.addr().to_string();
     run(async {
-        // A client that makes room after room, writing into each so it is kept.
-        let mut made = 0;
-        let refusal = loop {
-            match join_room(&addr, &format!("p{made}"), &format!("r{made}")).await {
-                Ok(mut c) => {
-                    change(&mut c, 1, vec![Change::bytes(0, 0, vec![1])]).await;
-                    c.close().await;
-                    made += 1;
-                    assert!(made <= 3, "room {made} was made");
-                }
-                Err(e) => break e,
-            }
-        };
+        // A room made and left without a change is dropped and does not count.
+        join_room(&addr, "idle", "idle")
+            .await
+            .unwrap()
+            .close()
+            .await;
+        let (made, refusal) = make_rooms(&addr).await;
         assert_eq!(made, 3);
         assert!(
             refusal.ends_with(
@@ -400,24 +419,54 @@ fn rooms_are_capped_per_game_in_total_and_in_bytes() {
             ),
             "{refusal}"
         );
-        // A room made and left without a change costs nothing: joining an existing
-        // room is still fine, and a refused one was not made.
+        // Existing rooms can still be joined; the refused one was not made.
         join_room(&addr, "q", "r0").await.unwrap();
         let mut c = client::connect(&addr, "lister").await.unwrap();
         let rooms = &c.list_games().await.unwrap()[0].rooms;
         let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["testgame", "r0", "r1", "r2"]);
     });
-    // On disk, one folder of rooms holding the kept rooms' files and their backups.
+    // On disk: the kept rooms' files in one folder, nothing for the others.
     let stop = server.stop_and_save().expect("a state folder");
     assert!(stop.errors.is_empty(), "{:?}", stop.errors);
     let dir = persist::rooms_dir(state.path(), "testgame");
-    let files: Vec<String> = std::fs::read_dir(&dir)
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".state"))
         .collect();
-    assert_eq!(files.len(), 3, "{files:?}");
+    files.sort();
+    assert_eq!(files, ["r0.state", "r1.state", "r2.state"]);
+
+    // Over all games, in count and in bytes (the test game's room costs its 83 shared
+    // bytes plus 1 KiB).
+    for (limits, made_then, says) in [
+        (
+            RoomLimits {
+                total: 2,
+                ..RoomLimits::default()
+            },
+            2,
+            "this server has 2 rooms besides the games' own, the most it allows; join one \
+             of them (msxsync list shows them)",
+        ),
+        (
+            RoomLimits {
+                bytes: 3000,
+                ..RoomLimits::default()
+            },
+            2,
+            "the rooms of this server hold 2214 bytes and another room of game testgame \
+             (1107 bytes) would pass the limit of 3000; join an existing room (msxsync list \
+             shows them)",
+        ),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let server = capped_server(limits, state.path());
+        let (made, refusal) = run(make_rooms(&server.addr().to_string()));
+        assert_eq!(made, made_then, "{limits:?}");
+        assert!(refusal.ends_with(says), "{refusal}");
+    }
 }
 
 #[test]
@@ -478,4 +527,39 @@ fn a_player_reconnecting_takes_its_own_name_back() {
         );
         assert!(e.contains("the name ann is taken"), "{e}");
     });
+}
+
+#[test]
+fn serve_max_rooms_sets_the_rooms_a_game_may_have() {
+    let games = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    common::e2e::games_folder(games.path());
+    let serve = Serve::start(games.path(), state.path(), &["--max-rooms", "0"]);
+    run(async {
+        join_room(&serve.addr, "ann", "testgame").await.unwrap();
+        let e = join_room(&serve.addr, "bob", "friday").await.err().unwrap();
+        assert!(
+            e.ends_with(
+                "this server has no rooms besides the games' own; join game testgame \
+                 without --room"
+            ),
+            "{e}"
+        );
+    });
+    // A game's rooms must fit in the list players accept.
+    let out = msxsync_command()
+        .arg("serve")
+        .arg("--games")
+        .arg(games.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--port", "0", "--max-rooms", "1024"])
+        .output()
+        .expect("msxsync runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--max-rooms must be below 1024"),
+        "{stderr}"
+    );
 }

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// Most players in one room of a game.
     #[arg(long, value_name = "N", default_value_t = server::MAX_PLAYERS_PER_GAME)]
     max_players: usize,
+    /// Most rooms of one game besides its own (`play --room`); 0: every game has only
+    /// its own room. Over all games the server allows 256 rooms besides the games'
+    /// own, and 2 MiB of their shared state.
+    #[arg(long, value_name = "N", default_value_t = server::limits::MAX_ROOMS_PER_GAME)]
+    max_rooms: usize,
 }
 
 /// Loads the games and their saved state, prints them and the address, and serves
@@ -67,6 +72,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             bail!("{what} must be at least 1");
         }
     }
+    // A game's rooms must fit in the list clients accept.
+    if args.max_rooms >= msxsync::protocol::MAX_ROOMS {
+        bail!("--max-rooms must be below {}", msxsync::protocol::MAX_ROOMS);
+    }
     let open = password.is_none();
     let weak = password.as_ref().is_some_and(|p| p.is_weak());
     let handle = server::serve(ServeOptions {
@@ -77,6 +86,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections,
         max_per_address: args.max_per_address,
         max_players: args.max_players,
+        max_rooms: args.max_rooms,
         ..ServeOptions::new(SocketAddr::new(args.bind, args.port))
     })?;
     if open {

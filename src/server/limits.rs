@@ -287,10 +287,14 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    /// No rooms yet.
+    /// No rooms yet. A game never gets more rooms than a games list can carry
+    /// (`protocol::MAX_ROOMS`, its own included), whatever `limits` says.
     pub fn new(limits: RoomLimits) -> Rooms {
         Rooms {
-            limits,
+            limits: RoomLimits {
+                per_game: limits.per_game.min(crate::protocol::MAX_ROOMS - 1),
+                ..limits
+            },
             count: 0,
             bytes: 0,
         }
@@ -305,6 +309,12 @@ impl Rooms {
     /// room now, costing `cost`; or says (lowercase, for the player) why it cannot be.
     pub fn take(&mut self, game: &str, in_game: usize, cost: usize) -> Result<(), String> {
         let l = self.limits;
+        if l.per_game == 0 {
+            return Err(format!(
+                "this server has no rooms besides the games' own; join game {game} \
+                 without --room"
+            ));
+        }
         if in_game >= l.per_game {
             return Err(format!(
                 "game {game} has {in_game} rooms besides its own, the most this server \
@@ -469,5 +479,21 @@ mod tests {
         // A room that goes makes room.
         r.give(cost);
         r.take("c", 0, cost).unwrap();
+        // A server without rooms says so; no game gets more than a list can carry.
+        let e = Rooms::new(RoomLimits {
+            per_game: 0,
+            ..RoomLimits::default()
+        })
+        .take("a", 0, 1)
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "this server has no rooms besides the games' own; join game a without --room"
+        );
+        let huge = Rooms::new(RoomLimits {
+            per_game: usize::MAX,
+            ..RoomLimits::default()
+        });
+        assert_eq!(huge.limits.per_game, crate::protocol::MAX_ROOMS - 1);
     }
 }

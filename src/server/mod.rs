@@ -160,6 +160,8 @@ pub struct ServeOptions {
     pub max_per_address: usize,
     /// Cap on players in one room of a game.
     pub max_players: usize,
+    /// Cap on the rooms of one game besides its own.
+    pub max_rooms: usize,
 }
 
 impl ServeOptions {
@@ -174,6 +176,7 @@ impl ServeOptions {
             max_connections: MAX_CONNECTIONS,
             max_per_address: MAX_PER_ADDRESS,
             max_players: MAX_PLAYERS_PER_GAME,
+            max_rooms: limits::MAX_ROOMS_PER_GAME,
         }
     }
 }
@@ -221,6 +224,10 @@ pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
             max_connections: opts.max_connections,
             max_per_address: opts.max_per_address,
             max_players: opts.max_players,
+            rooms: RoomLimits {
+                per_game: opts.max_rooms,
+                ..RoomLimits::default()
+            },
             ..ServerConfig::default()
         },
     )
