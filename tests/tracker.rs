@@ -180,7 +180,26 @@ fn browsers_get_the_page_its_data_or_a_clear_no_while_players_play() {
         let mut bob = client::connect(&addr, "bob").await.unwrap();
         let joined = bob.join("demo").await.unwrap();
         assert_eq!(joined.state[0], vec![0x05]);
-        assert_eq!(joined.game.players.len(), 2);
+        assert_eq!(joined.room.players.len(), 2);
+        // Another room of the game, with its own state, shows after the game's own.
+        let mut carol = client::connect(&addr, "carol").await.unwrap();
+        carol.join_room("demo", "blue", 0).await.unwrap();
+        let (mut carol, _rx) = carol.split();
+        carol
+            .send_changes(1, vec![Change::bytes(1, 0, vec![1])])
+            .await
+            .unwrap();
+        common::until("carol's room on the page", async || {
+            let v: Value = serde_json::from_slice(&get(&addr, "/state.json").2).unwrap();
+            let rooms = &v["state"]["games"][0]["rooms"];
+            rooms[0]["name"] == "demo"
+                && rooms[1]["name"] == "blue"
+                && rooms[1]["players"][0]["name"] == "carol"
+                && has(&rooms[1], "crown")
+                && !has(&rooms[0], "crown")
+                && rooms[1]["events"][0]["text"] == "carol got the crown"
+        })
+        .await;
     });
 }
 
