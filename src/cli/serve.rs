@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// own, and 2 MiB of their shared state.
     #[arg(long, value_name = "N", default_value_t = server::limits::MAX_ROOMS_PER_GAME)]
     max_rooms: usize,
+    /// Do not serve the tracker page. By default a browser opening http://HOST:PORT/
+    /// gets a read-only page (no password asked) with every game's players, shared
+    /// state and last changes; players and `msxsync list` work the same either way.
+    #[arg(long)]
+    no_tracker: bool,
 }
 
 /// Loads the games and their saved state, prints them and the address, and serves
@@ -87,6 +92,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_per_address: args.max_per_address,
         max_players: args.max_players,
         max_rooms: args.max_rooms,
+        tracker: !args.no_tracker,
         ..ServeOptions::new(SocketAddr::new(args.bind, args.port))
     })?;
     if open {
@@ -133,6 +139,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         println!("players need the password to join");
     }
     println!("listening on {}", handle.addr());
+    if args.no_tracker {
+        println!("tracker page: off (--no-tracker)");
+    } else {
+        for url in tracker_urls(handle.addr()) {
+            println!("tracker page: {url}");
+        }
+    }
     let _ = std::io::stdout().flush();
     let _ = quit.recv_blocking();
     println!("stopping: closing connections and saving the state");
@@ -147,4 +160,100 @@ pub fn run(args: ServeArgs) -> Result<()> {
         println!("stopped: {report}");
     }
     Ok(())
+}
+
+/// Where a browser finds the tracker page of a server listening on `addr`: the address
+/// itself, or, for every interface (0.0.0.0, ::), each address of this machine's
+/// interfaces but loopback (which only works here) and IPv6 link-local (which needs a
+/// zone browsers do not take).
+fn tracker_urls(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let ips = if addr.ip().is_unspecified() {
+        interface_addresses(addr.is_ipv6())
+    } else {
+        vec![addr.ip()]
+    };
+    if ips.is_empty() {
+        return vec![format!(
+            "http://THIS-MACHINE:{port}/ (THIS-MACHINE: this machine's name or address)"
+        )];
+    }
+    ips.into_iter()
+        .map(|ip| match ip {
+            IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
+            IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
+        })
+        .collect()
+}
+
+/// This machine's interface addresses that others may reach it by: IPv4, and IPv6 too
+/// when `v6`; no loopback, no IPv6 link-local; each once, in the system's order.
+#[cfg(unix)]
+fn interface_addresses(v6: bool) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that we only read, and free
+    // once with freeifaddrs; each ifa_addr is checked for null and read as the socket
+    // address type its family says.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let ifa = &*at;
+            at = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() {
+                continue;
+            }
+            let ip = match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 if v6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            };
+            let link_local = matches!(ip, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+            if !ip.is_loopback() && !link_local && !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+/// Without getifaddrs the page's address is given as THIS-MACHINE.
+#[cfg(not(unix))]
+fn interface_addresses(_v6: bool) -> Vec<IpAddr> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_url_names_an_address_a_browser_can_open() {
+        assert_eq!(
+            tracker_urls("127.0.0.1:4567".parse().unwrap()),
+            ["http://127.0.0.1:4567/"]
+        );
+        assert_eq!(
+            tracker_urls("[::1]:80".parse().unwrap()),
+            ["http://[::1]:80/"]
+        );
+        for url in tracker_urls("0.0.0.0:4567".parse().unwrap()) {
+            assert!(url.starts_with("http://"), "{url}");
+            assert!(
+                !url.contains("0.0.0.0") && !url.contains("127.0.0.1"),
+                "{url}"
+            );
+            assert!(url.contains(":4567/"), "{url}");
+        }
+    }
 }

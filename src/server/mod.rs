@@ -31,8 +31,10 @@
 //! or the saver's table; never two rooms at once.
 
 pub mod game;
+pub mod http;
 pub mod limits;
 pub mod persist;
+pub mod tracker;
 
 use crate::auth::{self, Password};
 use crate::catalog::{self, Game};
@@ -57,8 +59,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{debug, info, warn};
 
 /// Bytes that may wait in one connection's outgoing queue (whole messages, plus
 /// [`ENTRY_COST`] each; the game's ROM, which the server keeps anyway and sends once
@@ -99,8 +101,14 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// `restore` need a second or two).
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How often the server pings a connection it has sent nothing to.
+/// How often the server pings a connection (the answer shows that the player is
+/// there, and how long the round trip takes: the tracker page shows it).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The first ping goes this soon after a connection opens (or after
+/// [`PING_INTERVAL`], when that is shorter), so that the tracker page shows a new
+/// player's latency within seconds.
+pub const FIRST_PING: Duration = Duration::from_secs(2);
 
 /// A player from whom nothing (not even the answer to a ping) came for this long is
 /// taken for gone and disconnected.
@@ -159,6 +167,8 @@ pub struct ServeOptions {
     pub max_per_address: usize,
     /// Cap on players in one room of a game.
     pub max_players: usize,
+    /// Serve the tracker page to browsers on the same port.
+    pub tracker: bool,
     /// Cap on the rooms of one game besides its own.
     pub max_rooms: usize,
 }
@@ -175,6 +185,7 @@ impl ServeOptions {
             max_connections: MAX_CONNECTIONS,
             max_per_address: MAX_PER_ADDRESS,
             max_players: MAX_PLAYERS_PER_GAME,
+            tracker: true,
             max_rooms: limits::MAX_ROOMS_PER_GAME,
         }
     }
@@ -223,6 +234,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
             max_connections: opts.max_connections,
             max_per_address: opts.max_per_address,
             max_players: opts.max_players,
+            tracker: opts.tracker,
             rooms: RoomLimits {
                 per_game: opts.max_rooms,
                 ..RoomLimits::default()
@@ -267,6 +279,9 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// Silence after which a player is taken for gone.
     pub peer_timeout: Duration,
+    /// Serve the tracker page ([`http`]) to browsers; off, every request that is not
+    /// a WebSocket handshake gets 404.
+    pub tracker: bool,
 }
 
 impl Default for ServerConfig {
@@ -287,6 +302,7 @@ impl Default for ServerConfig {
             join_timeout: JOIN_TIMEOUT,
             ping_interval: PING_INTERVAL,
             peer_timeout: PEER_TIMEOUT,
+            tracker: true,
         }
     }
 }
@@ -480,6 +496,7 @@ pub fn start_with(
         failures: Mutex::new(Failures::default()),
         roster: AtomicU64::new(0),
         games_list: Mutex::new(None),
+        live: http::Live::default(),
         tally: Mutex::new(tally),
         saved: Mutex::new(Vec::new()),
     });
@@ -647,6 +664,10 @@ fn load_room(game: &Game, name: &str, config: &ServerConfig) -> Result<(Room, pe
     let keep = default || dirty || matches!(origin, persist::Origin::Loaded { .. });
     Ok((
         Room {
+            history: tracker::History::new(
+                crate::labels::Names::new(&game.regions, &game.labels),
+                state.state(),
+            ),
             state,
             members: Vec::new(),
             dirty,
@@ -687,6 +708,8 @@ struct Shared {
     roster: AtomicU64,
     /// The last encoded games list and the `roster` count it was made at.
     games_list: Mutex<Option<(u64, Outgoing)>>,
+    /// The tracker page's viewers: told of every change the page shows.
+    live: http::Live,
     /// The rooms besides the default rooms, against their caps.
     tally: Mutex<Rooms>,
     /// The rooms the saver knows, by the number it knows them by.
@@ -729,12 +752,14 @@ struct RoomSlot {
     room: Mutex<Room>,
 }
 
-/// The mutable part of a room: its state and the queues of its players.
+/// The mutable part of a room: its state, the queues of its players, and its recent
+/// past for the tracker page.
 struct Room {
     state: GameState,
     members: Vec<Member>,
     /// Changed since the saver last took a copy.
     dirty: bool,
+    history: tracker::History,
     /// The saver's number for this room, given when it first changes.
     saver_id: Option<usize>,
     /// Kept when nobody is in it: the default room, a room with a state file, a room
@@ -747,6 +772,60 @@ struct Member {
     id: PlayerId,
     outbox: Outbox,
     kick: async_channel::Sender<End>,
+    /// When the player joined, in milliseconds since 1970 (for the tracker page).
+    joined: u64,
+    rtt: Arc<Rtt>,
+}
+
+/// The round trip of one connection's pings, for the tracker page: the writer notes
+/// when it sent which ping, the reader matches the answer (a pong carries the ping's
+/// bytes back).
+#[derive(Default)]
+struct Rtt {
+    /// The last ping sent: its number and when.
+    pinged: Mutex<Option<(u64, Instant)>>,
+    pings: AtomicU64,
+    /// The last round trip in microseconds; 0 until a ping was answered.
+    micros: AtomicU64,
+}
+
+impl Rtt {
+    /// A new ping's payload, noted as sent now.
+    fn ping(&self) -> Bytes {
+        let n = self.pings.fetch_add(1, Ordering::Relaxed) + 1;
+        *lock(&self.pinged) = Some((n, Instant::now()));
+        Bytes::copy_from_slice(&n.to_be_bytes())
+    }
+
+    /// A pong with `payload` came: whether it answered the last ping (the round trip
+    /// is then noted).
+    fn pong(&self, payload: &[u8]) -> bool {
+        let mut pinged = lock(&self.pinged);
+        match *pinged {
+            Some((n, at)) if payload == n.to_be_bytes() => {
+                let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.micros.store(micros.max(1), Ordering::Relaxed);
+                *pinged = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The last round trip in milliseconds, once a ping was answered.
+    fn ms(&self) -> Option<f64> {
+        match self.micros.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1000.0),
+        }
+    }
+}
+
+/// Now, in milliseconds since 1970 (the tracker page's times).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The byte budgets of the outgoing queues.
@@ -874,6 +953,10 @@ impl Shared {
             game: g,
             name: name.to_string(),
             room: Mutex::new(Room {
+                history: tracker::History::new(
+                    crate::labels::Names::new(&game.regions, &game.labels),
+                    GameState::new(&game.regions).state(),
+                ),
                 state: GameState::new(&game.regions),
                 members: Vec::new(),
                 dirty: false,
@@ -898,6 +981,7 @@ impl Shared {
             rooms.remove(&slot.name);
             lock(&self.tally).give(Rooms::cost(game.shared_bytes()));
             self.roster.fetch_add(1, Ordering::Relaxed);
+            self.live.changed();
             info!(
                 "{} dropped: nobody in it and nothing to keep",
                 persist::room_label(&game.name, &slot.name)
@@ -957,10 +1041,59 @@ impl Shared {
         out
     }
 
+    /// What the tracker page shows now. Each room's lock is held only while its part
+    /// is made (a game's room table first, as everywhere).
+    fn page_state(&self) -> tracker::PageState {
+        let games = self
+            .games
+            .iter()
+            .map(|slot| {
+                let table = lock(&slot.rooms);
+                // The game's own room first, then the others by name (as `list`).
+                let own = table.get(&slot.game.name);
+                let others = table.values().filter(|r| r.name != slot.game.name);
+                let rooms = own
+                    .into_iter()
+                    .chain(others)
+                    .map(|r| {
+                        let room = lock(&r.room);
+                        let present: Vec<tracker::Present> = room
+                            .state
+                            .players()
+                            .iter()
+                            .map(|p| {
+                                let member = room.members.iter().find(|m| m.id == p.id);
+                                tracker::Present {
+                                    name: p.name.clone(),
+                                    joined: member.map_or(0, |m| m.joined),
+                                    rtt_ms: member.and_then(|m| m.rtt.ms()),
+                                }
+                            })
+                            .collect();
+                        tracker::room_view(
+                            &r.name,
+                            room.state.state(),
+                            room.state.seq(),
+                            &present,
+                            &room.history,
+                        )
+                    })
+                    .collect();
+                tracker::GameView {
+                    name: slot.game.name.clone(),
+                    title: slot.game.title.clone(),
+                    rooms,
+                }
+            })
+            .collect();
+        tracker::PageState { games }
+    }
+
     /// Marks room `slot` (whose lock the caller holds: `room`) changed, waking the
     /// saver on the clean-to-dirty step only (one message per save). A room changed
     /// once is kept, and gets its number for the saver.
     fn changed(&self, slot: &Arc<RoomSlot>, room: &mut Room) {
+        self.live.changed();
         room.keep = true;
         if room.dirty {
             return;
@@ -1002,6 +1135,8 @@ impl Room {
                         let gone = self.members.remove(i);
                         shared.roster.fetch_add(1, Ordering::Relaxed);
                         if let Some(info) = self.state.remove_player(gone.id) {
+                            self.history.left(&info.name, gone.joined, now_ms());
+                            shared.live.changed();
                             let left = shared.budget.message(&ServerMsg::PlayerLeft(info));
                             work.push((left, None));
                         }
@@ -1013,8 +1148,12 @@ impl Room {
 
     /// Removes a player and tells the others; does nothing if it is already gone.
     fn leave(&mut self, shared: &Shared, id: PlayerId) {
+        let joined = self.members.iter().find(|m| m.id == id).map(|m| m.joined);
         self.members.retain(|m| m.id != id);
         if let Some(info) = self.state.remove_player(id) {
+            let now = now_ms();
+            self.history.left(&info.name, joined.unwrap_or(now), now);
+            shared.live.changed();
             shared.roster.fetch_add(1, Ordering::Relaxed);
             let left = shared.budget.message(&ServerMsg::PlayerLeft(info));
             self.broadcast(shared, left, None);
@@ -1172,8 +1311,8 @@ impl End {
     }
 }
 
-type Sink = WebSocketSender<TcpStream>;
-type Source_ = WebSocketReceiver<TcpStream>;
+type Sink = WebSocketSender<http::Replayed>;
+type Source_ = WebSocketReceiver<http::Replayed>;
 
 /// One client connection, as seen by its reader.
 struct Conn {
@@ -1189,27 +1328,93 @@ struct Conn {
     rom_sent: bool,
     outbox: Outbox,
     kick: async_channel::Sender<End>,
+    rtt: Arc<Rtt>,
 }
 
 async fn serve_connection(
     ticket: Ticket,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     addr: SocketAddr,
     kick: async_channel::Sender<End>,
     kicked: async_channel::Receiver<End>,
 ) {
     let shared = ticket.shared.clone();
+    let hello = shared.config.hello_timeout;
+    let deadline = Instant::now() + hello;
+    let kicked_why = || async {
+        kicked
+            .recv()
+            .await
+            .map_or_else(|_| "server stopping".to_string(), |end| end.log)
+    };
+    // Every connection starts with an HTTP request head: a player's WebSocket
+    // handshake, or a browser asking for the tracker page.
+    let head = smol::future::or(
+        async {
+            with_timeout(hello, http::read_head(&mut tcp))
+                .await
+                .unwrap_or_else(|| {
+                    Err(http::HeadError::Closed(format!(
+                        "no request within {} seconds",
+                        hello.as_secs_f64()
+                    )))
+                })
+        },
+        async { Err(http::HeadError::Closed(kicked_why().await)) },
+    );
+    let (read, end) = match head.await {
+        Ok(head) => head,
+        Err(http::HeadError::TooLarge) => {
+            let _ = http::respond(
+                &mut tcp,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"request head too large\n",
+            )
+            .await;
+            info!(
+                "{addr}: request head over {} bytes refused",
+                http::MAX_HEAD_BYTES
+            );
+            return;
+        }
+        Err(http::HeadError::Closed(why)) => {
+            info!("{addr}: {why}");
+            return;
+        }
+    };
+    let request = match http::parse_head(&read[..end]) {
+        Ok(request) => request,
+        Err(why) => {
+            let body = format!("{why}\n");
+            let _ = http::respond(&mut tcp, "400 Bad Request", "text/plain", body.as_bytes()).await;
+            info!("{addr}: bad request: {why}");
+            return;
+        }
+    };
+    if request != http::Request::WebSocket {
+        let make = || shared.page_state();
+        let tracker = shared.config.tracker.then(|| http::Tracker {
+            live: &shared.live,
+            make: &make,
+        });
+        let what = smol::future::or(http::answer(&mut tcp, &request, tracker), kicked_why()).await;
+        debug!("{addr}: {what}");
+        return;
+    }
+    // The handshake reads the request head again, from the bytes already read.
+    let ws = http::Replayed::new(read, tcp);
     let handshake = smol::future::or(
         async {
             with_timeout(
-                shared.config.hello_timeout,
-                async_tungstenite::accept_async_with_config(tcp, Some(ws_config())),
+                deadline.saturating_duration_since(Instant::now()),
+                async_tungstenite::accept_async_with_config(ws, Some(ws_config())),
             )
             .await
             .ok_or_else(|| "websocket handshake timed out".to_string())?
             .map_err(|e| format!("websocket handshake failed: {e}"))
         },
-        async { Err(kicked.recv().await.map(|end| end.log).unwrap_or_default()) },
+        async { Err(kicked_why().await) },
     );
     let ws = match handshake.await {
         Ok(ws) => ws,
@@ -1234,7 +1439,9 @@ async fn serve_connection(
         rom_sent: false,
         outbox: outbox.clone(),
         kick,
+        rtt: Arc::new(Rtt::default()),
     };
+    let rtt = conn.rtt.clone();
     // Set while a message goes out in several frames: cut there, the connection cannot
     // carry a final message any more.
     let mid_message = AtomicBool::new(false);
@@ -1244,7 +1451,7 @@ async fn serve_connection(
     let end = {
         let reader = std::pin::pin!(smol::future::or(
             async {
-                let mut reader = Reader::new(&mut source);
+                let mut reader = Reader::new(&mut source, &rtt, &shared.live);
                 conn.read_loop(&mut reader).await
             },
             async {
@@ -1259,6 +1466,7 @@ async fn serve_connection(
             &queue,
             &outbox.queued,
             shared.config.ping_interval,
+            &rtt,
             &mid_message,
             &stopped,
         ));
@@ -1316,6 +1524,7 @@ async fn pump(
     queue: &async_channel::Receiver<Outgoing>,
     queued: &AtomicUsize,
     ping_every: Duration,
+    rtt: &Rtt,
     mid_message: &AtomicBool,
     stopped: &AtomicBool,
 ) -> Option<String> {
@@ -1324,7 +1533,7 @@ async fn pump(
         let mut last_write: Option<Instant> = None;
         // One timer for the connection's life, re-armed when it fires: a timer per
         // message would cost more than the message.
-        let mut ping = smol::Timer::after(ping_every);
+        let mut ping = smol::Timer::after(ping_every.min(FIRST_PING));
         // A message taken off the queue that did not fit in the last packed write.
         let mut carry: Option<Outgoing> = None;
         loop {
@@ -1343,7 +1552,7 @@ async fn pump(
                         Some(Ok(m)) => m,
                         Some(Err(_)) => return Ok(!stopped.load(Ordering::Relaxed)),
                         None => {
-                            sink.send(Message::Ping(Bytes::new())).await?;
+                            sink.send(Message::Ping(rtt.ping())).await?;
                             ping.set_after(ping_every);
                             continue;
                         }
@@ -1428,10 +1637,13 @@ struct Reader<'a> {
     extend: Option<Duration>,
     /// What the client is told when the deadline passes.
     late: String,
+    /// Pongs answer the writer's pings: their round trip goes to the tracker page.
+    rtt: &'a Rtt,
+    live: &'a http::Live,
 }
 
 impl<'a> Reader<'a> {
-    fn new(source: &'a mut Source_) -> Reader<'a> {
+    fn new(source: &'a mut Source_, rtt: &'a Rtt, live: &'a http::Live) -> Reader<'a> {
         let now = Instant::now();
         Reader {
             source,
@@ -1439,6 +1651,8 @@ impl<'a> Reader<'a> {
             deadline: now,
             extend: None,
             late: String::new(),
+            rtt,
+            live,
         }
     }
 
@@ -1475,6 +1689,11 @@ impl<'a> Reader<'a> {
             };
             if let Some(e) = self.extend {
                 self.deadline = Instant::now() + e;
+            }
+            if let Some(Ok(Message::Pong(payload))) = &frame {
+                if self.rtt.pong(payload) {
+                    self.live.changed();
+                }
             }
             if let Some(msg) = message(frame)? {
                 return Ok(msg);
@@ -1720,6 +1939,8 @@ impl Conn {
         let update = apply(&mut room.state, self.id).map_err(End::tell)?;
         // Sequencing and queueing under one lock: everyone sees the same order.
         room.broadcast(shared, shared.budget.message(&update), None);
+        let Room { history, state, .. } = &mut *room;
+        history.record(&self.name, &update, now_ms(), state.state());
         shared.changed(&slot, &mut room);
         Ok(())
     }
@@ -1827,8 +2048,11 @@ impl Conn {
             id: self.id,
             outbox: self.outbox.clone(),
             kick: self.kick.clone(),
+            joined: now_ms(),
+            rtt: self.rtt.clone(),
         });
         shared.roster.fetch_add(1, Ordering::Relaxed);
+        shared.live.changed();
         let hello = shared.budget.message(&ServerMsg::PlayerJoined(me));
         room.broadcast(shared, hello, Some(self.id));
         Ok(())
@@ -1915,8 +2139,11 @@ impl Conn {
                     return Err(End::tell(why));
                 }
             };
+            let now = now_ms();
             for msg in &messages {
                 room.broadcast(&shared, shared.budget.message(msg), None);
+                let Room { history, state, .. } = &mut *room;
+                history.record("the host", msg, now, state.state());
             }
             shared.changed(&slot, &mut room);
             room.state.seq()

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests. Each test file uses only some of them.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod e2e;
 pub mod fake_server;
 pub mod idle;
