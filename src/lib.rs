@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod catalog;
 pub mod client;
 pub mod delta;
+pub mod hops;
 pub mod openmsx;
 pub mod play;
 pub mod protocol;

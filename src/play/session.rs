@@ -284,6 +284,10 @@ impl Session {
         if ev == Event::Closed {
             return Ok(Some(Ending::OpenMsxClosed));
         }
+        if let (true, Event::Update { value, .. }) = (crate::hops::enabled(), &ev) {
+            let seq = value.split_whitespace().nth(1).unwrap_or("-");
+            crate::hops::log(format_args!("play-push {seq}"));
+        }
         let decoded = self.hooks.decode(&ev);
         if self.trace {
             if let Some(Ok(e)) = &decoded {
@@ -378,6 +382,7 @@ impl Session {
             let Some(sender) = self.sender.as_mut() else {
                 return;
             };
+            crate::hops::log(format_args!("play-send {} {batch}", self.sync.me()));
             match sender.send_changes(batch, part.to_vec()).await {
                 Ok(()) => Stats::bump(&self.stats.batches_sent),
                 // The reader notices the broken connection too and starts
@@ -413,6 +418,7 @@ impl Session {
             }
         }
         if !apply.is_empty() {
+            crate::hops::log(format_args!("play-post"));
             self.applying.push_back(self.hooks.post_apply(&apply)?);
         }
         self.collect_applies().await?;
@@ -469,6 +475,7 @@ impl Session {
                 changes,
             } => {
                 Stats::bump(&self.stats.updates_received);
+                crate::hops::log(format_args!("play-recv {seq}"));
                 let apply = match self.sync.update(seq, player, batch, &changes) {
                     Ok(a) => a,
                     Err(e) => {

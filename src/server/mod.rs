@@ -604,10 +604,11 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr)
         queue,
         kick,
     };
+    let me = conn.id;
     let end = smol::future::or(conn.read_loop(&mut source), async {
         let reason = smol::future::or(
             async { kick_rx.recv().await.unwrap_or_default() },
-            pump(&mut sink, &queue_rx),
+            pump(&mut sink, &queue_rx, me),
         )
         .await;
         End::tell(reason)
@@ -636,7 +637,7 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr)
 }
 
 /// Writes queued messages to the socket until it fails; returns why.
-async fn pump(sink: &mut Sink, queue: &async_channel::Receiver<Bytes>) -> String {
+async fn pump(sink: &mut Sink, queue: &async_channel::Receiver<Bytes>, to: PlayerId) -> String {
     let result: Result<(), WsError> = async {
         let mut last_write: Option<std::time::Instant> = None;
         while let Ok(first) = queue.recv().await {
@@ -663,6 +664,9 @@ async fn pump(sink: &mut Sink, queue: &async_channel::Receiver<Bytes>) -> String
                 packed.extend(more.iter().map(|b| b.to_vec()));
                 encode(&ServerMsg::Several(packed))
             };
+            if crate::hops::enabled() {
+                crate::hops::log(format_args!("serve-write {to} {}", update_seqs(&bytes)));
+            }
             sink.send(Message::Binary(bytes)).await?;
             last_write = Some(std::time::Instant::now());
         }
@@ -672,6 +676,29 @@ async fn pump(sink: &mut Sink, queue: &async_channel::Receiver<Bytes>) -> String
     match result {
         Ok(()) => "connection ended".into(),
         Err(e) => format!("cannot send: {e}"),
+    }
+}
+
+/// The `seq` of every update in an encoded message, for the hop log.
+fn update_seqs(bytes: &[u8]) -> String {
+    let mut seqs = Vec::new();
+    let mut add = |m: &ServerMsg| {
+        if let ServerMsg::Update { seq, .. } = m {
+            seqs.push(seq.to_string());
+        }
+    };
+    match protocol::decode::<ServerMsg>(bytes) {
+        Ok(ServerMsg::Several(packed)) => packed
+            .iter()
+            .filter_map(|b| protocol::decode::<ServerMsg>(b).ok())
+            .for_each(|m| add(&m)),
+        Ok(m) => add(&m),
+        Err(_) => {}
+    }
+    if seqs.is_empty() {
+        "-".into()
+    } else {
+        seqs.join(",")
     }
 }
 
@@ -746,6 +773,9 @@ impl Conn {
                     .state
                     .accept(self.id, batch, changes)
                     .map_err(End::tell)?;
+                if let (true, ServerMsg::Update { seq, .. }) = (crate::hops::enabled(), &update) {
+                    crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
+                }
                 // Sequencing and queueing under one lock: everyone sees the same order.
                 room.broadcast(encode(&update), None);
                 // Only the clean-to-dirty step wakes the saver: one message per save.
