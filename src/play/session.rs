@@ -42,7 +42,16 @@ enum Input {
     Emulator(Event),
     Reconnected(Box<Result<(Client, Joined)>>),
     Tick,
+    /// openMSX answered the desync check's question.
+    Checked(Box<Result<StateCheck>>),
     Stop,
+}
+
+/// The desync check's answer and what RAM should have held when openMSX read it.
+struct StateCheck {
+    active: bool,
+    ram: Vec<Vec<u8>>,
+    expected: Vec<Vec<u8>>,
 }
 
 /// Who this player is, for reconnecting.
@@ -196,6 +205,10 @@ impl Session {
             }
         }
         let mut reconnecting: Option<smol::Task<()>> = None;
+        let mut checking: Option<smol::Task<()>> = None;
+        // A tick that came while the last check was still waiting for openMSX: the
+        // next check starts as soon as that one is answered, as if it had queued.
+        let mut tick_waiting = false;
         let mut attempt = 0u32;
         let mut stash: Option<Input> = None;
         let result = loop {
@@ -243,7 +256,22 @@ impl Session {
                         Ok(None)
                     }
                 },
-                Input::Tick => self.check_desync().await.map(|()| None),
+                Input::Tick if checking.is_none() => self.start_check(&tx).map(|task| {
+                    checking = task;
+                    None
+                }),
+                Input::Tick => {
+                    tick_waiting = true;
+                    Ok(None)
+                }
+                Input::Checked(answer) => {
+                    checking = None;
+                    let finished = self.finish_check(*answer).await;
+                    if finished.is_ok() && std::mem::take(&mut tick_waiting) {
+                        stash = Some(Input::Tick);
+                    }
+                    finished.map(|()| None)
+                }
                 Input::Stop => Ok(Some(Ending::Interrupted)),
             };
             match step {
@@ -253,6 +281,7 @@ impl Session {
             }
         };
         drop(reconnecting);
+        drop(checking);
         if let Some(mut s) = self.sender.take() {
             s.close().await;
         }
@@ -608,17 +637,45 @@ impl Session {
         Ok(())
     }
 
+    /// Starts the desync check: posts the question to openMSX and hands the answer
+    /// to the loop as an input later ([`Self::finish_check`]). openMSX answers only at
+    /// the end of its current sleep (up to a burst period, ~23 ms), and updates that
+    /// arrive meanwhile must not wait for it. `None` when there is nothing to check.
+    fn start_check(&mut self, tx: &async_channel::Sender<Input>) -> Result<Option<smol::Task<()>>> {
+        if !self.active || self.sender.is_none() {
+            self.suspects.clear();
+            return Ok(None);
+        }
+        let query = self.hooks.query_state()?;
+        // What RAM should hold when openMSX reads it: the read runs after every apply
+        // posted so far, and the mirror is as of those.
+        let expected = self.sync.expected();
+        let tx = tx.clone();
+        Ok(Some(smol::spawn(async move {
+            let answer = query.answer().await.map(|(active, ram)| StateCheck {
+                active,
+                ram,
+                expected,
+            });
+            let _ = tx.send(Input::Checked(Box::new(answer))).await;
+        })))
+    }
+
     /// Compares the shared regions with what they should hold and repairs bytes that
     /// stay wrong across two checks (a write to "Main RAM", a cheat, a bug): a byte that
     /// differs only for a moment is a game write on its way out.
-    async fn check_desync(&mut self) -> Result<()> {
-        // The hooks hold by themselves (boot, gate closing), so ask them, not our flag.
-        if !self.active || self.sender.is_none() || !self.hooks.is_active().await? {
+    async fn finish_check(&mut self, answer: Result<StateCheck>) -> Result<()> {
+        let StateCheck {
+            active,
+            ram,
+            expected,
+        } = answer?;
+        // The hooks hold by themselves (boot, gate closing), so their answer counts;
+        // and the loop may have stopped syncing since it asked.
+        if !active || !self.active || self.sender.is_none() {
             self.suspects.clear();
             return Ok(());
         }
-        let ram = self.hooks.read_state().await?;
-        let expected = self.sync.expected();
         let mut now = Vec::new();
         for (r, (have, want)) in ram.iter().zip(&expected).enumerate() {
             for (i, (&h, &w)) in have.iter().zip(want).enumerate() {
