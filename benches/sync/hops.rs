@@ -8,16 +8,16 @@ use anyhow::{bail, Context, Result};
 
 /// The hops, in order; each is the time from the end of the previous one.
 pub const HOPS: [&str; 10] = [
-    "game write -> flush pushes it (player 1's openMSX)",
-    "push -> line read by play 1 (openMSX stdout, reader thread)",
-    "line read -> handled by play 1's sync loop",
+    "game write -> flush pushes it (writer's openMSX)",
+    "push -> line read by the writer's play (openMSX stdout)",
+    "line read -> handled by its sync loop",
     "handled -> sent to the server",
     "sent -> accepted by the server",
-    "accepted -> written to player 2's socket",
-    "written -> read by play 2's sync loop",
-    "read -> apply posted to player 2's openMSX",
-    "posted -> apply runs in player 2's openMSX",
-    "apply runs -> byte in player 2's RAM",
+    "accepted -> written to the other player's socket",
+    "written -> read by the other play's sync loop",
+    "read -> apply posted to its openMSX",
+    "posted -> apply runs in the other openMSX",
+    "apply runs -> byte in the other player's RAM",
 ];
 
 /// One write seen by a probe watchpoint.
@@ -58,16 +58,17 @@ pub fn parse_probe(text: &str) -> Result<Vec<Write>> {
         .collect()
 }
 
-/// The writes that changed the byte: a game that rewrites it every frame writes the
-/// same value again and again, and only the first write of a value is a change.
+/// The game's writes that changed the byte: a game that rewrites it every frame
+/// writes the same value again and again, and only a write of a value other than the
+/// byte's last one (written by anyone, msxsync included) is a change.
 pub fn value_changes(log: &[Write], before: u8) -> Vec<Write> {
     let mut last = before;
     let mut out = Vec::new();
     for w in log {
-        if w.value != last {
+        if w.value != last && !w.by_msxsync {
             out.push(*w);
-            last = w.value;
         }
+        last = w.value;
     }
     out
 }
@@ -187,10 +188,12 @@ pub fn parse_log(text: &str) -> Vec<Line> {
     lines
 }
 
-/// Who is who in the hop log.
+/// Who is who in the hop log, for one change.
 pub struct Pids {
-    pub play1: u32,
-    pub play2: u32,
+    /// The `msxsync play` of the player whose game wrote.
+    pub from: u32,
+    /// The other player's.
+    pub to: u32,
     pub serve: u32,
 }
 
@@ -235,10 +238,10 @@ impl Trail<'_> {
         t[1] = Some(push.us);
         let seq = push.seq.to_string();
         let is_seq = |a: &[String]| a.first() == Some(&seq);
-        t[2] = find(pids.play1, "omsx-update", push.us, &is_seq).map(|l| l.us);
-        let handled = find(pids.play1, "play-push", push.us, &is_seq);
+        t[2] = find(pids.from, "omsx-update", push.us, &is_seq).map(|l| l.us);
+        let handled = find(pids.from, "play-push", push.us, &is_seq);
         t[3] = handled.map(|l| l.us);
-        let sent = handled.and_then(|h| find(pids.play1, "play-send", h.us, &|_| true));
+        let sent = handled.and_then(|h| find(pids.from, "play-send", h.us, &|_| true));
         t[4] = sent.map(|l| l.us);
         let accepted = sent.and_then(|s| {
             let (me, batch) = (s.args.first()?, s.args.get(1)?);
@@ -259,11 +262,9 @@ impl Trail<'_> {
                     .is_some_and(|list| list.split(',').any(|x| x == useq.as_str()))
         };
         t[6] = find(pids.serve, "serve-write", acc.us, &carries).map(|l| l.us);
-        let received = find(pids.play2, "play-recv", acc.us, &|a| {
-            a.first() == Some(useq)
-        });
+        let received = find(pids.to, "play-recv", acc.us, &|a| a.first() == Some(useq));
         t[7] = received.map(|l| l.us);
-        let posted = received.and_then(|r| find(pids.play2, "play-post", r.us, &|_| true));
+        let posted = received.and_then(|r| find(pids.to, "play-post", r.us, &|_| true));
         t[8] = posted.map(|l| l.us);
         t[9] = applies
             .iter()
@@ -303,13 +304,21 @@ pub fn self_check() {
     let from = [mk(1000, 5), mk(2000, 6), mk(3000, 7)];
     let to = [mk(900, 5), mk(1500, 5), mk(2600, 6)];
     assert_eq!(pair_up(&from, &to), vec![Some(1), Some(2), None]);
-    assert_eq!(
-        value_changes(&[mk(1, 9), mk(2, 9), mk(3, 5), mk(4, 5), mk(5, 9)], 9)
-            .iter()
-            .map(|w| w.us)
-            .collect::<Vec<_>>(),
-        vec![3, 5]
-    );
+    let applied = Write {
+        by_msxsync: true,
+        ..mk(6, 7)
+    };
+    let log = [
+        mk(1, 9),
+        mk(2, 9),
+        mk(3, 5),
+        mk(4, 5),
+        mk(5, 9),
+        applied,
+        mk(7, 7),
+    ];
+    let changed: Vec<i64> = value_changes(&log, 9).iter().map(|w| w.us).collect();
+    assert_eq!(changed, vec![3, 5]);
     assert_eq!(push_value("d,0,4,0000,11aa", 0, 5), Some(0xaa));
     assert_eq!(push_value("d,1,0,00,01,0,5,00,bb", 0, 5), Some(0xbb));
     assert_eq!(push_value("d,0,6,00,01", 0, 5), None);
@@ -328,8 +337,8 @@ pub fn self_check() {
     );
     assert_eq!(log.len(), 8);
     let pids = Pids {
-        play1: 1,
-        play2: 2,
+        from: 1,
+        to: 2,
         serve: 3,
     };
     let pushes = parse_calls("104 0.1 3 d,0,5,00,aa", true).unwrap();

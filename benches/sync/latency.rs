@@ -93,18 +93,22 @@ const TRACE_APPLY: &str = "set ::bench_apply {}; \
 /// What one run of changes (one kind of byte in one pair) gave.
 #[derive(Default)]
 struct Run {
-    /// End-to-end latency of each change that arrived (ms), after warm-up.
-    latencies: Vec<f64>,
+    /// End-to-end latency (ms) of each measured change that arrived, by direction:
+    /// player 1 to player 2, and back.
+    latencies: [Vec<f64>; 2],
     /// Each measured change's hops (ms), `None` where a step was not found.
     hops: Vec<[Option<f64>; 10]>,
     /// Emulated time from the game's write to the push (ms), per measured change.
     settle_emu: Vec<f64>,
     lost: usize,
     game_writes: usize,
-    /// Writes to the byte by msxsync in player 1 (repairs, state writes).
-    other1: usize,
-    /// Writes to the byte by the game in player 2.
-    other2: usize,
+}
+
+impl Run {
+    /// Both directions' latencies.
+    fn all(&self) -> Vec<f64> {
+        self.latencies.concat()
+    }
 }
 
 /// One fresh pair of players (and a floor emulator) on one machine.
@@ -141,42 +145,45 @@ async fn start_floor(machine: &str) -> Result<OpenMsx> {
     Ok(f)
 }
 
-/// Everything one run of changes left in the emulators.
+/// Everything one run of changes left in the emulators; per player where there are two.
 struct Raw {
-    p1: Vec<Write>,
-    p2: Vec<Write>,
-    pushes: Vec<Call>,
-    applies: Vec<Call>,
+    /// The probes' logs.
+    probes: [Vec<Write>; 2],
+    pushes: [Vec<Call>; 2],
+    applies: [Vec<Call>; 2],
     floor_sent: Vec<Write>,
     floor_landed: Vec<Write>,
 }
 
-/// Makes player 1's game write `WARMUP + changes` new values into `target`, one every
-/// 40-120 ms, and meanwhile sends as many one-line writes into the floor's emulator at
-/// random moments.
+/// Makes the players' games write `WARMUP + changes` new values into `target` in turn
+/// (player 1, player 2, player 1...), one every 40-120 ms, and meanwhile sends as many
+/// one-line writes into the floor's emulator at random moments.
 async fn changes_run(
-    (m1, m2, f): (&OpenMsx, &OpenMsx, &OpenMsx),
+    (m, f): ([&OpenMsx; 2], &OpenMsx),
     target: u16,
     changes: usize,
     rng: &mut XorShift,
-    seq: &mut u8,
+    seqs: &mut [u8; 2],
 ) -> Result<Raw> {
-    m1.command(&probe_install("bench_probe", target)).await?;
-    m2.command(&probe_install("bench_probe", target)).await?;
-    f.command(&probe_install("bench_probe", target)).await?;
-    m1.command("set ::bench_push {}").await?;
-    m2.command("set ::bench_apply {}").await?;
+    for e in [m[0], m[1], f] {
+        e.command(&probe_install("bench_probe", target)).await?;
+    }
+    for e in m {
+        e.command("set ::bench_push {}; set ::bench_apply {}")
+            .await?;
+    }
     let mut floor_sent = Vec::new();
-    let mut last = peek(m1, target).await?;
+    let mut last = peek(m[0], target).await?;
     let mut last_floor = peek(f, target).await?;
     for i in 0..(WARMUP + changes) {
+        let w = i % 2;
         let mut v = (i % 254) as u8 + 1;
         if v == last {
             v = v.wrapping_add(1).max(1);
         }
         last = v;
-        *seq = seq.wrapping_add(1).max(1);
-        m1.command(&testrom::mailbox(*seq, CMD_SET, target, v))
+        seqs[w] = seqs[w].wrapping_add(1).max(1);
+        m[w].command(&testrom::mailbox(seqs[w], CMD_SET, target, v))
             .await?;
         let gap = rng.range(GAP_MS.0, GAP_MS.1);
         let at = rng.range(0, gap);
@@ -194,44 +201,49 @@ async fn changes_run(
         });
         smol::Timer::after(Duration::from_millis(gap - at)).await;
         // Normally done long ago; on a loaded machine wait rather than overrun.
+        let (mw, s) = (m[w], seqs[w]);
         emu::poll(
-            "player 1's game to take a mailbox command",
+            "a game to take a mailbox command",
             emu::TIMEOUT,
-            || {
-                let s = *seq;
-                async move { Ok((peek(m1, testrom::ACK).await? == s).then_some(())) }
-            },
+            || async move { Ok((peek(mw, testrom::ACK).await? == s).then_some(())) },
         )
         .await?;
     }
     smol::Timer::after(Duration::from_millis(300)).await;
-    let list = |m: &OpenMsx, var: &str| {
+    let list = |e: &OpenMsx, var: &str| {
         let cmd = format!("return ${var}");
-        let m = m.clone();
-        async move { m.command(&cmd).await }
+        let e = e.clone();
+        async move { e.command(&cmd).await }
     };
-    let p1 = hops::parse_probe(&list(m1, "::bench_probe").await?)?;
-    let p2 = hops::parse_probe(&list(m2, "::bench_probe").await?)?;
-    let fl = hops::parse_probe(&list(f, "::bench_probe").await?)?;
-    let pushes = hops::parse_calls(&list(m1, "::bench_push").await?, true)?;
-    let applies = hops::parse_calls(&list(m2, "::bench_apply").await?, false)?;
-    for m in [m1, m2, f] {
-        m.command("foreach w [debug list_watchpoints] {debug remove_watchpoint [lindex $w 0]}")
+    let mut raw = Raw {
+        probes: Default::default(),
+        pushes: Default::default(),
+        applies: Default::default(),
+        floor_sent,
+        floor_landed: hops::parse_probe(&list(f, "::bench_probe").await?)?,
+    };
+    for (p, e) in m.iter().enumerate() {
+        raw.probes[p] = hops::parse_probe(&list(e, "::bench_probe").await?)?;
+        raw.pushes[p] = hops::parse_calls(&list(e, "::bench_push").await?, true)?;
+        raw.applies[p] = hops::parse_calls(&list(e, "::bench_apply").await?, false)?;
+    }
+    for e in [m[0], m[1], f] {
+        e.command("foreach w [debug list_watchpoints] {debug remove_watchpoint [lindex $w 0]}")
             .await
             .ok();
     }
-    Ok(Raw {
-        p1,
-        p2,
-        pushes,
-        applies,
-        floor_sent,
-        floor_landed: fl,
-    })
+    Ok(raw)
 }
 
-/// Turns a run's raw logs into latencies and hops.
-fn analyse(raw: &Raw, before: u8, target: u16, log: &[hops::Line], pids: &Pids) -> (Run, Vec<f64>) {
+/// Turns a run's raw logs into latencies and hops; `before` is the byte's value when
+/// the run started, `plays` the two `msxsync play` process ids.
+fn analyse(
+    raw: &Raw,
+    before: u8,
+    target: u16,
+    log: &[hops::Line],
+    (plays, serve): ([u32; 2], u32),
+) -> (Run, Vec<f64>) {
     let region = if target >= testrom::SHARED1 { 1 } else { 0 };
     let offset = target
         - if region == 1 {
@@ -239,33 +251,40 @@ fn analyse(raw: &Raw, before: u8, target: u16, log: &[hops::Line], pids: &Pids) 
         } else {
             testrom::SHARED0
         };
-    let game: Vec<Write> = raw.p1.iter().filter(|w| !w.by_msxsync).copied().collect();
-    let writes = hops::value_changes(&game, before);
-    let landed: Vec<Write> = raw.p2.iter().filter(|w| w.by_msxsync).copied().collect();
-    let matches = hops::pair_up(&writes, &landed);
-    let trail = hops::Trail {
-        pushes: &raw.pushes,
-        applies: &raw.applies,
-        log,
-        pids,
-        region,
-        offset,
-    };
-    let mut run = Run {
-        lost: matches.iter().filter(|m| m.is_none()).count(),
-        game_writes: writes.len(),
-        other1: raw.p1.iter().filter(|w| w.by_msxsync).count(),
-        other2: raw.p2.len() - landed.len(),
-        ..Run::default()
-    };
-    for (w, m) in writes.iter().zip(&matches).skip(WARMUP) {
-        let Some(k) = *m else { continue };
-        let land = &landed[k];
-        run.latencies.push((land.us - w.us) as f64 / 1000.0);
-        let t = trail.follow(w, Some(land));
-        run.hops.push(hops::hop_times(&t));
-        if let Some(p) = raw.pushes.iter().find(|p| Some(p.us) == t[1]) {
-            run.settle_emu.push((p.emu - w.emu) * 1000.0);
+    let mut run = Run::default();
+    for from in 0..2 {
+        let to = 1 - from;
+        let writes = hops::value_changes(&raw.probes[from], before);
+        let landed: Vec<Write> = raw.probes[to]
+            .iter()
+            .filter(|w| w.by_msxsync)
+            .copied()
+            .collect();
+        let matches = hops::pair_up(&writes, &landed);
+        run.lost += matches.iter().filter(|m| m.is_none()).count();
+        run.game_writes += writes.len();
+        let pids = Pids {
+            from: plays[from],
+            to: plays[to],
+            serve,
+        };
+        let trail = hops::Trail {
+            pushes: &raw.pushes[from],
+            applies: &raw.applies[to],
+            log,
+            pids: &pids,
+            region,
+            offset,
+        };
+        for (w, m) in writes.iter().zip(&matches).skip(WARMUP / 2) {
+            let Some(k) = *m else { continue };
+            let land = &landed[k];
+            run.latencies[from].push((land.us - w.us) as f64 / 1000.0);
+            let t = trail.follow(w, Some(land));
+            run.hops.push(hops::hop_times(&t));
+            if let Some(p) = raw.pushes[from].iter().find(|p| Some(p.us) == t[1]) {
+                run.settle_emu.push((p.emu - w.emu) * 1000.0);
+            }
         }
     }
     let floor_matches = hops::pair_up(&raw.floor_sent, &raw.floor_landed);
@@ -277,6 +296,16 @@ fn analyse(raw: &Raw, before: u8, target: u16, log: &[hops::Line], pids: &Pids) 
         .filter_map(|(s, m)| m.map(|k| (raw.floor_landed[k].us - s.us) as f64 / 1000.0))
         .collect();
     (run, floor)
+}
+
+/// Waits until msxsync in `m` compares region 1 instead of watching it.
+async fn wait_polled(m: &OpenMsx) -> Result<()> {
+    emu::poll(
+        "region 1 to be compared once a frame",
+        emu::TIMEOUT,
+        || async move { Ok((m.command("set msxsync::polled(1)").await? == "1").then_some(())) },
+    )
+    .await
 }
 
 async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
@@ -296,18 +325,19 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
         )
     };
     let (c1, c2) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    // All three emulators boot at the same time.
+    // Player 2 starts once player 1 runs, as players do, each at its own moment: when
+    // both start together, their emulators run in step (see docs/benchmarks.md).
     let mut p1 = start("p1", c1.path())?;
-    let mut p2 = start("p2", c2.path())?;
     let f = start_floor(machine).await?;
     let m1 = p1.attach(emu::TIMEOUT).await?;
-    let m2 = p2.attach(emu::TIMEOUT).await?;
     wait_ready(&m1).await?;
+    let mut p2 = start("p2", c2.path())?;
+    let m2 = p2.attach(emu::TIMEOUT).await?;
     wait_ready(&m2).await?;
     wait_ready(&f).await?;
     // Both sync: a change by player 1's game shows up in player 2.
-    let mut seq = 0u8;
-    emu::game_does(&m1, &mut seq, CMD_SET, TARGET, 0xaa).await?;
+    let mut seqs = [0u8; 2];
+    emu::game_does(&m1, &mut seqs[0], CMD_SET, TARGET, 0xaa).await?;
     emu::poll("a first change to reach player 2", emu::TIMEOUT, || {
         let m2 = &m2;
         async move { Ok((peek(m2, TARGET).await? == 0xaa).then_some(())) }
@@ -319,32 +349,28 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
     smol::Timer::after(Duration::from_millis(500)).await;
     let (t1, f1) = clock(&m1).await?;
     let hz = f1.wrapping_sub(f0) as f64 / (t1 - t0);
-    m1.command(TRACE_PUSH).await?;
-    m2.command(TRACE_APPLY).await?;
+    for m in [&m1, &m2] {
+        m.command(TRACE_PUSH).await?;
+        m.command(TRACE_APPLY).await?;
+    }
     let mut rng = XorShift::new(0x5eed_1234 ^ (n as u64) << 20 ^ machine.len() as u64);
-    let ems = (&m1, &m2, &f);
-    let watched = changes_run(ems, TARGET, changes, &mut rng, &mut seq).await?;
-    // Player 1's game rewrites region 1 every frame; within a second of emulated time
+    let ems = ([&m1, &m2], &f);
+    let watched = changes_run(ems, TARGET, changes, &mut rng, &mut seqs).await?;
+    // Both games rewrite region 1 every frame; within a second of emulated time
     // msxsync stops watching it and compares it once a frame.
     let busy_before = peek(&m1, BUSY_TARGET).await?;
-    emu::game_does(&m1, &mut seq, CMD_EVERY_FRAME, 0, EF_UNCHANGED).await?;
-    emu::poll("region 1 to be compared once a frame", emu::TIMEOUT, || {
-        let m1 = &m1;
-        async move { Ok((m1.command("set msxsync::polled(1)").await? == "1").then_some(())) }
-    })
-    .await?;
-    let busy = changes_run(ems, BUSY_TARGET, changes, &mut rng, &mut seq).await?;
-    let pids = Pids {
-        play1: p1.pid(),
-        play2: p2.pid(),
-        serve: serve.pid(),
-    };
+    emu::game_does(&m1, &mut seqs[0], CMD_EVERY_FRAME, 0, EF_UNCHANGED).await?;
+    emu::game_does(&m2, &mut seqs[1], CMD_EVERY_FRAME, 0, EF_UNCHANGED).await?;
+    wait_polled(&m1).await?;
+    wait_polled(&m2).await?;
+    let busy = changes_run(ems, BUSY_TARGET, changes, &mut rng, &mut seqs).await?;
+    let ids = ([p1.pid(), p2.pid()], serve.pid());
     drop((m1, m2, f));
     drop((p1, p2));
     drop(serve);
     let log = hops::parse_log(&std::fs::read_to_string(&log_path).unwrap_or_default());
-    let (watched, mut floor) = analyse(&watched, 0xaa, TARGET, &log, &pids);
-    let (busy, floor_busy) = analyse(&busy, busy_before, BUSY_TARGET, &log, &pids);
+    let (watched, mut floor) = analyse(&watched, 0xaa, TARGET, &log, ids);
+    let (busy, floor_busy) = analyse(&busy, busy_before, BUSY_TARGET, &log, ids);
     floor.extend(floor_busy);
     Ok(Pair {
         hz,
@@ -372,16 +398,22 @@ fn spread(sample: &[f64]) -> String {
     )
 }
 
+/// Each change's hops (ms; null where a step was not found), for results.json.
+fn hop_rows(run: &Run) -> Vec<Json> {
+    run.hops
+        .iter()
+        .map(|h| Json::Arr(h.iter().map(|&x| x.into()).collect()))
+        .collect()
+}
+
 /// The rows and JSON of one machine.
 fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
     let hz = crate::stats::median(&pairs.iter().map(|p| p.hz).collect::<Vec<_>>());
     let frame = 1000.0 / hz;
-    let all = |f: &dyn Fn(&Pair) -> &Vec<f64>| -> Vec<f64> {
-        pairs.iter().flat_map(|p| f(p).iter().copied()).collect()
-    };
-    let lat = all(&|p| &p.watched.latencies);
-    let busy = all(&|p| &p.busy.latencies);
-    let floor = all(&|p| &p.floor);
+    let all = |f: &dyn Fn(&Pair) -> Vec<f64>| -> Vec<f64> { pairs.iter().flat_map(f).collect() };
+    let lat = all(&|p| p.watched.all());
+    let busy = all(&|p| p.busy.all());
+    let floor = all(&|p| p.floor.clone());
     let lost: usize = pairs.iter().map(|p| p.watched.lost + p.busy.lost).sum();
     let game_writes: usize = pairs
         .iter()
@@ -397,13 +429,9 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
         b99 <= 2.0 * frame,
     ];
     let m = |what: &str| format!("{machine}: {what}");
-    let pair_p50s = |f: &dyn Fn(&Pair) -> &Vec<f64>| {
-        pairs
-            .iter()
-            .map(|p| format!("{:.1}", pct(f(p), 50.0)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let pair_p50s =
+        |f: &dyn Fn(&Pair) -> String| pairs.iter().map(f).collect::<Vec<_>>().join(", ");
+    let p50_of = |v: &[f64]| format!("{:.1}", pct(v, 50.0));
     let mut rows = vec![
         Row::info(
             m("game writes / measured (watched + busy) / lost"),
@@ -417,12 +445,20 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
         Row::info(m("end to end p50 / p95 / p99 / max"), spread(&lat)),
         Row::info(m("floor p50 / p95 / p99 / max"), spread(&floor)),
         Row::info(
-            m("each pair's p50, end to end"),
-            format!("{} ms", pair_p50s(&|p| &p.watched.latencies)),
+            m("each pair's p50, end to end (1 to 2 / 2 to 1)"),
+            format!(
+                "{} ms",
+                pair_p50s(&|p| format!(
+                    "{} ({} / {})",
+                    p50_of(&p.watched.all()),
+                    p50_of(&p.watched.latencies[0]),
+                    p50_of(&p.watched.latencies[1])
+                ))
+            ),
         ),
         Row::info(
             m("each pair's p50, floor"),
-            format!("{} ms", pair_p50s(&|p| &p.floor)),
+            format!("{} ms", pair_p50s(&|p| p50_of(&p.floor))),
         ),
         Row::target(
             m("p50"),
@@ -484,7 +520,7 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
                 .with("max_ms", pct(&s, 100.0)),
         );
     }
-    let settle = all(&|p| &p.watched.settle_emu);
+    let settle = all(&|p| p.watched.settle_emu.clone());
     let late = pairs
         .iter()
         .flat_map(|p| p.watched.hops.iter())
@@ -498,14 +534,6 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
             pct(&settle, 100.0),
             lat.len()
         ),
-    ));
-    let other: usize = pairs
-        .iter()
-        .map(|p| p.watched.other1 + p.watched.other2 + p.busy.other1 + p.busy.other2)
-        .sum();
-    rows.push(Row::info(
-        m("other writes to the byte (msxsync in p1, game in p2)"),
-        other.to_string(),
     ));
     let nums = |v: &[f64]| v.iter().map(|&x| Json::Num(x)).collect::<Vec<_>>();
     let summary = |v: &[f64]| {
@@ -528,7 +556,7 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
             nums(
                 &pairs
                     .iter()
-                    .map(|p| pct(&p.watched.latencies, 50.0))
+                    .map(|p| pct(&p.watched.all(), 50.0))
                     .collect::<Vec<_>>(),
             ),
         )
@@ -556,17 +584,12 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
                 .iter()
                 .map(|p| {
                     Json::obj()
-                        .with("latencies_ms", nums(&p.watched.latencies))
-                        .with("busy_latencies_ms", nums(&p.busy.latencies))
+                        .with("latencies_1to2_ms", nums(&p.watched.latencies[0]))
+                        .with("latencies_2to1_ms", nums(&p.watched.latencies[1]))
+                        .with("busy_latencies_ms", nums(&p.busy.all()))
                         .with("floor_ms", nums(&p.floor))
-                        .with(
-                            "hops_ms",
-                            p.watched
-                                .hops
-                                .iter()
-                                .map(|h| Json::Arr(h.iter().map(|&x| x.into()).collect()))
-                                .collect::<Vec<_>>(),
-                        )
+                        .with("hops_ms", hop_rows(&p.watched))
+                        .with("busy_hops_ms", hop_rows(&p.busy))
                 })
                 .collect::<Vec<_>>(),
         );
@@ -596,7 +619,7 @@ pub fn run() -> Section {
                     println!(
                         "  {machine} pair {}: p50 {:.1} ms, floor p50 {:.1} ms ({:.0} s)",
                         n + 1,
-                        pct(&p.watched.latencies, 50.0),
+                        pct(&p.watched.all(), 50.0),
                         pct(&p.floor, 50.0),
                         t.elapsed().as_secs_f64()
                     );
@@ -626,33 +649,35 @@ pub fn run() -> Section {
     let method = format!(
         "For each of {} on its own: {pairs_per_machine} fresh pairs of players, each a new \
          `msxsync serve` and two `msxsync play --headless --machine M` processes (release \
-         build), openMSX at normal speed (throttle on), everything on 127.0.0.1, all \
-         started together with a third throttled headless openMSX for the floor. The bench \
-         opens a second control connection to each player's openMSX (its Unix socket) and \
-         installs a probe watchpoint on the shared byte in both: on every write it appends \
-         `[clock microseconds]`, the value and `[machine_info time]` to a Tcl list inside \
-         openMSX. In player 1 it fires when the game's CPU writes the byte; in player 2 \
-         when msxsync writes the update into RAM. Every process reads the same system \
-         clock, so the difference is the latency, free of any polling delay. In each pair \
-         the bench makes player 1's game write a new value {} times through the test \
-         cartridge's mailbox (the game performs the write at its next frame, like a real \
-         game would), {}-{} ms apart (pseudo-random, so writes fall at every point of the \
-         frame); the first {WARMUP} are warm-up and not counted. It does so for the byte \
-         {TARGET:#06x}, in a region the game writes now and then (msxsync watches it), \
-         then for the byte {BUSY_TARGET:#06x} (rows \"busy region\") while the game \
-         rewrites its region every frame, first byte to last (msxsync compares it instead \
-         of watching it: when the game writes its last byte, and at the start of every \
-         vertical blank). **Floor**: between two changes, at a random moment, the bench \
-         writes `debug write memory ADDR V` to the stdio control connection of the third \
-         openMSX, the way `msxsync play` writes into its emulator; a probe watchpoint \
-         there logs when it lands: sent to landed is what any write from outside waits \
-         for a throttled openMSX. **Hops**: `play` and `serve` run with \
-         MSXSYNC_HOP_LOG (a line with the real-time clock at each step of a change, off \
-         by default), and bench-only Tcl traces on the hooks' `push` (player 1) and \
-         `apply` (player 2) log when those run; the rows \"hop N\" split the watched \
-         byte's latency into these steps (p50 / p99 / max of each, and in how many changes \
-         the step was found). Frames are of the emulated machine (frame rate \
-         measured from the game's frame counter).",
+         build), openMSX at normal speed (throttle on), everything on 127.0.0.1; player 2 \
+         starts once player 1's game runs (players start at moments of their own, and \
+         that decides how their emulators' sleeps fall against each other: see the \
+         analysis). The bench opens a second control connection to each player's openMSX \
+         (its Unix socket) and installs a probe watchpoint on the shared byte in both: on \
+         every write it appends `[clock microseconds]`, the value, whether msxsync wrote \
+         it, and `[machine_info time]` to a Tcl list inside openMSX. In the writer it \
+         fires when the game's CPU writes the byte; in the other player when msxsync \
+         writes the update into RAM. Every process reads the same system clock, so the \
+         difference is the latency, free of any polling delay. In each pair the bench \
+         makes the games write a new value {} times through the test cartridge's mailbox, \
+         player 1 and player 2 in turn (the game performs the write at its next frame, \
+         like a real game would), {}-{} ms apart (pseudo-random, so writes fall at every \
+         point of the frame); the first {WARMUP} are warm-up and not counted. It does so \
+         for the byte {TARGET:#06x}, in a region the games write now and then (msxsync \
+         watches it), then for the byte {BUSY_TARGET:#06x} (rows \"busy region\") while \
+         both games rewrite its region every frame, first byte to last (msxsync compares it \
+         instead of watching it: when the game writes its last byte, and at the start of \
+         every vertical blank). **Floor**: a third throttled headless openMSX on the same \
+         machine runs next to each pair; between two changes, at a random moment, the \
+         bench writes `debug write memory ADDR V` to its stdio control connection, the way \
+         `msxsync play` writes into its emulator, and a probe watchpoint there logs when \
+         it lands: sent to landed is what any write from outside waits for a throttled \
+         openMSX. **Hops**: `play` and `serve` run with MSXSYNC_HOP_LOG (a line with the \
+         real-time clock at each step of a change; off by default), and bench-only Tcl \
+         traces on the hooks' `push` and `apply` log when those run; the rows \"hop N\" \
+         split the watched byte's latency into these steps (p50 / p99 / max of each, and \
+         in how many changes the step was found). Frames are of the emulated machine \
+         (frame rate measured from the game's frame counter).",
         MACHINES.join(" and "),
         WARMUP + changes,
         GAP_MS.0,
