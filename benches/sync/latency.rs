@@ -325,12 +325,18 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
         )
     };
     let (c1, c2) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    // Player 2 starts once player 1 runs, as players do, each at its own moment: when
-    // both start together, their emulators run in step (see docs/benchmarks.md).
+    let mut rng = XorShift::new(0x5eed_1234 ^ (n as u64) << 20 ^ machine.len() as u64);
+    // Player 2 starts once player 1 runs, after a pseudo-random pause longer than a
+    // cycle of openMSX's sleeps, as players start at moments of their own. How the two
+    // emulators' sleeps fall against each other sets the pair's latency (see
+    // docs/benchmarks.md); started together, or right when the bench sees player 1's
+    // game running (which it can only see when that openMSX wakes up), they would fall
+    // the same way in every pair.
     let mut p1 = start("p1", c1.path())?;
     let f = start_floor(machine).await?;
     let m1 = p1.attach(emu::TIMEOUT).await?;
     wait_ready(&m1).await?;
+    smol::Timer::after(Duration::from_micros(rng.range(0, 100_000))).await;
     let mut p2 = start("p2", c2.path())?;
     let m2 = p2.attach(emu::TIMEOUT).await?;
     wait_ready(&m2).await?;
@@ -353,7 +359,6 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
         m.command(TRACE_PUSH).await?;
         m.command(TRACE_APPLY).await?;
     }
-    let mut rng = XorShift::new(0x5eed_1234 ^ (n as u64) << 20 ^ machine.len() as u64);
     let ems = ([&m1, &m2], &f);
     let watched = changes_run(ems, TARGET, changes, &mut rng, &mut seqs).await?;
     // Both games rewrite region 1 every frame; within a second of emulated time
