@@ -1,7 +1,7 @@
 # msxsync: common tasks. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: build test release roms check-roms bench demo clean
+.PHONY: build test release dist dist-smoke roms check-roms bench demo clean
 
 build:
 	$(CARGO) build
@@ -13,6 +13,18 @@ test:
 release:
 	$(CARGO) build --release
 	@echo "built $(abspath $(or $(CARGO_TARGET_DIR),target))/release/msxsync (copy it anywhere; it needs openMSX and C-BIOS to play)"
+
+# The downloadable release in dist/: static Linux x86_64 (and aarch64), Windows x86_64;
+# one bare binary and one archive (binary, README, LICENSE, games/) each, SHA256SUMS.
+# Targets whose cross toolchain is missing are skipped with a warning; DIST_TARGETS
+# picks some, e.g. make dist DIST_TARGETS=linux-x86_64. See scripts/dist.sh.
+dist:
+	scripts/dist.sh $(DIST_TARGETS)
+
+# Runs what `make dist` built as a player would: --version, check, serve + list on
+# 127.0.0.1; aarch64 under qemu-aarch64 and Windows under wine when installed.
+dist-smoke:
+	scripts/dist-smoke.sh
 
 # The built-in co-op demo: a server on 127.0.0.1 and two openMSX players. With a display,
 # two windows to play in (Ctrl-C ends it); without one or with CI=true, a scripted

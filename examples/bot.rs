@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use msxsync::client;
 use msxsync::delta::Change;
-use msxsync::protocol::{hex, ServerMsg};
+use msxsync::hex;
+use msxsync::protocol::ServerMsg;
 
 /// Join an msxsync game as a bot, send changes and print the updates.
 #[derive(Parser, Debug)]
@@ -73,8 +74,8 @@ fn describe(changes: &[Change]) -> String {
                 "region {} +{}: {} (mask {})",
                 c.region,
                 c.offset,
-                hex(&c.values),
-                hex(&c.masks)
+                hex::encode(&c.values),
+                hex::encode(&c.masks)
             )
         })
         .collect::<Vec<_>>()
@@ -109,7 +110,12 @@ fn run(args: Args) -> Result<()> {
             joined.game.players.len()
         );
         for (i, (r, s)) in joined.regions.iter().zip(&joined.state).enumerate() {
-            println!("  region {i} {:04x}-{:04x}: {}", r.start, r.end, hex(s));
+            println!(
+                "  region {i} {:04x}-{:04x}: {}",
+                r.start,
+                r.end,
+                hex::encode(s)
+            );
         }
         let (mut tx, mut rx) = c.split();
         if !changes.is_empty() {

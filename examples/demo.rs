@@ -2,7 +2,7 @@
 //! server on 127.0.0.1 (a free port) and two players, side by side.
 //!
 //! ```text
-//! cargo run --release --example demo -- [--headless] [--out DIR]
+//! cargo run --release --example demo -- [--headless] [--out DIR] [--msxsync PROGRAM]
 //! ```
 //!
 //! With a display (DISPLAY or WAYLAND_DISPLAY set, CI unset): two openMSX windows to
@@ -12,14 +12,19 @@
 //! and shared RAM, saves a screenshot of each player, and exits 0 only when player 2 has
 //! player 1's items and coins.
 //!
+//! With `--msxsync PROGRAM` the same scripted session checks a built msxsync (CI gives
+//! it the static release binary): its own `serve` and two `play --headless` processes
+//! do the work, and the demo presses keys and reads RAM through each player's openMSX
+//! control socket ([`run_binary`]).
+//!
 //! tests/demo.rs includes this file as a module and runs [`run_headless`].
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use msxsync::builtin;
-use msxsync::openmsx::hooks::decode_hex;
+use msxsync::hex;
+use msxsync::openmsx::OpenMsx;
 use msxsync::play::{PlayOptions, Player};
-use msxsync::protocol::hex;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +32,9 @@ use std::time::{Duration, Instant};
 #[path = "../tests/common/wait.rs"]
 mod wait;
 use wait::poll;
+
+#[path = "../tests/common/lines.rs"]
+mod lines;
 
 /// Run the built-in co-op demo: a server and two openMSX players on this machine.
 #[derive(Parser, Debug)]
@@ -41,6 +49,12 @@ pub struct Args {
     /// The openMSX program to run.
     #[arg(long, value_name = "PROGRAM", default_value = "openmsx")]
     pub openmsx: PathBuf,
+    /// Check an msxsync program (e.g. the static release build) instead of this
+    /// build's library: run its `serve`, `list` and two `play --headless` processes
+    /// in the current folder with the current HOME, and play the scripted session
+    /// through a second connection to each player's openMSX. Headless; Unix only.
+    #[arg(long, value_name = "PROGRAM")]
+    pub msxsync: Option<PathBuf>,
 }
 
 // The demo cartridge's RAM map (games/demo/demo.asm).
@@ -257,12 +271,48 @@ pub struct Report {
     pub screenshots: Vec<PathBuf>,
 }
 
+/// One player as the scripted session drives it.
+pub struct Seat<'a> {
+    /// The openMSX it plays in: the in-process player's own connection, or a second
+    /// control connection (its socket) to the openMSX an `msxsync play` process runs.
+    pub msx: &'a OpenMsx,
+    /// The player when it runs in this process (for its counters); `None` for an
+    /// `msxsync play` process.
+    pub player: Option<&'a Player>,
+}
+
+impl<'a> Seat<'a> {
+    /// The seat of a player running in this process.
+    pub fn of(player: &'a Player) -> Seat<'a> {
+        Seat {
+            msx: player.openmsx(),
+            player: Some(player),
+        }
+    }
+
+    /// The player's sync gate: `None` while it has none (not set up yet), else whether
+    /// it is open. Asked of the hooks in openMSX (src/openmsx/hooks.tcl), which every
+    /// control connection of that openMSX shares, so it works for a player in another
+    /// process too.
+    async fn gate_state(&self) -> Result<Option<bool>> {
+        Ok(
+            match self.msx.command("msxsync::gate_state").await?.trim() {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            },
+        )
+    }
+
+    /// Whether the player's hooks are syncing (not holding), asked as [`Seat::gate_state`].
+    async fn is_active(&self) -> Result<bool> {
+        Ok(self.msx.command("msxsync::is_active").await?.trim() == "1")
+    }
+}
+
 /// Reads one byte of a player's memory (as the CPU sees it).
-async fn peek(p: &Player, addr: u16) -> Result<u8> {
-    let reply = p
-        .openmsx()
-        .command(&format!("debug read memory {addr}"))
-        .await?;
+async fn peek(p: &Seat<'_>, addr: u16) -> Result<u8> {
+    let reply = p.msx.command(&format!("debug read memory {addr}")).await?;
     reply
         .trim()
         .parse()
@@ -270,21 +320,21 @@ async fn peek(p: &Player, addr: u16) -> Result<u8> {
 }
 
 /// Reads `len` bytes of a debuggable (`memory`, `VRAM`) from `addr`.
-async fn read_block(p: &Player, debuggable: &str, addr: u32, len: u32) -> Result<Vec<u8>> {
+async fn read_block(p: &Seat<'_>, debuggable: &str, addr: u32, len: u32) -> Result<Vec<u8>> {
     // The debuggable name is one of ours, not input; the bytes come back hex-encoded.
     let reply = p
-        .openmsx()
+        .msx
         .command(&format!(
             "binary encode hex [debug read_block {debuggable} {addr} {len}]"
         ))
         .await?;
-    decode_hex(reply.trim()).with_context(|| format!("reading {debuggable} at {addr:#x}"))
+    hex::decode(reply.trim()).with_context(|| format!("reading {debuggable} at {addr:#x}"))
 }
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waits until the game has run `frames` more frames (emulated time, any speed).
-async fn wait_frames(p: &Player, who: &str, frames: u8) -> Result<()> {
+async fn wait_frames(p: &Seat<'_>, who: &str, frames: u8) -> Result<()> {
     let first = peek(p, FRAME).await?;
     poll(
         &format!("{who}'s game to run {frames} frames"),
@@ -297,9 +347,9 @@ async fn wait_frames(p: &Player, who: &str, frames: u8) -> Result<()> {
 /// Presses and releases a key so that the game sees exactly one press: holds it until
 /// the game's own keyboard copy shows it down, then releases it until the copy shows it
 /// up again (the game acts on the frame it first sees the key down).
-async fn press(p: &Player, who: &str, key: Key) -> Result<()> {
+async fn press(p: &Seat<'_>, who: &str, key: Key) -> Result<()> {
     let row_addr = KEYPREV + u16::from(key.row);
-    let msx = p.openmsx();
+    let msx = p.msx;
     msx.command(&format!("keymatrixdown {} {}", key.row, key.mask))
         .await?;
     poll(
@@ -319,7 +369,7 @@ async fn press(p: &Player, who: &str, key: Key) -> Result<()> {
 }
 
 /// Starts the game from the title screen and waits until it plays and syncs.
-async fn start_game(p: &Player, who: &str) -> Result<()> {
+async fn start_game(p: &Seat<'_>, who: &str) -> Result<()> {
     // Right after power-on the game's keyboard copy says "every key down" (it starts
     // zeroed); a couple of frames later it holds the real rows.
     wait_frames(p, who, 3).await?;
@@ -335,8 +385,8 @@ async fn start_game(p: &Player, who: &str) -> Result<()> {
         &format!("{who}'s game to be brought to the shared state"),
         STEP_TIMEOUT,
         || async {
-            let open = p.hooks().gate_state().await? == Some(true);
-            Ok((open && p.hooks().is_active().await?).then_some(()))
+            let open = p.gate_state().await? == Some(true);
+            Ok((open && p.is_active().await?).then_some(()))
         },
     )
     .await
@@ -345,8 +395,8 @@ async fn start_game(p: &Player, who: &str) -> Result<()> {
 /// Saves a screenshot of the player's screen at normal speed. With the emulator
 /// unthrottled a screenshot can show an old frame, so the game first runs a few frames
 /// at normal speed with a renderer that draws them.
-async fn screenshot(p: &Player, who: &str, file: &Path) -> Result<()> {
-    let msx = p.openmsx();
+async fn screenshot(p: &Seat<'_>, who: &str, file: &Path) -> Result<()> {
+    let msx = p.msx;
     msx.command("set throttle on").await?;
     msx.command("set renderer SDL")
         .await
@@ -358,7 +408,7 @@ async fn screenshot(p: &Player, who: &str, file: &Path) -> Result<()> {
     // The path reaches Tcl hex-encoded, never pasted.
     msx.command(&format!(
         "screenshot -raw -doublesize [binary decode hex {}]",
-        hex(path.as_bytes())
+        hex::encode(path.as_bytes())
     ))
     .await
     .with_context(|| format!("saving the screenshot {}", file.display()))?;
@@ -369,7 +419,7 @@ async fn screenshot(p: &Player, who: &str, file: &Path) -> Result<()> {
 fn player_options(server: &str, name: &str, cache: &Path, openmsx: &Path) -> PlayOptions {
     let mut o = PlayOptions::new(server, builtin::DEMO_NAME);
     o.name = name.into();
-    o.cache_dir = cache.to_path_buf();
+    o.cache_dir = Some(cache.to_path_buf());
     o.openmsx = openmsx.to_path_buf();
     o
 }
@@ -434,12 +484,18 @@ pub async fn run_headless(out: &Path, openmsx: &Path) -> Result<Report> {
     }
     let (p1, p2) = start_players(opts).await?;
     println!("players: player1 and player2 joined, each in its own headless openMSX");
-    let result = scripted_session(&p1, &p2, out).await;
+    let result = scripted_session(&Seat::of(&p1), &Seat::of(&p2), out).await;
     // (Whatever stopping says, the outcome is what counts.)
     let _ = p1.stop().await;
     let _ = p2.stop().await;
     server.stop();
     let report = result?;
+    say_ok(started);
+    Ok(report)
+}
+
+/// The line `make demo` and CI look for.
+fn say_ok(started: Instant) {
     println!(
         "demo ok: player 2 has player 1's items ({}) and coins ({:02x}{:02x}), {:.1} s in all",
         item_names(EXPECTED_ITEMS).join(", "),
@@ -447,11 +503,192 @@ pub async fn run_headless(out: &Path, openmsx: &Path) -> Result<Report> {
         EXPECTED_COINS[0],
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A process of [`run_binary`]: its output is kept for the log, and it is killed when
+/// dropped, so a failed run leaves nothing behind.
+struct Proc {
+    name: &'static str,
+    child: std::process::Child,
+    out: lines::Lines,
+}
+
+impl Proc {
+    fn start(name: &'static str, msxsync: &Path, args: &[&str]) -> Result<Proc> {
+        let mut child = std::process::Command::new(msxsync)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {} {}", msxsync.display(), args[0]))?;
+        let out = lines::Lines::capture(&mut child);
+        Ok(Proc { name, child, out })
+    }
+
+    /// Stops it as Ctrl-C or SIGTERM would, prints what it said, and fails unless it
+    /// ended cleanly.
+    fn stop(mut self) -> Result<()> {
+        terminate(&mut self.child);
+        let status = lines::wait_exit(&mut self.child);
+        for line in self.out.all() {
+            println!("  {}| {line}", self.name);
+        }
+        if !status.success() {
+            bail!("{} ended with {status} when asked to stop", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks a child to stop the way a service manager or `kill` does.
+#[cfg(unix)]
+fn terminate(child: &mut std::process::Child) {
+    // SAFETY: kill(2) only sends a signal, to our own child (not yet waited for).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(child: &mut std::process::Child) {
+    let _ = child.kill();
+}
+
+/// Runs `msxsync ARGS` to the end and returns its stdout; fails with its stderr.
+fn run_once(msxsync: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(msxsync)
+        .args(args)
+        .output()
+        .with_context(|| format!("could not run {} {}", msxsync.display(), args[0]))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "msxsync {} failed ({}): {stdout}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// The headless demo done by an msxsync program instead of this build's library (CI
+/// runs it with the static release binary, from an empty folder with an empty HOME):
+/// its `serve` must offer the built-in demo, its `list` must show it, and two of its
+/// `play --game demo --headless` processes (C-BIOS, the ROM downloaded from the server)
+/// must carry player 1's items to player 2 and player 2's crown back. This demo only
+/// presses keys and reads RAM, through a second control connection to each player's
+/// openMSX (its Unix socket); all three processes must then stop cleanly on SIGTERM.
+pub async fn run_binary(msxsync: &Path, out: &Path) -> Result<Report> {
+    let started = Instant::now();
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("could not create the folder {}", out.display()))?;
+    print!("program: {}", run_once(msxsync, &["--version"])?);
+
+    let mut server = Proc::start(
+        "server",
+        msxsync,
+        &["serve", "--bind", "127.0.0.1", "--port", "0"],
+    )?;
+    let listening = server.out.wait_for("listening on ");
+    let addr = listening
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .with_context(|| format!("no address in the server's line {listening:?}"))?
+        .to_string();
+    let offer = format!("{}: {}", builtin::DEMO_NAME, builtin::demo()?.title);
+    if !server.out.seen.iter().any(|l| l.contains(&offer)) {
+        bail!(
+            "the server does not offer the built-in demo ({offer:?}): {:#?}",
+            server.out.seen
+        );
+    }
+    println!("server: serving the built-in demo on {addr}");
+    let list = run_once(msxsync, &["list", "--server", &addr])?;
+    print!("list: {list}");
+    if !list.contains(&format!(
+        "{}  \"{}\"",
+        builtin::DEMO_NAME,
+        builtin::demo()?.title
+    )) {
+        bail!("msxsync list does not show the built-in demo");
+    }
+
+    let mut players = Vec::new();
+    for name in ["player1", "player2"] {
+        let args = [
+            "play",
+            "--server",
+            &addr,
+            "--game",
+            builtin::DEMO_NAME,
+            "--headless",
+            "--name",
+            name,
+        ];
+        players.push(Proc::start(name, msxsync, &args)?);
+    }
+    let mut msx = Vec::new();
+    for p in &mut players {
+        let line = p.out.wait_for("openMSX started (pid ");
+        let pid = line
+            .rsplit("pid ")
+            .next()
+            .map(|p| p.trim_end_matches(')').trim().to_string())
+            .with_context(|| format!("no pid in {line:?}"))?;
+        let conn = poll(
+            &format!("{}'s openMSX control socket", p.name),
+            STEP_TIMEOUT,
+            || async { Ok(OpenMsx::attach(&pid).await.ok()) },
+        )
+        .await?;
+        // C-BIOS's logo alone takes seconds at normal speed (the screenshots switch
+        // throttling back on).
+        conn.command("set throttle off").await?;
+        msx.push(conn);
+    }
+    let seats: Vec<Seat> = msx
+        .iter()
+        .map(|m| Seat {
+            msx: m,
+            player: None,
+        })
+        .collect();
+    for (seat, p) in seats.iter().zip(&players) {
+        // The player has joined and set up its gate: from now on keys count.
+        poll(
+            &format!("{} to set up its sync gate", p.name),
+            Duration::from_secs(60),
+            || async { Ok(seat.gate_state().await.ok().flatten().map(|_| ())) },
+        )
+        .await?;
+    }
+    println!("players: player1 and player2 joined, each an msxsync play process");
+    let result = scripted_session(&seats[0], &seats[1], out).await;
+    drop(seats);
+    drop(msx);
+    let mut stopped = Vec::new();
+    for p in players.into_iter().chain([server]) {
+        stopped.push(p.stop());
+    }
+    let report = result?;
+    stopped.into_iter().collect::<Result<Vec<()>>>()?;
+    println!("stopped: both players and the server ended cleanly on SIGTERM");
+    say_ok(started);
     Ok(report)
 }
 
 /// A player's variables, gate and counters, for failure messages.
-async fn describe(p: &Player) -> String {
+async fn describe(p: &Seat<'_>) -> String {
     use msxsync::play::Stats;
     let vars = match vars(p).await {
         Ok(v) => format!(
@@ -463,8 +700,12 @@ async fn describe(p: &Player) -> String {
         ),
         Err(e) => format!("ram unreadable ({e:#})"),
     };
-    let gate = p.hooks().gate_state().await;
-    let s = p.stats();
+    let gate = p.gate_state().await;
+    // An `msxsync play` process keeps its counters to itself.
+    let Some(player) = p.player else {
+        return format!("{vars}, gate {gate:?}");
+    };
+    let s = player.stats();
     format!(
         "{vars}, gate {gate:?}, batches sent {}, updates received {}, applied {}, state writes {}",
         Stats::get(&s.batches_sent),
@@ -475,13 +716,13 @@ async fn describe(p: &Player) -> String {
 }
 
 /// Reads the demo's variables from a player's RAM.
-async fn vars(p: &Player) -> Result<Vars> {
+async fn vars(p: &Seat<'_>) -> Result<Vars> {
     let block = read_block(p, "memory", u32::from(MODE), u32::from(Vars::BLOCK_LEN)).await?;
     Vars::from_block(&block).context("openmsx returned a short block of ram")
 }
 
 /// Waits until a player's variables satisfy `want`; the error says what they were.
-async fn wait_vars(p: &Player, what: &str, want: impl Fn(&Vars) -> bool) -> Result<Vars> {
+async fn wait_vars(p: &Seat<'_>, what: &str, want: impl Fn(&Vars) -> bool) -> Result<Vars> {
     let got = poll(what, STEP_TIMEOUT, || async {
         let v = vars(p).await?;
         Ok(want(&v).then_some(v))
@@ -494,14 +735,14 @@ async fn wait_vars(p: &Player, what: &str, want: impl Fn(&Vars) -> bool) -> Resu
 }
 
 /// Reads a player's screen (the name table) as text.
-async fn screen(p: &Player) -> Result<Vec<String>> {
+async fn screen(p: &Seat<'_>) -> Result<Vec<String>> {
     Ok(screen_lines(
         &read_block(p, "VRAM", NAME_TABLE, 32 * 24).await?,
     ))
 }
 
 /// Waits until a player's screen passes [`check_screen`]; the error shows the screen.
-async fn wait_screen(p: &Player, who: &str, steps: &str) -> Result<Vec<String>> {
+async fn wait_screen(p: &Seat<'_>, who: &str, steps: &str) -> Result<Vec<String>> {
     let got = poll(
         &format!("{who}'s screen to show the shared things"),
         STEP_TIMEOUT,
@@ -525,7 +766,7 @@ async fn wait_screen(p: &Player, who: &str, steps: &str) -> Result<Vec<String>> 
 }
 
 /// Presses `keys` one after the other in one player.
-async fn press_all(p: &Player, who: &str, keys: &[Key]) -> Result<Instant> {
+async fn press_all(p: &Seat<'_>, who: &str, keys: &[Key]) -> Result<Instant> {
     let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
     println!("keys: {} in {who} only", names.join(" "));
     let mut last = Instant::now();
@@ -538,7 +779,7 @@ async fn press_all(p: &Player, who: &str, keys: &[Key]) -> Result<Instant> {
 
 /// Presses the keys, waits for the other player to have the result, prints and checks
 /// it, and takes the screenshots.
-async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report> {
+async fn scripted_session(p1: &Seat<'_>, p2: &Seat<'_>, out: &Path) -> Result<Report> {
     println!("keys: RETURN in both players (start the game)");
     let (a, b) = smol::future::zip(start_game(p1, "player 1"), start_game(p2, "player 2")).await;
     a?;
@@ -593,13 +834,16 @@ async fn scripted_session(p1: &Player, p2: &Player, out: &Path) -> Result<Report
         println!("  |{line}|");
     }
     println!("  +{}+", "-".repeat(32));
-    let state = p2.hooks().read_state().await?;
     println!("player 2's shared RAM:");
-    for (region, bytes) in p2.joined().regions.iter().zip(&state) {
+    let mut state = Vec::new();
+    for region in builtin::demo()?.regions {
+        let len = region.len() as u32;
+        let bytes = read_block(p2, "memory", u32::from(region.start), len).await?;
         println!(
             "  {}",
-            region_line(region.start, region.end, bytes, &region.description)
+            region_line(region.start, region.end, &bytes, &region.description)
         );
+        state.push(bytes);
     }
     let mut screenshots = Vec::new();
     for (p, who, file) in [
@@ -658,7 +902,14 @@ fn main() -> ExitCode {
             var("WAYLAND_DISPLAY").as_deref(),
             var("CI").as_deref(),
         );
-    let result = if headless {
+    let result = if let Some(msxsync) = &args.msxsync {
+        println!(
+            "demo: {} serves and plays, headless; screenshots go to {}",
+            msxsync.display(),
+            args.out.display()
+        );
+        smol::block_on(run_binary(msxsync, &args.out)).map(|_| ())
+    } else if headless {
         println!(
             "demo: headless (no display, CI set or --headless); screenshots go to {}",
             args.out.display()

@@ -2,8 +2,9 @@
 //! no games folder at all: the co-op demo cartridge (games/demo/demo.asm, a free
 //! program written for msxsync, so shipping it is fine, unlike commercial ROMs).
 //!
-//! A games folder may define a game of the same name; the folder's wins (see
-//! [`crate::catalog::Catalog::load`]).
+//! A games folder may define a game of the same name; the folder's wins
+//! ([`crate::server::serve`] adds the built-in games to the loaded catalogue with
+//! [`crate::catalog::Catalog::add`], which keeps the game already there).
 
 use crate::catalog::Game;
 
@@ -24,7 +25,7 @@ pub const BUILT_IN_MARK: &str = "(built in)";
 pub fn demo() -> anyhow::Result<Game> {
     let label = "the built-in games/demo/demo.regions";
     let def = crate::regions::parse(label, DEMO_REGIONS)?;
-    let mut game = def.into_game(DEMO_NAME, DEMO_ROM.to_vec());
+    let mut game = Game::from_def(DEMO_NAME, def, DEMO_ROM.to_vec());
     game.title = format!("{} {BUILT_IN_MARK}", game.title);
     Ok(game)
 }
@@ -50,7 +51,8 @@ mod tests {
         assert_eq!(game.name, "demo");
         assert_eq!(game.title, "msxsync co-op demo (built in)");
         assert_eq!(game.machine.as_deref(), Some("C-BIOS_MSX1"));
-        assert_eq!(game.sync_when.as_deref(), Some("e000 == 01"));
+        assert_eq!(game.sync_when.as_deref(), Some("e000 == 01 for 60 frames"));
+        assert_eq!(game.on_restart, crate::protocol::OnRestart::Keep);
         // items, crown, harp, coins (2 bytes)
         let spans: Vec<_> = game.regions.iter().map(|r| (r.start, r.end)).collect();
         assert_eq!(
@@ -63,6 +65,13 @@ mod tests {
             ]
         );
         assert_eq!(game.shared_bytes(), 5);
+        assert_eq!(
+            game.regions[3].counter(),
+            Some(crate::counter::Counter::full(
+                crate::counter::Encoding::Bcd,
+                2
+            ))
+        );
         assert!(is_builtin(&game));
         assert_eq!(games().len(), 1);
     }
@@ -71,5 +80,18 @@ mod tests {
     fn the_embedded_rom_is_a_16k_cartridge() {
         assert_eq!(DEMO_ROM.len(), 16 * 1024);
         assert_eq!(&DEMO_ROM[..2], b"AB");
+    }
+
+    #[test]
+    fn a_folder_s_demo_replaces_the_built_in_one() {
+        let mut catalog = crate::catalog::Catalog::new();
+        let mine = Game::new(DEMO_NAME, "my own demo", vec![], vec![1]);
+        assert!(catalog.add(mine));
+        for game in games() {
+            assert!(!catalog.add(game));
+        }
+        let demo = catalog.get(DEMO_NAME).unwrap();
+        assert_eq!(demo.title, "my own demo");
+        assert!(!is_builtin(demo));
     }
 }

@@ -3,11 +3,12 @@
 //! Loading from folders (the `--games` search path) lives here too; the server only
 //! sees the finished [`Game`] values.
 
-use crate::protocol::{GameInfo, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use crate::dirs::Xdg;
+use crate::protocol::{GameInfo, OnRestart, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use crate::regions::{GameDef, Region};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ pub struct Game {
     pub romtype: Option<String>,
     /// `sync-when:` condition as written, if the game has one.
     pub sync_when: Option<String>,
+    /// `on-restart:`, the rule for a player's new game.
+    pub on_restart: OnRestart,
     /// Shared regions, in file order.
     pub regions: Vec<RegionInfo>,
     /// The ROM image.
@@ -47,10 +50,27 @@ impl Game {
             machine: None,
             romtype: None,
             sync_when: None,
+            on_restart: OnRestart::default(),
             regions,
             rom: Arc::new(rom),
             rom_sha256,
         }
+    }
+
+    /// A game named `name` from a regions file's definition and its ROM. The title
+    /// defaults to the name; the `sync-when:` condition is kept in its normalised form
+    /// (what [`crate::sync_when::SyncWhen`]'s `Display` prints), which players read back
+    /// with [`crate::sync_when::parse_sync_when`].
+    pub fn from_def(name: impl Into<String>, def: GameDef, rom: Vec<u8>) -> Game {
+        let name = name.into();
+        let title = def.title.unwrap_or_else(|| name.clone());
+        let regions = def.regions.iter().map(Region::info).collect();
+        let mut game = Game::new(name, title, regions, rom);
+        game.machine = def.machine;
+        game.romtype = def.romtype;
+        game.sync_when = def.sync_when.map(|s| s.to_string());
+        game.on_restart = def.on_restart;
+        game
     }
 
     /// Total number of shared bytes.
@@ -69,6 +89,7 @@ impl Game {
             machine: self.machine.clone(),
             romtype: self.romtype.clone(),
             sync_when: self.sync_when.clone(),
+            on_restart: self.on_restart,
             players,
         }
     }
@@ -84,7 +105,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub fn load_game(path: &Path) -> anyhow::Result<Game> {
     let name = game_name(path)?;
     let (def, rom) = crate::regions::load(path)?;
-    Ok(def.into_game(name, rom))
+    Ok(Game::from_def(name, def, rom))
 }
 
 /// The name of the game a regions file defines: the file name without `.regions`.
@@ -98,15 +119,9 @@ fn game_name(path: &Path) -> anyhow::Result<String> {
     if name.is_empty() {
         bail!("could not read {shown}: the file name gives an empty game name");
     }
-    if name.len() > MAX_NAME_BYTES {
-        bail!(
-            "could not read {shown}: game name '{name}' is {} bytes long, the limit is {MAX_NAME_BYTES}",
-            name.len()
-        );
-    }
-    if name.chars().any(char::is_control) {
-        bail!("could not read {shown}: the game name contains control characters");
-    }
+    // Players see and type the name.
+    crate::text::check_name("game name", name, MAX_NAME_BYTES)
+        .map_err(|why| anyhow::anyhow!("could not read {shown}: {why}"))?;
     Ok(name.to_string())
 }
 
@@ -118,39 +133,17 @@ pub fn default_game_dirs() -> Vec<PathBuf> {
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf));
-    game_dirs_from(
-        exe_dir.as_deref(),
-        std::env::var_os("HOME"),
-        std::env::var_os("XDG_DATA_HOME"),
-        std::env::var_os("XDG_DATA_DIRS"),
-    )
+    game_dirs_from(exe_dir.as_deref(), &Xdg::from_env())
 }
 
 /// [`default_game_dirs`] from explicit inputs, so the rules can be tested.
-fn game_dirs_from(
-    exe_dir: Option<&Path>,
-    home: Option<OsString>,
-    data_home: Option<OsString>,
-    data_dirs: Option<OsString>,
-) -> Vec<PathBuf> {
-    // The XDG spec says relative paths in these variables are invalid and to be ignored;
-    // an unset or empty variable means its default.
-    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
+fn game_dirs_from(exe_dir: Option<&Path>, xdg: &Xdg) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(exe_dir) = exe_dir {
         dirs.push(exe_dir.join("games"));
     }
     dirs.push(PathBuf::from("games"));
-    let data_home = data_home
-        .and_then(|d| absolute(PathBuf::from(d)))
-        .or_else(|| absolute(PathBuf::from(home?)).map(|h| h.join(".local/share")));
-    if let Some(d) = data_home {
-        dirs.push(d.join("msxsync/games"));
-    }
-    let data_dirs = data_dirs
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| OsString::from("/usr/local/share:/usr/share"));
-    for d in std::env::split_paths(&data_dirs).filter_map(absolute) {
+    for d in xdg.data_search_path() {
         dirs.push(d.join("msxsync/games"));
     }
     dirs
@@ -169,32 +162,16 @@ impl Catalog {
     }
 
     /// Loads every `*.regions` file in each of `dirs` (folders given by the user: one
-    /// that does not exist is warned about), then adds the built-in games
-    /// ([`crate::builtin`]) whose names no folder used. Returns the catalogue and
-    /// warnings about what was skipped; a bad file never stops the other games from
-    /// loading.
+    /// that does not exist is warned about). Returns the catalogue and warnings about
+    /// what was skipped; a bad file never stops the other games from loading.
     pub fn load(dirs: &[PathBuf]) -> (Catalog, Vec<String>) {
-        let (mut catalog, warnings) = Catalog::load_from(dirs, true);
-        catalog.add_builtin();
-        (catalog, warnings)
+        Catalog::load_from(dirs, true)
     }
 
     /// Loads the games of [`default_game_dirs`] (folders that do not exist are skipped
-    /// silently: most of them usually don't), plus the built-in games, as [`Catalog::load`].
+    /// silently: most of them usually don't), as [`Catalog::load`].
     pub fn load_default() -> (Catalog, Vec<String>) {
-        let (mut catalog, warnings) = Catalog::load_from(&default_game_dirs(), false);
-        catalog.add_builtin();
-        (catalog, warnings)
-    }
-
-    /// Adds each built-in game unless a game of its name is already there (a folder may
-    /// replace the demo) or the catalogue is full.
-    fn add_builtin(&mut self) {
-        for game in crate::builtin::games() {
-            if self.games.len() < MAX_GAMES {
-                self.add(game);
-            }
-        }
+        Catalog::load_from(&default_game_dirs(), false)
     }
 
     fn load_from(dirs: &[PathBuf], warn_missing: bool) -> (Catalog, Vec<String>) {
@@ -221,7 +198,8 @@ impl Catalog {
                 let game = match load_game(&path) {
                     Ok(game) => game,
                     Err(e) => {
-                        warnings.push(format!("skipping {}: {e:#}", path.display()));
+                        // The error names the file (and line).
+                        warnings.push(format!("skipping a game: {e:#}"));
                         continue;
                     }
                 };
@@ -248,9 +226,13 @@ impl Catalog {
         (catalog, warnings)
     }
 
-    /// Adds a game unless one of the same name is already there (then returns false and
-    /// leaves the catalogue alone). Used for built-in games, which folders may override.
+    /// Adds a game unless one of the same name is already there or the catalogue is
+    /// full (then returns false and leaves the catalogue alone). Used for built-in
+    /// games, which folders may override.
     pub fn add(&mut self, game: Game) -> bool {
+        if self.games.len() >= MAX_GAMES {
+            return false;
+        }
         match self.games.binary_search_by(|g| g.name.cmp(&game.name)) {
             Ok(_) => false,
             Err(at) => {
@@ -305,6 +287,33 @@ fn regions_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn from_def_defaults_title_and_normalises_sync_when() {
+        let def = crate::regions::parse(
+            "g",
+            "r\nsync-when: $E001==3 or 0xc000&80\nmachine: M\ne046 e04b keys\n",
+        )
+        .unwrap();
+        let game = Game::from_def("galious", def, vec![1, 2, 3]);
+        assert_eq!(game.name, "galious");
+        assert_eq!(game.title, "galious");
+        assert_eq!(game.machine.as_deref(), Some("M"));
+        assert_eq!(game.romtype, None);
+        assert_eq!(
+            game.sync_when.as_deref(),
+            Some("e001 == 03 or c000 & 80 for 60 frames")
+        );
+        assert_eq!(
+            game.regions,
+            vec![RegionInfo::bytes(0xe046, 0xe04b, "keys")]
+        );
+        assert_eq!(*game.rom, vec![1, 2, 3]);
+        assert_eq!(game.rom_sha256, sha256(&[1, 2, 3]));
+        let def = crate::regions::parse("g", "r\ntitle: Nice\n0 0\n").unwrap();
+        let titled = Game::from_def("x", def, vec![0]);
+        assert_eq!(titled.title, "Nice");
+    }
+
     fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regions")
     }
@@ -326,10 +335,7 @@ mod tests {
     #[test]
     fn fixture_folder_loads_good_games_and_warns_about_each_bad_one() {
         let (catalog, warnings) = Catalog::load(&[fixtures()]);
-        assert_eq!(
-            names(&catalog),
-            ["demo", "directives", "galious", "oldstyle"]
-        );
+        assert_eq!(names(&catalog), ["directives", "galious", "oldstyle"]);
         let bad: Vec<_> = std::fs::read_dir(fixtures())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -343,8 +349,8 @@ mod tests {
                 .filter(|w| w.contains(name.as_str()))
                 .collect();
             assert_eq!(mine.len(), 1, "{name}: {warnings:#?}");
-            // The warning carries the full error, which names the file again.
-            let expected = format!("skipping {0}: could not read {0}", path.display());
+            // The warning carries the full error, which names the file once.
+            let expected = format!("skipping a game: could not read {}", path.display());
             assert!(mine[0].starts_with(&expected), "{}", mine[0]);
         }
         let missing_rom = warnings
@@ -371,7 +377,7 @@ mod tests {
         assert_eq!(g.romtype.as_deref(), Some("KonamiSCC"));
         assert_eq!(
             g.sync_when.as_deref(),
-            Some("e001 == 03 and e002 & 80 or c000 != 00")
+            Some("e001 == 03 and e002 & 80 or c000 != 00 for 60 frames")
         );
         assert_eq!(g.shared_bytes(), 12);
         assert_eq!(g.rom.len(), 64);
@@ -387,7 +393,7 @@ mod tests {
         write_game(b.path(), "x", "from b");
         write_game(b.path(), "y", "only b");
         let (catalog, warnings) = Catalog::load(&[a.path().into(), b.path().into()]);
-        assert_eq!(names(&catalog), ["demo", "x", "y"]);
+        assert_eq!(names(&catalog), ["x", "y"]);
         assert_eq!(catalog.get("x").unwrap().title, "from a");
         assert_eq!(
             warnings,
@@ -405,7 +411,7 @@ mod tests {
         write_game(a.path(), "x", "t");
         let again = a.path().join(".");
         let (catalog, warnings) = Catalog::load(&[a.path().into(), again]);
-        assert_eq!(names(&catalog), ["demo", "x"]);
+        assert_eq!(names(&catalog), ["x"]);
         assert!(warnings.is_empty(), "{warnings:?}");
     }
 
@@ -414,7 +420,7 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let missing = a.path().join("nope");
         let (catalog, warnings) = Catalog::load(std::slice::from_ref(&missing));
-        assert_eq!(names(&catalog), ["demo"], "only the built-in game");
+        assert!(catalog.is_empty());
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].starts_with(&format!("skipping game folder {}: ", missing.display())),
@@ -434,30 +440,8 @@ mod tests {
         std::fs::create_dir(a.path().join("sub")).unwrap();
         write_game(&a.path().join("sub"), "deep", "t");
         let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert_eq!(names(&catalog), ["a", "b", "demo"]);
+        assert_eq!(names(&catalog), ["a", "b"]);
         assert!(warnings.is_empty(), "{warnings:?}");
-    }
-
-    #[test]
-    fn the_built_in_demo_is_served_unless_a_folder_defines_demo() {
-        let a = tempfile::tempdir().unwrap();
-        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        let demo = catalog.get("demo").expect("built-in demo");
-        assert!(crate::builtin::is_builtin(demo));
-        assert!(demo.title.ends_with("(built in)"), "{}", demo.title);
-        assert_eq!(demo.rom.as_slice(), crate::builtin::DEMO_ROM);
-
-        write_game(a.path(), "demo", "my own demo");
-        let (catalog, warnings) = Catalog::load(&[a.path().into()]);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(names(&catalog), ["demo"]);
-        let demo = catalog.get("demo").unwrap();
-        assert_eq!(demo.title, "my own demo", "the folder's demo wins");
-        assert!(!crate::builtin::is_builtin(demo));
-
-        // The default search path has it too, whatever folders exist here.
-        assert!(Catalog::load_default().0.get("demo").is_some());
     }
 
     #[test]
@@ -471,6 +455,11 @@ mod tests {
         assert_eq!(names(&c), ["b", "m", "z"]);
         assert_eq!(c.get("m").unwrap().title, "1");
         assert_eq!(c.len(), 3);
+        for i in c.len()..MAX_GAMES {
+            assert!(c.add(game(&format!("g{i:03}"), "1")));
+        }
+        assert!(!c.add(game("zz", "1")), "a full catalogue is refused");
+        assert_eq!(c.len(), MAX_GAMES);
     }
 
     #[test]
@@ -493,10 +482,11 @@ mod tests {
 
     #[test]
     fn default_dirs_follow_xdg() {
-        let os = |s: &str| Some(OsString::from(s));
         let p = |s: &str| PathBuf::from(s);
+        // The XDG rules themselves are tested in `dirs`.
+        let xdg = Xdg::from_vars(|v| (v == "HOME").then(|| "/home/u".into()));
         assert_eq!(
-            game_dirs_from(Some(Path::new("/opt/msx")), os("/home/u"), None, None),
+            game_dirs_from(Some(Path::new("/opt/msx")), &xdg),
             [
                 p("/opt/msx/games"),
                 p("games"),
@@ -505,27 +495,9 @@ mod tests {
                 p("/usr/share/msxsync/games"),
             ]
         );
+        let xdg = Xdg::from_vars(|v| (v == "XDG_DATA_DIRS").then(|| "/x".into()));
         assert_eq!(
-            game_dirs_from(None, os("/home/u"), os("/data"), os("/a:relative::/b")),
-            [
-                p("games"),
-                p("/data/msxsync/games"),
-                p("/a/msxsync/games"),
-                p("/b/msxsync/games"),
-            ]
-        );
-        // Relative or empty XDG values are ignored; no HOME means no per-user folder.
-        assert_eq!(
-            game_dirs_from(None, os("/h"), os("rel"), os("")),
-            [
-                p("games"),
-                p("/h/.local/share/msxsync/games"),
-                p("/usr/local/share/msxsync/games"),
-                p("/usr/share/msxsync/games"),
-            ]
-        );
-        assert_eq!(
-            game_dirs_from(None, None, os(""), os("/x")),
+            game_dirs_from(None, &xdg),
             [p("games"), p("/x/msxsync/games")]
         );
         assert!(default_game_dirs().contains(&p("games")));

@@ -23,6 +23,13 @@ pub struct Change {
 }
 
 impl Change {
+    /// About how many bytes of memory this change takes: itself, its two vectors and
+    /// an allowance for the allocator's own bytes per vector. For byte budgets.
+    pub fn memory_bytes(&self) -> usize {
+        const PER_ALLOCATION: usize = 16;
+        std::mem::size_of::<Change>() + self.values.len() + self.masks.len() + 2 * PER_ALLOCATION
+    }
+
     /// A change that sets whole bytes (every bit masked).
     pub fn bytes(region: u16, offset: u16, values: Vec<u8>) -> Change {
         let masks = vec![0xff; values.len()];

@@ -8,13 +8,22 @@
 //! field is the protocol version, so that a peer of another version can always read it
 //! and say clearly what is wrong. New variants are only ever added at the end of an enum.
 
+use crate::counter::{Count, Counter, CounterOp};
 use crate::delta::Change;
 use bincode::Options;
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::marker::PhantomData;
+use std::mem::size_of;
 
 /// Version of this protocol; both sides send it first and refuse to talk on a mismatch.
 /// Version 2 added `ServerMsg::Several`, which a version 1 client cannot decode.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 added counters (`RegionInfo::kind`, `ClientMsg::Counts`,
+/// `ServerMsg::Counted`), `GameInfo::on_restart` and the settle period at the end of
+/// the `sync_when` text (which a version 2 client would refuse to parse), and the
+/// password exchange (`ServerMsg::Challenge`, `ClientMsg::Auth`) and
+/// the host's undo (`ClientMsg::ListBackups`/`Restore`, `ServerMsg::Backups`/`Restored`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
 pub const DEFAULT_PORT: u16 = 4567;
@@ -42,6 +51,14 @@ pub const MAX_GAMES: usize = 4096;
 pub const MAX_PACKED_MESSAGES: usize = 1024;
 /// Largest number of players listed in one message.
 pub const MAX_PLAYERS: usize = 4096;
+/// Largest sequence number of an update. No game gets near it (at a million updates
+/// a second it takes 290,000 years); refusing larger ones on decode means that adding
+/// one to a sequence number we received never overflows.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Largest number of saved states listed in one `Backups` message.
+pub const MAX_BACKUPS: usize = 1024;
+/// Size of the random numbers of the password exchange and of its proof (SHA-256).
+pub const AUTH_BYTES: usize = 32;
 
 /// Identifies one connected player for the lifetime of its connection.
 pub type PlayerId = u32;
@@ -76,7 +93,42 @@ pub enum ClientMsg {
         /// these changes, so the client can tell its own changes apart.
         batch: u32,
         /// The changes, in the order they happened.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
         changes: Vec<Change>,
+    },
+    /// Changes this player's game made to counters (regions of kind
+    /// [`RegionKind::Counter`]). Bit changes never name a counter: a counter changes
+    /// by amounts, which the server adds up.
+    Counts {
+        /// As in `Changes`: echoed in the [`ServerMsg::Counted`] that sequences these
+        /// operations. Batch numbers count on across both kinds of message.
+        batch: u32,
+        /// The operations, in the order they happened.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
+        ops: Vec<CounterOp>,
+    },
+    /// Answer to [`ServerMsg::Challenge`]: proves the client knows the server's password
+    /// without sending it (see `auth::Password::proof`).
+    Auth {
+        /// A random number the client picked for this exchange.
+        nonce: [u8; AUTH_BYTES],
+        /// HMAC-SHA256 keyed with the password over both random numbers.
+        proof: [u8; AUTH_BYTES],
+    },
+    /// Ask for the saved states the server keeps of a game (the host's undo); answered
+    /// with [`ServerMsg::Backups`]. Needs no `Join`.
+    ListBackups {
+        /// The game's name.
+        game: String,
+    },
+    /// Put a saved state back as the game's shared state, while players play; answered
+    /// with [`ServerMsg::Restored`]. Allowed with the server's password, or from the
+    /// server's own machine when it has none.
+    Restore {
+        /// The game's name.
+        game: String,
+        /// Which saved state: [`BackupInfo::id`].
+        backup: u64,
     },
 }
 
@@ -93,6 +145,7 @@ pub enum ServerMsg {
     /// The games this server serves.
     Games {
         /// One entry per game, sorted by name.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_GAMES>")]
         games: Vec<GameInfo>,
     },
     /// Answer to `Join`: everything the player needs to start.
@@ -112,6 +165,7 @@ pub enum ServerMsg {
         /// The `batch` the player gave them.
         batch: u32,
         /// The changes, already merged into the server's state.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
         changes: Vec<Change>,
     },
     /// Another player joined the game.
@@ -127,7 +181,54 @@ pub enum ServerMsg {
     /// its socket, so that a busy game costs one WebSocket message per write, not per
     /// update. Each element is one encoded message (never `Several` itself), to be
     /// handled in order.
-    Several(Vec<Vec<u8>>),
+    Several(#[serde(deserialize_with = "bounded::<_, _, MAX_PACKED_MESSAGES>")] Vec<Vec<u8>>),
+    /// Counter operations accepted by the server: like `Update`, in the same sequence,
+    /// to every player of the game, the one who sent them included.
+    Counted {
+        /// Sequence number (the same numbering as `Update`).
+        seq: u64,
+        /// Who sent the operations.
+        player: PlayerId,
+        /// The `batch` the player gave them.
+        batch: u32,
+        /// What each operation did to its counter, in order, already in the server's
+        /// state.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_CHANGES_PER_MESSAGE>")]
+        counts: Vec<Count>,
+    },
+    /// Answer to a good `Hello` when the server has a password: the client must answer
+    /// with [`ClientMsg::Auth`] before anything else; `Welcome` follows a good proof.
+    Challenge {
+        /// A random number the server picked for this connection.
+        nonce: [u8; AUTH_BYTES],
+    },
+    /// Answer to `ListBackups`: the game's saved states, newest first.
+    Backups {
+        /// The game's name.
+        game: String,
+        /// The saved states that fit the game's current regions.
+        #[serde(deserialize_with = "bounded::<_, _, MAX_BACKUPS>")]
+        backups: Vec<BackupInfo>,
+    },
+    /// Answer to `Restore`: the state is back, and every player of the game received it
+    /// as the update numbered `seq`.
+    Restored {
+        /// The game's name.
+        game: String,
+        /// The saved state put back.
+        backup: u64,
+        /// Sequence number of the update that carried it to the players.
+        seq: u64,
+    },
+}
+
+/// One saved state of a game, as listed by `ServerMsg::Backups`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// When it was saved, in milliseconds since 1970-01-01 UTC; also its name.
+    pub id: u64,
+    /// Sequence number of the last update it includes.
+    pub seq: u64,
 }
 
 /// A game as listed by the server.
@@ -148,11 +249,45 @@ pub struct GameInfo {
     /// openMSX mapper type (`romtype:`), if the game names one.
     pub romtype: Option<String>,
     /// Condition on RAM that must hold before the player syncs (`sync-when:`), as
-    /// written in the regions file. Clients parse it with `regions::parse_sync_when`
+    /// written in the regions file. Clients parse it with `sync_when::parse_sync_when`
     /// and never paste it into Tcl.
     pub sync_when: Option<String>,
+    /// What a restart of a player who was in the shared game does (`on-restart:`);
+    /// only games with `sync_when` can tell a restart.
+    pub on_restart: OnRestart,
     /// Players currently in the game.
+    #[serde(deserialize_with = "bounded::<_, _, MAX_PLAYERS>")]
     pub players: Vec<PlayerInfo>,
+}
+
+/// What happens when a player who was in the shared game goes back through the title
+/// or game over and starts a new game (`on-restart:` in the regions file; see
+/// docs/architecture.md, "Restarts"). Joining, a reset, a loadstate, a rewind or a
+/// reconnect is never a restart in this sense: those always take the group's state.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRestart {
+    /// The restarting player's new game reaches every player, in one change: losses
+    /// are shared, as in the original tool.
+    #[default]
+    Share,
+    /// The group keeps its state and the restarting player takes it.
+    Keep,
+}
+
+impl OnRestart {
+    /// The rule as written after `on-restart:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnRestart::Share => "share",
+            OnRestart::Keep => "keep",
+        }
+    }
+}
+
+impl std::fmt::Display for OnRestart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A connected player.
@@ -173,9 +308,40 @@ pub struct RegionInfo {
     pub end: u16,
     /// Free text from the regions file.
     pub description: String,
+    /// How the region's changes merge.
+    pub kind: RegionKind,
+}
+
+/// How a region's changes merge.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegionKind {
+    /// Bytes merged bit by bit: the masked bits of the latest change win.
+    #[default]
+    Bytes,
+    /// A number that players add to and spend from: changes are amounts, which the
+    /// server adds up (`ClientMsg::Counts`).
+    Counter(Counter),
 }
 
 impl RegionInfo {
+    /// A region of bytes merged bit by bit.
+    pub fn bytes(start: u16, end: u16, description: impl Into<String>) -> RegionInfo {
+        RegionInfo {
+            start,
+            end,
+            description: description.into(),
+            kind: RegionKind::Bytes,
+        }
+    }
+
+    /// The counter, when the region is one.
+    pub fn counter(&self) -> Option<Counter> {
+        match self.kind {
+            RegionKind::Counter(c) => Some(c),
+            RegionKind::Bytes => None,
+        }
+    }
+
     /// Number of bytes in the region.
     pub fn len(&self) -> usize {
         self.end as usize - self.start as usize + 1
@@ -195,8 +361,10 @@ pub struct Joined {
     /// The game.
     pub game: GameInfo,
     /// The shared regions, in the order changes refer to them.
+    #[serde(deserialize_with = "bounded::<_, _, MAX_REGIONS>")]
     pub regions: Vec<RegionInfo>,
     /// The current shared state, one byte vector per region.
+    #[serde(deserialize_with = "bounded::<_, _, MAX_REGIONS>")]
     pub state: Vec<Vec<u8>>,
     /// Sequence number of the last update included in `state`.
     pub seq: u64,
@@ -247,8 +415,21 @@ fn check_count(what: &str, n: usize, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+fn check_seq(seq: u64) -> Result<(), String> {
+    if seq > MAX_SEQ {
+        return Err(format!(
+            "sequence number {seq} is larger than the limit of {MAX_SEQ}"
+        ));
+    }
+    Ok(())
+}
+
 fn check_changes(changes: &[Change]) -> Result<(), String> {
     check_count("changes", changes.len(), MAX_CHANGES_PER_MESSAGE)
+}
+
+fn check_counts<T>(counts: &[T]) -> Result<(), String> {
+    check_count("counter operations", counts.len(), MAX_CHANGES_PER_MESSAGE)
 }
 
 fn check_game(g: &GameInfo) -> Result<(), String> {
@@ -273,7 +454,11 @@ impl Message for ClientMsg {
             ClientMsg::Hello { name, .. } => check_text("player name", name, MAX_NAME_BYTES),
             ClientMsg::Join { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
             ClientMsg::Changes { changes, .. } => check_changes(changes),
-            ClientMsg::ListGames | ClientMsg::FetchRom => Ok(()),
+            ClientMsg::Counts { ops, .. } => check_counts(ops),
+            ClientMsg::ListBackups { game } | ClientMsg::Restore { game, .. } => {
+                check_text("game name", game, MAX_NAME_BYTES)
+            }
+            ClientMsg::ListGames | ClientMsg::FetchRom | ClientMsg::Auth { .. } => Ok(()),
         }
     }
 }
@@ -296,6 +481,7 @@ impl Message for ServerMsg {
                         j.state.len()
                     ));
                 }
+                check_seq(j.seq)?;
                 let mut shared = 0usize;
                 for (r, s) in j.regions.iter().zip(&j.state) {
                     check_text("region description", &r.description, MAX_TEXT_BYTES)?;
@@ -306,6 +492,10 @@ impl Message for ServerMsg {
                             r.end,
                             s.len()
                         ));
+                    }
+                    if let Some(c) = r.counter() {
+                        c.check(r.len())
+                            .map_err(|e| format!("counter {:#06x}-{:#06x}: {e}", r.start, r.end))?;
                     }
                     shared += s.len();
                 }
@@ -325,7 +515,14 @@ impl Message for ServerMsg {
                 }
                 Ok(())
             }
-            ServerMsg::Update { changes, .. } => check_changes(changes),
+            ServerMsg::Update { seq, changes, .. } => {
+                check_seq(*seq)?;
+                check_changes(changes)
+            }
+            ServerMsg::Counted { seq, counts, .. } => {
+                check_seq(*seq)?;
+                check_counts(counts)
+            }
             ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => {
                 check_text("player name", &p.name, MAX_NAME_BYTES)
             }
@@ -336,7 +533,104 @@ impl Message for ServerMsg {
             ServerMsg::Welcome { software, .. } => {
                 check_text("software version", software, MAX_NAME_BYTES)
             }
+            ServerMsg::Backups { game, backups } => {
+                check_text("game name", game, MAX_NAME_BYTES)?;
+                check_count("saved states", backups.len(), MAX_BACKUPS)
+            }
+            ServerMsg::Restored { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
+            ServerMsg::Challenge { .. } => Ok(()),
         }
+    }
+}
+
+/// Deserializes a list of at most `N` elements, refusing a longer one as soon as its
+/// length is read. Without it, a length prefix of a million small elements makes the
+/// decoder build them all (in memory up to 20 times the bytes they took on the wire)
+/// before [`Message::check_limits`] could refuse the list. The encoding is unchanged.
+fn bounded<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T, const N: usize>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Bounded<T, N> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {N} elements")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let too_long =
+                |n: usize| A::Error::custom(format!("a list of {n} elements, the limit is {N}"));
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > N {
+                return Err(too_long(announced));
+            }
+            let mut out = Vec::with_capacity(announced);
+            while let Some(x) = seq.next_element()? {
+                if out.len() == N {
+                    return Err(too_long(N + 1));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded::<T, N>(PhantomData))
+}
+
+/// Allowance for the allocator's own bytes per heap block, in [`ServerMsg::memory_bytes`].
+const PER_ALLOCATION: usize = 16;
+
+fn text_bytes(text: &str) -> usize {
+    text.len() + PER_ALLOCATION
+}
+
+fn game_bytes(g: &GameInfo) -> usize {
+    let options = [&g.machine, &g.romtype, &g.sync_when];
+    size_of::<GameInfo>()
+        + text_bytes(&g.name)
+        + text_bytes(&g.title)
+        + options
+            .iter()
+            .flat_map(|o| o.as_deref())
+            .map(text_bytes)
+            .sum::<usize>()
+        + g.players
+            .iter()
+            .map(|p| size_of::<PlayerInfo>() + text_bytes(&p.name))
+            .sum::<usize>()
+}
+
+impl ServerMsg {
+    /// About how many bytes of memory this message takes once decoded: its own size,
+    /// what it points to, and an allowance per allocation. Queues of received messages
+    /// are limited by this, not by their number: a message can be a few bytes or 8 MiB.
+    pub fn memory_bytes(&self) -> usize {
+        let vec_bytes = |v: &Vec<u8>| size_of::<Vec<u8>>() + v.len() + PER_ALLOCATION;
+        size_of::<ServerMsg>()
+            + match self {
+                ServerMsg::Welcome { software, .. } => text_bytes(software),
+                ServerMsg::Games { games } => games.iter().map(game_bytes).sum(),
+                ServerMsg::Joined(j) => {
+                    size_of::<Joined>()
+                        + game_bytes(&j.game)
+                        + j.regions
+                            .iter()
+                            .map(|r| size_of::<RegionInfo>() + text_bytes(&r.description))
+                            .sum::<usize>()
+                        + j.state.iter().map(vec_bytes).sum::<usize>()
+                }
+                ServerMsg::Rom { data } => vec_bytes(data),
+                ServerMsg::Update { changes, .. } => changes.iter().map(Change::memory_bytes).sum(),
+                ServerMsg::Counted { counts, .. } => counts.len() * size_of::<Count>(),
+                ServerMsg::PlayerJoined(p) | ServerMsg::PlayerLeft(p) => text_bytes(&p.name),
+                ServerMsg::Error { reason } => text_bytes(reason),
+                ServerMsg::Several(packed) => packed.iter().map(vec_bytes).sum(),
+                ServerMsg::Challenge { .. } | ServerMsg::Restored { .. } => 0,
+                ServerMsg::Backups { game, backups } => {
+                    text_bytes(game) + backups.len() * size_of::<BackupInfo>()
+                }
+            }
     }
 }
 
@@ -374,11 +668,6 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
     Ok(msg)
 }
 
-/// Lowercase hex of bytes, e.g. for showing a SHA-256.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +681,8 @@ mod tests {
             shared_bytes: 9,
             machine: Some("C-BIOS_MSX1".into()),
             romtype: None,
-            sync_when: Some("e001 == 03".into()),
+            sync_when: Some("e001 == 03 for 60 frames".into()),
+            on_restart: OnRestart::Keep,
             players: vec![PlayerInfo {
                 id: 1,
                 name: "ann".into(),
@@ -416,6 +706,30 @@ mod tests {
                 batch: 3,
                 changes: vec![Change::bytes(0, 1, vec![1, 2])],
             },
+            ClientMsg::Counts {
+                batch: 4,
+                ops: vec![
+                    CounterOp::Add {
+                        region: 1,
+                        amount: -3,
+                    },
+                    CounterOp::Seed {
+                        region: 1,
+                        total: 120,
+                    },
+                ],
+            },
+            ClientMsg::Auth {
+                nonce: [1; AUTH_BYTES],
+                proof: [2; AUTH_BYTES],
+            },
+            ClientMsg::ListBackups {
+                game: "demo".into(),
+            },
+            ClientMsg::Restore {
+                game: "demo".into(),
+                backup: 1_700_000_000_123,
+            },
         ]
     }
 
@@ -431,12 +745,20 @@ mod tests {
             ServerMsg::Joined(Box::new(Joined {
                 player: 2,
                 game: game(),
-                regions: vec![RegionInfo {
-                    start: 0xe000,
-                    end: 0xe008,
-                    description: "items".into(),
-                }],
-                state: vec![vec![0; 9]],
+                regions: vec![
+                    RegionInfo::bytes(0xe000, 0xe008, "items"),
+                    RegionInfo {
+                        start: 0xe048,
+                        end: 0xe049,
+                        description: "coins".into(),
+                        kind: RegionKind::Counter(Counter {
+                            encoding: crate::counter::Encoding::Bcd,
+                            min: 0,
+                            max: 999,
+                        }),
+                    },
+                ],
+                state: vec![vec![0; 9], vec![0x99, 0x01]],
                 seq: 5,
                 in_progress: true,
                 last_batch: Some(41),
@@ -473,7 +795,70 @@ mod tests {
                     changes: vec![Change::bytes(0, 1, vec![2])],
                 }),
             ]),
+            ServerMsg::Counted {
+                seq: 8,
+                player: 1,
+                batch: 11,
+                counts: vec![Count {
+                    region: 1,
+                    amount: 1,
+                    total: 200,
+                }],
+            },
+            ServerMsg::Challenge {
+                nonce: [3; AUTH_BYTES],
+            },
+            ServerMsg::Backups {
+                game: "demo".into(),
+                backups: vec![BackupInfo {
+                    id: 1_700_000_000_123,
+                    seq: 42,
+                }],
+            },
+            ServerMsg::Restored {
+                game: "demo".into(),
+                backup: 1_700_000_000_123,
+                seq: 43,
+            },
         ]
+    }
+
+    #[test]
+    fn a_joined_counter_must_fit_its_region() {
+        let mut joined = all_server().remove(2);
+        let ServerMsg::Joined(j) = &mut joined else {
+            panic!("not joined")
+        };
+        j.regions[1].kind = RegionKind::Counter(Counter {
+            encoding: crate::counter::Encoding::Bcd,
+            min: 0,
+            max: 10_000,
+        });
+        let err = decode::<ServerMsg>(&encode(&joined)).unwrap_err();
+        assert!(err.0.contains("counter 0xe048-0xe049: max 10000"), "{err}");
+    }
+
+    #[test]
+    fn one_counter_change_is_small() {
+        // Galious's coins (region 1) plus one, with a total above 250 (3 bytes).
+        let up = encode(&ClientMsg::Counts {
+            batch: 7,
+            ops: vec![CounterOp::Add {
+                region: 1,
+                amount: 1,
+            }],
+        });
+        let down = encode(&ServerMsg::Counted {
+            seq: 7,
+            player: 3,
+            batch: 7,
+            counts: vec![Count {
+                region: 1,
+                amount: 1,
+                total: 300,
+            }],
+        });
+        assert_eq!((up.len(), down.len()), (6, 10));
     }
 
     #[test]
@@ -548,6 +933,71 @@ mod tests {
         let mut trailing = encode(&ClientMsg::ListGames);
         trailing.push(0);
         assert!(decode::<ClientMsg>(&trailing).is_err());
+    }
+
+    #[test]
+    fn long_lists_are_refused_when_their_length_is_read() {
+        // A million empty packed messages: 1 MB on the wire, 24 MB as vectors. The
+        // length alone refuses it now; the limit check came after building them all.
+        let mut several = vec![8u8, 0xfc]; // Several, varint u32 length follows
+        several.extend_from_slice(&1_000_000u32.to_le_bytes());
+        several.resize(several.len() + 1_000_000, 0);
+        let e = decode::<ServerMsg>(&several).unwrap_err().to_string();
+        assert!(
+            e.contains("a list of 1000000 elements, the limit is 1024"),
+            "{e}"
+        );
+        let at_limit = ServerMsg::Several(vec![vec![1]; MAX_PACKED_MESSAGES]);
+        assert_eq!(decode::<ServerMsg>(&encode(&at_limit)).unwrap(), at_limit);
+        let over = ServerMsg::Update {
+            seq: 1,
+            player: 1,
+            batch: 1,
+            changes: vec![Change::bytes(0, 0, vec![1]); MAX_CHANGES_PER_MESSAGE + 1],
+        };
+        let e = decode::<ServerMsg>(&encode(&over)).unwrap_err().to_string();
+        assert!(e.contains("the limit is 1024"), "{e}");
+    }
+
+    #[test]
+    fn sequence_numbers_above_the_limit_are_refused() {
+        let update = |seq| ServerMsg::Update {
+            seq,
+            player: 1,
+            batch: 1,
+            changes: vec![Change::bytes(0, 0, vec![1])],
+        };
+        assert!(decode::<ServerMsg>(&encode(&update(MAX_SEQ))).is_ok());
+        let e = decode::<ServerMsg>(&encode(&update(u64::MAX))).unwrap_err();
+        assert!(e.to_string().contains("sequence number"), "{e}");
+        let mut joined = all_server().remove(2);
+        if let ServerMsg::Joined(j) = &mut joined {
+            j.seq = MAX_SEQ + 1;
+        }
+        assert!(decode::<ServerMsg>(&encode(&joined)).is_err());
+    }
+
+    #[test]
+    fn memory_bytes_follow_the_payload() {
+        let rom = ServerMsg::Rom {
+            data: vec![0; 1 << 20],
+        };
+        assert!((1 << 20..(1 << 20) + 256).contains(&rom.memory_bytes()));
+        let tiny = ServerMsg::Update {
+            seq: 1,
+            player: 1,
+            batch: 1,
+            changes: vec![Change::bytes(0, 0, vec![1]); 1024],
+        };
+        // Small on the wire, much bigger in memory: the budget sees the memory.
+        assert!(
+            tiny.memory_bytes() > 10 * encode(&tiny).len(),
+            "{}",
+            tiny.memory_bytes()
+        );
+        for m in all_server() {
+            assert!(m.memory_bytes() >= size_of::<ServerMsg>());
+        }
     }
 
     #[test]

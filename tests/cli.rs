@@ -5,75 +5,10 @@
 mod common;
 
 use common::e2e::World;
-use common::lines::{wait_exit, Lines};
+use common::play::{alive, signal, Play};
 use common::require_openmsx;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A running `msxsync play` whose output is read line by line.
-struct Play {
-    child: Child,
-    out: Lines,
-}
-
-impl Play {
-    fn start(world: &World, cache: &std::path::Path, extra: &[&str]) -> Play {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-            .args(["play", "--headless", "--name", "tester", "--server"])
-            .arg(world.server.addr().to_string())
-            .args(extra)
-            .env("MSXSYNC_CACHE_DIR", cache)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("msxsync play starts");
-        let out = Lines::capture(&mut child);
-        Play { child, out }
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        self.out.wait_for(needle)
-    }
-
-    /// Waits for the process to end by itself; returns its exit code.
-    fn wait_exit(&mut self) -> i32 {
-        let code = wait_exit(&mut self.child).code().unwrap_or(-1);
-        self.out.all();
-        code
-    }
-
-    /// The pid of the openMSX it started, from its "openMSX started (pid N)" line.
-    fn openmsx_pid(&mut self) -> i32 {
-        let line = self.wait_for("openMSX started (pid ");
-        line.rsplit("pid ")
-            .next()
-            .and_then(|p| p.trim_end_matches(')').parse().ok())
-            .expect("a pid")
-    }
-}
-
-impl Drop for Play {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
 
 #[test]
 fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
@@ -112,8 +47,7 @@ fn closing_openmsx_ends_play_with_success() {
     }
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
-    let mut play = Play::start(&world, cache.path(), &["--game", "testgame"]);
-    let msx = play.openmsx_pid();
+    let (mut play, msx) = Play::testgame(&world, cache.path());
     play.wait_for("syncing testgame");
     // What closing the window does: openMSX quits.
     signal(msx, "TERM");
@@ -149,16 +83,44 @@ fn a_missing_openmsx_says_how_to_install_it() {
 }
 
 #[test]
-fn an_unreachable_server_is_a_clear_error() {
+fn an_unreachable_server_is_said_once_with_what_to_do() {
     // Port 9 on loopback: nothing listens there in a test machine.
+    for args in [
+        &["play", "--game", "demo", "--server", "127.0.0.1:9"][..],
+        &["list", "--server", "127.0.0.1:9"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(
+                "msxsync: error: cannot connect to server 127.0.0.1:9: connection refused; \
+                 is `msxsync serve` running there? use --server HOST[:PORT]"
+            ),
+            "{args:?}: {err}"
+        );
+        // Once: not again from each link of the error chain.
+        assert_eq!(err.to_lowercase().matches("refused").count(), 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn version_names_the_release_the_protocol_and_the_target() {
     let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-        .args(["play", "--game", "demo", "--server", "127.0.0.1:9"])
+        .arg("--version")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot connect to server 127.0.0.1:9"),
-        "{err}"
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "msxsync {} (protocol {}, {})\n",
+        msxsync::version::VERSION,
+        msxsync::protocol::PROTOCOL_VERSION,
+        msxsync::version::TARGET
     );
+    assert_eq!(text, expected);
 }

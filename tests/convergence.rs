@@ -1,67 +1,83 @@
 //! Property test of the sync rules: simulated players (`replica::Replica`) around one
-//! server game state (`server::game::GameState`), with random masked writes, flushes and
-//! message delays. Whatever the interleaving, once everybody stops writing, flushes and
-//! receives everything, every player's RAM equals the server's state (I2), and nobody
-//! ever sends a change it did not make (I1).
+//! server game state (`server::game::GameState`), with random masked writes, counter
+//! pickups and spends, flushes, message delays and reconnects. Whatever the
+//! interleaving, once everybody stops writing, flushes and receives everything, every
+//! player's RAM equals the server's state (I2), nobody ever sends a change it did not
+//! make (I1), and every amount a game added to a counter is counted exactly once.
 
-use msxsync::delta::Change;
-use msxsync::protocol::{PlayerId, RegionInfo, ServerMsg};
-use msxsync::replica::Replica;
+mod common;
+
+use common::rng::Rng;
+use msxsync::counter::{Counter, CounterOp, Encoding};
+use msxsync::protocol::{PlayerId, PlayerInfo, RegionInfo, RegionKind, ServerMsg};
+use msxsync::replica::{Batch, Payload, Replica};
 use msxsync::server::game::GameState;
 use std::collections::VecDeque;
-
-/// xorshift64: deterministic pseudo-random numbers without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Player {
     replica: Replica,
     /// Batches sent but not yet read by the server (a connection keeps their order).
-    uplink: VecDeque<(u32, Vec<Change>)>,
+    uplink: VecDeque<Batch>,
     /// Updates sent by the server but not yet read by this player (in seq order).
     inbox: VecDeque<ServerMsg>,
     /// Whether the game wrote since the last flush (a flush without it must send nothing).
     wrote: bool,
     last_seq: u64,
+    /// The player's session (`ClientMsg::Join`), the same across reconnects.
+    session: u64,
+    /// Per region: what the game itself added to the counter.
+    added: Vec<i64>,
 }
 
 struct Sim {
     server: GameState,
     players: Vec<Player>,
+    next_id: PlayerId,
+    /// Every counter operation the server took, in the order it took them.
+    log: Vec<CounterOp>,
 }
 
 impl Sim {
     fn new(regions: &[RegionInfo], n: usize) -> Sim {
-        let server = GameState::new(regions);
+        Sim::with_server(GameState::new(regions), regions, n)
+    }
+
+    fn with_server(mut server: GameState, regions: &[RegionInfo], n: usize) -> Sim {
+        let counters: Vec<Option<Counter>> = regions.iter().map(RegionInfo::counter).collect();
         let players = (0..n)
-            .map(|i| Player {
-                replica: Replica::new(i as PlayerId + 1, server.state().to_vec()),
-                uplink: VecDeque::new(),
-                inbox: VecDeque::new(),
-                wrote: false,
-                last_seq: 0,
+            .map(|i| {
+                let id = i as PlayerId + 1;
+                let session = 1000 + i as u64;
+                server.add_player(player_info(id), session);
+                Player {
+                    replica: Replica::with_counters(id, server.state().to_vec(), counters.clone()),
+                    uplink: VecDeque::new(),
+                    inbox: VecDeque::new(),
+                    wrote: false,
+                    last_seq: server.seq(),
+                    session,
+                    added: vec![0; regions.len()],
+                }
             })
             .collect();
-        Sim { server, players }
+        Sim {
+            server,
+            players,
+            next_id: n as PlayerId + 1,
+            log: Vec::new(),
+        }
     }
 
     fn write(&mut self, p: usize, region: usize, offset: usize, value: u8, mask: u8) {
         self.players[p].replica.write(region, offset, value, mask);
         self.players[p].wrote = true;
+    }
+
+    /// The game adds `amount` to a counter (negative: spends).
+    fn add(&mut self, p: usize, region: usize, amount: i64) {
+        let player = &mut self.players[p];
+        player.added[region] += player.replica.add(region, amount);
+        player.wrote = true;
     }
 
     /// The emulator flushes but msxsync has not sent yet: updates can arrive between.
@@ -91,7 +107,7 @@ impl Sim {
         let out = player.replica.flush();
         if !player.wrote {
             assert!(
-                out.is_none(),
+                out.is_none() && !player.replica.has_unsent(),
                 "player {p} sent {out:?} without writing (echo)"
             );
         }
@@ -103,34 +119,103 @@ impl Sim {
 
     /// The server reads player `p`'s oldest batch and fans the update out.
     fn server_reads(&mut self, p: usize) {
-        let Some((batch, changes)) = self.players[p].uplink.pop_front() else {
+        let Some(Batch { number, payload }) = self.players[p].uplink.pop_front() else {
             return;
         };
         let id = self.players[p].replica.player();
-        let update = self
-            .server
-            .accept(id, batch, changes)
-            .expect("a replica's changes are valid");
+        let update = match payload {
+            Payload::Bits(changes) => self.server.accept(id, number, changes),
+            Payload::Counts(ops) => {
+                self.log.extend(&ops);
+                self.server.count(id, number, &ops)
+            }
+        }
+        .expect("a replica's changes are valid");
         for q in &mut self.players {
-            q.inbox.push_back(update.clone());
+            if !q.replica.is_offline() {
+                q.inbox.push_back(update.clone());
+            }
         }
     }
 
     /// Player `p` reads its oldest update.
     fn deliver(&mut self, p: usize) {
         let player = &mut self.players[p];
-        let Some(ServerMsg::Update {
-            seq,
-            player: from,
-            batch,
-            changes,
-        }) = player.inbox.pop_front()
-        else {
+        let Some(update) = player.inbox.pop_front() else {
             return;
+        };
+        let (seq, from, batch) = match &update {
+            ServerMsg::Update {
+                seq, player, batch, ..
+            }
+            | ServerMsg::Counted {
+                seq, player, batch, ..
+            } => (*seq, *player, *batch),
+            other => panic!("unexpected {other:?}"),
         };
         assert_eq!(seq, player.last_seq + 1, "updates arrive in seq order");
         player.last_seq = seq;
-        player.replica.receive(from, batch, &changes);
+        match update {
+            ServerMsg::Update { changes, .. } => player.replica.receive(from, batch, &changes),
+            ServerMsg::Counted { counts, .. } => {
+                player.replica.receive_counts(from, batch, &counts)
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Player `p`'s connection breaks: the server gets some of what was on its way up
+    /// (the rest is lost), and nothing more comes down.
+    fn disconnect(&mut self, p: usize, rng: &mut Rng) {
+        if self.players[p].replica.is_offline() {
+            return;
+        }
+        for _ in 0..rng.below(self.players[p].uplink.len() + 1) {
+            self.server_reads(p);
+        }
+        let player = &mut self.players[p];
+        player.uplink.clear();
+        player.inbox.clear();
+        player.replica.disconnect();
+        self.server.remove_player(player.replica.player());
+    }
+
+    /// Player `p` joins again with its session, as a new player id.
+    fn reconnect(&mut self, p: usize) {
+        if !self.players[p].replica.is_offline() {
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let player = &mut self.players[p];
+        let last_batch = self.server.add_player(player_info(id), player.session);
+        let again = player
+            .replica
+            .reconnect(id, self.server.state(), last_batch);
+        player.uplink.extend(again);
+        player.last_seq = self.server.seq();
+    }
+
+    /// Players 0 and 1 flush what their games wrote; the server reads `first`'s batch,
+    /// then the other's; every player receives both updates.
+    fn both_at_once(&mut self, first: usize) {
+        self.flush(0);
+        self.flush(1);
+        self.server_reads(first);
+        self.server_reads(1 - first);
+        for p in 0..self.players.len() {
+            self.deliver(p);
+            self.deliver(p);
+        }
+    }
+
+    /// After [`Sim::both_at_once`]: everybody converges, and nobody sends anything
+    /// more.
+    fn settles_without_more_traffic(&mut self, context: &str) {
+        let mut rng = Rng::new(1);
+        self.quiesce(&mut rng);
+        self.assert_converged(context);
+        assert_eq!(self.server.seq(), 2, "{context}: no extra traffic");
     }
 
     fn busy(&self) -> bool {
@@ -139,8 +224,12 @@ impl Sim {
             .any(|p| !p.uplink.is_empty() || !p.inbox.is_empty() || p.replica.has_unsent())
     }
 
-    /// Everybody stops writing: flush, deliver everything, until nothing moves.
+    /// Everybody stops writing and is connected: flush, deliver everything, until
+    /// nothing moves.
     fn quiesce(&mut self, rng: &mut Rng) {
+        for p in 0..self.players.len() {
+            self.reconnect(p);
+        }
         for _round in 0..10 {
             for p in 0..self.players.len() {
                 self.flush(p);
@@ -176,6 +265,41 @@ impl Sim {
             assert!(p.replica.in_flight().is_empty(), "{context}: player {i}");
         }
     }
+
+    /// The counter of region `r`: every amount the players' flushes found reached the
+    /// server exactly once, and the total is what the server's order gives: each
+    /// operation in the order the server took them, the total kept in bounds after
+    /// each (`start` is the total before the first).
+    fn assert_counted(&self, r: usize, start: u32, context: &str) {
+        let counter = self.server.counter(r as u16).expect("a counter");
+        let ops: Vec<&CounterOp> = self
+            .log
+            .iter()
+            .filter(|op| op.region() == r as u16)
+            .collect();
+        let received: i64 = ops
+            .iter()
+            .map(|op| match op {
+                CounterOp::Add { amount, .. } => *amount,
+                CounterOp::Seed { .. } => panic!("{context}: nobody seeds here"),
+            })
+            .sum();
+        let flushed: i64 = self.players.iter().map(|p| p.replica.flushed(r)).sum();
+        assert_eq!(received, flushed, "{context}: amounts lost or repeated");
+        let total = ops.iter().fold(start, |v, op| op.apply(&counter, v, false));
+        assert_eq!(
+            counter.decode(&self.server.state()[r]),
+            total,
+            "{context}: the total is not the server-order sum"
+        );
+    }
+}
+
+fn player_info(id: PlayerId) -> PlayerInfo {
+    PlayerInfo {
+        id,
+        name: format!("p{id}"),
+    }
 }
 
 fn regions(sizes: &[usize]) -> Vec<RegionInfo> {
@@ -183,11 +307,7 @@ fn regions(sizes: &[usize]) -> Vec<RegionInfo> {
     sizes
         .iter()
         .map(|&n| {
-            let r = RegionInfo {
-                start,
-                end: start + n as u16 - 1,
-                description: String::new(),
-            };
+            let r = RegionInfo::bytes(start, start + n as u16 - 1, "");
             start += 0x100;
             r
         })
@@ -247,22 +367,12 @@ fn two_players_set_different_bits_of_one_byte_at_once() {
         let mut sim = Sim::new(&regions(&[1]), 3);
         sim.write(0, 0, 0, 0x01, 0x01);
         sim.write(1, 0, 0, 0x80, 0x80);
-        sim.flush(0);
-        sim.flush(1);
-        sim.server_reads(first);
-        sim.server_reads(1 - first);
-        for p in 0..3 {
-            sim.deliver(p);
-            sim.deliver(p);
-        }
+        sim.both_at_once(first);
         assert_eq!(sim.server.state()[0], vec![0x81]);
         for p in &sim.players {
             assert_eq!(p.replica.ram()[0], vec![0x81]);
         }
-        let mut rng = Rng::new(1);
-        sim.quiesce(&mut rng);
-        sim.assert_converged("i5");
-        assert_eq!(sim.server.seq(), 2, "no extra traffic");
+        sim.settles_without_more_traffic("i5");
     }
 }
 
@@ -335,4 +445,235 @@ fn an_unflushed_change_survives_a_remote_write_of_the_same_bit() {
     sim.quiesce(&mut rng);
     sim.assert_converged("unflushed");
     assert_eq!(sim.server.state()[0], vec![0x00]);
+}
+
+/// A byte region (2 bytes), coins (4 BCD digits, low byte first) and arrows (one
+/// binary byte of at most `arrows_max`).
+fn with_counters(arrows_max: u32) -> Vec<RegionInfo> {
+    let coins = Counter::full(Encoding::Bcd, 2);
+    let arrows = Counter {
+        max: arrows_max,
+        ..Counter::full(Encoding::Binary, 1)
+    };
+    let mut r = regions(&[2]);
+    r.push(RegionInfo {
+        kind: RegionKind::Counter(coins),
+        ..RegionInfo::bytes(0xd000, 0xd001, "coins")
+    });
+    r.push(RegionInfo {
+        kind: RegionKind::Counter(arrows),
+        ..RegionInfo::bytes(0xd002, 0xd002, "arrows")
+    });
+    r
+}
+
+/// A game in progress with `coins` and `arrows` (and the byte region zero).
+fn server_with(regions: &[RegionInfo], coins: u32, arrows: u32) -> GameState {
+    let mut bytes = vec![0, 0];
+    bytes.extend(regions[1].counter().unwrap().encode(coins, 2));
+    bytes.push(arrows as u8);
+    GameState::restore(regions, 0, &bytes).unwrap()
+}
+
+fn coins(sim: &Sim) -> u32 {
+    sim.server
+        .counter(1)
+        .unwrap()
+        .decode(&sim.server.state()[1])
+}
+
+#[test]
+fn counter_amounts_from_many_players_are_counted_exactly_once() {
+    // Coins: pickups and spends far from the bounds, so the total must be the start
+    // plus every amount any game added. Arrows: at most 20, so the bounds cut amounts
+    // off often and the order matters: the total must be what the server's order
+    // gives. Players drop their connection at random (the server gets part of what was
+    // on its way) and come back with their session; bytes change meanwhile too.
+    let regions = with_counters(20);
+    let (mut reconnects, mut clamped_runs, mut ops_total) = (0u64, 0u64, 0usize);
+    for seed in 1..=2000u64 {
+        let mut rng = Rng::new(seed);
+        let n = 2 + rng.below(3);
+        let mut sim = Sim::with_server(server_with(&regions, 5000, 10), &regions, n);
+        let steps = 20 + rng.below(300);
+        for _ in 0..steps {
+            let p = rng.below(n);
+            match rng.below(15) {
+                0 | 1 => {
+                    let (offset, value) = (rng.below(2), rng.byte());
+                    sim.write(p, 0, offset, value, random_mask(&mut rng));
+                }
+                2..=4 => {
+                    // Mostly single pickups, as a game collecting coins.
+                    let amount = match rng.below(4) {
+                        0 => -(1 + rng.below(5) as i64),
+                        1 => 1 + rng.below(9) as i64,
+                        _ => 1,
+                    };
+                    sim.add(p, 1, amount);
+                }
+                5 => {
+                    let amount = rng.below(7) as i64 - 3;
+                    sim.add(p, 2, amount);
+                }
+                6 => sim.flush(p),
+                7 => sim.flush_only(p),
+                8 => sim.send(p),
+                9 | 10 => sim.server_reads(p),
+                11 | 12 => sim.deliver(p),
+                13 => {
+                    if rng.below(3) == 0 {
+                        sim.disconnect(p, &mut rng);
+                    }
+                }
+                _ => {
+                    if sim.players[p].replica.is_offline() {
+                        reconnects += 1;
+                    }
+                    sim.reconnect(p);
+                }
+            }
+        }
+        sim.quiesce(&mut rng);
+        let context = format!("seed {seed}");
+        sim.assert_converged(&context);
+        sim.assert_counted(1, 5000, &context);
+        sim.assert_counted(2, 10, &context);
+        let added = |r: usize| sim.players.iter().map(|p| p.added[r]).sum::<i64>();
+        assert_eq!(
+            i64::from(coins(&sim)),
+            5000 + added(1),
+            "{context}: every coin exactly once"
+        );
+        let arrows = sim
+            .server
+            .counter(2)
+            .unwrap()
+            .decode(&sim.server.state()[2]);
+        if i64::from(arrows) != 10 + added(2) {
+            clamped_runs += 1;
+        }
+        ops_total += sim.log.len();
+    }
+    eprintln!(
+        "{reconnects} reconnects, {clamped_runs} runs where the bounds cut, \
+         {ops_total} counter operations"
+    );
+    // The runs must have exercised reconnects and the bounds, not just local adds.
+    assert!(reconnects > 1000, "{reconnects} reconnects");
+    assert!(
+        clamped_runs > 100,
+        "{clamped_runs} runs where the bounds cut"
+    );
+    assert!(ops_total > 20_000, "{ops_total} counter operations");
+}
+
+#[test]
+fn two_players_picking_up_a_coin_at_once_both_count() {
+    // The case bit merging gets wrong: both games write 5001 over 5000.
+    for first in 0..2 {
+        let regions = with_counters(20);
+        let mut sim = Sim::with_server(server_with(&regions, 5000, 10), &regions, 3);
+        sim.add(0, 1, 1);
+        sim.add(1, 1, 1);
+        sim.both_at_once(first);
+        assert_eq!(coins(&sim), 5002);
+        sim.settles_without_more_traffic("two pickups");
+    }
+}
+
+#[test]
+fn spending_below_the_minimum_stops_at_it_in_server_order() {
+    // Two players spend 8 of the 10 arrows each at once: the first the server reads
+    // leaves 2, the second would go below 0 and leaves 0. A pickup of 10 read after
+    // them gives 10; read before them, it would have given 10 + 10 - 16 = 4: the
+    // server's order decides, and every player ends with its result.
+    let regions = with_counters(20);
+    let mut sim = Sim::with_server(server_with(&regions, 0, 10), &regions, 3);
+    sim.add(0, 2, -8);
+    sim.add(1, 2, -8);
+    sim.add(2, 2, 10);
+    sim.flush(0);
+    sim.flush(1);
+    sim.flush(2);
+    sim.server_reads(0);
+    sim.server_reads(1);
+    assert_eq!(sim.server.state()[2], vec![0]);
+    sim.server_reads(2);
+    let mut rng = Rng::new(6);
+    sim.quiesce(&mut rng);
+    sim.assert_converged("spend below zero");
+    assert_eq!(sim.server.state()[2], vec![10]);
+    sim.assert_counted(2, 10, "spend below zero");
+}
+
+#[test]
+fn a_pickup_made_while_the_others_total_arrives_is_kept() {
+    // Player 0 picks up a coin and has not flushed when player 1's coin arrives: the
+    // group's value is written, and the unflushed coin stays on top of it.
+    let regions = with_counters(20);
+    let mut sim = Sim::with_server(server_with(&regions, 5000, 10), &regions, 2);
+    sim.add(1, 1, 1);
+    sim.flush(1);
+    sim.server_reads(1);
+    sim.add(0, 1, 1);
+    sim.deliver(0);
+    let c = sim.server.counter(1).unwrap();
+    assert_eq!(c.decode(&sim.players[0].replica.ram()[1]), 5002);
+    assert_eq!(c.decode(&sim.players[0].replica.shadow()[1]), 5001);
+    let mut rng = Rng::new(7);
+    sim.quiesce(&mut rng);
+    sim.assert_converged("unflushed pickup");
+    assert_eq!(coins(&sim), 5002);
+}
+
+#[test]
+fn a_reconnect_sends_offline_pickups_once_and_not_what_the_server_had() {
+    let regions = with_counters(20);
+    let mut sim = Sim::with_server(server_with(&regions, 5000, 10), &regions, 2);
+    // Two batches on their way; the server gets the first, the connection breaks.
+    sim.add(0, 1, 3);
+    sim.flush(0);
+    sim.add(0, 1, 4);
+    sim.flush(0);
+    sim.server_reads(0);
+    let p = &mut sim.players[0];
+    p.uplink.pop_back();
+    p.inbox.clear();
+    p.replica.disconnect();
+    let id = p.replica.player();
+    sim.server.remove_player(id);
+    // Offline: two pickups and a spend, flushed separately, and a coin from player 1.
+    for amount in [2, 5, -1] {
+        sim.add(0, 1, amount);
+        sim.flush(0);
+    }
+    sim.add(1, 1, 1);
+    sim.flush(1);
+    sim.server_reads(1);
+    assert_eq!(coins(&sim), 5004);
+    sim.reconnect(0);
+    // The lost batch of 4 and one net batch of the offline 6, in one message.
+    let again: Vec<Payload> = sim.players[0]
+        .uplink
+        .iter()
+        .map(|b| b.payload.clone())
+        .collect();
+    assert_eq!(
+        again,
+        vec![Payload::Counts(vec![
+            CounterOp::Add {
+                region: 1,
+                amount: 4
+            },
+            CounterOp::Add {
+                region: 1,
+                amount: 6
+            }
+        ])]
+    );
+    let mut rng = Rng::new(8);
+    sim.quiesce(&mut rng);
+    sim.assert_converged("reconnect");
+    assert_eq!(coins(&sim), 5000 + 3 + 4 + 6 + 1);
 }

@@ -89,7 +89,15 @@ fn serve_with_no_games_folder_anywhere_serves_the_built_in_demo() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("serves 1 game"), "{stdout}");
+    // The server's release and protocol come first.
+    assert!(
+        stdout.starts_with(&format!(
+            "{addr} runs msxsync {} (protocol {}) and serves 1 game:",
+            msxsync::version::VERSION,
+            msxsync::protocol::PROTOCOL_VERSION
+        )),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("demo  \"msxsync co-op demo (built in)\""),
         "{stdout}"

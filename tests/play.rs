@@ -173,7 +173,7 @@ fn loadstate_brings_the_player_back_to_the_shared_state() {
     }
     let dir = tempfile::tempdir().unwrap();
     // The path reaches Tcl hex-encoded, never pasted.
-    let state = msxsync::protocol::hex(dir.path().join("s").to_str().unwrap().as_bytes());
+    let state = msxsync::hex::encode(dir.path().join("s").to_str().unwrap().as_bytes());
     smol::block_on(async {
         let world = World::new();
         let (a, b) = smol::future::zip(world.player("ann"), world.player("bob")).await;

@@ -30,7 +30,7 @@ fn good_files_print_one_line_each() {
         "galious: \"galious\" rom 64 bytes, 2 regions, 12 shared bytes\n\
          directives: \"The Maze of Galious\" rom 64 bytes, 2 regions, 12 shared bytes, \
          machine C-BIOS_MSX2+, romtype KonamiSCC, \
-         sync when e001 == 03 and e002 & 80 or c000 != 00\n"
+         sync when e001 == 03 and e002 & 80 or c000 != 00 for 60 frames, on restart share\n"
     );
     assert_eq!(text(&out.stderr), "");
 }
@@ -48,6 +48,36 @@ fn bad_file_fails_naming_file_and_line() {
         )
     );
     assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn a_restart_rule_needs_a_condition() {
+    let bad = fixture("bad-restart-without-sync-when.regions");
+    let out = check(std::slice::from_ref(&bad));
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "msxsync: error: could not read {} line 5: on-restart: needs a sync-when: line; \
+             without one msxsync cannot tell a new game from the game going on\n",
+            bad.display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_counter_is_explained_with_file_and_line() {
+    let bad = fixture("bad-counter.regions");
+    let out = check(std::slice::from_ref(&bad));
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "msxsync: error: could not read {} line 6: counter: unknown encoding 'bcd-le'; \
+             use one of bcd binary bcd-be binary-be\n",
+            bad.display()
+        )
+    );
 }
 
 #[test]

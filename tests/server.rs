@@ -23,11 +23,7 @@ fn run<T>(fut: impl Future<Output = T>) -> T {
 }
 
 fn region(start: u16, end: u16) -> RegionInfo {
-    RegionInfo {
-        start,
-        end,
-        description: String::new(),
-    }
+    RegionInfo::bytes(start, end, "")
 }
 
 /// A game with an 8-byte region, a 1-byte region and a 4 KiB region.
@@ -349,25 +345,41 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
     let s = start(ServerConfig::default());
     let url = format!("ws://{}/", s.addr());
     run(async {
+        let release = msxsync::version::VERSION;
+        let server = format!("the server runs msxsync {release} (protocol 3)");
         for (first, expected) in [
             (
                 ClientMsg::Hello {
                     version: 1,
                     name: "old".into(),
                 },
-                "protocol version mismatch: this server speaks version 2, the client speaks \
-                 version 1; use the same msxsync release on all machines",
+                format!(
+                    "protocol version mismatch: this player's msxsync is older (protocol 1), \
+                     {server}: update msxsync on the player's machine to the server's \
+                     release, {release}"
+                ),
+            ),
+            (
+                ClientMsg::Hello {
+                    version: 4,
+                    name: "new".into(),
+                },
+                format!(
+                    "protocol version mismatch: this player's msxsync is newer (protocol 4), \
+                     {server}: update msxsync on the server's machine, or play with the \
+                     server's release, {release}"
+                ),
             ),
             (
                 ClientMsg::ListGames,
-                "the first message must be hello, not listgames",
+                "the first message must be hello, not listgames".into(),
             ),
             (
                 ClientMsg::Hello {
                     version: protocol::PROTOCOL_VERSION,
                     name: " ".into(),
                 },
-                "the player name is empty; give a name",
+                "the player name is empty; give a name".into(),
             ),
         ] {
             let (mut ws, _) = async_tungstenite::smol::connect_async(url.as_str())
@@ -382,12 +394,7 @@ fn wrong_protocol_version_and_missing_hello_are_refused_clearly() {
                 panic!("{reply:?}")
             };
             let msg: ServerMsg = protocol::decode(&bytes).unwrap();
-            assert_eq!(
-                msg,
-                ServerMsg::Error {
-                    reason: expected.into()
-                }
-            );
+            assert_eq!(msg, ServerMsg::Error { reason: expected });
             // Then the server closes.
             match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
@@ -457,7 +464,7 @@ fn updates_sent_while_a_request_waits_are_not_lost() {
 #[test]
 fn a_player_that_never_reads_is_dropped_without_stalling_the_others() {
     let s = start(ServerConfig {
-        queue_limit: 16,
+        queue_bytes: 64 * 1024,
         ..ServerConfig::default()
     });
     let server = addr(&s);
@@ -684,4 +691,99 @@ fn msxsync_serve_process_serves_a_games_folder() {
     wait_for("player \"ann\"");
     wait_for("joined game tiny");
     wait_for("left game tiny");
+}
+
+/// A game whose only region is a counter: coins, 3 BCD digits, low byte first.
+fn coin_game() -> Game {
+    use msxsync::counter::{Counter, Encoding};
+    let coins = RegionInfo {
+        kind: protocol::RegionKind::Counter(Counter {
+            max: 999,
+            ..Counter::full(Encoding::Bcd, 2)
+        }),
+        ..region(0xe048, 0xe049)
+    };
+    Game::new("coins", "Coins", vec![coins], vec![0x41; 16384])
+}
+
+#[test]
+fn counter_amounts_sent_at_once_add_up_and_bit_changes_to_a_counter_are_refused() {
+    use msxsync::counter::{Count, CounterOp};
+    let s = server::start("127.0.0.1:0".parse().unwrap(), vec![coin_game()]).unwrap();
+    let server = addr(&s);
+    run(async {
+        let (a, _) = joined(&server, "ann", "coins").await;
+        let (b, _) = joined(&server, "bob", "coins").await;
+        let (mut a_tx, mut a_rx) = a.split();
+        let (mut b_tx, mut b_rx) = b.split();
+        // Both pick up a coin at once; the server counts both.
+        let one = vec![CounterOp::Add {
+            region: 0,
+            amount: 1,
+        }];
+        a_tx.send_counts(1, one.clone()).await.unwrap();
+        b_tx.send_counts(1, one).await.unwrap();
+        let mut totals = Vec::new();
+        while totals.len() < 2 {
+            match a_rx.recv().await.unwrap() {
+                ServerMsg::Counted { counts, .. } => totals.extend(counts),
+                ServerMsg::PlayerJoined(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let count = |total| Count {
+            region: 0,
+            amount: 1,
+            total,
+        };
+        assert_eq!(totals, vec![count(1), count(2)]);
+        let (_, joined) = joined(&server, "carl", "coins").await;
+        assert_eq!(joined.state, vec![vec![0x02, 0x00]], "BCD, low byte first");
+        // Bits of a counter would bypass the sum: refused, that connection closed.
+        b_tx.send_changes(2, vec![Change::bytes(0, 0, vec![0x99])])
+            .await
+            .unwrap();
+        let reason = closing_reason(&mut b_rx).await;
+        assert!(
+            reason.contains("change to region 0, which is a counter"),
+            "{reason}"
+        );
+    });
+}
+
+#[test]
+fn one_counter_change_wire_size() {
+    // What one pickup costs, payload plus WebSocket frame header (2 bytes, plus a
+    // 4-byte mask key from client to server). docs/protocol.md quotes these figures.
+    use msxsync::counter::{Count, CounterOp};
+    let sizes = |n: u32, total: u32| {
+        let up = protocol::encode(&ClientMsg::Counts {
+            batch: n,
+            ops: vec![CounterOp::Add {
+                region: 2,
+                amount: 1,
+            }],
+        });
+        let down = protocol::encode(&ServerMsg::Counted {
+            seq: n as u64,
+            player: 3,
+            batch: n,
+            counts: vec![Count {
+                region: 2,
+                amount: 1,
+                total,
+            }],
+        });
+        (up.len() + 6, down.len() + 2)
+    };
+    assert_eq!(sizes(7, 42), (12, 10));
+    assert_eq!(sizes(7, 999), (12, 12));
+    assert_eq!(sizes(1000, 999), (14, 16));
+    eprintln!(
+        "one-counter change: {:?} bytes (up, down) with small numbers, {:?} with a total \
+         above 250, {:?} at 1000",
+        sizes(7, 42),
+        sizes(7, 999),
+        sizes(1000, 999)
+    );
 }

@@ -5,13 +5,13 @@
 mod common;
 
 use common::e2e::{
-    game_does, peek, player_options, server_state, shared, start_player, wait_byte, wait_converged,
-    wait_converged_at, wait_ready, World,
+    game_does, games_folder, peek, player_behind_a_proxy, player_options, server_state, shared,
+    start_player, wait_byte, wait_converged, wait_converged_at, wait_ready, World,
 };
 use common::proxy::Proxy;
-use common::require_openmsx;
 use common::serve::Serve;
 use common::testrom::*;
+use common::{require_openmsx, until};
 use msxsync::play::{Player, Stats};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,14 +36,6 @@ async fn press_join_key(p: &Player) {
     p.openmsx().command("msxsync::join_request").await.unwrap();
 }
 
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
     if !require_openmsx() {
@@ -55,9 +47,10 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
         let ann = world.player("ann").await;
         // On the title screen, the game's writes stay home.
         game_does(&ann, CMD_SET, SHARED0 + 1, 0xee).await;
-        // Playing: the gate opens, ann is brought to the group's (empty) state first.
-        game_does(&ann, CMD_MODE, 0, 1).await;
-        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write undone").await;
+        // A new game clears the variables; the gate opens once it has settled, and
+        // ann's game, the first in a fresh group, gives the group its values.
+        game_does(&ann, CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
+        wait_byte(&ann, SHARED0 + 1, 0, "ann's title-screen write cleared").await;
         game_does(&ann, CMD_SET, SHARED0 + 2, 0x42).await;
         game_does(&ann, CMD_OR, SHARED0 + 3, 0x81).await;
         until("ann's items on the server", async || {
@@ -158,6 +151,9 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
         let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
         ann.openmsx().command("reverse start").await.unwrap();
         game_does(&ann, CMD_SET, SHARED0, 0x10).await;
+        // Bob must have the item before he loses it: writing 0 over his 0 would be no
+        // change at all.
+        wait_byte(&bob, SHARED0, 0x10, "ann's item in bob").await;
         let before = ann.openmsx().command("machine_info time").await.unwrap();
         let before: f64 = before.trim().parse().unwrap();
         // Let some emulated time pass, then lose an item in the group.
@@ -331,25 +327,11 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
 /// Ann plays through a proxy a test can cut or stall, Bob directly; ann has set the
 /// first shared byte to 1 and bob has it.
 async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
-    let proxy = Proxy::start(world.server.addr());
-    let mut o = world.options("testgame", "ann");
-    o.server = proxy.addr().to_string();
-    let ann = Player::start(o).await.unwrap();
-    wait_ready(&ann).await;
+    let (proxy, ann) = player_behind_a_proxy(world, "ann").await;
     let bob = world.player("bob").await;
     game_does(&ann, CMD_SET, SHARED0, 0x01).await;
     wait_byte(&bob, SHARED0, 0x01, "ann's first write").await;
     (proxy, ann, bob)
-}
-
-/// A games folder holding only the test game.
-fn games_folder(dir: &Path) {
-    std::fs::copy(rom_path(), dir.join("testgame.rom")).unwrap();
-    std::fs::copy(
-        common::e2e::testgame_regions(),
-        dir.join("testgame.regions"),
-    )
-    .unwrap();
 }
 
 /// Kills a real `msxsync serve` with SIGKILL mid-game, changes RAM on both players

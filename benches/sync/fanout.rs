@@ -23,20 +23,20 @@ const RATE: u32 = 60;
 const BOT_THREADS: usize = 2;
 
 /// Outcome of one run with a fixed number of players.
-struct Step {
-    players: usize,
-    seconds: f64,
-    latency_ms: Option<Summary>,
-    sent: u64,
-    expected: u64,
-    received: u64,
-    errors: usize,
-    cpu_percent: f64,
-    peak_rss: u64,
+pub struct Step {
+    pub players: usize,
+    pub seconds: f64,
+    pub latency_ms: Option<Summary>,
+    pub sent: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub errors: usize,
+    pub cpu_percent: f64,
+    pub peak_rss: u64,
 }
 
 impl Step {
-    fn p99(&self) -> f64 {
+    pub fn p99(&self) -> f64 {
         self.latency_ms.map(|s| s.p99).unwrap_or(f64::INFINITY)
     }
 
@@ -45,7 +45,7 @@ impl Step {
         self.errors == 0 && self.received == self.expected && self.p99() < limit_ms
     }
 
-    fn json(&self) -> Json {
+    pub fn json(&self) -> Json {
         let lat = self.latency_ms;
         Json::obj()
             .with("players", self.players)
@@ -63,35 +63,65 @@ impl Step {
     }
 }
 
-fn games_dir() -> PathBuf {
+pub fn games_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms")
 }
 
 /// Runs one step: `players` bots, `warmup` then `measure` of sending.
 fn run_step(players: usize, warmup: Duration, measure: Duration) -> Result<Step> {
-    let serve = ServeProcess::start(&games_dir())?;
+    // One address, up to 256 players in one game: above the default limits.
+    let serve = ServeProcess::start_with(
+        &games_dir(),
+        &["--max-per-address", "512", "--max-players", "512"],
+        None,
+    )?;
     let pid = serve.pid();
-    let ex = Arc::new(smol::Executor::new());
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-    let threads: Vec<_> = (0..BOT_THREADS)
-        .map(|_| {
-            let ex = ex.clone();
-            let stop = stop_rx.clone();
-            std::thread::spawn(move || smol::block_on(ex.run(stop.recv())))
-        })
-        .collect();
-    let result = run_bots(&ex, &serve.addr, pid, players, warmup, measure);
-    stop_tx.close();
-    for t in threads {
-        let _ = t.join();
-    }
+    let ex = bot_executor();
+    let result = run_bots(&ex.0, &serve.addr, pid, players, warmup, measure);
+    drop(ex);
     let mut step = result?;
     step.peak_rss = peak_rss(pid).unwrap_or(0);
     drop(serve);
     Ok(step)
 }
 
-fn run_bots(
+/// The executor the bots run on, with its threads; they stop when it is dropped.
+pub struct BotExecutor(
+    pub Arc<smol::Executor<'static>>,
+    Option<async_channel::Sender<()>>,
+    Vec<std::thread::JoinHandle<()>>,
+);
+
+impl Drop for BotExecutor {
+    fn drop(&mut self) {
+        if let Some(stop) = self.1.take() {
+            stop.close();
+        }
+        for t in self.2.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts [`BOT_THREADS`] threads running one executor for the bots.
+pub fn bot_executor() -> BotExecutor {
+    let ex = Arc::new(smol::Executor::new());
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let threads: Vec<_> = (0..BOT_THREADS)
+        .map(|_| {
+            let ex = ex.clone();
+            let stop = stop_rx.clone();
+            std::thread::spawn(move || {
+                let _ = smol::block_on(ex.run(stop.recv()));
+            })
+        })
+        .collect();
+    BotExecutor(ex, Some(stop_tx), threads)
+}
+
+/// Joins `players` bots to the test game on `addr` and has each send [`RATE`] changes
+/// a second for `warmup` + `measure`; measures delivery latency and the server's CPU.
+pub fn run_bots(
     ex: &Arc<smol::Executor<'static>>,
     addr: &str,
     pid: u32,

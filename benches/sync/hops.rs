@@ -138,7 +138,7 @@ fn byte_in(fields: &[&str], stride: usize, hex_at: usize, region: u16, offset: u
             return None;
         }
         let (r, o): (u16, u16) = (g[0].parse().ok()?, g[1].parse().ok()?);
-        let bytes = msxsync::openmsx::hooks::decode_hex(g[hex_at]).ok()?;
+        let bytes = msxsync::hex::decode(g[hex_at]).ok()?;
         if r == region && offset >= o && usize::from(offset - o) < bytes.len() {
             return Some(bytes[usize::from(offset - o)]);
         }

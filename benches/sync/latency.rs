@@ -312,7 +312,7 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
     let games = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms");
     let dir = tempfile::tempdir().context("creating a folder for the hop log")?;
     let log_path = dir.path().join("hops.log");
-    let serve = ServeProcess::start_logging(&games, Some(&log_path))?;
+    let serve = ServeProcess::start_with(&games, &[], Some(&log_path))?;
     let start = |name: &str, cache: &Path| {
         PlayProcess::start_on(
             machine,

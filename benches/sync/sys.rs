@@ -187,12 +187,16 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts the server on the games in `games_dir` and waits for "listening on".
     pub fn start(games_dir: &Path) -> Result<ServeProcess> {
-        Self::start_logging(games_dir, None)
+        ServeProcess::start_with(games_dir, &[], None)
     }
 
-    /// Like [`ServeProcess::start`]; with `hop_log`, the server appends its hop
-    /// timestamps there (MSXSYNC_HOP_LOG).
-    pub fn start_logging(games_dir: &Path, hop_log: Option<&Path>) -> Result<ServeProcess> {
+    /// [`ServeProcess::start`] with more `serve` arguments (limits, for instance); with
+    /// `hop_log`, the server appends its hop timestamps there (MSXSYNC_HOP_LOG).
+    pub fn start_with(
+        games_dir: &Path,
+        extra: &[&str],
+        hop_log: Option<&Path>,
+    ) -> Result<ServeProcess> {
         let state = tempfile::tempdir().context("creating a state folder for the server")?;
         let mut cmd = Command::new(msxsync_exe());
         if let Some(log) = hop_log {
@@ -211,6 +215,7 @@ impl ServeProcess {
             .arg(games_dir)
             .arg("--state-dir")
             .arg(state.path())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

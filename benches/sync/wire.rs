@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Game name used on both sides of the comparison (six letters, as in the
-/// side-by-side run of design.md that gave 70 bytes up and 78 down).
+/// side-by-side run of docs/architecture.md, "The original tool", that gave 70 bytes up
+/// and 78 down).
 const GAME: &str = "sample";
 /// The call id the original's client puts in a `notify` call; ids count up from 0
 /// per connection, so two digits is the common case once a game runs.
@@ -152,16 +153,8 @@ struct Measured {
 
 async fn measure_all() -> Result<Vec<Measured>> {
     let regions = vec![
-        RegionInfo {
-            start: 0xe000,
-            end: 0xe007,
-            description: "8 bytes".into(),
-        },
-        RegionInfo {
-            start: 0xc000,
-            end: 0xc0ff,
-            description: "256 bytes".into(),
-        },
+        RegionInfo::bytes(0xe000, 0xe007, "8 bytes"),
+        RegionInfo::bytes(0xc000, 0xc0ff, "256 bytes"),
     ];
     let game = Game::new(GAME, "wire size", regions.clone(), vec![0xc9; 16384]);
     let srv = server::start("127.0.0.1:0".parse()?, vec![game])?;
@@ -336,7 +329,7 @@ pub fn run() -> Section {
          and answers the writer `[\"return\", [ID, null]]`. With a two-digit call id \
          ({ORIGINAL_CALL_ID}) and a six-letter game name (`{GAME}`) this gives 70 bytes up and 78 \
          down for one changed byte of an 8-byte region, the figures measured side by side \
-         in design.md, which is what calibrates the model."
+         in docs/architecture.md (\"The original tool\"), which is what calibrates the model."
     );
     Section {
         key: "wire",
@@ -357,7 +350,7 @@ pub fn self_check() {
     assert_eq!(ws_header(10, true), 6);
     assert_eq!(ws_header(126, false), 4);
     assert_eq!(ws_header(70_000, true), 14);
-    // The calibration from design.md: one changed byte of an 8-byte region.
+    // The calibration from docs/architecture.md: one changed byte of an 8-byte region.
     let region = [0, 0, 0, 1, 0, 0, 0, 0];
     assert_eq!(original_up(0xe000, &region, ORIGINAL_CALL_ID), 70);
     assert_eq!(original_down(GAME, 0xe000, &region), 78);

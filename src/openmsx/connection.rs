@@ -10,7 +10,9 @@ use super::xml::{command_element, Output, OutputReader, CONTROL_OPEN};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -167,7 +169,13 @@ const STDERR_TAIL: usize = 20;
 const QUIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn install_hint() -> &'static str {
-    "install it with `apt install openmsx cbios` on Debian or Ubuntu, or see https://openmsx.org"
+    if cfg!(windows) {
+        // No apt line to give on Windows: openMSX comes from its site, often not on PATH.
+        "install it from https://openmsx.org, then give the path of openmsx.exe with \
+         --openmsx (or add its folder to PATH)"
+    } else {
+        "install it with `apt install openmsx cbios` on Debian or Ubuntu, or see https://openmsx.org"
+    }
 }
 
 /// Shortens a command for error messages (scripts can be long).
@@ -364,11 +372,6 @@ impl OpenMsx {
             rx: self.send(tcl)?,
             command: short(tcl),
         })
-    }
-
-    /// Like [`OpenMsx::command`], for code that is not async (tests, setup code).
-    pub fn command_blocking(&self, tcl: &str) -> Result<String> {
-        smol::block_on(self.command(tcl))
     }
 
     /// Writes a command and queues the slot for its reply, both under the writer lock

@@ -7,16 +7,19 @@
 //! Typical use (see `play`):
 //! 1. [`Hooks::load`] right after [`OpenMsx::spawn`];
 //! 2. [`Hooks::wait_for_cartridge`] powers the machine on and waits for the ROM's INIT;
-//! 3. [`Hooks::watch`] the regions (or [`Hooks::install`] = load + watch);
+//! 3. [`Hooks::watch`] the regions;
 //! 4. [`Hooks::write_state`] with the server's state;
-//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` go to the
-//!    server, `MachineSwitched` means "write the server's state again";
-//!    [`Hooks::apply`] the server's updates made by other players.
+//! 5. in the event loop, [`Hooks::decode`] each [`Event`]: `LocalChanges` (bits) and
+//!    `LocalCounters` (whole counters, before and after) go to the server,
+//!    `MachineSwitched` means "write the server's state again"; [`Hooks::apply`] (or
+//!    [`Hooks::apply_all`], with counters) the server's updates made by other players.
 
 use super::connection::{Event, OpenMsx, Reply};
+use crate::counter::{Counter, CounterWrite, Flushed};
 use crate::delta::Change;
+use crate::hex;
 use crate::protocol::{RegionInfo, MAX_REGIONS, MAX_SHARED_BYTES};
-use crate::regions::{Op, SyncWhen};
+use crate::sync_when::{Op, SyncWhen};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -27,11 +30,70 @@ pub const SCRIPT: &str = include_str!("hooks.tcl");
 /// The user setting through which the hooks push data (see hooks.tcl for the format).
 pub const PUSH_SETTING: &str = "msxsync_out";
 
+/// Declares a constant per Tcl proc and [`procs::ALL`] listing them, from one table.
+macro_rules! tcl_procs {
+    ($($(#[$doc:meta])* $id:ident = $name:literal;)*) => {
+        $($(#[$doc])* pub const $id: &str = $name;)*
+        /// Every proc above: `script_defines_every_proc_rust_calls` checks hooks.tcl
+        /// defines each one.
+        pub const ALL: &[&str] = &[$($id),*];
+    };
+}
+
+/// The procs of hooks.tcl that Rust calls. Every call in this file names its proc
+/// through this table, so the test that hooks.tcl defines them all covers every call.
+pub mod procs {
+    tcl_procs! {
+        /// Creates the push channel: `setup TOKEN API`.
+        SETUP = "msxsync::setup";
+        /// Watches regions: `install {START LEN ...}`.
+        INSTALL = "msxsync::install";
+        /// Names the counters among them: `counters {REGION ENCODING MIN MAX ...}`.
+        COUNTERS = "msxsync::counters";
+        /// Applies remote changes:
+        /// `apply {REGION OFFSET VALUESHEX MASKSHEX ...} {REGION VALUE ...}`.
+        APPLY = "msxsync::apply";
+        /// Writes whole regions into RAM and shadow: `write_state {HEX ...}`.
+        WRITE_STATE = "msxsync::write_state";
+        /// Starts syncing with this player's values shared: `share {HEX ...} KEEP`.
+        SHARE = "msxsync::share";
+        /// The RAM of every region, hex.
+        READ = "msxsync::read";
+        /// The shadow of every region, hex.
+        READ_SHADOW = "msxsync::read_shadow";
+        /// Flushes now.
+        FLUSH = "msxsync::flush";
+        /// Stops reporting and applying.
+        HOLD = "msxsync::hold";
+        /// 1 while active, 0 while holding.
+        IS_ACTIVE = "msxsync::is_active";
+        /// Continues emulation after a pause of the hooks.
+        RESUME = "msxsync::resume";
+        /// Repairs bytes: `force {REGION OFFSET VALUESHEX ...}`.
+        FORCE = "msxsync::force";
+        /// Installs the sync gate: `gate_setup {ADDRS} {EXPR} CLOSED FRAMES`.
+        GATE_SETUP = "msxsync::gate_setup";
+        /// The gate: -1, 0 or 1.
+        GATE_STATE = "msxsync::gate_state";
+        /// Binds the join key: `bind_join KEY`.
+        BIND_JOIN = "msxsync::bind_join";
+        /// Removes every watchpoint, breakpoint, binding and timer.
+        UNINSTALL = "msxsync::uninstall";
+        /// The cartridge INIT breakpoint: `arm_init ADDR H0 H1 H2 H3 PAUSE`.
+        ARM_INIT = "msxsync::arm_init";
+        /// Removes the INIT breakpoint.
+        DISARM_INIT = "msxsync::disarm_init";
+    }
+}
+
 /// What the hooks reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookEvent {
     /// The game changed these bits of shared RAM (one flush, in region order).
     LocalChanges(Vec<Change>),
+    /// The game changed these counters (one flush, in region order): each whole,
+    /// before and after.
+    LocalCounters(Vec<Flushed>),
     /// openMSX switched machine (loadstate, rewind, another machine): the hooks
     /// reinstalled themselves, hold, and paused emulation; write the server's state
     /// back with [`Hooks::write_state`], then [`Hooks::resume`].
@@ -49,6 +111,11 @@ pub enum HookEvent {
     /// The player pressed the join key (see [`Hooks::bind_join_key`]); emulation is
     /// paused until [`Hooks::resume`].
     JoinRequested,
+    /// The sync gate's condition turned true: its settle period started.
+    Settling,
+    /// The condition turned false again after this many frames of the settle period;
+    /// the period starts again when it is back.
+    SettleBroken(u32),
 }
 
 /// Parses openMSX's version answer, e.g. "openMSX 18.0" or "openMSX 21.0-123-gabc",
@@ -64,33 +131,6 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
 /// openMSX 21 replaced `debug set_watchpoint` with `debug watchpoint create`.
 fn uses_new_watchpoint_api(version: (u32, u32)) -> bool {
     version.0 >= 21
-}
-
-/// Lowercase hex of bytes.
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Decodes hex (either case); an error for odd lengths or other characters.
-pub fn decode_hex(text: &str) -> Result<Vec<u8>> {
-    let digits = text.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        bail!("hex string of odd length {}", digits.len());
-    }
-    let nibble = |c: u8| -> Result<u8> {
-        (c as char)
-            .to_digit(16)
-            .map(|d| d as u8)
-            .ok_or_else(|| anyhow!("bad hex digit {:?}", c as char))
-    };
-    digits
-        .chunks(2)
-        .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
 }
 
 /// Parses `msxsync::read`'s answer (one hex string per region), checking the count and
@@ -109,7 +149,7 @@ fn parse_regions(reply: &str, sizes: &[usize]) -> Result<Vec<Vec<u8>>> {
         .zip(sizes)
         .enumerate()
         .map(|(i, (p, &n))| {
-            let bytes = decode_hex(p).with_context(|| format!("region {i} from openmsx"))?;
+            let bytes = hex::decode(p).with_context(|| format!("region {i} from openmsx"))?;
             if bytes.len() != n {
                 bail!("region {i} from openmsx has {} bytes, not {n}", bytes.len());
             }
@@ -133,7 +173,7 @@ impl StateQuery {
             .state
             .wait()
             .await
-            .context("reading regions with msxsync::read")?;
+            .with_context(|| format!("reading regions with {}", procs::READ))?;
         Ok((active, parse_regions(&reply, &self.sizes)?))
     }
 }
@@ -151,8 +191,8 @@ pub fn format_changes(changes: &[Change]) -> String {
             "{} {} {} {}",
             c.region,
             c.offset,
-            hex(&c.values),
-            hex(&c.masks)
+            hex::encode(&c.values),
+            hex::encode(&c.masks)
         );
     }
     out
@@ -161,7 +201,7 @@ pub fn format_changes(changes: &[Change]) -> String {
 /// Parses one value of the push setting. `Ok(None)` for a value that is not from this
 /// session (empty, or another token: a stale value openMSX restored); an error for
 /// anything malformed or not fitting the regions.
-pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Option<HookEvent>> {
+pub fn parse_push(value: &str, token: u32, regions: &[Span]) -> Result<Option<HookEvent>> {
     let mut words = value.split_ascii_whitespace();
     let Some(first) = words.next() else {
         return Ok(None);
@@ -177,75 +217,116 @@ pub fn parse_push(value: &str, token: u32, region_sizes: &[usize]) -> Result<Opt
     let kind = words.next().context("push without a kind")?;
     let rest: Vec<&str> = words.collect();
     let event = match kind {
-        "c" => {
-            if rest.is_empty() || !rest.len().is_multiple_of(4) {
-                bail!("change push with {} words, not groups of 4", rest.len());
-            }
-            let mut changes = Vec::with_capacity(rest.len() / 4);
-            for g in rest.chunks(4) {
-                let change = Change {
-                    region: g[0]
-                        .parse()
-                        .with_context(|| format!("bad region {:?}", g[0]))?,
-                    offset: g[1]
-                        .parse()
-                        .with_context(|| format!("bad offset {:?}", g[1]))?,
-                    values: decode_hex(g[2]).context("bad values in push")?,
-                    masks: decode_hex(g[3]).context("bad masks in push")?,
-                };
-                change.check(region_sizes).map_err(|e| anyhow!("{e}"))?;
-                changes.push(change);
-            }
-            HookEvent::LocalChanges(changes)
-        }
-        "d" => {
-            if rest.is_empty() || !rest.len().is_multiple_of(4) {
-                bail!("diff push with {} words, not groups of 4", rest.len());
-            }
-            let mut changes = Vec::new();
-            for g in rest.chunks(4) {
-                let region: u16 = g[0]
-                    .parse()
-                    .with_context(|| format!("bad region {:?}", g[0]))?;
-                let offset: u16 = g[1]
-                    .parse()
-                    .with_context(|| format!("bad offset {:?}", g[1]))?;
-                let old = decode_hex(g[2]).context("bad old bytes in push")?;
-                let new = decode_hex(g[3]).context("bad new bytes in push")?;
-                if old.len() != new.len() || old.is_empty() {
-                    bail!(
-                        "diff push with {} old and {} new bytes",
-                        old.len(),
-                        new.len()
-                    );
-                }
-                // The span as one change first, to check it fits the region.
-                Change::bytes(region, offset, new.clone())
-                    .check(region_sizes)
-                    .map_err(|e| anyhow!("{e}"))?;
-                for mut c in crate::delta::diff(region, &old, &new) {
-                    c.offset += offset;
-                    changes.push(c);
-                }
-            }
-            if changes.is_empty() {
-                bail!("diff push without any changed byte");
-            }
-            HookEvent::LocalChanges(changes)
-        }
+        "d" => HookEvent::LocalChanges(parse_diffs(&rest, regions)?),
+        "n" => HookEvent::LocalCounters(parse_counters(&rest, regions)?),
         "switched" if rest.is_empty() => HookEvent::MachineSwitched,
         "init" if rest.is_empty() => HookEvent::CartridgeStarted,
         "join" if rest.is_empty() => HookEvent::JoinRequested,
         "boot" if rest.is_empty() => HookEvent::Booted,
         "gate" if rest == ["0"] => HookEvent::Gate(false),
         "gate" if rest == ["1"] => HookEvent::Gate(true),
+        "wait" if rest.is_empty() => HookEvent::Settling,
+        "waited" if rest.len() == 1 => HookEvent::SettleBroken(
+            rest[0]
+                .parse()
+                .with_context(|| format!("bad frame count {:?}", rest[0]))?,
+        ),
         other => bail!("unknown push {:?}", other),
     };
     Ok(Some(event))
 }
 
-/// Checks regions before they go to openMSX and returns (start, length) pairs.
-pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
+/// The words of a `d` push: groups `REGION OFFSET OLDHEX NEWHEX` of byte regions.
+fn parse_diffs(words: &[&str], regions: &[Span]) -> Result<Vec<Change>> {
+    if words.is_empty() || !words.len().is_multiple_of(4) {
+        bail!("diff push with {} words, not groups of 4", words.len());
+    }
+    let sizes: Vec<usize> = regions.iter().map(|s| s.len).collect();
+    let mut changes = Vec::new();
+    for g in words.chunks(4) {
+        let region = parse_region(g[0], regions, false)?;
+        let offset: u16 = g[1]
+            .parse()
+            .with_context(|| format!("bad offset {:?}", g[1]))?;
+        let (old, new) = parse_old_new(g[2], g[3])?;
+        // The span as one change first, to check it fits the region.
+        Change::bytes(region, offset, new.clone())
+            .check(&sizes)
+            .map_err(|e| anyhow!("{e}"))?;
+        for mut c in crate::delta::diff(region, &old, &new) {
+            c.offset += offset;
+            changes.push(c);
+        }
+    }
+    if changes.is_empty() {
+        bail!("diff push without any changed byte");
+    }
+    Ok(changes)
+}
+
+/// The words of an `n` push: groups `REGION OLDHEX NEWHEX` of whole counters.
+fn parse_counters(words: &[&str], regions: &[Span]) -> Result<Vec<Flushed>> {
+    if words.is_empty() || !words.len().is_multiple_of(3) {
+        bail!("counter push with {} words, not groups of 3", words.len());
+    }
+    words
+        .chunks(3)
+        .map(|g| {
+            let region = parse_region(g[0], regions, true)?;
+            let (old, new) = parse_old_new(g[1], g[2])?;
+            let len = regions[region as usize].len;
+            if old.len() != len {
+                bail!(
+                    "counter push with {} bytes for region {region} of {len}",
+                    old.len()
+                );
+            }
+            Ok(Flushed { region, old, new })
+        })
+        .collect()
+}
+
+/// A region number of a push, which must name a counter when `counter`, else bytes.
+fn parse_region(word: &str, regions: &[Span], counter: bool) -> Result<u16> {
+    let region: u16 = word
+        .parse()
+        .with_context(|| format!("bad region {word:?}"))?;
+    match regions.get(region as usize) {
+        None => bail!(
+            "push names region {region} but there are {} regions",
+            regions.len()
+        ),
+        Some(s) if s.counter.is_some() != counter => bail!(
+            "push has region {region} as {}",
+            if counter { "a counter" } else { "bytes" }
+        ),
+        Some(_) => Ok(region),
+    }
+}
+
+/// The old and new bytes of a push group: hex, as many of one as of the other.
+fn parse_old_new(old: &str, new: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let old = hex::decode(old).context("bad old bytes in push")?;
+    let new = hex::decode(new).context("bad new bytes in push")?;
+    if old.len() != new.len() || old.is_empty() {
+        bail!("push with {} old and {} new bytes", old.len(), new.len());
+    }
+    Ok((old, new))
+}
+
+/// A watched region as the hooks take it: first CPU address and length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First address.
+    pub start: u16,
+    /// Number of bytes.
+    pub len: usize,
+    /// The region's counter, when it is one.
+    pub counter: Option<Counter>,
+}
+
+/// Checks regions before they go to openMSX and returns their spans.
+pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<Span>> {
     if regions.len() > MAX_REGIONS {
         bail!("{} regions, the limit is {MAX_REGIONS}", regions.len());
     }
@@ -259,8 +340,16 @@ pub fn region_spans(regions: &[RegionInfo]) -> Result<Vec<(u16, usize)>> {
                 r.start
             );
         }
+        if let Some(c) = r.counter() {
+            c.check(r.len())
+                .map_err(|e| anyhow!("counter region {i}: {e}"))?;
+        }
         total += r.len();
-        spans.push((r.start, r.len()));
+        spans.push(Span {
+            start: r.start,
+            len: r.len(),
+            counter: r.counter(),
+        });
     }
     if total > MAX_SHARED_BYTES {
         bail!("{total} shared bytes, the limit is {MAX_SHARED_BYTES}");
@@ -283,7 +372,7 @@ fn new_token() -> u32 {
 pub struct Hooks {
     msx: OpenMsx,
     token: u32,
-    spans: Vec<(u16, usize)>,
+    spans: Vec<Span>,
 }
 
 impl Hooks {
@@ -300,7 +389,7 @@ impl Hooks {
             .context("loading the msxsync hooks into openmsx")?;
         let token = new_token();
         let api = u8::from(uses_new_watchpoint_api(version));
-        msx.command(&format!("msxsync::setup {token} {api}"))
+        msx.command(&format!("{} {token} {api}", procs::SETUP))
             .await
             .context("creating the msxsync push channel")?;
         Ok(Hooks {
@@ -310,22 +399,30 @@ impl Hooks {
         })
     }
 
-    /// Loads the hooks and watches `regions` ([`Hooks::load`] then [`Hooks::watch`]).
-    pub async fn install(msx: &OpenMsx, regions: &[RegionInfo]) -> Result<Hooks> {
-        let mut hooks = Hooks::load(msx).await?;
-        hooks.watch(regions).await?;
-        Ok(hooks)
-    }
-
     /// Watches `regions` (replacing any earlier ones). The shadow starts as the current
     /// RAM, so only writes from now on are reported.
     pub async fn watch(&mut self, regions: &[RegionInfo]) -> Result<()> {
         let spans = region_spans(regions)?;
-        let list: Vec<String> = spans.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let list: Vec<String> = spans
+            .iter()
+            .map(|s| format!("{} {}", s.start, s.len))
+            .collect();
         self.msx
-            .command(&format!("msxsync::install {{{}}}", list.join(" ")))
+            .command(&format!("{} {{{}}}", procs::INSTALL, list.join(" ")))
             .await
             .context("installing the msxsync watchpoints")?;
+        let counters: Vec<String> = spans
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| {
+                let c = s.counter?;
+                Some(format!("{r} {} {} {}", c.encoding.tcl_code(), c.min, c.max))
+            })
+            .collect();
+        self.msx
+            .command(&format!("{} {{{}}}", procs::COUNTERS, counters.join(" ")))
+            .await
+            .context("telling the msxsync hooks which regions are counters")?;
         self.spans = spans;
         Ok(())
     }
@@ -337,7 +434,7 @@ impl Hooks {
 
     /// Byte sizes of the watched regions, in order.
     pub fn region_sizes(&self) -> Vec<usize> {
-        self.spans.iter().map(|&(_, n)| n).collect()
+        self.spans.iter().map(|s| s.len).collect()
     }
 
     /// Interprets an event: `None` when it is not a push of these hooks (logs, other
@@ -350,7 +447,7 @@ impl Hooks {
                 machine: None,
                 value,
             } if kind == "setting" && name == PUSH_SETTING => {
-                parse_push(value, self.token, &self.region_sizes())
+                parse_push(value, self.token, &self.spans)
                     .with_context(|| format!("malformed push from the openmsx hooks: {value:?}"))
                     .transpose()
             }
@@ -362,32 +459,84 @@ impl Hooks {
     /// command without being reported back (I1); bits the game changed and that were
     /// not flushed yet stay and are reported at the next flush (I4).
     pub async fn apply(&self, changes: &[Change]) -> Result<()> {
-        if changes.is_empty() {
+        self.apply_all(changes, &[]).await
+    }
+
+    /// Like [`Hooks::apply`], with counters: each takes the group's value plus what
+    /// the game added and did not flush yet (see `apply_count` in hooks.tcl).
+    pub async fn apply_all(&self, changes: &[Change], counters: &[CounterWrite]) -> Result<()> {
+        if changes.is_empty() && counters.is_empty() {
             return Ok(());
         }
-        self.post_apply(changes)?
+        self.post_apply(changes, counters)?
             .wait()
             .await
             .context("applying changes in openmsx")?;
         Ok(())
     }
 
-    /// Like [`Hooks::apply`] without waiting for openMSX: the command runs in order
+    /// Like [`Hooks::apply_all`] without waiting for openMSX: the command runs in order
     /// with every other command; look at the returned reply for failures. Lets a busy
     /// player keep up instead of waiting a round trip per update.
-    pub fn post_apply(&self, changes: &[Change]) -> Result<Reply> {
+    pub fn post_apply(&self, changes: &[Change], counters: &[CounterWrite]) -> Result<Reply> {
         let sizes = self.region_sizes();
         for c in changes {
             c.check(&sizes)
                 .map_err(|e| anyhow!("not applying a change: {e}"))?;
         }
-        self.msx
-            .post(&format!("msxsync::apply {{{}}}", format_changes(changes)))
+        let mut counts = String::new();
+        for w in counters {
+            let counter = self.spans.get(w.region as usize).and_then(|s| s.counter);
+            match counter {
+                Some(c) if (c.min..=c.max).contains(&w.value) => {
+                    let _ = write!(counts, "{} {} ", w.region, w.value);
+                }
+                _ => bail!(
+                    "not applying a counter: region {} cannot hold {}",
+                    w.region,
+                    w.value
+                ),
+            }
+        }
+        self.msx.post(&format!(
+            "{} {{{}}} {{{}}}",
+            procs::APPLY,
+            format_changes(changes),
+            counts.trim_end()
+        ))
     }
 
     /// Writes whole regions into RAM and shadow (bringing a player to the server's
     /// state). Local changes not flushed yet are dropped.
     pub async fn write_state(&self, state: &[Vec<u8>]) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        self.msx
+            .command(&format!("{} {{{hexes}}}", procs::WRITE_STATE))
+            .await
+            .context("writing the shared state into openmsx")?;
+        Ok(())
+    }
+
+    /// Starts syncing with this player's own values shared with the group: `state` is
+    /// the group's state as the player expects it, and what RAM holds on top of it
+    /// leaves as one flush: [`HookEvent::LocalChanges`] for the bits and
+    /// [`HookEvent::LocalCounters`] for the counters (nothing when RAM equals it). With
+    /// `keep_since_sync` false (a fresh group) all of RAM that differs from `state` is
+    /// sent; with true (a restart) only what the game changed since this player last
+    /// synced, the rest of RAM taking `state` (what the others did meanwhile).
+    pub async fn share(&self, state: &[Vec<u8>], keep_since_sync: bool) -> Result<()> {
+        let hexes = self.state_hex(state)?;
+        let keep = u8::from(keep_since_sync);
+        self.msx
+            .command(&format!("{} {{{hexes}}} {keep}", procs::SHARE))
+            .await
+            .context("sharing this player's state from openmsx")?;
+        Ok(())
+    }
+
+    /// A whole state as the Tcl list of one hex string per region, checked against
+    /// the watched regions.
+    fn state_hex(&self, state: &[Vec<u8>]) -> Result<String> {
         let sizes = self.region_sizes();
         if state.len() != sizes.len() {
             bail!(
@@ -401,12 +550,8 @@ impl Hooks {
                 bail!("state of region {i} has {} bytes, the region {n}", s.len());
             }
         }
-        let hexes: Vec<String> = state.iter().map(|s| hex(s)).collect();
-        self.msx
-            .command(&format!("msxsync::write_state {{{}}}", hexes.join(" ")))
-            .await
-            .context("writing the shared state into openmsx")?;
-        Ok(())
+        let hexes: Vec<String> = state.iter().map(|s| hex::encode(s)).collect();
+        Ok(hexes.join(" "))
     }
 
     async fn read_hex_list(&self, proc_name: &str) -> Result<Vec<Vec<u8>>> {
@@ -423,53 +568,42 @@ impl Hooks {
     /// meanwhile. Both run in openMSX after every command posted before.
     pub fn query_state(&self) -> Result<StateQuery> {
         Ok(StateQuery {
-            active: self.msx.post("msxsync::is_active")?,
-            state: self.msx.post("msxsync::read")?,
+            active: self.msx.post(procs::IS_ACTIVE)?,
+            state: self.msx.post(procs::READ)?,
             sizes: self.region_sizes(),
         })
     }
 
     /// The current RAM of every watched region.
     pub async fn read_state(&self) -> Result<Vec<Vec<u8>>> {
-        self.read_hex_list("msxsync::read").await
+        self.read_hex_list(procs::READ).await
     }
 
     /// The hooks' shadow of every region (what was last synced); for tests and checks.
     pub async fn read_shadow(&self) -> Result<Vec<Vec<u8>>> {
-        self.read_hex_list("msxsync::read_shadow").await
+        self.read_hex_list(procs::READ_SHADOW).await
     }
 
     /// Flushes now instead of at the next scheduled flush (e.g. before quitting).
     pub async fn flush(&self) -> Result<()> {
-        self.msx.command("msxsync::flush").await.map(|_| ())
-    }
-
-    /// Reinstalls the watchpoints and takes RAM as the shadow. The hooks do this by
-    /// themselves on a machine switch; call it after anything else that changes RAM
-    /// behind their back, then [`Hooks::write_state`].
-    pub async fn reinstall(&self) -> Result<()> {
-        self.msx
-            .command("msxsync::reinstall")
-            .await
-            .map(|_| ())
-            .context("reinstalling the msxsync watchpoints")
+        self.msx.command(procs::FLUSH).await.map(|_| ())
     }
 
     /// Stops reporting game writes and applying remote changes until the next
     /// [`Hooks::write_state`]. What the game changed before is flushed first.
     pub async fn hold(&self) -> Result<()> {
-        self.msx.command("msxsync::hold").await.map(|_| ())
+        self.msx.command(procs::HOLD).await.map(|_| ())
     }
 
     /// Whether the hooks are syncing (true) or holding (false).
     pub async fn is_active(&self) -> Result<bool> {
-        Ok(self.msx.command("msxsync::is_active").await?.trim() == "1")
+        Ok(self.msx.command(procs::IS_ACTIVE).await?.trim() == "1")
     }
 
     /// Continues emulation after the pause at the cartridge's INIT (no-op otherwise).
     pub async fn resume(&self) -> Result<()> {
         self.msx
-            .command("msxsync::resume")
+            .command(procs::RESUME)
             .await
             .map(|_| ())
             .context("resuming emulation")
@@ -479,10 +613,10 @@ impl Hooks {
     /// that changed behind the watchpoints' back. Masks are ignored.
     pub async fn force(&self, changes: &[Change]) -> Result<()> {
         let sizes = self.region_sizes();
-        let mut cmd = String::from("msxsync::force {");
+        let mut cmd = format!("{} {{", procs::FORCE);
         for c in changes {
             c.check(&sizes).map_err(|e| anyhow!("not repairing: {e}"))?;
-            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex(&c.values));
+            let _ = write!(cmd, "{} {} {} ", c.region, c.offset, hex::encode(&c.values));
         }
         cmd.push('}');
         self.msx
@@ -492,17 +626,21 @@ impl Hooks {
         Ok(())
     }
 
-    /// Installs the sync gate for `cond` and returns whether it is open now. While it
-    /// is closed the hooks hold; it reports [`HookEvent::Gate`] when it flips. With
-    /// `closed` it starts closed whatever RAM says (right at the cartridge's INIT,
-    /// RAM holds leftovers) and opens at the game's first write that makes it true.
+    /// Installs the sync gate for `cond` and returns whether it is open now (only
+    /// possible without a settle period). While it is closed the hooks hold; it opens
+    /// once the condition has held for `cond.frames` frames without a break, and
+    /// reports [`HookEvent::Gate`] when it opens or closes. With `closed` no settle
+    /// period starts now whatever RAM says (right at the cartridge's INIT, RAM holds
+    /// leftovers): it starts at the game's first write that makes the condition true.
     pub async fn set_gate(&self, cond: &SyncWhen, closed: bool) -> Result<bool> {
-        let (addrs, expr) = gate_expression(cond);
+        let GateTcl { addrs, expr } = gate_expression(cond);
         let closed = u8::from(closed);
         let reply = self
             .msx
             .command(&format!(
-                "msxsync::gate_setup {{{addrs}}} {{{expr}}} {closed}"
+                "{} {{{addrs}}} {{{expr}}} {closed} {}",
+                procs::GATE_SETUP,
+                cond.frames
             ))
             .await
             .context("installing the sync-when gate")?;
@@ -511,7 +649,7 @@ impl Hooks {
 
     /// The gate: `None` without one, else whether it is open.
     pub async fn gate_state(&self) -> Result<Option<bool>> {
-        let reply = self.msx.command("msxsync::gate_state").await?;
+        let reply = self.msx.command(procs::GATE_STATE).await?;
         Ok(match reply.trim() {
             "1" => Some(true),
             "0" => Some(false),
@@ -523,7 +661,7 @@ impl Hooks {
     /// [`HookEvent::JoinRequested`].
     pub async fn bind_join_key(&self) -> Result<()> {
         self.msx
-            .command(&format!("msxsync::bind_join {JOIN_KEY}"))
+            .command(&format!("{} {JOIN_KEY}", procs::BIND_JOIN))
             .await
             .map(|_| ())
             .context("binding the join key")
@@ -535,7 +673,7 @@ impl Hooks {
         self.msx
             .command(&format!(
                 "message [binary decode hex {}] info",
-                hex(text.as_bytes())
+                hex::encode(text.as_bytes())
             ))
             .await
             .map(|_| ())
@@ -543,7 +681,7 @@ impl Hooks {
 
     /// Removes the watchpoints and breakpoints (leaves an attached openMSX clean).
     pub async fn uninstall(&self) -> Result<()> {
-        self.msx.command("msxsync::uninstall").await.map(|_| ())
+        self.msx.command(procs::UNINSTALL).await.map(|_| ())
     }
 
     /// Waits until the CPU reaches the cartridge's INIT routine, powering the machine
@@ -566,8 +704,12 @@ impl Hooks {
         };
         self.msx
             .command(&format!(
-                "msxsync::arm_init {init} {} {} {} {} 1",
-                rom[0], rom[1], rom[2], rom[3]
+                "{} {init} {} {} {} {} 1",
+                procs::ARM_INIT,
+                rom[0],
+                rom[1],
+                rom[2],
+                rom[3]
             ))
             .await
             .context("setting the cartridge start breakpoint")?;
@@ -598,7 +740,7 @@ impl Hooks {
         )
         .await;
         if !matches!(outcome, Ok(true)) {
-            let _ = self.msx.command("msxsync::disarm_init").await;
+            let _ = self.msx.command(procs::DISARM_INIT).await;
         }
         outcome
     }
@@ -607,9 +749,18 @@ impl Hooks {
 /// The key a player presses in openMSX to join a game already in progress.
 pub const JOIN_KEY: &str = "F12";
 
+/// A `sync-when:` condition as `msxsync::gate_setup` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateTcl {
+    /// The byte addresses the condition reads, decimal, space-separated.
+    pub addrs: String,
+    /// A Tcl expression over `[debug read memory ADDR]` terms and decimal numbers.
+    pub expr: String,
+}
+
 /// Turns a `sync-when:` condition into the byte addresses it reads and a Tcl
 /// expression over them. Only numbers formatted here go into the expression.
-pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
+pub fn gate_expression(cond: &SyncWhen) -> GateTcl {
     let mut addrs: Vec<u16> = cond.addresses();
     addrs.sort_unstable();
     addrs.dedup();
@@ -637,7 +788,10 @@ pub fn gate_expression(cond: &SyncWhen) -> (String, String) {
         })
         .collect();
     let addrs: Vec<String> = addrs.iter().map(u16::to_string).collect();
-    (addrs.join(" "), groups.join(" || "))
+    GateTcl {
+        addrs: addrs.join(" "),
+        expr: groups.join(" || "),
+    }
 }
 
 /// The INIT address from a cartridge header ("AB", INIT little endian at 2..3), or
@@ -654,11 +808,52 @@ pub fn init_address(rom: &[u8]) -> Result<Option<u16>> {
 mod tests {
     use super::*;
 
+    /// Byte regions of these sizes, as spans.
+    fn spans(sizes: &[usize]) -> Vec<Span> {
+        sizes
+            .iter()
+            .map(|&len| Span {
+                start: 0xe000,
+                len,
+                counter: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counter_pushes_carry_whole_counters() {
+        let mut regions = spans(&[4, 2]);
+        regions[1].counter = Some(Counter::full(crate::counter::Encoding::Bcd, 2));
+        assert_eq!(
+            parse_push("7 3 n 1 9900 0001", 7, &regions).unwrap(),
+            Some(HookEvent::LocalCounters(vec![Flushed {
+                region: 1,
+                old: vec![0x99, 0x00],
+                new: vec![0x00, 0x01],
+            }]))
+        );
+        for bad in [
+            // Not the whole counter, not a counter, bits of a counter, malformed.
+            "7 4 n 1 99 00",
+            "7 4 n 0 00000000 00000001",
+            "7 4 d 1 0 99 00",
+            "7 4 n 1 9900",
+            "7 4 n 1 9900 000",
+            "7 4 n 2 9900 0001",
+            "7 4 n",
+        ] {
+            assert!(
+                parse_push(bad, 7, &regions).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
     #[test]
     fn gate_expressions_hold_only_numbers() {
         let cond =
-            crate::regions::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
-        let (addrs, expr) = gate_expression(&cond);
+            crate::sync_when::parse_sync_when("e122 == 01 and $e001 & 80 or e000 >= 0x10").unwrap();
+        let GateTcl { addrs, expr } = gate_expression(&cond);
         assert_eq!(addrs, "57344 57345 57634");
         assert_eq!(
             expr,
@@ -670,7 +865,7 @@ mod tests {
     #[test]
     fn diff_pushes_become_masked_changes() {
         // Region 1, span from byte 3: 00 11 22 -> 01 11 a2.
-        let got = parse_push("7 1 d 1 3 001122 0111a2", 7, &[4, 8]).unwrap();
+        let got = parse_push("7 1 d 1 3 001122 0111a2", 7, &spans(&[4, 8])).unwrap();
         assert_eq!(
             got,
             Some(HookEvent::LocalChanges(vec![Change {
@@ -680,30 +875,72 @@ mod tests {
                 masks: vec![0x01, 0x00, 0x80],
             }]))
         );
+        // Several spans in one push, each in its own region; bytes that did not
+        // change inside a span are no change.
+        assert_eq!(
+            parse_push("7 2 d 0 3 21 00 1 6 0000 0201", 7, &spans(&[4, 8])).unwrap(),
+            Some(HookEvent::LocalChanges(vec![
+                Change {
+                    region: 0,
+                    offset: 3,
+                    values: vec![0x00],
+                    masks: vec![0x21],
+                },
+                Change {
+                    region: 1,
+                    offset: 6,
+                    values: vec![0x02, 0x01],
+                    masks: vec![0x02, 0x01],
+                },
+            ]))
+        );
         // Out of the region, uneven, unchanged or garbage: refused.
-        assert!(parse_push("7 2 d 1 7 0011 0112", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 00 0011", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 11 11", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 zz 11", 7, &[4, 8]).is_err());
-        assert!(parse_push("7 2 d 0 0 00", 7, &[4, 8]).is_err());
+        for bad in [
+            "7 2 d 1 7 0011 0112",
+            "7 2 d 2 0 00 01",
+            "7 2 d 0 0 00 0011",
+            "7 2 d 0 0 11 11",
+            "7 2 d 0 0 zz 11",
+            "7 2 d 0 0 00",
+            "7 2 d -1 0 00 01",
+            "7 2 d 0 x 00 01",
+            "7 2 d 0 0 \u{0}0 01",
+            "7 2 d",
+        ] {
+            assert!(
+                parse_push(bad, 7, &spans(&[4, 8])).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
     }
 
     #[test]
     fn gate_and_join_pushes_parse() {
         assert_eq!(
-            parse_push("5 1 gate 1", 5, &[1]).unwrap(),
+            parse_push("5 1 gate 1", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::Gate(true))
         );
         assert_eq!(
-            parse_push("5 2 gate 0", 5, &[1]).unwrap(),
+            parse_push("5 2 gate 0", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::Gate(false))
         );
         assert_eq!(
-            parse_push("5 3 join", 5, &[1]).unwrap(),
+            parse_push("5 3 join", 5, &spans(&[1])).unwrap(),
             Some(HookEvent::JoinRequested)
         );
-        assert!(parse_push("5 4 gate 2", 5, &[1]).is_err());
-        assert!(parse_push("5 4 join now", 5, &[1]).is_err());
+        assert_eq!(
+            parse_push("5 4 wait", 5, &spans(&[1])).unwrap(),
+            Some(HookEvent::Settling)
+        );
+        assert_eq!(
+            parse_push("5 5 waited 12", 5, &spans(&[1])).unwrap(),
+            Some(HookEvent::SettleBroken(12))
+        );
+        assert!(parse_push("5 6 waited", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 6 waited -1", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 6 wait 1", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 4 gate 2", 5, &spans(&[1])).is_err());
+        assert!(parse_push("5 4 join now", 5, &spans(&[1])).is_err());
     }
 
     #[test]
@@ -714,18 +951,6 @@ mod tests {
         assert_eq!(parse_version("fMSX 3"), None);
         assert!(!uses_new_watchpoint_api((18, 0)));
         assert!(uses_new_watchpoint_api((21, 0)));
-    }
-
-    #[test]
-    fn hex_round_trips_and_rejects_garbage() {
-        assert_eq!(
-            decode_hex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
-            [0, 1, 0xab, 0xff]
-        );
-        assert_eq!(decode_hex("ABcd").unwrap(), [0xab, 0xcd]);
-        assert!(decode_hex("abc").is_err());
-        assert!(decode_hex("zz").is_err());
-        assert!(decode_hex("+1").is_err());
     }
 
     #[test]
@@ -744,24 +969,7 @@ mod tests {
 
     #[test]
     fn pushes_parse() {
-        let sizes = [16, 64];
-        assert_eq!(
-            parse_push("77 2 c 0 3 21 21 1 60 0102 ff01", 77, &sizes).unwrap(),
-            Some(HookEvent::LocalChanges(vec![
-                Change {
-                    region: 0,
-                    offset: 3,
-                    values: vec![0x21],
-                    masks: vec![0x21]
-                },
-                Change {
-                    region: 1,
-                    offset: 60,
-                    values: vec![1, 2],
-                    masks: vec![0xff, 0x01]
-                },
-            ]))
-        );
+        let sizes = spans(&[16, 64]);
         assert_eq!(
             parse_push("77 3 switched", 77, &sizes).unwrap(),
             Some(HookEvent::MachineSwitched)
@@ -772,28 +980,21 @@ mod tests {
         );
         // Stale values of an earlier session, and the reset value, are not ours.
         assert_eq!(parse_push("", 77, &sizes).unwrap(), None);
-        assert_eq!(parse_push("76 9 c 0 0 01 01", 77, &sizes).unwrap(), None);
+        assert_eq!(parse_push("76 9 d 0 0 00 01", 77, &sizes).unwrap(), None);
         assert_eq!(parse_push("hello", 77, &sizes).unwrap(), None);
     }
 
     #[test]
     fn garbage_pushes_are_rejected() {
-        let sizes = [16, 64];
+        let sizes = spans(&[16, 64]);
         for bad in [
             "77",
-            "77 x c 0 0 01 01",
+            "77 x d 0 0 00 01",
             "77 1",
-            "77 1 c",
-            "77 1 c 0 0 01",
-            "77 1 c 0 0 01 0101",
-            "77 1 c 2 0 01 01",
-            "77 1 c 0 16 01 01",
-            "77 1 c 0 15 0101 0101",
-            "77 1 c 0 0 zz 01",
-            "77 1 c -1 0 01 01",
-            "77 1 c 0 0 \u{0}1 01",
             "77 1 switched now",
             "77 1 exit",
+            // hooks.tcl sends only `d` for changes.
+            "77 1 c 0 3 21 21",
         ] {
             assert!(parse_push(bad, 77, &sizes).is_err(), "{bad:?} was accepted");
         }
@@ -801,18 +1002,32 @@ mod tests {
 
     #[test]
     fn regions_are_checked() {
-        let r = |start, end| RegionInfo {
-            start,
-            end,
-            description: "]; exit; [".into(),
-        };
+        let r = |start, end| RegionInfo::bytes(start, end, "]; exit; [");
         assert_eq!(
             region_spans(&[r(0xe000, 0xe00f), r(0xffff, 0xffff)]).unwrap(),
-            vec![(0xe000, 16), (0xffff, 1)]
+            vec![
+                Span {
+                    start: 0xe000,
+                    len: 16,
+                    counter: None,
+                },
+                Span {
+                    start: 0xffff,
+                    len: 1,
+                    counter: None,
+                }
+            ]
         );
         assert!(region_spans(&[r(2, 1)]).is_err());
         assert!(region_spans(&[r(0, 0xffff)]).is_err());
         assert!(region_spans(&vec![r(0, 0); MAX_REGIONS + 1]).is_err());
+        // A counter that does not fit its bytes never reaches Tcl.
+        let mut wide = r(0xe000, 0xe004);
+        wide.kind = crate::protocol::RegionKind::Counter(Counter::full(
+            crate::counter::Encoding::Binary,
+            4,
+        ));
+        assert!(region_spans(&[wide]).is_err());
     }
 
     #[test]
@@ -824,21 +1039,26 @@ mod tests {
     }
 
     #[test]
-    fn script_has_the_procs_rust_calls() {
-        for p in [
-            "proc msxsync::setup",
-            "proc msxsync::install",
-            "proc msxsync::apply",
-            "proc msxsync::write_state",
-            "proc msxsync::read ",
-            "proc msxsync::read_shadow",
-            "proc msxsync::flush",
-            "proc msxsync::reinstall",
-            "proc msxsync::uninstall",
-            "proc msxsync::arm_init",
-            "proc msxsync::disarm_init",
-        ] {
-            assert!(SCRIPT.contains(p), "hooks.tcl lacks {p}");
+    fn script_defines_every_proc_rust_calls() {
+        // The names hooks.tcl defines: every proc is declared as `proc NAME ARGS {`
+        // at the start of a line.
+        let defined: Vec<&str> = SCRIPT
+            .lines()
+            .filter_map(|l| l.strip_prefix("proc "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(defined.len() > procs::ALL.len(), "{defined:?}");
+        for p in procs::ALL {
+            assert!(defined.contains(p), "hooks.tcl does not define {p}");
         }
+        // Every proc this file calls is in the table: its name appears in a string
+        // literal only there (the needle is split so this line does not count).
+        let literal = concat!("\"msxsync", "::");
+        let source = include_str!("hooks.rs");
+        assert_eq!(
+            source.matches(literal).count(),
+            procs::ALL.len(),
+            "a call to a hooks.tcl proc in hooks.rs does not go through `procs`"
+        );
     }
 }

@@ -1,6 +1,6 @@
 # msxsync hooks, loaded into openMSX by `msxsync play` (src/openmsx/hooks.rs).
 #
-# What it does (docs: design.md, "Sync semantics"):
+# What it does (docs: docs/architecture.md, "The path of one change", "Sync invariants"):
 # - keeps a shadow copy of every shared RAM region: the bytes as last synced;
 # - puts one write watchpoint on each region; a hit only compares the written byte with
 #   the shadow and, when it differs, marks the region dirty and schedules a flush for
@@ -13,6 +13,9 @@
 # - `apply` writes remote changes into RAM and shadow in one Tcl command, with a flag
 #   that makes the watchpoints ignore these writes (invariant I1), and keeps the bits
 #   the game changed but that were not flushed yet (invariant I4);
+# - counters (`counters`: regions whose bytes are a number players add to) are flushed
+#   whole, as numbers change by amounts, not bits; `apply` writes the group's value of
+#   one and adds back what the game added and did not flush yet (`apply_count`);
 # - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
 #   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
 #   pushes `switched` so that msxsync writes the server's state back;
@@ -23,8 +26,13 @@
 #   restarting game from wiping the group's state;
 # - the sync gate (`sync-when:` in the regions file) is an expression over RAM bytes
 #   that msxsync builds from numbers only; watchpoints on its bytes re-evaluate it, and
-#   when it turns false the hooks hold at once and push `gate 0`; when it turns true
-#   they push `gate 1` and msxsync writes the server's state (which activates them);
+#   when it turns false the hooks hold at once (and push `gate 0` if it was open); when
+#   it turns true a settle period starts: the gate opens only once the condition has
+#   held for that many frames without a break (a game that sets its mode byte first
+#   and fills in its variables a few frames later does so while the hooks still
+#   hold). Then emulation pauses, `gate 1` goes out, and msxsync either writes the
+#   server's state (`write_state`) or shares this player's own (`share`), which
+#   activates the hooks;
 # - the cartridge's INIT breakpoint stays armed: every start of the game (power-on,
 #   reset) holds the hooks, pauses emulation and pushes `init`, so msxsync can decide
 #   what to do before the game's start-up code clears its variables.
@@ -34,9 +42,12 @@
 # Push format (the value of msxsync_out; every push is unique because openMSX reports
 # a setting only when its value changes):
 #   TOKEN SEQ d REGION OFFSET OLDHEX NEWHEX [REGION OFFSET OLDHEX NEWHEX ...]
+#   TOKEN SEQ n REGION OLDHEX NEWHEX [REGION OLDHEX NEWHEX ...]   (counters, whole)
 #   TOKEN SEQ switched
 #   TOKEN SEQ init
 #   TOKEN SEQ gate 0|1
+#   TOKEN SEQ wait        (the condition turned true: the settle period starts)
+#   TOKEN SEQ waited N    (it turned false again after N frames of the period)
 #   TOKEN SEQ join
 #   TOKEN SEQ boot
 # TOKEN is the number msxsync gave to `setup` (it tells this session's pushes from a
@@ -56,6 +67,8 @@ namespace eval msxsync {
     variable lens {}          ;# per region: number of bytes
     variable shadow           ;# array region -> list of byte values as last synced
     array set shadow {}
+    variable counter          ;# array region -> {ENCODING MIN MAX} of a counter region
+    array set counter {}
     variable dirty            ;# array region -> 1 when a hit saw a new value
     array set dirty {}
     variable wp               ;# array region -> id of its write watchpoint
@@ -96,6 +109,13 @@ namespace eval msxsync {
     variable gate_cond ""     ;# the gate expression (numbers only, built by msxsync)
     variable gate_addrs {}    ;# the bytes the gate reads
     variable gate_wps {}      ;# watchpoints on those bytes
+    variable gate_frames 0    ;# settle period: frames the condition must hold
+    variable gate_waiting 0   ;# 1 while the condition holds and the period runs
+    variable gate_count 0     ;# frames counted in the period so far
+    variable gate_seen 0      ;# vertical interrupts seen since the last `gate_tick`
+    variable gate_bp ""       ;# probe breakpoint counting frames in the period
+    variable gate_gen 0       ;# number of the period; older breakpoints count nothing
+    variable gate_timer ""    ;# timer counting time in the period instead (see `gate_tick`)
     variable init_pause 0     ;# 1: pause emulation when INIT is reached
     variable join_key ""      ;# key bound to `join_request`, if any
     variable boot_id ""       ;# id of our `after boot`
@@ -136,16 +156,13 @@ proc msxsync::cancel {var} {
 proc msxsync::on_boot {} {
     variable boot_id ""
     variable active 0
-    variable gate
     variable dirty
     cancel_flush
     foreach r [array names dirty] {
         set dirty($r) 0
     }
-    if {$gate > 0} {
-        set gate 0
-        push "gate 0"
-    }
+    # `boot` tells msxsync that the gate closed too.
+    gate_close
     push boot
     arm_boot
 }
@@ -172,6 +189,7 @@ proc msxsync::from_hex {hex} {
 }
 
 # regions: a flat list {START LEN START LEN ...}. The shadow starts as the current RAM.
+# Every region is bytes until `counters` says otherwise.
 proc msxsync::install {regions} {
     variable starts {}
     variable lens {}
@@ -182,8 +200,10 @@ proc msxsync::install {regions} {
     cancel_flush
     variable polled
     variable edge_off
+    variable counter
     array unset polled
     array unset edge_off
+    array unset counter
     array unset shadow
     array unset dirty
     set r 0
@@ -451,6 +471,7 @@ proc msxsync::uninstall {} {
     cancel boot_id
     unwatch
     gate_unwatch
+    gate_stop_wait
     unbind_join
     cancel_flush
     cancel switch_id
@@ -566,22 +587,104 @@ proc msxsync::flush {} {
     cancel_flush
     variable dirty
     variable lens
+    variable counter
     set out {}
+    set counts {}
     for {set r 0} {$r < [llength $lens]} {incr r} {
         if {$dirty($r)} {
             set dirty($r) 0
-            lappend out {*}[diff_region $r]
+            if {[info exists counter($r)]} {
+                lappend counts {*}[diff_counter $r]
+            } else {
+                lappend out {*}[diff_region $r]
+            }
         }
     }
     if {[llength $out]} {
         push "d $out"
     }
+    if {[llength $counts]} {
+        push "n $counts"
+    }
+}
+
+# regions: a flat list {REGION ENCODING MIN MAX ...} naming the counters among the
+# installed regions (every other region is bytes). ENCODING: bit 0 set for BCD (two
+# decimal digits a byte), bit 1 for high byte first; MIN and MAX bound the value.
+proc msxsync::counters {regions} {
+    variable counter
+    variable lens
+    array unset counter
+    foreach {r enc min max} $regions {
+        if {$r < 0 || $r >= [llength $lens] || $min > $max} {
+            error "msxsync: bad counter $r"
+        }
+        set counter($r) [list $enc $min $max]
+    }
+    return [array size counter]
+}
+
+# Like `diff_region` for a counter: {} or {REGION OLDHEX NEWHEX} for the whole counter,
+# so that msxsync reads the number before and after and sends the difference. The
+# flush runs once the game's writes settled, so a value written a byte at a time (a
+# BCD carry: low byte, then high byte) is read whole.
+proc msxsync::diff_counter {r} {
+    variable starts
+    variable lens
+    variable shadow
+    set cur [read_bytes [lindex $starts $r] [lindex $lens $r]]
+    set old $shadow($r)
+    if {$cur eq $old} {
+        return {}
+    }
+    set shadow($r) $cur
+    return [list $r [to_hex $old] [to_hex $cur]]
+}
+
+# The number the bytes of a counter with encoding ENC hold (see `counters`). A BCD
+# digit above 9 counts for its value; `counter::Counter::decode` reads them the same.
+proc msxsync::count_of {enc bytes} {
+    if {$enc & 2} {
+        set bytes [lreverse $bytes]
+    }
+    set bcd [expr {$enc & 1}]
+    set value 0
+    set scale 1
+    foreach b $bytes {
+        if {$bcd} {
+            set b [expr {($b >> 4) * 10 + ($b & 15)}]
+        }
+        set value [expr {$value + $b * $scale}]
+        set scale [expr {$scale * ($bcd ? 100 : 256)}]
+    }
+    return $value
+}
+
+# The N bytes that hold VALUE in encoding ENC.
+proc msxsync::count_bytes {enc value n} {
+    set bcd [expr {$enc & 1}]
+    set out {}
+    for {set i 0} {$i < $n} {incr i} {
+        if {$bcd} {
+            set d [expr {$value % 100}]
+            set value [expr {$value / 100}]
+            lappend out [expr {(($d / 10) << 4) | ($d % 10)}]
+        } else {
+            lappend out [expr {$value & 255}]
+            set value [expr {$value >> 8}]
+        }
+    }
+    if {$enc & 2} {
+        set out [lreverse $out]
+    }
+    return $out
 }
 
 # changes: a flat list {REGION OFFSET VALUESHEX MASKSHEX ...}. Per byte, the bits the
 # game changed since the last flush (RAM xor shadow) stay as the game wrote them and
 # are sent at the next flush; every masked remote bit goes into the shadow.
-proc msxsync::apply {changes} {
+# counts: a flat list {REGION VALUE ...}, the group's value of counters (`apply_count`).
+proc msxsync::apply {changes {counts {}}} {
     variable active
     if {!$active} {
         return held
@@ -590,6 +693,9 @@ proc msxsync::apply {changes} {
     set failed [catch {
         foreach {r off vhex mhex} $changes {
             apply_one $r $off $vhex $mhex
+        }
+        foreach {r value} $counts {
+            apply_count $r $value
         }
     } msg]
     set applying 0
@@ -626,13 +732,68 @@ proc msxsync::apply_one {r off vhex mhex} {
     set shadow($r) [lreplace $shadow($r) $off $last {*}$newshadow]
 }
 
+# Writes VALUE, the group's value of counter R: the shadow takes it; RAM takes it plus
+# what the game added since the last flush (RAM minus shadow, as numbers), kept in the
+# counter's bounds, so that amount stays and is sent at the next flush (the counter
+# form of I4). The same rule as `replica::apply_count`.
+proc msxsync::apply_count {r value} {
+    variable counter
+    variable starts
+    variable lens
+    variable shadow
+    if {![info exists counter($r)]} {
+        error "msxsync: region $r is not a counter"
+    }
+    lassign $counter($r) enc min max
+    if {$value < $min || $value > $max} {
+        error "msxsync: counter $r cannot hold $value"
+    }
+    set addr [lindex $starts $r]
+    set n [lindex $lens $r]
+    set ram [read_bytes $addr $n]
+    set local [expr {$value + [count_of $enc $ram] - [count_of $enc $shadow($r)]}]
+    set local [expr {$local < $min ? $min : ($local > $max ? $max : $local)}]
+    set newram [count_bytes $enc $local $n]
+    if {$newram ne $ram} {
+        debug write_block memory $addr [binary format cu* $newram]
+    }
+    set shadow($r) [count_bytes $enc $value $n]
+}
+
 # hexes: one hex string per region, the whole region. RAM and shadow both become it;
 # local changes not flushed yet are dropped (used to bring a player to the server).
 proc msxsync::write_state {hexes} {
     variable starts
-    variable lens
     variable shadow
     variable dirty
+    check_state $hexes
+    ours {
+        set r 0
+        foreach hex $hexes start $starts {
+            debug write_block memory $start [binary decode hex $hex]
+            set shadow($r) [from_hex $hex]
+            set dirty($r) 0
+            incr r
+        }
+    }
+    variable active 1
+    return ok
+}
+
+# Runs script in the caller's frame with `applying` set: the watchpoints ignore these
+# writes, they are ours (invariant I1). An error passes on once the flag is cleared.
+proc msxsync::ours {script} {
+    variable applying 1
+    set failed [catch {uplevel 1 $script} msg]
+    set applying 0
+    if {$failed} {
+        error $msg
+    }
+}
+
+# Errors unless hexes holds one hex string per region, each as long as its region.
+proc msxsync::check_state {hexes} {
+    variable lens
     if {[llength $hexes] != [llength $lens]} {
         error "msxsync: state for [llength $hexes] regions, have [llength $lens]"
     }
@@ -641,21 +802,41 @@ proc msxsync::write_state {hexes} {
             error "msxsync: state of [string length $hex] hex digits for $len bytes"
         }
     }
-    variable applying 1
-    set failed [catch {
+}
+
+# Starts syncing with this player's own values shared, as one push: hexes is the
+# server's state, one hex string per region, which becomes the shadow, so the flush
+# at the end sends every bit in which RAM differs from it.
+# keep_since_sync 0 (a fresh group): RAM stays as the game wrote it, so all of it that
+# differs from the server's state is sent.
+# keep_since_sync 1 (a restart under the shared rule): only the bits the game changed
+# since this player last synced (RAM against the old shadow) stay and are sent; every
+# other bit of RAM takes the server's state, with the rule of `apply` for a change
+# that masks every bit (a counter: of `apply_count`, the amount the game added since
+# then kept on top of the server's value). So what the others did meanwhile is not
+# undone, only what this player's game changed (its new game) is shared.
+proc msxsync::share {hexes keep_since_sync} {
+    variable lens
+    variable shadow
+    variable dirty
+    variable counter
+    check_state $hexes
+    ours {
         set r 0
-        foreach hex $hexes start $starts {
-            debug write_block memory $start [binary decode hex $hex]
-            set shadow($r) [from_hex $hex]
-            set dirty($r) 0
+        foreach hex $hexes len $lens {
+            if {!$keep_since_sync} {
+                set shadow($r) [from_hex $hex]
+            } elseif {[info exists counter($r)]} {
+                apply_count $r [count_of [lindex $counter($r) 0] [from_hex $hex]]
+            } else {
+                apply_one $r 0 $hex [string repeat ff $len]
+            }
+            set dirty($r) 1
             incr r
         }
-    } msg]
-    set applying 0
-    if {$failed} {
-        error $msg
     }
     variable active 1
+    flush
     return ok
 }
 
@@ -705,20 +886,36 @@ proc msxsync::force {changes} {
 }
 
 # The sync gate. addrs: the bytes the condition reads; cond: a Tcl expression over
-# `[debug read memory ADDR]` terms and numbers, built by msxsync. Returns the gate's
-# current value (0 or 1); while it is closed the hooks hold.
-# With closed 1 the gate starts closed whatever RAM says (at the cartridge's INIT, RAM
-# still holds what was there before the game started), and opens at the first write
-# that makes the condition true.
-proc msxsync::gate_setup {addrs cond {closed 0}} {
+# `[debug read memory ADDR]` terms and numbers, built by msxsync; frames: the settle
+# period. Returns the gate's current value (0 or 1); while it is closed the hooks hold.
+# The gate opens once the condition has held for `frames` frames without a break
+# (at once for 0); when the condition is true now, the period starts now.
+# With closed 1 the gate starts closed and no period runs whatever RAM says (at the
+# cartridge's INIT, RAM still holds what was there before the game started): the
+# period starts at the first write that makes the condition true.
+proc msxsync::gate_setup {addrs cond {closed 0} {frames 0}} {
     variable gate_addrs $addrs
     variable gate_cond $cond
+    variable gate_frames $frames
     gate_watch
-    variable gate [expr {$closed ? 0 : [expr $gate_cond]}]
-    if {!$gate} {
-        hold
+    gate_stop_wait
+    hold
+    variable gate 0
+    if {!$closed && [expr $gate_cond]} {
+        gate_wait_or_open
     }
     return $gate
+}
+
+# Starts the settle period, or with none, opens the gate without a push: for callers
+# that tell msxsync themselves (it asks `gate_state`).
+proc msxsync::gate_wait_or_open {} {
+    variable gate_frames
+    if {$gate_frames == 0} {
+        variable gate 1
+    } else {
+        gate_wait
+    }
 }
 
 proc msxsync::gate_watch {} {
@@ -740,18 +937,121 @@ proc msxsync::gate_unwatch {} {
 proc msxsync::gate_hit {} {
     variable gate
     variable gate_cond
-    set now [expr $gate_cond]
-    if {$now != $gate} {
-        set gate $now
-        if {$now} {
-            # Paused until msxsync wrote the group's state (it resumes): a key the
-            # player presses right now would otherwise be undone by that write.
-            debug break
-        } else {
-            hold
+    variable gate_waiting
+    if {[expr $gate_cond]} {
+        if {$gate == 0 && !$gate_waiting} {
+            gate_wait
         }
-        push "gate $now"
+    } elseif {$gate == 1} {
+        gate_close
+        push "gate 0"
+    } elseif {$gate_waiting} {
+        # Not long enough: the period starts again when the condition is back.
+        variable gate_count
+        push "waited $gate_count"
+        gate_close
     }
+}
+
+# Closed: holds, and no settle period runs. Pushes nothing.
+proc msxsync::gate_close {} {
+    variable gate
+    if {$gate < 0} return
+    gate_stop_wait
+    if {$gate == 1} {
+        hold
+    }
+    set gate 0
+}
+
+# The condition turned true: the settle period starts (the hooks hold meanwhile).
+# Frames are counted at the VDP's vertical interrupt (a probe, under a microsecond a
+# frame); a timer every tenth of a second of emulated time counts five frames for
+# each tenth in which no interrupt came (a game with the VDP's interrupt off, or a
+# CPU that does not take it), so the period also ends for those games.
+proc msxsync::gate_wait {} {
+    variable gate_frames
+    if {$gate_frames == 0} {
+        gate_open
+        return
+    }
+    variable gate_waiting 1
+    variable gate_count 0
+    variable gate_seen 0
+    variable gate_bp
+    variable gate_gen
+    incr gate_gen
+    set frame [list msxsync::gate_frame $gate_gen]
+    if {[catch {debug probe set_bp VDP.IRQvertical {} $frame} id]} {
+        set id ""
+    }
+    set gate_bp $id
+    variable gate_timer [after time 0.1 msxsync::gate_tick]
+    push wait
+}
+
+proc msxsync::gate_stop_wait {} {
+    variable gate_waiting 0
+    variable gate_gen
+    incr gate_gen
+    variable gate_bp
+    if {$gate_bp ne ""} {
+        # This may run inside that breakpoint's own callback (`gate_frame`), and
+        # openMSX 18 crashes when a probe breakpoint is removed there and more Tcl
+        # runs after: it goes a moment later, and counts nothing meanwhile (`gen`).
+        after realtime 0 [list catch [list debug probe remove_bp $gate_bp]]
+        set gate_bp ""
+    }
+    cancel gate_timer
+}
+
+# On every change of the VDP's interrupt line while period number `gen` runs.
+proc msxsync::gate_frame {gen} {
+    variable gate_gen
+    if {$gen != $gate_gen || ![debug probe read VDP.IRQvertical]} return
+    variable gate_seen 1
+    variable gate_count
+    incr gate_count
+    gate_check
+}
+
+proc msxsync::gate_tick {} {
+    variable gate_timer ""
+    variable gate_seen
+    variable gate_count
+    if {!$gate_seen} {
+        incr gate_count 5
+    }
+    set gate_seen 0
+    if {![gate_check]} {
+        set gate_timer [after time 0.1 msxsync::gate_tick]
+    }
+}
+
+# Opens the gate when the period is over; returns whether it ended (opened, or the
+# condition no longer holds: a write the watchpoints did not see).
+proc msxsync::gate_check {} {
+    variable gate_count
+    variable gate_frames
+    if {$gate_count < $gate_frames} {
+        return 0
+    }
+    variable gate_cond
+    if {![expr $gate_cond]} {
+        gate_close
+        return 1
+    }
+    gate_open
+    return 1
+}
+
+# Paused until msxsync wrote the group's state or shared this player's (it resumes):
+# a key the player presses right now would otherwise be undone by that write.
+proc msxsync::gate_open {} {
+    gate_stop_wait
+    variable gate 1
+    debug break
+    push "gate 1"
 }
 
 # The gate: -1 when there is none, else 0 (closed) or 1 (open).
@@ -827,13 +1127,18 @@ proc msxsync::on_switch {} {
         return
     }
     reinstall
+    hold
+    # The period starts again: the state may have been saved while the game was
+    # starting up. `switched` tells msxsync that the gate closed.
     variable gate
     variable gate_cond
     if {$gate >= 0} {
         gate_watch
-        set gate [expr $gate_cond]
+        gate_close
+        if {[expr $gate_cond]} {
+            gate_wait_or_open
+        }
     }
-    hold
     # Paused until msxsync brought the shared regions back (it resumes).
     debug break
     push switched
@@ -876,14 +1181,10 @@ proc msxsync::header_is {h0 h1 h2 h3} {
 # The game (re)starts: power-on or reset. The breakpoint stays for the next start.
 proc msxsync::init_hit {} {
     variable init_pause
-    variable gate
     hold
-    if {$gate > 0} {
-        # RAM is what the game left before the restart: only the game's own writes
-        # from now on may open the gate again.
-        set gate 0
-        push "gate 0"
-    }
+    # RAM is what the game left before the restart: only the game's own writes from
+    # now on may open the gate again. `init` tells msxsync that it closed.
+    gate_close
     if {$init_pause} {
         debug break
     }

@@ -7,7 +7,7 @@
 //! `<update type=".." name=".." [machine=".."]>TEXT</update>`, with characters below 32
 //! written as `&#xNN;`. Replies come in command order.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
 use std::io::BufRead;
@@ -110,7 +110,9 @@ impl<R: BufRead> OutputReader<R> {
             let event = self
                 .reader
                 .read_event_into(&mut self.buf)
-                .context("malformed xml from openmsx")?;
+                // quick-xml's errors print their cause and return it as their source
+                // too; formatted into our message, it is said once.
+                .map_err(|e| anyhow!("malformed xml from openmsx: {e}"))?;
             match event {
                 XmlEvent::Eof => return Ok(None),
                 XmlEvent::Start(start) => {
@@ -120,7 +122,9 @@ impl<R: BufRead> OutputReader<R> {
                             if a.key.as_ref() == key {
                                 let v = a
                                     .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                                    .context("malformed xml attribute value from openmsx")?;
+                                    .map_err(|e| {
+                                        anyhow!("malformed xml attribute value from openmsx: {e}")
+                                    })?;
                                 return Ok(Some(v.into_owned()));
                             }
                         }
@@ -158,7 +162,10 @@ impl<R: BufRead> OutputReader<R> {
                 XmlEvent::Text(t) if open.is_some() => text.push_str(&t.xml10_content()),
                 XmlEvent::CData(t) if open.is_some() => text.push_str(&t),
                 XmlEvent::GeneralRef(r) if open.is_some() => {
-                    if let Some(c) = r.resolve_char_ref().context("bad character reference")? {
+                    let c = r
+                        .resolve_char_ref()
+                        .map_err(|e| anyhow!("bad character reference from openmsx: {e}"))?;
+                    if let Some(c) = c {
                         text.push(c);
                     } else if let Some(s) = quick_xml::escape::resolve_xml_entity(&r) {
                         text.push_str(s);
@@ -323,6 +330,14 @@ mod tests {
         let mut r = OutputReader::new("<reply result=\"ok\">&bogus;</reply>".as_bytes());
         assert!(r.next_output().is_err());
         let mut r = OutputReader::new("<reply result=\"ok\">&#x0;</reply>".as_bytes());
-        assert!(r.next_output().is_err());
+        let e = format!("{:#}", r.next_output().unwrap_err());
+        // Said once, not once per link of quick-xml's error chain.
+        assert_eq!(e.matches("not permitted").count(), 1, "{e}");
+        let mut r = OutputReader::new("<reply result=\"ok\"><!x></reply>".as_bytes());
+        let e = format!("{:#}", r.next_output().unwrap_err());
+        assert_eq!(
+            e,
+            "malformed xml from openmsx: syntax error: unknown or missed symbol in markup"
+        );
     }
 }

@@ -10,59 +10,24 @@ mod session;
 mod state;
 
 pub use session::{Ending, CHECK_PERIOD};
-pub use state::SyncState;
+pub use state::{Layout, SyncState};
 
 use session::{Identity, Session};
-use state::Offline;
 
 use crate::client;
+use crate::hex;
 use crate::openmsx::connection::check_name;
 use crate::openmsx::{HookEvent, Hooks, LaunchOptions, OpenMsx};
-use crate::protocol::{hex, GameInfo, Joined, PlayerInfo, DEFAULT_PORT};
-use crate::regions::parse_sync_when;
-use crate::rom_cache::RomCache;
+use crate::protocol::{GameInfo, Joined, PlayerInfo, MAX_NAME_BYTES};
+use crate::rom_cache::{RomCache, MAX_CACHE_BYTES};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::info;
 
-/// Arguments of `msxsync play`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct PlayArgs {
-    /// The game to play, as the server lists it (`msxsync list`).
-    #[arg(long)]
-    pub game: String,
-    /// The server: HOST, HOST:PORT or ws://HOST:PORT.
-    #[arg(long, default_value_t = format!("localhost:{DEFAULT_PORT}"))]
-    pub server: String,
-    /// Your name, shown to the other players (default: your user name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// openMSX machine to start, e.g. C-BIOS_MSX1 (overrides the game's `machine:`;
-    /// without either, openMSX's default machine).
-    #[arg(long)]
-    pub machine: Option<String>,
-    /// The openMSX program to run.
-    #[arg(long, default_value = "openmsx")]
-    pub openmsx: PathBuf,
-    /// No window and no sound (for servers, tests and bots).
-    #[arg(long)]
-    pub headless: bool,
-    /// Use an openMSX that is already running instead of starting one: its process id
-    /// or control socket path (Unix only).
-    #[arg(long, value_name = "PID|SOCKET")]
-    pub attach: Option<String>,
-    /// Where downloaded ROMs are kept (default: $XDG_CACHE_HOME/msxsync/roms).
-    #[arg(long, env = "MSXSYNC_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Joining a game already in progress: take the shared state as soon as the game
-    /// starts instead of waiting for you to press F12 (games without `sync-when:`).
-    #[arg(long)]
-    pub join_now: bool,
-}
-
-/// Everything a player needs to start; [`PlayArgs`] with the defaults filled in.
+/// Everything a player needs to start (`msxsync play`'s arguments, defaults filled in).
 #[derive(Debug, Clone)]
 pub struct PlayOptions {
     /// Server address (see [`client::connect`]).
@@ -79,15 +44,15 @@ pub struct PlayOptions {
     pub headless: bool,
     /// Attach to this openMSX (pid or socket) instead of starting one.
     pub attach: Option<String>,
-    /// ROM cache folder.
-    pub cache_dir: PathBuf,
-    /// Print progress lines for a person (the command line does; tests need not).
-    pub verbose: bool,
+    /// ROM cache folder; `None` for [`RomCache::default_dir`].
+    pub cache_dir: Option<PathBuf>,
     /// Run the emulator as fast as it can (`set throttle off`): for tests and
     /// benchmarks, never for playing.
     pub fast: bool,
     /// Take the shared state at the game's start even when the game is in progress.
     pub join_now: bool,
+    /// The server's password, if it has one (also used when reconnecting).
+    pub password: Option<crate::auth::Password>,
 }
 
 impl PlayOptions {
@@ -101,30 +66,11 @@ impl PlayOptions {
             openmsx: PathBuf::from("openmsx"),
             headless: false,
             attach: None,
-            cache_dir: RomCache::default_dir(),
-            verbose: false,
+            cache_dir: None,
             fast: false,
             join_now: false,
+            password: None,
         }
-    }
-}
-
-impl From<PlayArgs> for PlayOptions {
-    fn from(a: PlayArgs) -> PlayOptions {
-        let mut o = PlayOptions::new(a.server, a.game);
-        if let Some(n) = a.name {
-            o.name = n;
-        }
-        o.machine = a.machine;
-        o.openmsx = a.openmsx;
-        o.headless = a.headless;
-        o.attach = a.attach;
-        if let Some(d) = a.cache_dir {
-            o.cache_dir = d;
-        }
-        o.join_now = a.join_now;
-        o.verbose = true;
-        o
     }
 }
 
@@ -155,6 +101,9 @@ pub struct Stats {
     pub updates_applied: AtomicU64,
     /// Times the server's whole state was written into the emulator.
     pub state_writes: AtomicU64,
+    /// Times this player started syncing by sending its own state to the group (a
+    /// fresh group, or a restart under `on-restart: share`).
+    pub shares: AtomicU64,
     /// Sequence number of the last update taken into account.
     pub seq: AtomicU64,
     /// Times the connection to the server was lost.
@@ -166,6 +115,9 @@ pub struct Stats {
     /// Batches in flight when the connection broke that the server turned out to
     /// have already, so they were not sent again.
     pub batches_not_resent: AtomicU64,
+    /// Reconnects that found the game laid out otherwise on the server (another ROM,
+    /// other regions or region kinds, another `sync-when:`): syncing stopped then.
+    pub layout_changes: AtomicU64,
 }
 
 impl Stats {
@@ -177,33 +129,6 @@ impl Stats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
-}
-
-/// Runs `msxsync play` until the player closes openMSX, presses Ctrl-C, or a fatal
-/// error happens.
-pub fn run(args: PlayArgs) -> Result<()> {
-    let opts = PlayOptions::from(args);
-    let (quit_tx, quit_rx) = async_channel::bounded::<()>(1);
-    ctrlc::set_handler(move || {
-        let _ = quit_tx.try_send(());
-    })
-    .context("could not install the ctrl-c handler")?;
-    smol::block_on(async move {
-        let player = Player::start(opts).await?;
-        let outcome = smol::future::or(player.wait_done(), async {
-            let _ = quit_rx.recv().await;
-            Ok(Ending::Interrupted)
-        })
-        .await;
-        let stopped = player.stop().await;
-        let ending = outcome?;
-        stopped?;
-        match ending {
-            Ending::OpenMsxClosed => println!("openMSX closed: left the game"),
-            Ending::Interrupted => println!("interrupted: left the game and stopped openMSX"),
-        }
-        Ok(())
-    })
 }
 
 /// One running player: a server connection and an openMSX, kept in sync by a task.
@@ -221,49 +146,61 @@ impl Player {
     /// Connects, joins, starts openMSX with the game and starts syncing. Returns once
     /// the server's state is in the emulator and the hooks watch the regions.
     pub async fn start(opts: PlayOptions) -> Result<Player> {
-        let say = |text: String| {
-            if opts.verbose {
-                println!("{text}");
-            }
+        // Said here, before the server refuses it for the same reason.
+        crate::text::check_name("your player name", &opts.name, MAX_NAME_BYTES)
+            .map_err(|why| anyhow::anyhow!("{why}; give another one with --name"))?;
+        let cache = match &opts.cache_dir {
+            Some(dir) => RomCache::new(dir),
+            None => RomCache::new(RomCache::default_dir()?),
         };
-        let mut conn = client::connect(&opts.server, &opts.name).await?;
-        say(format!(
+        let mut conn =
+            client::connect_with_password(&opts.server, &opts.name, opts.password.as_ref()).await?;
+        info!(
             "connected to {} ({}) as {}",
             conn.server(),
             conn.software(),
             opts.name
-        ));
+        );
         let session = new_session_id();
         let joined = conn.join_session(&opts.game, session).await?;
         let game = joined.game.clone();
-        say(format!(
+        info!(
             "joined {} ({}): {} shared bytes in {} regions; {}",
             game.name,
             game.title,
             game.shared_bytes,
             joined.regions.len(),
             players_line(&game.players, joined.player)
-        ));
+        );
 
-        let cache = RomCache::new(&opts.cache_dir);
         let rom_path = match cache.lookup(&game.rom_sha256) {
             Some(p) => {
-                say(format!("rom {} from the cache", short_hash(&game)));
+                info!("rom {} from the cache", short_hash(&game));
                 p
             }
             None => {
                 let data = conn.fetch_rom().await?;
                 let p = cache.store(&game.rom_sha256, &data)?;
-                say(format!(
+                info!(
                     "downloaded the rom ({} KiB) into {}",
                     data.len() / 1024,
                     cache.dir().display()
-                ));
+                );
                 p
             }
         };
         let rom = std::fs::read(&rom_path)
             .with_context(|| format!("could not read the rom {}", rom_path.display()))?;
+        match cache.clean(&game.rom_sha256, MAX_CACHE_BYTES) {
+            Ok(c) if c.files > 0 => info!(
+                "removed {} rom(s) used longest ago ({} KiB) from the cache, which keeps {} MiB",
+                c.files,
+                c.bytes / 1024,
+                MAX_CACHE_BYTES >> 20
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e:#}"),
+        }
 
         let machine = opts.machine.clone().or_else(|| game.machine.clone());
         for (what, v) in [("machine", &machine), ("romtype", &game.romtype)] {
@@ -288,10 +225,10 @@ impl Player {
                 msx
             }
         };
-        say(format!(
+        info!(
             "openMSX started{}",
             msx.pid().map(|p| format!(" (pid {p})")).unwrap_or_default()
-        ));
+        );
 
         if opts.fast {
             msx.command("set throttle off").await?;
@@ -307,47 +244,22 @@ impl Player {
             })
             .await?;
         if !started {
-            say("the cartridge start was not seen; syncing from now on".into());
+            info!("the cartridge start was not seen; syncing from now on");
         }
         // Emulation is paused at the cartridge's INIT (when it was seen): nothing the
         // game does can slip between watching and deciding whether to sync.
         hooks.watch(&joined.regions).await?;
-        let gate =
-            match &game.sync_when {
-                Some(text) => Some(parse_sync_when(text).map_err(|e| {
-                    anyhow::anyhow!("the server sent a bad sync-when {text:?}: {e}")
-                })?),
-                None => None,
-            };
-        let stats = Arc::new(Stats::default());
-        let sync = SyncState::new(&joined);
-        stats.seq.store(sync.seq(), Ordering::Relaxed);
         let (sender, receiver) = conn.split();
-        let offline = Offline::new(&sync.region_sizes());
-        let mut session = Session {
-            hooks: hooks.clone(),
-            sync,
-            stats: stats.clone(),
-            verbose: opts.verbose,
-            who: Identity {
-                server: opts.server.clone(),
-                name: opts.name.clone(),
-                game: game.name.clone(),
-                rom_sha256: game.rom_sha256,
-                session,
-            },
-            players: game.players.clone(),
-            trace: std::env::var_os("MSXSYNC_TRACE").is_some_and(|v| v == "1"),
-            gate,
-            waiting_for_key: false,
-            active: false,
-            sender: Some(sender),
-            offline,
-            suspects: Vec::new(),
-            applying: Default::default(),
-            wrote_directly: false,
-            init_seen: started,
+        let who = Identity {
+            server: opts.server.clone(),
+            name: opts.name.clone(),
+            game: game.name.clone(),
+            layout: Layout::of(&joined),
+            session,
+            password: opts.password.clone(),
         };
+        let mut session = Session::new(hooks.clone(), &joined, sender, who, started)?;
+        let stats = session.stats();
         let in_progress = joined.in_progress && !opts.join_now;
         session.game_started(started, in_progress).await?;
         hooks.resume().await?;
@@ -358,7 +270,8 @@ impl Player {
         let task = smol::spawn(async move {
             let result = session.run(receiver, events, early, stop_rx).await;
             if let Err(e) = &result {
-                eprintln!("msxsync: syncing stopped: {e:#}");
+                // Also returned by `wait_done` and `stop`; this is for the log.
+                tracing::debug!("syncing stopped: {e:#}");
             }
             let _ = done_tx.send(result).await;
         });
@@ -433,11 +346,11 @@ async fn insert_cartridge(
     let path = rom
         .to_str()
         .with_context(|| format!("the rom path {} is not valid unicode", rom.display()))?;
-    let mut cmd = format!("carta [binary decode hex {}]", hex(path.as_bytes()));
+    let mut cmd = format!("carta [binary decode hex {}]", hex::encode(path.as_bytes()));
     if let Some(t) = romtype {
         cmd.push_str(&format!(
             " -romtype [binary decode hex {}]",
-            hex(t.as_bytes())
+            hex::encode(t.as_bytes())
         ));
     }
     msx.command(&cmd)
@@ -463,7 +376,7 @@ fn new_session_id() -> u64 {
 }
 
 fn short_hash(game: &GameInfo) -> String {
-    hex(&game.rom_sha256[..6])
+    hex::encode(&game.rom_sha256[..6])
 }
 
 fn players_line(players: &[PlayerInfo], me: u32) -> String {

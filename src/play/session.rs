@@ -5,18 +5,24 @@
 //! get back after the connection dropped, and how to repair bytes that changed behind
 //! the hooks' back.
 
-use super::state::{diff_state, Offline, SyncState};
+use super::state::{Layout, SyncState};
 use super::Stats;
-use crate::client::{self, printable, Client, ClientReceiver, ClientSender};
-use crate::delta::{self, Change};
+use crate::client::{self, Client, ClientReceiver, ClientSender};
+use crate::counter::{CounterOp, CounterWrite, Flushed};
+use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
-use crate::protocol::{Joined, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE};
-use crate::regions::SyncWhen;
-use anyhow::{Context, Result};
+use crate::protocol::{
+    Joined, OnRestart, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE, MAX_PLAYERS,
+};
+use crate::replica::{catch_up, Offline, Payload};
+use crate::sync_when::{parse_sync_when, SyncWhen};
+use crate::text::printable;
+use anyhow::{anyhow, Context, Result};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::{debug, error, info, trace, warn};
 
 /// How often the shared regions are compared with the server's state.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(2);
@@ -25,6 +31,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Inputs waiting for the loop; a full queue slows the server reader down instead of
 /// growing without bound.
 const INPUT_QUEUE: usize = 4096;
+/// Most memory ([`ServerMsg::memory_bytes`]) that server messages queued for the loop,
+/// and those it is writing into openMSX, may take: one message can be 8 MiB, so
+/// [`INPUT_QUEUE`] alone would allow gigabytes. The reader waits when it is reached.
+const INPUT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a player's session ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +47,9 @@ pub enum Ending {
 
 /// What the sync loop reacts to.
 enum Input {
-    /// A message (or the end) of server connection number `.0`.
-    Server(u64, Result<ServerMsg>),
+    /// A message (or the end) of server connection number `.0`, which took `.2` bytes
+    /// of the [`Budget`].
+    Server(u64, Result<ServerMsg>, usize),
     Emulator(Event),
     Reconnected(Box<Result<(Client, Joined)>>),
     Tick,
@@ -59,72 +70,203 @@ pub struct Identity {
     pub server: String,
     pub name: String,
     pub game: String,
-    pub rom_sha256: [u8; 32],
+    /// The game as joined first: a reconnect to a game laid out otherwise stops
+    /// syncing.
+    pub layout: Layout,
     /// Sent with every join of this run, so that after a reconnect the server can say
     /// which of our batches it already has (`Joined::last_batch`).
     pub session: u64,
+    /// The server's password, if it has one.
+    pub password: Option<crate::auth::Password>,
+}
+
+/// What happened to this player's game since it last synced. When the sync gate opens,
+/// it decides whether the player takes the group's state or shares its own
+/// (docs/architecture.md, "Restarts"): only what msxsync saw happen counts, never what
+/// the bytes look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Since {
+    /// It never synced in this run: a player joining.
+    Joined,
+    /// The machine was reset or powered off and on.
+    Reset,
+    /// A savestate was loaded, the game was rewound, or the machine switched.
+    Loaded,
+    /// It synced, then its gate closed (the title, game over) with nothing of the
+    /// above since: when the gate opens again, the game restarted, a game event.
+    LeftGame,
+}
+
+/// A shared byte that differs from what it should hold, found by the desync check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mismatch {
+    region: usize,
+    offset: usize,
+    /// What RAM holds.
+    have: u8,
+    /// What it should hold: the server's state with own batches in flight on top.
+    want: u8,
 }
 
 /// The sync loop's state.
 pub struct Session {
-    pub hooks: Hooks,
-    pub sync: SyncState,
-    pub stats: Arc<Stats>,
-    pub verbose: bool,
-    pub who: Identity,
-    pub players: Vec<PlayerInfo>,
-    /// MSXSYNC_TRACE=1 prints every batch sent and update received, for debugging.
-    pub trace: bool,
+    hooks: Hooks,
+    sync: SyncState,
+    stats: Arc<Stats>,
+    who: Identity,
+    players: Vec<PlayerInfo>,
     /// The game's `sync-when:` condition, if it has one.
-    pub gate: Option<SyncWhen>,
+    gate: Option<SyncWhen>,
+    /// The game's `on-restart:` rule.
+    on_restart: OnRestart,
+    /// What happened since this player last synced (meaningless while `active`).
+    since: Since,
     /// Holding until the player presses the join key (a game in progress without
     /// `sync-when:`).
-    pub waiting_for_key: bool,
+    waiting_for_key: bool,
     /// Whether the hooks sync (as far as this loop knows; the hooks hold by
     /// themselves when the gate closes or the game restarts).
-    pub active: bool,
+    active: bool,
     /// The connection, while there is one.
-    pub sender: Option<ClientSender>,
+    sender: Option<ClientSender>,
     /// Changes the game made while offline, sent after reconnecting.
-    pub offline: Offline,
+    offline: Offline,
     /// Bytes that differed from the expected state at the last check.
-    pub suspects: Vec<(usize, usize, u8, u8)>,
+    suspects: Vec<Mismatch>,
     /// Whether the cartridge's INIT breakpoint works for this game: then every start
     /// of the game is reported at INIT; otherwise a boot has to stand in for it.
-    pub init_seen: bool,
+    init_seen: bool,
     /// The whole state or a repair was written into RAM since the last batch was
     /// sent: a flush just before it may have been overwritten, so the next batch's
     /// echo is written back (see `send_local`).
-    pub wrote_directly: bool,
+    wrote_directly: bool,
     /// Applies sent to openMSX whose replies were not looked at yet.
-    pub applying: std::collections::VecDeque<crate::openmsx::Reply>,
+    applying: std::collections::VecDeque<crate::openmsx::Reply>,
+    /// The game changed on the server (see [`Layout`]): this player no longer syncs
+    /// and does not reconnect; openMSX keeps running.
+    retired: bool,
+}
+
+/// Memory that server messages on their way through the loop may take, shared by the
+/// readers (which take before queueing a message) and the loop (which gives back once
+/// it handled it). One message is always let through, however big, so nothing waits
+/// for ever.
+struct Budget {
+    used: Mutex<usize>,
+    limit: usize,
+    /// A token each time bytes are given back, for a reader waiting for room.
+    freed: async_channel::Sender<()>,
+    wake: async_channel::Receiver<()>,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Arc<Budget> {
+        let (freed, wake) = async_channel::bounded(1);
+        Arc::new(Budget {
+            used: Mutex::new(0),
+            limit,
+            freed,
+            wake,
+        })
+    }
+
+    async fn take(&self, bytes: usize) {
+        loop {
+            {
+                let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+                if *used == 0 || *used + bytes <= self.limit {
+                    *used += bytes;
+                    return;
+                }
+            }
+            if self.wake.recv().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn give(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(bytes);
+        let _ = self.freed.try_send(());
+    }
 }
 
 impl Session {
-    fn say(&self, text: &str) {
-        if self.verbose {
-            println!("{text}");
-        }
+    /// The session of a player who just joined (`joined`) over the connection
+    /// `sender`, with `hooks` watching the regions. It holds until
+    /// [`Session::game_started`] decides when to sync. `init_seen`: the cartridge's
+    /// INIT breakpoint was reached. Fails when the server sent a `sync-when:` that
+    /// does not parse.
+    pub fn new(
+        hooks: Hooks,
+        joined: &Joined,
+        sender: ClientSender,
+        who: Identity,
+        init_seen: bool,
+    ) -> Result<Session> {
+        let gate =
+            match &joined.game.sync_when {
+                Some(text) => Some(parse_sync_when(text).map_err(|e| {
+                    anyhow::anyhow!("the server sent a bad sync-when {text:?}: {e}")
+                })?),
+                None => None,
+            };
+        let sync = SyncState::new(joined);
+        let stats = Arc::new(Stats::default());
+        stats.seq.store(sync.seq(), Ordering::Relaxed);
+        Ok(Session {
+            hooks,
+            offline: Offline::new(&sync.region_sizes()),
+            sync,
+            stats,
+            who,
+            players: joined.game.players.clone(),
+            gate,
+            on_restart: joined.game.on_restart,
+            since: Since::Joined,
+            waiting_for_key: false,
+            active: false,
+            sender: Some(sender),
+            suspects: Vec::new(),
+            init_seen,
+            wrote_directly: false,
+            applying: Default::default(),
+            retired: false,
+        })
+    }
+
+    /// The counters this session keeps.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// The game (re)started; the hooks hold and emulation is paused at its INIT when
     /// `at_init`. Decides when this player starts syncing:
-    /// - with `sync-when:`, when the condition turns true (the game's own start-up
-    ///   writes come first, with the gate closed);
+    /// - with `sync-when:`, when the condition has held for its settle period (the
+    ///   game's own start-up writes come first, with the gate closed);
     /// - without, a player of a fresh game syncs from the start, like the original
     ///   tool, so a group starting together just works; a player joining a game in
     ///   progress (or whose game restarted) waits for the join key, so that its
     ///   start-up does not wipe what the group has earned.
     pub async fn game_started(&mut self, at_init: bool, in_progress: bool) -> Result<()> {
         self.active = false;
+        let restarted = if self.since == Since::Reset {
+            "the game restarted (reset or power cycle): "
+        } else {
+            ""
+        };
         if let Some(cond) = &self.gate {
             let open = self.hooks.set_gate(cond, at_init).await?;
             if open {
-                self.activate().await?;
+                self.gate_opened().await?;
             } else {
-                self.say(&format!(
-                    "waiting for the game to reach the shared part (sync-when: {cond})"
-                ));
+                info!(
+                    "{restarted}waiting for the game to reach the shared part (sync-when: {cond})"
+                );
             }
             return Ok(());
         }
@@ -136,27 +278,113 @@ impl Session {
                 "{} is in progress. Press {JOIN_KEY} when you are in the game to join the shared state.",
                 self.who.game
             );
-            self.say(&format!("{text} (in the openMSX window)"));
+            info!("{restarted}{text} (in the openMSX window)");
             let _ = self.hooks.show(&format!("msxsync: {text}")).await;
             return Ok(());
         }
-        self.activate().await
+        let (game, seq) = (&self.who.game, self.sync.seq());
+        let why = if seq == 0 {
+            format!("{restarted}syncing {game} from the game's start: the group has nothing yet")
+        } else {
+            format!("joined the shared state of {game} at update {seq} at the game's start (--join-now)")
+        };
+        self.take(&why).await
     }
 
-    /// Brings the emulator to the server's state and starts syncing.
-    async fn activate(&mut self) -> Result<()> {
+    /// The sync gate opened (its condition held for the settle period); emulation is
+    /// paused. Takes the group's state or shares this player's, by what happened since
+    /// the player last synced (see [`Since`]).
+    async fn gate_opened(&mut self) -> Result<()> {
+        // Something may have resumed emulation since the gate opened, and closed it.
+        if self.hooks.gate_state().await? != Some(true) {
+            return Ok(());
+        }
+        let seq = self.sync.seq();
+        const RESTARTED: &str = "game restarted (it went back through the title or game over)";
+        match (self.since, self.on_restart) {
+            (Since::LeftGame, OnRestart::Share) if seq > 0 => {
+                self.share(
+                    true,
+                    &format!(
+                        "{RESTARTED}: sharing its new game with the group (on-restart: share)"
+                    ),
+                )
+                .await
+            }
+            (Since::LeftGame, OnRestart::Keep) if seq > 0 => {
+                self.take(&format!(
+                    "{RESTARTED}: it takes the group's state of update {seq} (on-restart: keep)"
+                ))
+                .await
+            }
+            (Since::Loaded, _) => {
+                self.take(&format!(
+                    "took the group's state of update {seq} after the loadstate, rewind or \
+                     machine switch: the saved values stay here"
+                ))
+                .await
+            }
+            _ if seq == 0 => {
+                self.share(
+                    false,
+                    "the group has no shared state yet: sharing this game's starting values",
+                )
+                .await
+            }
+            (Since::Reset, _) => {
+                self.take(&format!(
+                    "took the group's state of update {seq} after the reset: the restarted \
+                     game's start-up stays here"
+                ))
+                .await
+            }
+            (Since::Joined | Since::LeftGame, _) => {
+                self.take(&format!(
+                    "joined the shared state of {} at update {seq}: this game's start-up \
+                     stays here",
+                    self.who.game
+                ))
+                .await
+            }
+        }
+    }
+
+    /// Brings the emulator to the server's state and starts syncing; says `why` in one
+    /// line.
+    async fn take(&mut self, why: &str) -> Result<()> {
+        if self.retired {
+            return Ok(());
+        }
         self.waiting_for_key = false;
-        self.hooks.write_state(self.sync.server_state()).await?;
+        self.hooks.write_state(&self.sync.state_to_write()).await?;
         self.wrote_directly = true;
+        self.now_active();
+        Stats::bump(&self.stats.state_writes);
+        info!("{why}");
+        Ok(())
+    }
+
+    /// Starts syncing with this player's values sent to the group as one change (see
+    /// [`Hooks::share`]); says `why` in one line. The change arrives from the hooks as
+    /// a flush and leaves like one.
+    async fn share(&mut self, keep_since_sync: bool, why: &str) -> Result<()> {
+        // Against the server's state with the own batches in flight on top: those are
+        // sent already, and must not be sent again as part of this change.
+        self.hooks
+            .share(&self.sync.expected(), keep_since_sync)
+            .await?;
+        // Updates may be written over the shared values before the change leaves: its
+        // echo puts them back (see `send_local`).
+        self.wrote_directly = true;
+        self.now_active();
+        Stats::bump(&self.stats.shares);
+        info!("{why}");
+        Ok(())
+    }
+
+    fn now_active(&mut self) {
         self.active = true;
         self.suspects.clear();
-        Stats::bump(&self.stats.state_writes);
-        self.say(&format!(
-            "syncing {}: shared state of update {} written into openMSX",
-            self.who.game,
-            self.sync.seq()
-        ));
-        Ok(())
     }
 
     /// Runs until openMSX closes, a stop request, or a fatal error.
@@ -168,8 +396,11 @@ impl Session {
         stop: async_channel::Receiver<()>,
     ) -> Result<Ending> {
         let (tx, inputs) = async_channel::bounded(INPUT_QUEUE);
+        let budget = Budget::new(INPUT_QUEUE_BYTES);
         let mut conn_id = 0u64;
-        let mut tasks = vec![spawn_reader(conn_id, receiver, tx.clone())];
+        // The reader of the current connection; dropping it stops it.
+        let mut reader = Some(spawn_reader(conn_id, receiver, tx.clone(), budget.clone()));
+        let mut tasks = Vec::new();
         {
             let tx = tx.clone();
             tasks.push(smol::spawn(async move {
@@ -221,37 +452,36 @@ impl Session {
             };
             let step = match input {
                 Input::Emulator(ev) => self.on_emulator(ev).await,
-                Input::Server(id, msg) if id == conn_id => {
-                    match self.on_server_burst(id, msg, &inputs, &mut stash).await {
-                        Ok(true) => Ok(None),
-                        Ok(false) => {
-                            // The connection is gone: try again, with growing pauses.
-                            conn_id += 1;
-                            reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
-                            attempt = 0;
-                            Ok(None)
-                        }
-                        Err(e) => Err(e),
-                    }
+                Input::Server(id, msg, bytes) if id == conn_id && !self.retired => {
+                    let step = self
+                        .on_server_burst(id, (msg, bytes), &inputs, &mut stash, &budget)
+                        .await;
+                    step.map(|_| None)
                 }
-                Input::Server(..) => Ok(None), // from a connection already given up
+                Input::Server(_, _, bytes) => {
+                    // From a connection already given up.
+                    budget.give(bytes);
+                    Ok(None)
+                }
                 Input::Reconnected(result) => match *result {
                     Ok((conn, joined)) => {
                         reconnecting = None;
                         let (sender, receiver) = conn.split();
-                        tasks.push(spawn_reader(conn_id, receiver, tx.clone()));
-                        self.resume_after_outage(sender, joined)
-                            .await
-                            .map(|()| None)
+                        let step = self.resume_after_outage(sender, joined).await;
+                        if !self.retired {
+                            reader =
+                                Some(spawn_reader(conn_id, receiver, tx.clone(), budget.clone()));
+                        }
+                        step.map(|()| None)
                     }
                     Err(e) => {
                         attempt += 1;
                         let wait = backoff(attempt);
-                        self.say(&format!(
-                            "reconnecting to {} failed: {e:#}; next try in {} s",
-                            self.who.server,
+                        // The error names the server.
+                        info!(
+                            "reconnecting failed: {e:#}; next try in {} s",
                             wait.as_secs_f32()
-                        ));
+                        );
                         reconnecting = Some(self.spawn_reconnect(attempt, tx.clone()));
                         Ok(None)
                     }
@@ -275,9 +505,19 @@ impl Session {
                 Input::Stop => Ok(Some(Ending::Interrupted)),
             };
             match step {
-                Ok(None) => continue,
+                Ok(None) => {}
                 Ok(Some(end)) => break Ok(end),
                 Err(e) => break Err(e),
+            }
+            // Whatever lost the connection (the reader, a failed send, a server that
+            // stopped acknowledging), get it back, with growing pauses.
+            if self.sender.is_none() && reconnecting.is_none() && !self.retired {
+                // A server that keeps the old connection open must not keep its
+                // reader alive.
+                reader = None;
+                conn_id += 1;
+                attempt = 0;
+                reconnecting = Some(self.spawn_reconnect(0, tx.clone()));
             }
         };
         drop(reconnecting);
@@ -285,6 +525,7 @@ impl Session {
         if let Some(mut s) = self.sender.take() {
             s.close().await;
         }
+        drop(reader);
         drop(tasks);
         result
     }
@@ -294,12 +535,14 @@ impl Session {
         let name = self.who.name.clone();
         let game = self.who.game.clone();
         let session = self.who.session;
+        let password = self.who.password.clone();
         smol::spawn(async move {
             if attempt > 0 {
                 smol::Timer::after(backoff(attempt)).await;
             }
             let result = async {
-                let mut conn = client::connect(&server, &name).await?;
+                let mut conn =
+                    client::connect_with_password(&server, &name, password.as_ref()).await?;
                 let joined = conn.join_session(&game, session).await?;
                 Ok((conn, joined))
             }
@@ -318,31 +561,42 @@ impl Session {
             crate::hops::log(format_args!("play-push {seq}"));
         }
         let decoded = self.hooks.decode(&ev);
-        if self.trace {
-            if let Some(Ok(e)) = &decoded {
-                if !matches!(e, HookEvent::LocalChanges(_)) {
-                    eprintln!("trace {}: hooks: {e:?}", self.sync.me());
-                }
+        if let Some(Ok(e)) = &decoded {
+            if !matches!(e, HookEvent::LocalChanges(_)) {
+                trace!("{}: hooks: {e:?}", self.sync.me());
             }
         }
         match decoded {
             Some(Ok(HookEvent::LocalChanges(changes))) => self.send_local(changes).await,
+            Some(Ok(HookEvent::LocalCounters(flushed))) => self.send_counters(&flushed).await,
             Some(Ok(HookEvent::MachineSwitched)) => {
                 // Loadstate, rewind or another machine: RAM changed behind the hooks'
                 // back. The shared state is the group's, not the savestate's.
                 self.active = false;
-                self.say("openMSX loaded a state or switched machine");
-                let open = match &self.gate {
-                    Some(_) => self.hooks.gate_state().await? == Some(true),
-                    None => !self.waiting_for_key,
-                };
-                if open {
-                    self.activate().await?;
+                self.since = Since::Loaded;
+                const SWITCHED: &str = "openMSX loaded a state, rewound or switched machine";
+                match &self.gate {
+                    // With a settle period the gate opens only after it.
+                    Some(cond) if self.hooks.gate_state().await? != Some(true) => info!(
+                        "{SWITCHED}: holding until the game has been in the shared part for {} frames",
+                        cond.frames
+                    ),
+                    Some(_) => self.gate_opened().await?,
+                    None if self.waiting_for_key => {
+                        info!("{SWITCHED}: still waiting for {JOIN_KEY}")
+                    }
+                    None => {
+                        let seq = self.sync.seq();
+                        self.take(&format!(
+                            "{SWITCHED}: took the group's state of update {seq}"
+                        ))
+                        .await?
+                    }
                 }
                 self.hooks.resume().await?;
             }
             Some(Ok(HookEvent::CartridgeStarted)) => {
-                self.say("the game restarted (reset or power cycle)");
+                self.since = Since::Reset;
                 let fresh = self.sync.seq() == 0;
                 self.game_started(true, !fresh).await?;
                 self.hooks.resume().await?;
@@ -351,33 +605,60 @@ impl Session {
                 // Power-on or reset: the hooks hold already. With an INIT breakpoint
                 // the decision comes at INIT; without one, now.
                 self.active = false;
+                self.since = Since::Reset;
                 if !self.init_seen {
-                    self.say("the machine restarted (reset or power cycle)");
                     let fresh = self.sync.seq() == 0;
                     self.game_started(false, !fresh).await?;
                 }
             }
             Some(Ok(HookEvent::Gate(open))) => {
                 if open {
-                    self.activate().await?;
+                    self.gate_opened().await?;
                     self.hooks.resume().await?;
-                } else {
+                } else if self.active {
                     self.active = false;
-                    self.say("the game left the shared part (sync-when is false): holding");
+                    self.since = Since::LeftGame;
+                    info!(
+                        "holding: the game left the shared part (sync-when is false: the title \
+                         or game over); what it does now stays here"
+                    );
                 }
             }
             Some(Ok(HookEvent::JoinRequested)) => {
                 if self.waiting_for_key {
-                    self.activate().await?;
+                    let seq = self.sync.seq();
+                    self.take(&format!(
+                        "joined the shared state of {} at update {seq} ({JOIN_KEY} pressed)",
+                        self.who.game
+                    ))
+                    .await?;
                     let _ = self.hooks.show("msxsync: joined the shared state").await;
                 }
                 self.hooks.resume().await?;
             }
-            Some(Err(e)) => self.say(&format!("warning: {e:#}")),
+            Some(Ok(HookEvent::Settling)) => {
+                if let Some(cond) = &self.gate {
+                    debug!(
+                        "sync-when is true: syncing once it has held for {} frames",
+                        cond.frames
+                    );
+                }
+            }
+            Some(Ok(HookEvent::SettleBroken(frames))) => {
+                if let Some(cond) = &self.gate {
+                    debug!(
+                        "sync-when turned false after {frames} of {} frames: waiting until it holds again",
+                        cond.frames
+                    );
+                }
+            }
+            Some(Err(e)) => warn!("{e:#}"),
             None => {
                 if let Event::Log { level, text } = &ev {
-                    if level == "warning" || level == "error" {
-                        self.say(&format!("openMSX {level}: {text}"));
+                    match level.as_str() {
+                        "warning" => warn!("openMSX: {}", printable(text)),
+                        "error" => error!("openMSX: {}", printable(text)),
+                        _ => {}
                     }
                 }
             }
@@ -387,36 +668,85 @@ impl Session {
 
     /// Sends what the game changed, or keeps it for later while offline.
     async fn send_local(&mut self, changes: Vec<Change>) {
-        if self.sender.is_none() {
-            self.offline.add(&changes);
+        if self.retired {
             return;
         }
-        // openMSX writes the reply to an apply before any push the emulation makes
-        // after it, and we read them in that order: an apply still unanswered now ran
-        // after the hooks flushed these changes (or has not run yet) and may have
-        // overwritten them in RAM, so their echo must be written back then.
-        let overtaken = match self.drain_answered_applies() {
-            Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
-            Err(e) => {
-                self.say(&format!("warning: {e:#}"));
-                true
-            }
-        };
+        if self.sender.is_none() {
+            self.offline.add(&Payload::Bits(changes));
+            return;
+        }
+        let overtaken = self.overtaken();
         // A flush of a big, scattered region can hold more runs than one message may.
         for part in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
             let batch = self.sync.send(part, overtaken);
-            if self.trace {
-                eprintln!("trace {}: send batch {batch}: {part:?}", self.sync.me());
-            }
+            trace!("{}: send batch {batch}: {part:?}", self.sync.me());
             let Some(sender) = self.sender.as_mut() else {
                 return;
             };
             crate::hops::log(format_args!("play-send {} {batch}", self.sync.me()));
-            match sender.send_changes(batch, part.to_vec()).await {
-                Ok(()) => Stats::bump(&self.stats.batches_sent),
-                // The reader notices the broken connection too and starts
-                // reconnecting; the batch stays in flight and is re-sent from there.
-                Err(e) => self.connection_lost(&e),
+            let sent = sender.send_changes(batch, part.to_vec()).await;
+            self.sent(sent);
+        }
+    }
+
+    /// Sends what the game added to or spent from counters, or keeps it for later
+    /// while offline.
+    async fn send_counters(&mut self, flushed: &[Flushed]) {
+        if self.retired {
+            return;
+        }
+        if self.sender.is_none() {
+            self.offline
+                .add(&Payload::Counts(self.sync.amounts(flushed)));
+            return;
+        }
+        let overtaken = self.overtaken();
+        let Some((batch, ops)) = self.sync.send_flushed(flushed, overtaken) else {
+            return;
+        };
+        self.send_ops(batch, ops).await;
+    }
+
+    /// Sends counter operations already recorded as `batch`.
+    async fn send_ops(&mut self, batch: u32, ops: Vec<CounterOp>) {
+        trace!("{}: send batch {batch}: {ops:?}", self.sync.me());
+        if let Some(sender) = self.sender.as_mut() {
+            let sent = sender.send_counts(batch, ops).await;
+            self.sent(sent);
+        }
+    }
+
+    /// Counts a batch sent, or notes the broken connection.
+    /// A server that keeps the connection but stops acknowledging counts as broken
+    /// too, before its batches pile up.
+    fn sent(&mut self, result: Result<()>) {
+        match result {
+            Ok(()) => Stats::bump(&self.stats.batches_sent),
+            // The loop reconnects; the batch stays in flight and is re-sent from there
+            // if the server did not get it.
+            Err(e) => self.connection_lost(&e),
+        }
+        if let Some(why) = self.sync.unacknowledged() {
+            let e = anyhow!(
+                "server {} {why}: taking the connection as broken",
+                self.who.server
+            );
+            self.connection_lost(&e);
+        }
+    }
+
+    /// Whether updates written into the emulator may have landed after the hooks'
+    /// flush that is about to be sent, so its echo must be written back.
+    fn overtaken(&mut self) -> bool {
+        // openMSX writes the reply to an apply before any push the emulation makes
+        // after it, and we read them in that order: an apply still unanswered now ran
+        // after the hooks flushed these changes (or has not run yet) and may have
+        // overwritten them in RAM, so their echo must be written back then.
+        match self.drain_answered_applies() {
+            Ok(pending) => pending || std::mem::take(&mut self.wrote_directly),
+            Err(e) => {
+                warn!("{e:#}");
+                true
             }
         }
     }
@@ -424,21 +754,27 @@ impl Session {
     /// Handles a message from the server and every further one of the same connection
     /// that is already waiting, then writes their changes into openMSX with one Tcl
     /// command: under load, one round trip per update would fall behind. False when
-    /// the connection is gone.
+    /// the connection is gone. The messages' bytes go back to `budget` once their
+    /// changes are on their way into openMSX.
     async fn on_server_burst(
         &mut self,
         id: u64,
-        first: Result<ServerMsg>,
+        (first, first_bytes): (Result<ServerMsg>, usize),
         inputs: &async_channel::Receiver<Input>,
         stash: &mut Option<Input>,
+        budget: &Budget,
     ) -> Result<bool> {
         /// Most changes written in one command (bounded so one command stays short).
         const MAX_BURST: usize = 1024;
-        let mut apply = Vec::new();
-        let mut alive = self.on_server(first, &mut apply)?;
-        while alive && apply.len() < MAX_BURST {
+        let mut apply = Apply::default();
+        let mut taken = first_bytes;
+        let mut alive = self.on_server(first, &mut apply);
+        while matches!(alive, Ok(true)) && apply.changes.len() + apply.counters.len() < MAX_BURST {
             match inputs.try_recv() {
-                Ok(Input::Server(i, msg)) if i == id => alive = self.on_server(msg, &mut apply)?,
+                Ok(Input::Server(i, msg, bytes)) if i == id => {
+                    taken += bytes;
+                    alive = self.on_server(msg, &mut apply);
+                }
                 Ok(other) => {
                     *stash = Some(other);
                     break;
@@ -446,9 +782,20 @@ impl Session {
                 Err(_) => break,
             }
         }
-        if !apply.is_empty() {
-            crate::hops::log(format_args!("play-post"));
-            self.applying.push_back(self.hooks.post_apply(&apply)?);
+        let posted = match alive {
+            Ok(_) if !apply.changes.is_empty() || !apply.counters.is_empty() => {
+                crate::hops::log(format_args!("play-post"));
+                self.hooks
+                    .post_apply(&apply.changes, &apply.counters)
+                    .map(Some)
+            }
+            _ => Ok(None),
+        };
+        drop(apply);
+        budget.give(taken);
+        let alive = alive?;
+        if let Some(reply) = posted? {
+            self.applying.push_back(reply);
         }
         self.collect_applies().await?;
         Ok(alive)
@@ -487,8 +834,8 @@ impl Session {
     }
 
     /// Handles one message from the server, adding what to write into openMSX to
-    /// `apply`. False when the connection is gone.
-    fn on_server(&mut self, msg: Result<ServerMsg>, apply_out: &mut Vec<Change>) -> Result<bool> {
+    /// `apply_out`. False when the connection is gone.
+    fn on_server(&mut self, msg: Result<ServerMsg>, apply_out: &mut Apply) -> Result<bool> {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -503,8 +850,6 @@ impl Session {
                 batch,
                 changes,
             } => {
-                Stats::bump(&self.stats.updates_received);
-                crate::hops::log(format_args!("play-recv {seq}"));
                 let apply = match self.sync.update(seq, player, batch, &changes) {
                     Ok(a) => a,
                     Err(e) => {
@@ -514,35 +859,75 @@ impl Session {
                         return Ok(false);
                     }
                 };
-                if self.trace {
-                    eprintln!(
-                        "trace {}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
-                        self.sync.me()
-                    );
-                }
-                self.stats.seq.store(seq, Ordering::Relaxed);
-                if player != self.sync.me() {
-                    Stats::bump(&self.stats.updates_from_others);
-                    if !apply.is_empty() {
-                        Stats::bump(&self.stats.updates_applied);
+                trace!(
+                    "{}: update {seq} from {player} batch {batch}: {changes:?} -> apply {apply:?}",
+                    self.sync.me()
+                );
+                self.received(seq, player, !apply.is_empty());
+                apply_out.changes.extend(apply);
+            }
+            ServerMsg::Counted {
+                seq,
+                player,
+                batch,
+                counts,
+            } => {
+                let writes = match self.sync.count(seq, player, batch, &counts) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        self.connection_lost(&e);
+                        return Ok(false);
                     }
+                };
+                trace!(
+                    "{}: update {seq} from {player} batch {batch}: {counts:?} -> write {writes:?}",
+                    self.sync.me()
+                );
+                self.received(seq, player, !writes.is_empty());
+                // A later value of a counter replaces an earlier one of the same burst:
+                // the hooks would write both, and the last one counts.
+                for w in writes {
+                    apply_out.counters.retain(|c| c.region != w.region);
+                    apply_out.counters.push(w);
                 }
-                apply_out.extend(apply);
             }
             ServerMsg::PlayerJoined(p) => {
-                self.say(&format!("{} joined the game", printable(&p.name)));
+                info!("{} joined the game", printable(&p.name));
+                // At most MAX_PLAYERS names of at most 64 bytes: under half a MiB.
+                self.players.retain(|q| q.id != p.id);
+                if self.players.len() >= MAX_PLAYERS {
+                    let e = anyhow!(
+                        "server {} says more than {MAX_PLAYERS} players are in the game",
+                        self.who.server
+                    );
+                    self.connection_lost(&e);
+                    return Ok(false);
+                }
                 self.players.push(p);
             }
             ServerMsg::PlayerLeft(p) => {
-                self.say(&format!("{} left the game", printable(&p.name)));
+                info!("{} left the game", printable(&p.name));
                 self.players.retain(|q| q.id != p.id);
             }
-            other => self.say(&format!(
+            other => info!(
                 "ignoring an unexpected {} from the server",
                 client::server_msg_name(&other)
-            )),
+            ),
         }
         Ok(true)
+    }
+
+    /// Counts an update received (`applied`: something of it goes into openMSX).
+    fn received(&self, seq: u64, player: crate::protocol::PlayerId, applied: bool) {
+        crate::hops::log(format_args!("play-recv {seq}"));
+        Stats::bump(&self.stats.updates_received);
+        self.stats.seq.store(seq, Ordering::Relaxed);
+        if player != self.sync.me() {
+            Stats::bump(&self.stats.updates_from_others);
+            if applied {
+                Stats::bump(&self.stats.updates_applied);
+            }
+        }
     }
 
     /// The connection broke: keep playing offline. What was in flight may not have
@@ -556,11 +941,8 @@ impl Session {
         // nothing (the reader task ends when the socket does).
         smol::spawn(async move { old.close().await }).detach();
         Stats::bump(&self.stats.disconnects);
-        let text = format!(
-            "lost the connection to server {}: {e:#}; openMSX keeps running and msxsync reconnects",
-            self.who.server
-        );
-        println!("{text}");
+        // The client's errors name the server.
+        info!("lost the connection: {e:#}; openMSX keeps running and msxsync reconnects");
         let hooks = self.hooks.clone();
         smol::spawn(async move {
             let _ = hooks
@@ -573,63 +955,77 @@ impl Session {
     /// Back online: the server's state is the truth, plus what this player's game did
     /// meanwhile. A server that came back empty (restarted without saved state) is
     /// seeded with what this player knew, instead of wiping everyone with zeros.
-    async fn resume_after_outage(&mut self, sender: ClientSender, joined: Joined) -> Result<()> {
-        if joined.game.rom_sha256 != self.who.rom_sha256 {
-            self.hooks.hold().await?;
+    async fn resume_after_outage(
+        &mut self,
+        mut sender: ClientSender,
+        joined: Joined,
+    ) -> Result<()> {
+        if let Some(what) = self.who.layout.changes_to(&Layout::of(&joined)) {
+            // Our bytes belong to the old layout: sending them, or seeding an empty
+            // server with them, would put them in the wrong places.
+            smol::spawn(async move { sender.close().await }).detach();
+            self.retired = true;
             self.active = false;
-            println!(
-                "the server now has another rom for {}: not syncing any more (start msxsync play again)",
-                self.who.game
+            Stats::bump(&self.stats.layout_changes);
+            self.hooks.hold().await?;
+            info!(
+                "game {} changed on server {} since you joined ({what} changed): not \
+                 syncing any more; openMSX keeps running; start msxsync play again to \
+                 play the new version",
+                self.who.game, self.who.server
             );
+            let _ = self
+                .hooks
+                .show("msxsync: the game changed on the server; not syncing any more")
+                .await;
             return Ok(());
         }
         let known = self.sync.seq();
         let blank = joined.seq == 0 && !joined.in_progress;
-        // What the server should hold: its state (or, when it came back empty, what
-        // we knew) with our offline changes on top.
-        let mut wanted = if blank && known > 0 {
-            self.say(&format!(
+        // What the server should hold: its state, or, when it came back empty, what
+        // we knew (which seeds it).
+        let base = if blank && known > 0 {
+            info!(
                 "the server lost the game's state (it restarted empty): seeding it with the state of update {known}"
-            ));
+            );
             self.sync.server_state().to_vec()
         } else {
             joined.state.clone()
         };
-        // Our batches the server never got, then what the game did offline (later, so
-        // it wins bit by bit). Batches it did get are not repeated: another player may
-        // have changed the same bits since.
-        let (unreceived, received) = self.sync.unreceived(joined.last_batch);
+        // On top, our batches the server never got, then what the game did offline
+        // (later, so it wins bit by bit; amounts add up). Batches it did get are not
+        // repeated: another player may have changed the same bits since, and a
+        // counter would count them twice.
+        let unreceived = self.sync.unreceived(joined.last_batch);
         self.stats
             .batches_not_resent
-            .fetch_add(received as u64, Ordering::Relaxed);
-        for c in &unreceived {
-            if let Some(region) = wanted.get_mut(c.region as usize) {
-                delta::apply(region, c);
-            }
-        }
-        self.offline.drain_into(&mut wanted);
-        let changes = diff_state(&joined.state, &wanted);
+            .fetch_add(unreceived.received_batches as u64, Ordering::Relaxed);
+        let (changes, ops) = catch_up(
+            &joined.state,
+            &base,
+            self.sync.counters(),
+            &unreceived,
+            &mut self.offline,
+        );
         self.sync = self.sync.rejoined(&joined);
         self.sender = Some(sender);
         if !changes.is_empty() {
             self.send_local(changes).await;
         }
+        if !ops.is_empty() {
+            let batch = self.sync.send_ops(&ops, false);
+            self.send_ops(batch, ops).await;
+        }
         Stats::bump(&self.stats.reconnects);
         self.stats.seq.store(joined.seq, Ordering::Relaxed);
         // Bring RAM to the server's state, keeping our in-flight and unflushed bits
-        // (the hooks ignore this while they hold).
-        let whole: Vec<Change> = joined
-            .state
-            .iter()
-            .enumerate()
-            .map(|(r, bytes)| Change::bytes(r as u16, 0, bytes.clone()))
-            .collect();
-        let apply = self.sync.unprotected(&whole);
-        if self.active && !apply.is_empty() {
-            self.hooks.apply(&apply).await?;
+        // and amounts (the hooks ignore this while they hold).
+        let (apply, counters) = self.sync.writes_for_state();
+        if self.active {
+            self.hooks.apply_all(&apply, &counters).await?;
         }
         self.players = joined.game.players.clone();
-        println!(
+        info!(
             "reconnected to {}: {} at update {}",
             self.who.server, self.who.game, joined.seq
         );
@@ -677,10 +1073,15 @@ impl Session {
             return Ok(());
         }
         let mut now = Vec::new();
-        for (r, (have, want)) in ram.iter().zip(&expected).enumerate() {
-            for (i, (&h, &w)) in have.iter().zip(want).enumerate() {
-                if h != w {
-                    now.push((r, i, h, w));
+        for (region, (have, want)) in ram.iter().zip(&expected).enumerate() {
+            for (offset, (&have, &want)) in have.iter().zip(want).enumerate() {
+                if have != want {
+                    now.push(Mismatch {
+                        region,
+                        offset,
+                        have,
+                        want,
+                    });
                 }
             }
         }
@@ -692,7 +1093,7 @@ impl Session {
         }
         let repairs: Vec<Change> = stale
             .iter()
-            .map(|&(r, i, _, w)| Change::bytes(r as u16, i as u16, vec![w]))
+            .map(|m| Change::bytes(m.region as u16, m.offset as u16, vec![m.want]))
             .collect();
         // Counted before the write so that anyone who sees the byte repaired also
         // sees the count.
@@ -701,29 +1102,40 @@ impl Session {
             .fetch_add(repairs.len() as u64, Ordering::Relaxed);
         self.hooks.force(&repairs).await?;
         self.wrote_directly = true;
-        println!(
+        info!(
             "repaired {} shared byte(s) that changed behind msxsync's back (first: region {} offset {}: {:#04x} -> {:#04x})",
             repairs.len(),
-            stale[0].0,
-            stale[0].1,
-            stale[0].2,
-            stale[0].3
+            stale[0].region,
+            stale[0].offset,
+            stale[0].have,
+            stale[0].want
         );
         Ok(())
     }
 }
 
-/// Reads one server connection into the loop's queue, tagged with its number.
+/// What one burst of server messages writes into openMSX.
+#[derive(Default)]
+struct Apply {
+    changes: Vec<Change>,
+    counters: Vec<CounterWrite>,
+}
+
+/// Reads one server connection into the loop's queue, tagged with its number, taking
+/// each message's memory from `budget` first.
 fn spawn_reader(
     id: u64,
     mut receiver: ClientReceiver,
     tx: async_channel::Sender<Input>,
+    budget: Arc<Budget>,
 ) -> smol::Task<()> {
     smol::spawn(async move {
         loop {
             let msg = receiver.recv().await;
             let failed = msg.is_err();
-            if tx.send(Input::Server(id, msg)).await.is_err() || failed {
+            let bytes = msg.as_ref().map_or(0, ServerMsg::memory_bytes);
+            budget.take(bytes).await;
+            if tx.send(Input::Server(id, msg, bytes)).await.is_err() || failed {
                 return;
             }
         }

@@ -1,98 +1,194 @@
 //! `msxsync serve`: holds each game's authoritative shared state and relays changes.
 //!
-//! The pure per-game logic (validation, bit-wise merge, sequencing) is in [`game`]; this
-//! file is the I/O around it: a WebSocket listener on a smol executor, one task per
-//! connection, and one mutex per game under which changes are sequenced *and* queued to
-//! every player, so that all players see the same order. Each player has a bounded
-//! outgoing queue; a player that cannot keep up is disconnected instead of stalling the
-//! others. Updates are encoded once and the bytes are shared by all queues.
+//! The pure per-game logic (validation, bit-wise merge, sequencing) is in [`game`]; who
+//! may connect is decided by [`limits`] (pure too); this file is the I/O around them: a
+//! WebSocket listener on a smol executor, one task per connection, and one mutex per
+//! game under which changes are sequenced *and* queued to every player, so that all
+//! players see the same order. Updates are encoded once and the bytes are shared by
+//! all queues.
+//!
+//! Everything a client can make the server hold has a limit in bytes or time: each
+//! connection's outgoing queue is budgeted in bytes, and so is the total over all
+//! queues (a message shared by many queues counts once); connections are capped in
+//! total and per address, players per game; a connection has 10 s to say `Hello` (and
+//! answer the password challenge), 60 s to join a game, and a player that stops
+//! answering pings for 45 s is closed. A player that cannot keep up is disconnected
+//! instead of stalling the others. docs/architecture.md ("Security and limits") lists
+//! them and what an attacker can still do.
 //!
 //! With a state folder, each game's state is loaded at start and kept on disk by a saver
 //! thread ([`persist`]): a change marks its game dirty under the game's lock, and the
-//! saver copies the bytes under that lock and writes the file with no lock held.
+//! saver copies the bytes under that lock and writes the file with no lock held. Every
+//! save is also kept as a backup, which `msxsync restore` puts back while players play.
 
 pub mod game;
+pub mod limits;
 pub mod persist;
 
+use crate::auth::{self, Password};
 use crate::catalog::{self, Game};
 use crate::protocol::{
-    self, ClientMsg, Joined, PlayerId, PlayerInfo, ServerMsg, DEFAULT_PORT, PROTOCOL_VERSION,
+    self, BackupInfo, ClientMsg, Joined, PlayerId, PlayerInfo, ServerMsg, PROTOCOL_VERSION,
 };
 use anyhow::{bail, Context, Result};
 use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::StreamExt;
 use game::GameState;
+use limits::{Admission, Failures, Limits, Registry, Source};
 use smol::net::{TcpListener, TcpStream};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
-/// Messages that may wait in one player's outgoing queue. A player whose queue is full
-/// when an update must be queued is disconnected ("too slow"), so that one slow or dead
-/// player never holds back the others. At 60 updates per second from each of 64
-/// players this is about a second of traffic.
-pub const PLAYER_QUEUE_LIMIT: usize = 4096;
+/// Bytes that may wait in one connection's outgoing queue (whole messages, plus
+/// [`ENTRY_COST`] each; the game's ROM, which the server keeps anyway and sends once
+/// per connection, counts only its entry). A connection whose queue would go over is
+/// disconnected ("too slow"), so that one slow or dead player never holds back the
+/// others. Some 25,000 one-byte updates: seconds of the busiest game.
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long a new connection may take to finish the WebSocket handshake and send `Hello`.
+/// Bytes that may wait in all outgoing queues together, each message counted once
+/// however many queues share it. Over it, a connection that is more than
+/// [`BEHIND_BYTES`] behind is disconnected when the next message for it comes.
+pub const TOTAL_QUEUE_BYTES: usize = 256 * 1024 * 1024;
+
+/// See [`TOTAL_QUEUE_BYTES`]: players that keep up (less than a packed write waiting)
+/// are never disconnected because of the total.
+const BEHIND_BYTES: usize = 256 * 1024;
+
+/// What one queued message costs besides its bytes (its queue slot and reference): a
+/// flood of tiny messages is budgeted too.
+const ENTRY_COST: usize = 64;
+
+/// Default cap on open connections. Below the usual 1,024 open files with room to
+/// spare; the server also keeps it below its own file limit (see [`start_with`]).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Default cap on open connections from one address (an IPv4 address or an IPv6 /64):
+/// a LAN party behind one NAT router fits.
+pub const MAX_PER_ADDRESS: usize = 64;
+
+/// Default cap on players in one game.
+pub const MAX_PLAYERS_PER_GAME: usize = 128;
+
+/// How long a new connection may take to finish the WebSocket handshake and send
+/// `Hello`, and then to answer the password challenge.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may stay without joining a game (`msxsync list` and
+/// `restore` need a second or two).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the server pings a connection it has sent nothing to.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A player from whom nothing (not even the answer to a ping) came for this long is
+/// taken for gone and disconnected.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// How long the server keeps trying to deliver a final `Error` before closing anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the server waits before saying that a password was wrong.
+pub const WRONG_PASSWORD_DELAY: Duration = Duration::from_secs(1);
+
+/// Open files the server keeps for itself (listener, state files, the executor) below
+/// its file limit when it sizes the connection cap.
+const FD_RESERVE: usize = 64;
 
 /// At most this many queued messages are packed into one `ServerMsg::Several`, so that
 /// a busy queue is sent in few system calls but still goes out steadily.
 const MAX_MESSAGES_PER_FLUSH: usize = 256;
 
+/// Largest packed message, encoded: far below what clients accept
+/// ([`protocol::MAX_SERVER_MESSAGE_BYTES`]), whatever the size or number of updates.
+pub const MAX_PACKED_BYTES: usize = 256 * 1024;
+const _: () = assert!(MAX_PACKED_BYTES * 4 <= protocol::MAX_SERVER_MESSAGE_BYTES);
+const _: () = assert!(QUEUE_BYTES >= 4 * MAX_PACKED_BYTES);
+
+/// A message larger than this goes out as several WebSocket frames (the client joins
+/// them), so a connection's write buffer never grows to the size of a ROM and stays
+/// that large for as long as the connection lives.
+const FRAME_BYTES: usize = 64 * 1024;
+
 /// Shortest time between two writes to one player's socket (see `pump`): at most this
 /// much latency, in exchange for one write per interval instead of one per update.
 const WRITE_INTERVAL: Duration = Duration::from_millis(3);
 
-/// Arguments of `msxsync serve`.
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// Folder holding games (NAME.regions files and their ROMs); repeat the option for
-    /// several folders. Without it the default game folders are searched.
-    #[arg(long = "games", value_name = "DIR")]
-    pub games: Vec<PathBuf>,
-    /// Address to listen on (0.0.0.0 for every IPv4 interface, :: for IPv6).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
-    /// TCP port to listen on; 0 picks a free port (the address is printed).
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
-    /// Folder where each game's shared state is kept (a GAME.state file per game), saved
-    /// within a second of a change and on Ctrl-C, and loaded at start so a restarted
-    /// server continues where it stopped. Default: $XDG_STATE_HOME/msxsync, or
-    /// ~/.local/state/msxsync.
-    #[arg(long, value_name = "DIR")]
+/// The same warning about refused or failed connections is logged at most this often.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The player id of updates the server makes itself (a restore); players count from 1.
+pub const SERVER_PLAYER: PlayerId = 0;
+
+/// Where `msxsync serve` gets its games and keeps their state, and its limits.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address and port to listen on (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Folders holding games; empty means [`catalog::default_game_dirs`].
+    pub game_dirs: Vec<PathBuf>,
+    /// Folder for each game's saved state; `None` means [`persist::default_state_dir`].
     pub state_dir: Option<PathBuf>,
-    /// Start every game from zeros, ignoring its saved state (which is then overwritten).
-    #[arg(long)]
+    /// Start every game from zeros, ignoring (and then overwriting) its saved state.
     pub fresh: bool,
+    /// The password players must prove they know; `None`: anyone may join.
+    pub password: Option<Password>,
+    /// Cap on open connections.
+    pub max_connections: usize,
+    /// Cap on open connections from one address.
+    pub max_per_address: usize,
+    /// Cap on players in one game.
+    pub max_players: usize,
 }
 
-/// Runs `msxsync serve`: loads the games and their saved state, prints them and the
-/// address, and serves until Ctrl-C or SIGTERM, then saves every game's state.
-pub fn run(args: ServeArgs) -> Result<()> {
-    let state_dir = match args.state_dir {
+impl ServeOptions {
+    /// Options with the default limits and no password.
+    pub fn new(bind: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            bind,
+            game_dirs: Vec::new(),
+            state_dir: None,
+            fresh: false,
+            password: None,
+            max_connections: MAX_CONNECTIONS,
+            max_per_address: MAX_PER_ADDRESS,
+            max_players: MAX_PLAYERS_PER_GAME,
+        }
+    }
+}
+
+/// Loads the games and their saved state and starts serving them: `msxsync serve` up
+/// to where it waits for Ctrl-C. Games that cannot be loaded are skipped with a
+/// warning event; no game at all is an error. [`ServerHandle::report`] says what is
+/// served and where each game's state came from.
+pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
+    let state_dir = match opts.state_dir {
         Some(dir) => dir,
         None => persist::default_state_dir()?,
     };
-    let (catalog, warnings, dirs) = if args.games.is_empty() {
+    let (mut catalog, warnings, dirs) = if opts.game_dirs.is_empty() {
         let (c, w) = catalog::Catalog::load_default();
         (c, w, catalog::default_game_dirs())
     } else {
-        let (c, w) = catalog::Catalog::load(&args.games);
-        (c, w, args.games.clone())
+        let (c, w) = catalog::Catalog::load(&opts.game_dirs);
+        (c, w, opts.game_dirs)
     };
     for w in &warnings {
-        eprintln!("msxsync: warning: {w}");
+        warn!("{w}");
+    }
+    // After the folders: a folder's game of the same name wins.
+    for game in crate::builtin::games() {
+        catalog.add(game);
     }
     let games = catalog.games().to_vec();
     if games.is_empty() {
@@ -104,66 +200,28 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .join(", ")
         );
     }
-    println!("serving {} game(s):", games.len());
-    for g in &games {
-        println!(
-            "  {}: {} (rom {} bytes, {} shared bytes in {} region(s))",
-            g.name,
-            g.title,
-            g.rom.len(),
-            g.shared_bytes(),
-            g.regions.len()
-        );
-    }
-    // Installed before the server starts, so a stop request is never lost; the server
-    // then stops accepting changes before the final save, which therefore has them all.
-    let (quit_tx, quit_rx) = std::sync::mpsc::channel::<()>();
-    ctrlc::set_handler(move || {
-        let _ = quit_tx.send(());
-    })
-    .context("could not install the ctrl-c handler")?;
-    let handle = start_with(
-        SocketAddr::new(args.bind, args.port),
+    start_with(
+        opts.bind,
         games,
         ServerConfig {
-            log: true,
             state_dir: Some(state_dir),
-            fresh: args.fresh,
+            fresh: opts.fresh,
+            password: opts.password,
+            max_connections: opts.max_connections,
+            max_per_address: opts.max_per_address,
+            max_players: opts.max_players,
             ..ServerConfig::default()
         },
-    )?;
-    for (name, origin) in handle.state_origins() {
-        if let Some(warning) = origin.warning(name) {
-            eprintln!("msxsync: warning: {warning}");
-        }
-        println!("  {name}: {origin}");
-    }
-    println!("listening on {}", handle.addr());
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = quit_rx.recv();
-    println!("stopping: closing connections and saving the state");
-    let report = handle.stop_and_save();
-    if let Some(report) = report {
-        if !report.errors.is_empty() {
-            bail!(
-                "could not save the state of {} game(s): {}",
-                report.errors.len(),
-                report.errors.join("; ")
-            );
-        }
-        println!("stopped: {report}");
-    }
-    Ok(())
+    )
 }
 
 /// Tunables of a running server. `Default` gives the production values.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Messages that may wait for one player before it is disconnected as too slow.
-    pub queue_limit: usize,
-    /// Whether to log connections, joins and leaves on stderr.
-    pub log: bool,
+    /// Bytes that may wait for one connection before it is disconnected as too slow.
+    pub queue_bytes: usize,
+    /// Bytes that may wait in all queues together (see [`TOTAL_QUEUE_BYTES`]).
+    pub total_queue_bytes: usize,
     /// Executor threads (0 counts as 1). One is the default and the right choice: the
     /// work per update is small, and with several threads every fan-out wakes tasks on
     /// other threads, which cost more CPU than the work itself (docs/benchmarks.md).
@@ -174,17 +232,41 @@ pub struct ServerConfig {
     pub fresh: bool,
     /// How often, at most, a changing game's state is written.
     pub save_interval: Duration,
+    /// The password clients must prove they know; `None`: anyone may connect.
+    pub password: Option<Password>,
+    /// Cap on open connections (lowered to fit the process's file limit).
+    pub max_connections: usize,
+    /// Cap on open connections from one address (IPv4 address or IPv6 /64).
+    pub max_per_address: usize,
+    /// Cap on players in one game.
+    pub max_players: usize,
+    /// Time to finish the handshake and send `Hello`, and to answer the challenge.
+    pub hello_timeout: Duration,
+    /// Time a connection may stay without joining a game.
+    pub join_timeout: Duration,
+    /// Pause in sending after which the server pings.
+    pub ping_interval: Duration,
+    /// Silence after which a player is taken for gone.
+    pub peer_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            queue_limit: PLAYER_QUEUE_LIMIT,
-            log: false,
+            queue_bytes: QUEUE_BYTES,
+            total_queue_bytes: TOTAL_QUEUE_BYTES,
             threads: 1,
             state_dir: None,
             fresh: false,
             save_interval: persist::SAVE_INTERVAL,
+            password: None,
+            max_connections: MAX_CONNECTIONS,
+            max_per_address: MAX_PER_ADDRESS,
+            max_players: MAX_PLAYERS_PER_GAME,
+            hello_timeout: HELLO_TIMEOUT,
+            join_timeout: JOIN_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+            peer_timeout: PEER_TIMEOUT,
         }
     }
 }
@@ -196,7 +278,8 @@ pub struct ServerHandle {
     stop: Option<async_channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     saver: Option<persist::Saver>,
-    origins: Origins,
+    report: LoadReport,
+    shared: Arc<Shared>,
     /// Held while the server runs; released after the final save.
     _dir_lock: Option<persist::DirLock>,
 }
@@ -207,9 +290,19 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Where each game's state came from at start, by game name (sorted).
-    pub fn state_origins(&self) -> &[(String, persist::Origin)] {
-        &self.origins
+    /// The games served and where each one's state came from.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Connections open right now (closing ones included).
+    pub fn connections(&self) -> usize {
+        lock(&self.shared.conns).open()
+    }
+
+    /// Bytes waiting in all outgoing queues now, each message counted once.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.budget.total.load(Ordering::Relaxed)
     }
 
     /// Stops the server and waits for its threads to finish; unsaved state is saved.
@@ -255,6 +348,40 @@ pub fn start(bind: SocketAddr, games: Vec<Game>) -> Result<ServerHandle> {
     start_with(bind, games, ServerConfig::default())
 }
 
+/// Raises this process's soft limit on open files to its hard limit and returns the
+/// soft limit now in force (`None` where there is no such limit). Each connection is a
+/// file; a server that runs out of files can accept nobody, not even `msxsync list`.
+pub fn raise_file_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let wanted = libc::rlimit {
+                    // An unlimited hard limit is not a valid soft limit for files.
+                    rlim_cur: lim.rlim_max.min(1 << 20),
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                    lim = wanted;
+                }
+            }
+        }
+        Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Starts a server on its own threads and returns once it listens.
 pub fn start_with(
     bind: SocketAddr,
@@ -268,6 +395,18 @@ pub fn start_with(
             "two games are named {:?}; game names must be unique",
             w[0].name
         );
+    }
+    let mut config = config;
+    if let Some(files) = raise_file_limit() {
+        let fits = files.saturating_sub(FD_RESERVE) / 2;
+        if config.max_connections > fits {
+            warn!(
+                "this process may open {files} files: serving at most {fits} connections \
+                 instead of {} (raise the limit with ulimit -n)",
+                config.max_connections
+            );
+            config.max_connections = fits.max(1);
+        }
     }
     let dir_lock = config
         .state_dir
@@ -286,6 +425,17 @@ pub fn start_with(
     let threads = config.threads.max(1);
     let (notifier, inbox) = persist::channel();
     let saver_games = config.state_dir.as_ref().map(|_| games.clone());
+    let report = LoadReport {
+        games: games.clone(),
+        origins,
+    };
+    let limits = Limits {
+        total: config.max_connections,
+        per_source: config.max_per_address,
+        // Connections closed to make room say why within CLOSE_TIMEOUT; the slack (and
+        // FD_RESERVE above) keeps those sockets within the file limit.
+        closing_slack: config.max_connections,
+    };
     let shared = Arc::new(Shared {
         games: games
             .into_iter()
@@ -293,11 +443,21 @@ pub fn start_with(
             .map(|(game, room)| GameSlot {
                 room: Mutex::new(room),
                 game,
+                rom: OnceLock::new(),
             })
             .collect(),
         saver: saver_games.as_ref().map(|_| notifier),
+        budget: Budget {
+            each: config.queue_bytes,
+            total_limit: config.total_queue_bytes,
+            total: Arc::new(AtomicUsize::new(0)),
+        },
         config,
-        next_player: AtomicU32::new(1),
+        next_player: AtomicU32::new(SERVER_PLAYER + 1),
+        conns: Mutex::new(Registry::new(limits)),
+        failures: Mutex::new(Failures::default()),
+        roster: AtomicU64::new(0),
+        games_list: Mutex::new(None),
     });
     let saver = match (&shared.config.state_dir, saver_games) {
         (Some(dir), Some(games)) => {
@@ -322,7 +482,7 @@ pub fn start_with(
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
     // The accept task holds the executor weakly: a strong reference from one of its own
     // tasks would keep it (and every connection) alive after the threads stop.
-    ex.spawn(accept_loop(listener, shared, Arc::downgrade(&ex)))
+    ex.spawn(accept_loop(listener, shared.clone(), Arc::downgrade(&ex)))
         .detach();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mut handles = Vec::new();
@@ -342,13 +502,23 @@ pub fn start_with(
         stop: Some(stop_tx),
         threads: handles,
         saver,
-        origins,
+        report,
+        shared,
         _dir_lock: dir_lock,
     })
 }
 
 /// Where each game's state came from at start, by game name.
 type Origins = Vec<(String, persist::Origin)>;
+
+/// What a server loaded at start, for `msxsync serve` to show.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// The games served, sorted by name.
+    pub games: Vec<Game>,
+    /// Where each game's state came from, by game name, in the same order.
+    pub origins: Origins,
+}
 
 /// Each game's room at start, from its saved state when there is one, and where that
 /// state came from.
@@ -392,11 +562,24 @@ struct Shared {
     next_player: AtomicU32,
     /// Tells the saver a game turned dirty; `None` when no state is kept.
     saver: Option<persist::Notifier>,
+    budget: Budget,
+    /// Open connections; those that have not joined a game with the channel that
+    /// closes them, to make room when the server is full.
+    conns: Mutex<Registry<async_channel::Sender<End>>>,
+    /// Wrong passwords per address.
+    failures: Mutex<Failures>,
+    /// Counts every player joining or leaving any game: the games list is encoded
+    /// again only when it moved.
+    roster: AtomicU64,
+    /// The last encoded games list and the `roster` count it was made at.
+    games_list: Mutex<Option<(u64, Outgoing)>>,
 }
 
 struct GameSlot {
     game: Game,
     room: Mutex<Room>,
+    /// The encoded `Rom` message, made on the first `FetchRom` and shared by all.
+    rom: OnceLock<Bytes>,
 }
 
 /// The mutable part of a game: its state and the queues of its players.
@@ -409,17 +592,98 @@ struct Room {
 
 struct Member {
     id: PlayerId,
-    queue: async_channel::Sender<Bytes>,
-    kick: async_channel::Sender<String>,
+    outbox: Outbox,
+    kick: async_channel::Sender<End>,
+}
+
+/// The byte budgets of the outgoing queues.
+struct Budget {
+    /// Per connection.
+    each: usize,
+    /// Over all connections.
+    total_limit: usize,
+    /// Bytes held by all queues now, each message once.
+    total: Arc<AtomicUsize>,
+}
+
+impl Budget {
+    /// `msg` encoded, counted in the total for as long as any queue holds it.
+    fn message(&self, msg: &ServerMsg) -> Outgoing {
+        let bytes = Bytes::from(protocol::encode(msg));
+        self.total.fetch_add(bytes.len(), Ordering::Relaxed);
+        Outgoing {
+            _held: Some(Arc::new(Held {
+                len: bytes.len(),
+                total: self.total.clone(),
+            })),
+            bytes,
+        }
+    }
+}
+
+/// An encoded message on its way to one or more connections.
+#[derive(Clone)]
+struct Outgoing {
+    bytes: Bytes,
+    /// Counts the bytes in [`Budget::total`] until the last queue is done with them;
+    /// `None` for what the server keeps anyway (a game's ROM).
+    _held: Option<Arc<Held>>,
+}
+
+impl Outgoing {
+    /// What it costs in one connection's budget: what the server keeps anyway (a ROM)
+    /// costs only its entry.
+    fn cost(&self) -> usize {
+        match self._held {
+            Some(_) => self.bytes.len() + ENTRY_COST,
+            None => ENTRY_COST,
+        }
+    }
+}
+
+struct Held {
+    len: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// One connection's outgoing queue: unbounded as a channel, bounded in bytes here.
+#[derive(Clone)]
+struct Outbox {
+    tx: async_channel::Sender<Outgoing>,
+    /// Bytes queued and not yet written to the socket ([`Outgoing::cost`] each).
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues `out`, or says why this connection is too slow to take it.
+    fn push(&self, out: Outgoing, budget: &Budget) -> Result<(), String> {
+        let cost = out.cost();
+        let mine = self.queued.load(Ordering::Relaxed);
+        if mine + cost > budget.each {
+            return Err(format!("too slow: {mine} bytes waiting"));
+        }
+        let total = budget.total.load(Ordering::Relaxed);
+        if total > budget.total_limit && mine >= BEHIND_BYTES {
+            return Err(format!(
+                "too slow: {mine} bytes waiting while the server's queues hold {total}"
+            ));
+        }
+        self.queued.fetch_add(cost, Ordering::Relaxed);
+        if self.tx.try_send(out).is_err() {
+            // The connection is ending; nothing will be written.
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
-    fn log(&self, text: std::fmt::Arguments) {
-        if self.config.log {
-            eprintln!("{text}");
-        }
-    }
-
     /// A copy of game `g`'s state for the saver, taken under the lock (the file is
     /// written after it is released); `None` when nothing changed since the last copy.
     fn snapshot(&self, g: usize) -> Option<persist::Snapshot> {
@@ -428,13 +692,22 @@ impl Shared {
             return None;
         }
         room.dirty = false;
-        Some((room.state.seq(), room.state.bytes()))
+        Some(persist::Snapshot {
+            seq: room.state.seq(),
+            bytes: room.state.bytes(),
+        })
     }
 
-    fn find_game(&self, name: &str) -> Option<usize> {
+    fn find_game(&self, name: &str) -> Result<usize, End> {
         self.games
             .binary_search_by(|g| g.game.name.as_str().cmp(name))
-            .ok()
+            .map_err(|_| {
+                End::tell(format!(
+                    "unknown game {:?}; this server has: {}",
+                    name,
+                    self.game_names()
+                ))
+            })
     }
 
     fn game_names(&self) -> String {
@@ -448,29 +721,51 @@ impl Shared {
             .join(", ")
     }
 
-    fn games_message(&self) -> ServerMsg {
-        ServerMsg::Games {
+    /// The encoded games list, made again only when players came or went since.
+    fn games_list(&self) -> Outgoing {
+        let now = self.roster.load(Ordering::Relaxed);
+        let mut cached = lock(&self.games_list);
+        if let Some((at, out)) = cached.as_ref() {
+            if *at == now {
+                return out.clone();
+            }
+        }
+        let msg = ServerMsg::Games {
             games: self
                 .games
                 .iter()
                 .map(|g| g.game.info(lock(&g.room).state.players().to_vec()))
                 .collect(),
+        };
+        let out = self.budget.message(&msg);
+        *cached = Some((now, out.clone()));
+        out
+    }
+
+    /// Marks game `g` changed, waking the saver on the clean-to-dirty step only (one
+    /// message per save).
+    fn changed(&self, g: usize, room: &mut Room) {
+        if !room.dirty {
+            room.dirty = true;
+            if let Some(saver) = &self.saver {
+                saver.dirty(g);
+            }
         }
     }
 }
 
-/// Locks a room. A panic while holding the lock cannot leave a room half-updated in a
+/// Locks a mutex. A panic while holding the lock cannot leave a room half-updated in a
 /// way that matters more than stopping the whole server would, so poisoning is ignored.
-fn lock(room: &Mutex<Room>) -> MutexGuard<'_, Room> {
-    room.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Room {
-    /// Queues `bytes` for every member except `except`. Members whose queue is full are
-    /// told to go (kicked), removed, and announced as gone to the rest.
-    fn broadcast(&mut self, bytes: Bytes, except: Option<PlayerId>) {
-        let mut work = vec![(bytes, except)];
-        while let Some((bytes, except)) = work.pop() {
+    /// Queues `out` for every member except `except`. Members whose queue is over its
+    /// budget are told to go (kicked), removed, and announced as gone to the rest.
+    fn broadcast(&mut self, shared: &Shared, out: Outgoing, except: Option<PlayerId>) {
+        let mut work = vec![(out, except)];
+        while let Some((out, except)) = work.pop() {
             let mut i = 0;
             while i < self.members.len() {
                 let m = &self.members[i];
@@ -478,14 +773,15 @@ impl Room {
                     i += 1;
                     continue;
                 }
-                match m.queue.try_send(bytes.clone()) {
-                    Ok(()) | Err(async_channel::TrySendError::Closed(_)) => i += 1,
-                    Err(async_channel::TrySendError::Full(_)) => {
-                        let reason = format!("too slow: {} updates waiting", m.queue.len());
-                        let _ = m.kick.try_send(reason);
+                match m.outbox.push(out.clone(), &shared.budget) {
+                    Ok(()) => i += 1,
+                    Err(reason) => {
+                        let _ = m.kick.try_send(End::tell(reason));
                         let gone = self.members.remove(i);
+                        shared.roster.fetch_add(1, Ordering::Relaxed);
                         if let Some(info) = self.state.remove_player(gone.id) {
-                            work.push((encode(&ServerMsg::PlayerLeft(info)), None));
+                            let left = shared.budget.message(&ServerMsg::PlayerLeft(info));
+                            work.push((left, None));
                         }
                     }
                 }
@@ -494,46 +790,128 @@ impl Room {
     }
 
     /// Removes a player and tells the others; does nothing if it is already gone.
-    fn leave(&mut self, id: PlayerId) {
+    fn leave(&mut self, shared: &Shared, id: PlayerId) {
         self.members.retain(|m| m.id != id);
         if let Some(info) = self.state.remove_player(id) {
-            self.broadcast(encode(&ServerMsg::PlayerLeft(info)), None);
+            shared.roster.fetch_add(1, Ordering::Relaxed);
+            let left = shared.budget.message(&ServerMsg::PlayerLeft(info));
+            self.broadcast(shared, left, None);
         }
     }
 }
 
-fn encode(msg: &ServerMsg) -> Bytes {
-    Bytes::from(protocol::encode(msg))
-}
-
 /// The WebSocket settings: incoming messages are limited to the protocol's limit for
-/// client messages, so an oversized message is refused before it is buffered whole.
+/// client messages, so an oversized message is refused before it is buffered whole. The
+/// read buffer starts small (an idle connection costs little); frames are written as
+/// they are made rather than gathered.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(protocol::MAX_CLIENT_MESSAGE_BYTES))
         .max_frame_size(Some(protocol::MAX_CLIENT_MESSAGE_BYTES))
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
 }
+
+/// Says the same kind of warning at most once per interval, with how many were not
+/// said in between: a flood of refused connections must not flood the log too.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    fn warn(&mut self, what: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.skipped += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut self.skipped) {
+            0 => String::new(),
+            n => format!(" ({n} more like it since the last such message)"),
+        };
+        self.last = Some(now);
+        warn!("{}{more}", what());
+    }
+}
+
+/// What a refused client reads before the socket closes: its WebSocket handshake fails
+/// with "503 Service Unavailable".
+const REFUSED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     ex: std::sync::Weak<smol::Executor<'static>>,
 ) {
+    let mut refusals = Throttle::new(REFUSAL_LOG_INTERVAL);
+    let mut failures = Throttle::new(REFUSAL_LOG_INTERVAL);
     loop {
         match listener.accept().await {
-            Ok((tcp, addr)) => {
-                let _ = tcp.set_nodelay(true);
-                let Some(ex) = ex.upgrade() else { return };
-                ex.spawn(serve_connection(shared.clone(), tcp, addr))
-                    .detach();
+            Ok((mut tcp, addr)) => {
+                let source = Source::of(addr.ip());
+                let (kick, kicked) = async_channel::bounded(1);
+                let admission = lock(&shared.conns).admit(source, kick.clone());
+                match admission {
+                    Admission::Refused(why) => {
+                        refusals.warn(|| format!("{addr}: connection refused: {why}"));
+                        // Best effort, never waited for: the socket is new, so a short
+                        // write goes straight into its buffer.
+                        use smol::io::AsyncWriteExt;
+                        let _ = smol::future::poll_once(tcp.write(REFUSED)).await;
+                    }
+                    Admission::Admitted { id, evicted } => {
+                        if let Some(old) = evicted {
+                            let _ = old.try_send(End::kicked(
+                                "the server is full; closing the oldest connection that has \
+                                 not joined a game",
+                            ));
+                        }
+                        let _ = tcp.set_nodelay(true);
+                        let Some(ex) = ex.upgrade() else { return };
+                        let ticket = Ticket {
+                            shared: shared.clone(),
+                            id,
+                            source,
+                        };
+                        ex.spawn(serve_connection(ticket, tcp, addr, kick, kicked))
+                            .detach();
+                    }
+                }
             }
             Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
-                shared.log(format_args!("cannot accept a connection: {e}"));
+                // Typically out of file descriptors (the cap should prevent it): back
+                // off instead of spinning.
+                failures.warn(|| format!("cannot accept a connection: {e}"));
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// A connection's place in the registry, given back when the connection task ends.
+struct Ticket {
+    shared: Arc<Shared>,
+    id: u64,
+    source: Source,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.shared.conns).release(self.id, self.source);
     }
 }
 
@@ -541,6 +919,9 @@ async fn accept_loop(
 struct End {
     log: String,
     tell: Option<String>,
+    /// Whether to wait (briefly) for the client to read the reason and close: yes when
+    /// it is talking to us, no when it is closed for being slow or to make room.
+    linger: bool,
 }
 
 impl End {
@@ -548,6 +929,7 @@ impl End {
         End {
             log: log.into(),
             tell: None,
+            linger: false,
         }
     }
 
@@ -556,126 +938,371 @@ impl End {
         End {
             log: reason.clone(),
             tell: Some(reason),
+            linger: true,
+        }
+    }
+
+    fn kicked(reason: impl Into<String>) -> End {
+        End {
+            linger: false,
+            ..End::tell(reason)
         }
     }
 }
 
 type Sink = WebSocketSender<TcpStream>;
-type Source = WebSocketReceiver<TcpStream>;
+type Source_ = WebSocketReceiver<TcpStream>;
 
 /// One client connection, as seen by its reader.
 struct Conn {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The connection's number in the registry.
+    conn: u64,
     id: PlayerId,
     name: String,
     /// Index of the joined game in `shared.games`.
     game: Option<usize>,
-    queue: async_channel::Sender<Bytes>,
-    kick: async_channel::Sender<String>,
+    /// Whether the ROM was sent on this connection (once is all a client needs).
+    rom_sent: bool,
+    outbox: Outbox,
+    kick: async_channel::Sender<End>,
 }
 
-async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
-    let ws = match with_timeout(
-        HELLO_TIMEOUT,
-        async_tungstenite::accept_async_with_config(tcp, Some(ws_config())),
-    )
-    .await
-    {
-        Some(Ok(ws)) => ws,
-        Some(Err(e)) => {
-            shared.log(format_args!("{addr}: websocket handshake failed: {e}"));
-            return;
-        }
-        None => {
-            shared.log(format_args!("{addr}: websocket handshake timed out"));
+async fn serve_connection(
+    ticket: Ticket,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    kick: async_channel::Sender<End>,
+    kicked: async_channel::Receiver<End>,
+) {
+    let shared = ticket.shared.clone();
+    let handshake = smol::future::or(
+        async {
+            with_timeout(
+                shared.config.hello_timeout,
+                async_tungstenite::accept_async_with_config(tcp, Some(ws_config())),
+            )
+            .await
+            .ok_or_else(|| "websocket handshake timed out".to_string())?
+            .map_err(|e| format!("websocket handshake failed: {e}"))
+        },
+        async { Err(kicked.recv().await.map(|end| end.log).unwrap_or_default()) },
+    );
+    let ws = match handshake.await {
+        Ok(ws) => ws,
+        Err(why) => {
+            info!("{addr}: {why}");
             return;
         }
     };
     let (mut sink, mut source) = ws.split();
-    let (queue, queue_rx) = async_channel::bounded(shared.config.queue_limit.max(1));
-    let (kick, kick_rx) = async_channel::bounded(1);
+    let (tx, queue) = async_channel::unbounded();
+    let outbox = Outbox {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+    };
     let mut conn = Conn {
         id: shared.next_player.fetch_add(1, Ordering::Relaxed),
         shared: shared.clone(),
         addr,
+        conn: ticket.id,
         name: String::new(),
         game: None,
-        queue,
+        rom_sent: false,
+        outbox: outbox.clone(),
         kick,
     };
+    // Set while a message goes out in several frames: cut there, the connection cannot
+    // carry a final message any more.
+    let mid_message = AtomicBool::new(false);
+    // Set (and the queue closed, to wake the writer) when the reader is done: the
+    // writer stops at the next message boundary.
+    let stopped = AtomicBool::new(false);
     let me = conn.id;
-    let end = smol::future::or(conn.read_loop(&mut source), async {
-        let reason = smol::future::or(
-            async { kick_rx.recv().await.unwrap_or_default() },
-            pump(&mut sink, &queue_rx, me),
-        )
-        .await;
-        End::tell(reason)
-    })
-    .await;
+    let end = {
+        let reader = std::pin::pin!(smol::future::or(
+            async {
+                let mut reader = Reader::new(&mut source);
+                conn.read_loop(&mut reader).await
+            },
+            async {
+                kicked
+                    .recv()
+                    .await
+                    .unwrap_or_else(|_| End::quiet("server stopping"))
+            },
+        ));
+        let writer = std::pin::pin!(pump(
+            &mut sink,
+            &queue,
+            &outbox.queued,
+            shared.config.ping_interval,
+            &mid_message,
+            &stopped,
+            me,
+        ));
+        match futures_util::future::select(reader, writer).await {
+            futures_util::future::Either::Left((end, writer)) => {
+                stopped.store(true, Ordering::Relaxed);
+                outbox.tx.close();
+                // A message being written is finished first, so that the client can
+                // still read why the connection ends.
+                let _ = with_timeout(CLOSE_TIMEOUT, writer).await;
+                end
+            }
+            futures_util::future::Either::Right((reason, _)) => {
+                End::kicked(reason.unwrap_or_else(|| "connection ended".into()))
+            }
+        }
+    };
     if let Some(g) = conn.game {
         let slot = &shared.games[g];
-        lock(&slot.room).leave(conn.id);
-        shared.log(format_args!(
+        lock(&slot.room).leave(&shared, conn.id);
+        info!(
             "player {:?} (#{}, {addr}) left game {}: {}",
             conn.name, conn.id, slot.game.name, end.log
-        ));
+        );
     } else {
-        shared.log(format_args!("{addr}: connection closed: {}", end.log));
+        info!("{addr}: connection closed: {}", end.log);
     }
-    if let Some(reason) = end.tell {
-        let bytes = encode(&ServerMsg::Error {
-            reason: truncate(&reason),
-        });
+    if let (Some(reason), false) = (&end.tell, mid_message.load(Ordering::Relaxed)) {
+        let bytes = Bytes::from(protocol::encode(&ServerMsg::Error {
+            reason: truncate(reason),
+        }));
         let _ = with_timeout(CLOSE_TIMEOUT, async {
             sink.send(Message::Binary(bytes)).await?;
-            sink.close(None).await
+            sink.close(None).await?;
+            // Read (and drop) what the client still sends until it closes too: a
+            // socket closed with unread input is reset, and the reset can destroy the
+            // reason before the client reads it.
+            if end.linger {
+                while let Some(Ok(_)) = source.next().await {}
+            }
+            Ok::<(), WsError>(())
         })
         .await;
     }
+    drop(ticket);
 }
 
-/// Writes queued messages to the socket until it fails; returns why.
-async fn pump(sink: &mut Sink, queue: &async_channel::Receiver<Bytes>, to: PlayerId) -> String {
-    let result: Result<(), WsError> = async {
-        let mut last_write: Option<std::time::Instant> = None;
-        while let Ok(first) = queue.recv().await {
+/// Writes queued messages to the socket until it fails (returns why) or `stopped` is
+/// set (returns `None`, between two messages; the queue is closed to wake it). Pings
+/// the client when nothing was queued for `ping_every`, so a dead peer shows.
+async fn pump(
+    sink: &mut Sink,
+    queue: &async_channel::Receiver<Outgoing>,
+    queued: &AtomicUsize,
+    ping_every: Duration,
+    mid_message: &AtomicBool,
+    stopped: &AtomicBool,
+    to: PlayerId,
+) -> Option<String> {
+    // Ok(true): the queue ended; Ok(false): told to stop.
+    let result: Result<bool, WsError> = async {
+        let mut last_write: Option<Instant> = None;
+        // One timer for the connection's life, re-armed when it fires: a timer per
+        // message would cost more than the message.
+        let mut ping = smol::Timer::after(ping_every);
+        // A message taken off the queue that did not fit in the last packed write.
+        let mut carry: Option<Outgoing> = None;
+        loop {
+            if stopped.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let first = match carry.take() {
+                Some(m) => m,
+                None => {
+                    let next = smol::future::or(async { Some(queue.recv().await) }, async {
+                        (&mut ping).await;
+                        None
+                    })
+                    .await;
+                    match next {
+                        Some(Ok(m)) => m,
+                        Some(Err(_)) => return Ok(!stopped.load(Ordering::Relaxed)),
+                        None => {
+                            sink.send(Message::Ping(Bytes::new())).await?;
+                            ping.set_after(ping_every);
+                            continue;
+                        }
+                    }
+                }
+            };
             // A player written to less than WRITE_INTERVAL ago waits out the rest of
             // it, and whatever else is queued by then goes out in the same WebSocket
             // message: a busy game costs one message (and one system call) per
             // interval, not one per update per player. A quiet game never waits.
             if let Some(at) = last_write {
                 let due = at + WRITE_INTERVAL;
-                if std::time::Instant::now() < due {
+                if Instant::now() < due {
                     smol::Timer::at(due).await;
                 }
             }
-            let mut more = Vec::new();
-            while more.len() + 1 < MAX_MESSAGES_PER_FLUSH {
+            let mut batch = vec![first];
+            let mut packed = packed_size(batch[0].bytes.len());
+            while batch.len() < MAX_MESSAGES_PER_FLUSH {
                 let Ok(m) = queue.try_recv() else { break };
-                more.push(m);
+                let more = packed_size(m.bytes.len());
+                if packed + more > MAX_PACKED_BYTES {
+                    carry = Some(m);
+                    break;
+                }
+                packed += more;
+                batch.push(m);
             }
-            let bytes = if more.is_empty() {
-                first
+            let bytes = if batch.len() == 1 {
+                batch[0].bytes.clone()
             } else {
-                let mut packed = Vec::with_capacity(more.len() + 1);
-                packed.push(first.to_vec());
-                packed.extend(more.iter().map(|b| b.to_vec()));
-                encode(&ServerMsg::Several(packed))
+                let parts = batch.iter().map(|m| m.bytes.to_vec()).collect();
+                Bytes::from(protocol::encode(&ServerMsg::Several(parts)))
             };
             if crate::hops::enabled() {
                 crate::hops::log(format_args!("serve-write {to} {}", update_seqs(&bytes)));
             }
-            sink.send(Message::Binary(bytes)).await?;
-            last_write = Some(std::time::Instant::now());
+            send(sink, bytes, mid_message).await?;
+            queued.fetch_sub(batch.iter().map(Outgoing::cost).sum(), Ordering::Relaxed);
+            last_write = Some(Instant::now());
         }
-        Ok(())
     }
     .await;
     match result {
-        Ok(()) => "connection ended".into(),
-        Err(e) => format!("cannot send: {e}"),
+        Ok(true) => Some("connection ended".into()),
+        Ok(false) => None,
+        Err(e) => Some(format!("cannot send: {e}")),
+    }
+}
+
+/// An upper bound on what a message of `len` bytes adds to a packed message: itself
+/// and its length prefix (the packed message's own header fits in the first one's 9).
+fn packed_size(len: usize) -> usize {
+    len + 9
+}
+
+/// Sends one message; a large one in frames of [`FRAME_BYTES`] (see there).
+async fn send(sink: &mut Sink, bytes: Bytes, mid_message: &AtomicBool) -> Result<(), WsError> {
+    if bytes.len() <= FRAME_BYTES {
+        return sink.send(Message::Binary(bytes)).await;
+    }
+    mid_message.store(true, Ordering::Relaxed);
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + FRAME_BYTES).min(bytes.len());
+        let opcode = if at == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(bytes.slice(at..end), opcode, end == bytes.len());
+        sink.send(Message::Frame(frame)).await?;
+        at = end;
+    }
+    mid_message.store(false, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reads a connection's messages with a deadline: a fixed one until the client has
+/// joined, then one that every frame received pushes back (`extend`).
+struct Reader<'a> {
+    source: &'a mut Source_,
+    timer: smol::Timer,
+    deadline: Instant,
+    extend: Option<Duration>,
+    /// What the client is told when the deadline passes.
+    late: String,
+}
+
+impl<'a> Reader<'a> {
+    fn new(source: &'a mut Source_) -> Reader<'a> {
+        let now = Instant::now();
+        Reader {
+            source,
+            timer: smol::Timer::at(now),
+            deadline: now,
+            extend: None,
+            late: String::new(),
+        }
+    }
+
+    /// From now on: give up after `limit` (pushed back by every frame when `extend`),
+    /// telling the client `late`.
+    fn limit(&mut self, limit: Duration, extend: bool, late: String) {
+        self.deadline = Instant::now() + limit;
+        self.timer.set_at(self.deadline);
+        self.extend = extend.then_some(limit);
+        self.late = late;
+    }
+
+    /// The next protocol message; pings and pongs only count as signs of life.
+    async fn next(&mut self) -> Result<ClientMsg, End> {
+        loop {
+            let Reader {
+                source,
+                timer,
+                deadline,
+                ..
+            } = self;
+            let frame = smol::future::or(async { Some(source.next().await) }, async {
+                loop {
+                    (&mut *timer).await;
+                    if Instant::now() >= *deadline {
+                        return None;
+                    }
+                    timer.set_at(*deadline);
+                }
+            })
+            .await;
+            let Some(frame) = frame else {
+                return Err(End::tell(self.late.clone()));
+            };
+            if let Some(e) = self.extend {
+                self.deadline = Instant::now() + e;
+            }
+            if let Some(msg) = message(frame)? {
+                return Ok(msg);
+            }
+        }
+    }
+}
+
+/// The protocol message in a frame read off the socket; `None` for pings and pongs.
+fn message(frame: Option<Result<Message, WsError>>) -> Result<Option<ClientMsg>, End> {
+    let msg = match frame {
+        None => return Err(End::quiet("client disconnected")),
+        Some(Ok(msg)) => msg,
+        Some(Err(WsError::Capacity(e))) => {
+            return Err(End::tell(format!(
+                "message too large ({e}); the limit is {} bytes",
+                protocol::MAX_CLIENT_MESSAGE_BYTES
+            )))
+        }
+        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+            return Err(End::quiet("client disconnected without closing"))
+        }
+        Some(Err(WsError::Protocol(e))) => {
+            return Err(End::tell(format!("websocket protocol error: {e}")))
+        }
+        Some(Err(e)) => return Err(End::quiet(format!("read error: {e}"))),
+    };
+    match msg {
+        Message::Binary(bytes) => protocol::decode::<ClientMsg>(&bytes)
+            .map(Some)
+            .map_err(|e| End::tell(format!("bad message: {e}"))),
+        Message::Text(_) => Err(End::tell(
+            "text messages are not part of the msxsync protocol; send binary messages",
+        )),
+        Message::Close(_) => Err(End::quiet("client closed the connection")),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
+    }
+}
+
+/// Whether `ip` is this machine.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -703,91 +1330,197 @@ fn update_seqs(bytes: &[u8]) -> String {
 }
 
 impl Conn {
-    async fn read_loop(&mut self, source: &mut Source) -> End {
-        // The first message must be Hello, within the time limit.
-        let first = match with_timeout(HELLO_TIMEOUT, next_message(source)).await {
-            None => return End::tell("no hello message within 10 seconds"),
-            Some(Err(end)) => return end,
-            Some(Ok(msg)) => msg,
-        };
-        match first {
-            ClientMsg::Hello { version, name } => {
-                if version != PROTOCOL_VERSION {
-                    return End::tell(format!(
-                        "protocol version mismatch: this server speaks version \
-                         {PROTOCOL_VERSION}, the client speaks version {version}; use the \
-                         same msxsync release on all machines"
-                    ));
-                }
-                if name.trim().is_empty() {
-                    return End::tell("the player name is empty; give a name");
-                }
-                self.name = name;
-            }
-            other => {
-                return End::tell(format!(
-                    "the first message must be hello, not {}",
-                    client_msg_name(&other)
-                ))
-            }
-        }
-        self.shared.log(format_args!(
-            "{}: player {:?} (#{}) connected",
-            self.addr, self.name, self.id
-        ));
-        if let Err(end) = self.reply(&ServerMsg::Welcome {
-            version: PROTOCOL_VERSION,
-            software: format!("msxsync {}", env!("CARGO_PKG_VERSION")),
-        }) {
+    async fn read_loop(&mut self, reader: &mut Reader<'_>) -> End {
+        if let Err(end) = self.greet(reader).await {
             return end;
         }
+        let join = self.shared.config.join_timeout;
+        reader.limit(
+            join,
+            false,
+            format!(
+                "no join within {} seconds; connections that do not join a game are closed",
+                join.as_secs_f64()
+            ),
+        );
         loop {
-            let msg = match next_message(source).await {
+            let msg = match reader.next().await {
                 Ok(msg) => msg,
                 Err(end) => return end,
             };
-            if let Err(end) = self.handle(msg) {
+            let joined_before = self.game.is_some();
+            if let Err(end) = self.handle(msg).await {
                 return end;
+            }
+            if !joined_before && self.game.is_some() {
+                // A player now: never closed to make room, but expected to answer.
+                lock(&self.shared.conns).joined(self.conn);
+                let peer = self.shared.config.peer_timeout;
+                reader.limit(
+                    peer,
+                    true,
+                    format!("no answer for {} seconds", peer.as_secs_f64()),
+                );
             }
         }
     }
 
-    fn handle(&mut self, msg: ClientMsg) -> Result<(), End> {
+    /// `Hello`, the password challenge when the server has a password, `Welcome`.
+    async fn greet(&mut self, reader: &mut Reader<'_>) -> Result<(), End> {
+        let hello = self.shared.config.hello_timeout;
+        reader.limit(
+            hello,
+            false,
+            format!("no hello message within {} seconds", hello.as_secs_f64()),
+        );
+        match reader.next().await? {
+            ClientMsg::Hello { version, name } => {
+                if version != PROTOCOL_VERSION {
+                    return Err(End::tell(crate::version::server_refusal(version)));
+                }
+                if name.trim().is_empty() {
+                    return Err(End::tell("the player name is empty; give a name"));
+                }
+                // Every other player's terminal shows this name.
+                if let Err(why) =
+                    crate::text::check_name("the player name", &name, protocol::MAX_NAME_BYTES)
+                {
+                    return Err(End::tell(format!("{why}; choose another name")));
+                }
+                self.name = name;
+            }
+            other => {
+                return Err(End::tell(format!(
+                    "the first message must be hello, not {}",
+                    client_msg_name(&other)
+                )))
+            }
+        }
+        if let Some(password) = self.shared.config.password.clone() {
+            self.check_password(&password, reader).await?;
+        }
+        info!(
+            "{}: player {:?} (#{}) connected",
+            self.addr, self.name, self.id
+        );
+        self.reply(&ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            software: crate::version::software(),
+        })
+    }
+
+    /// The challenge and its answer. A wrong password is refused after a delay, and
+    /// makes its address wait longer and longer before its next one is even checked.
+    async fn check_password(
+        &mut self,
+        password: &Password,
+        reader: &mut Reader<'_>,
+    ) -> Result<(), End> {
+        let nonce = auth::nonce().map_err(|e| End::tell(format!("{e:#}")))?;
+        self.reply(&ServerMsg::Challenge { nonce })?;
+        let hello = self.shared.config.hello_timeout;
+        reader.limit(
+            hello,
+            false,
+            format!(
+                "no answer to the password challenge within {} seconds",
+                hello.as_secs_f64()
+            ),
+        );
+        let (theirs, proof) = match reader.next().await? {
+            ClientMsg::Auth { nonce, proof } => (nonce, proof),
+            other => {
+                return Err(End::tell(format!(
+                    "this server has a password: the answer to its challenge must be auth, \
+                     not {}",
+                    client_msg_name(&other)
+                )))
+            }
+        };
+        let source = Source::of(self.addr.ip());
+        let locked = lock(&self.shared.failures).locked(source, Instant::now());
+        if let Some(left) = locked {
+            smol::Timer::after(WRONG_PASSWORD_DELAY).await;
+            return Err(End::tell(format!(
+                "too many wrong passwords from {source}; try again in {} seconds",
+                left.as_secs().max(1)
+            )));
+        }
+        if !password.verify(&nonce, &theirs, &proof) {
+            let wait = lock(&self.shared.failures).failed(source, Instant::now());
+            warn!(
+                "{}: wrong password from {:?}; {source} may try again in {} s",
+                self.addr,
+                self.name,
+                wait.as_secs()
+            );
+            smol::Timer::after(WRONG_PASSWORD_DELAY).await;
+            return Err(End::tell("wrong password"));
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: ClientMsg) -> Result<(), End> {
         match msg {
             ClientMsg::Hello { .. } => Err(End::tell("hello was already sent")),
-            ClientMsg::ListGames => self.reply(&self.shared.games_message()),
+            ClientMsg::Auth { .. } => Err(End::tell("auth was not asked for")),
+            ClientMsg::ListGames => self.send(self.shared.games_list()),
             ClientMsg::Join { game, session } => self.join(&game, session),
             ClientMsg::FetchRom => {
                 let Some(g) = self.game else {
                     return Err(End::tell("fetchrom before joining a game"));
                 };
-                let data = self.shared.games[g].game.rom.as_ref().clone();
-                self.reply(&ServerMsg::Rom { data })
+                if self.rom_sent {
+                    return Err(End::tell(
+                        "the rom was already sent on this connection; ask once",
+                    ));
+                }
+                self.rom_sent = true;
+                let slot = &self.shared.games[g];
+                // Encoded once per game and shared; the server keeps it anyway, so it
+                // counts in no budget but as one entry.
+                let bytes = slot
+                    .rom
+                    .get_or_init(|| {
+                        Bytes::from(protocol::encode(&ServerMsg::Rom {
+                            data: slot.game.rom.as_ref().clone(),
+                        }))
+                    })
+                    .clone();
+                self.send(Outgoing { bytes, _held: None })
             }
             ClientMsg::Changes { batch, changes } => {
-                let Some(g) = self.game else {
-                    return Err(End::tell("changes before joining a game"));
-                };
-                let mut room = lock(&self.shared.games[g].room);
-                let update = room
-                    .state
-                    .accept(self.id, batch, changes)
-                    .map_err(End::tell)?;
-                if let (true, ServerMsg::Update { seq, .. }) = (crate::hops::enabled(), &update) {
-                    crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
-                }
-                // Sequencing and queueing under one lock: everyone sees the same order.
-                room.broadcast(encode(&update), None);
-                // Only the clean-to-dirty step wakes the saver: one message per save.
-                if !room.dirty {
-                    room.dirty = true;
-                    if let Some(saver) = &self.shared.saver {
-                        saver.dirty(g);
-                    }
-                }
-                Ok(())
+                self.sequence("changes", |state, id| state.accept(id, batch, changes))
             }
+            ClientMsg::Counts { batch, ops } => {
+                self.sequence("counts", |state, id| state.count(id, batch, &ops))
+            }
+            ClientMsg::ListBackups { game } => self.list_backups(&game).await,
+            ClientMsg::Restore { game, backup } => self.restore(&game, backup).await,
         }
+    }
+
+    /// Applies a player's batch to the joined game's state with `apply` and sends the
+    /// sequenced result to every player; `what` names the message for the error when
+    /// the player has not joined a game.
+    fn sequence(
+        &mut self,
+        what: &str,
+        apply: impl FnOnce(&mut GameState, PlayerId) -> Result<ServerMsg, String>,
+    ) -> Result<(), End> {
+        let Some(g) = self.game else {
+            return Err(End::tell(format!("{what} before joining a game")));
+        };
+        let shared = &self.shared;
+        let mut room = lock(&shared.games[g].room);
+        let update = apply(&mut room.state, self.id).map_err(End::tell)?;
+        if let (true, ServerMsg::Update { seq, batch, .. }) = (crate::hops::enabled(), &update) {
+            crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
+        }
+        // Sequencing and queueing under one lock: everyone sees the same order.
+        room.broadcast(shared, shared.budget.message(&update), None);
+        shared.changed(g, &mut room);
+        Ok(())
     }
 
     fn join(&mut self, name: &str, session: u64) -> Result<(), End> {
@@ -797,20 +1530,22 @@ impl Conn {
                 self.shared.games[g].game.name
             )));
         }
-        let Some(g) = self.shared.find_game(name) else {
-            return Err(End::tell(format!(
-                "unknown game {:?}; this server has: {}",
-                name,
-                self.shared.game_names()
-            )));
-        };
-        let slot = &self.shared.games[g];
+        let g = self.shared.find_game(name)?;
+        let shared = &self.shared;
+        let slot = &shared.games[g];
         let me = PlayerInfo {
             id: self.id,
             name: self.name.clone(),
         };
         {
             let mut room = lock(&slot.room);
+            let max = shared.config.max_players;
+            if room.state.players().len() >= max {
+                return Err(End::tell(format!(
+                    "game {} is full: it has {max} players, the most this server allows",
+                    slot.game.name
+                )));
+            }
             let last_batch = room.state.add_player(me.clone(), session);
             let joined = ServerMsg::Joined(Box::new(Joined {
                 player: self.id,
@@ -822,66 +1557,114 @@ impl Conn {
                 last_batch,
             }));
             // Queued under the lock, so every update after `seq` follows it.
-            if self.queue.try_send(encode(&joined)).is_err() {
+            if let Err(why) = self
+                .outbox
+                .push(shared.budget.message(&joined), &shared.budget)
+            {
                 room.state.remove_player(self.id);
-                return Err(End::tell("too slow: outgoing queue full on join"));
+                return Err(End::tell(why));
             }
             room.members.push(Member {
                 id: self.id,
-                queue: self.queue.clone(),
+                outbox: self.outbox.clone(),
                 kick: self.kick.clone(),
             });
-            room.broadcast(encode(&ServerMsg::PlayerJoined(me)), Some(self.id));
+            shared.roster.fetch_add(1, Ordering::Relaxed);
+            let hello = shared.budget.message(&ServerMsg::PlayerJoined(me));
+            room.broadcast(shared, hello, Some(self.id));
         }
         self.game = Some(g);
-        self.shared.log(format_args!(
+        info!(
             "player {:?} (#{}, {}) joined game {}",
             self.name, self.id, self.addr, slot.game.name
-        ));
+        );
         Ok(())
+    }
+
+    /// Restoring (and listing what can be restored) needs the password, or, on a
+    /// server without one, a client on the server's own machine.
+    fn may_restore(&self) -> Result<std::path::PathBuf, End> {
+        if self.shared.config.password.is_none() && !is_loopback(self.addr.ip()) {
+            return Err(End::tell(
+                "saved states can be restored only from the server's own machine when the \
+                 server has no password; run msxsync restore there, or start the server \
+                 with --password-file",
+            ));
+        }
+        self.shared.config.state_dir.clone().ok_or_else(|| {
+            End::tell("this server keeps no state, so it has no saved states to restore")
+        })
+    }
+
+    async fn list_backups(&mut self, name: &str) -> Result<(), End> {
+        let dir = self.may_restore()?;
+        let g = self.shared.find_game(name)?;
+        let game = self.shared.games[g].game.clone();
+        let backups = smol::unblock(move || -> Result<Vec<BackupInfo>> {
+            let mut out = Vec::new();
+            for id in persist::backups::list(&dir, &game.name)? {
+                // Backups of another layout or damaged ones cannot be restored.
+                if let Ok(saved) = persist::backups::read(&dir, &game, id) {
+                    out.push(BackupInfo { id, seq: saved.seq });
+                }
+                if out.len() == protocol::MAX_BACKUPS {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| End::tell(format!("{e:#}")))?;
+        self.reply(&ServerMsg::Backups {
+            game: name.to_string(),
+            backups,
+        })
+    }
+
+    /// Puts saved state `id` back and sends it to every player of the game as an
+    /// update that sets every shared bit, which they take like any other.
+    async fn restore(&mut self, name: &str, id: u64) -> Result<(), End> {
+        let dir = self.may_restore()?;
+        let g = self.shared.find_game(name)?;
+        let shared = self.shared.clone();
+        let slot = &shared.games[g];
+        let game = slot.game.clone();
+        let saved = smol::unblock(move || persist::backups::read(&dir, &game, id))
+            .await
+            .map_err(|e| End::tell(format!("{e:#}")))?;
+        let seq = {
+            let mut room = lock(&slot.room);
+            let messages = room
+                .state
+                .replace_all(SERVER_PLAYER, &saved.bytes)
+                .map_err(End::tell)?;
+            for msg in &messages {
+                room.broadcast(&shared, shared.budget.message(msg), None);
+            }
+            shared.changed(g, &mut room);
+            room.state.seq()
+        };
+        warn!(
+            "game {} restored to its saved state {id} (update {}) by {:?} ({}); players get \
+             it as update {seq}",
+            slot.game.name, saved.seq, self.name, self.addr
+        );
+        self.reply(&ServerMsg::Restored {
+            game: name.to_string(),
+            backup: id,
+            seq,
+        })
     }
 
     /// Queues a reply to this client only.
     fn reply(&self, msg: &ServerMsg) -> Result<(), End> {
-        self.queue
-            .try_send(encode(msg))
-            .map_err(|_| End::tell(format!("too slow: {} messages waiting", self.queue.len())))
+        self.send(self.shared.budget.message(msg))
     }
-}
 
-/// Reads the next protocol message, skipping pings and pongs.
-async fn next_message(source: &mut Source) -> Result<ClientMsg, End> {
-    loop {
-        let msg = match source.next().await {
-            None => return Err(End::quiet("client disconnected")),
-            Some(Ok(msg)) => msg,
-            Some(Err(WsError::Capacity(e))) => {
-                return Err(End::tell(format!(
-                    "message too large ({e}); the limit is {} bytes",
-                    protocol::MAX_CLIENT_MESSAGE_BYTES
-                )))
-            }
-            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
-                return Err(End::quiet("client disconnected without closing"))
-            }
-            Some(Err(WsError::Protocol(e))) => {
-                return Err(End::tell(format!("websocket protocol error: {e}")))
-            }
-            Some(Err(e)) => return Err(End::quiet(format!("read error: {e}"))),
-        };
-        match msg {
-            Message::Binary(bytes) => {
-                return protocol::decode::<ClientMsg>(&bytes)
-                    .map_err(|e| End::tell(format!("bad message: {e}")))
-            }
-            Message::Text(_) => {
-                return Err(End::tell(
-                    "text messages are not part of the msxsync protocol; send binary messages",
-                ))
-            }
-            Message::Close(_) => return Err(End::quiet("client closed the connection")),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-        }
+    fn send(&self, out: Outgoing) -> Result<(), End> {
+        self.outbox
+            .push(out, &self.shared.budget)
+            .map_err(End::tell)
     }
 }
 
@@ -892,6 +1675,10 @@ fn client_msg_name(msg: &ClientMsg) -> &'static str {
         ClientMsg::Join { .. } => "join",
         ClientMsg::FetchRom => "fetchrom",
         ClientMsg::Changes { .. } => "changes",
+        ClientMsg::Counts { .. } => "counts",
+        ClientMsg::Auth { .. } => "auth",
+        ClientMsg::ListBackups { .. } => "listbackups",
+        ClientMsg::Restore { .. } => "restore",
     }
 }
 

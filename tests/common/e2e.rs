@@ -1,6 +1,7 @@
 //! End-to-end scaffolding: a real server on 127.0.0.1 port 0 serving the test
 //! cartridge, and real players (headless openMSX, C-BIOS_MSX1) joining it.
 
+use super::proxy::Proxy;
 use super::testrom;
 use msxsync::play::{PlayOptions, Player};
 use msxsync::server::{self, ServerHandle};
@@ -51,6 +52,28 @@ impl World {
     pub async fn player(&self, name: &str) -> Player {
         start_player(self.options("testgame", name)).await
     }
+
+    /// Starts ann and bob, players of the test game, at the same time (as
+    /// [`World::player`]).
+    pub async fn ann_and_bob(&self) -> (Player, Player) {
+        smol::future::zip(self.player("ann"), self.player("bob")).await
+    }
+}
+
+/// Fills `dir` with the test game alone: a games folder for `msxsync serve`.
+pub fn games_folder(dir: &Path) {
+    std::fs::copy(testrom::rom_path(), dir.join("testgame.rom")).unwrap();
+    std::fs::copy(testgame_regions(), dir.join("testgame.regions")).unwrap();
+}
+
+/// Starts player `name` of the test game through a proxy a test can cut or stall
+/// (see [`Proxy`]), and waits until its game runs.
+pub async fn player_behind_a_proxy(world: &World, name: &str) -> (Proxy, Player) {
+    let proxy = Proxy::start(world.server.addr());
+    let mut o = world.options("testgame", name);
+    o.server = proxy.addr().to_string();
+    let p = start_player(o).await;
+    (proxy, p)
 }
 
 /// Options for a headless, unthrottled player of `game` on `server`.
@@ -59,8 +82,11 @@ pub fn player_options(server: &str, game: &str, name: &str, cache: &Path) -> Pla
     o.name = name.into();
     o.headless = true;
     o.fast = true;
-    o.verbose = std::env::var_os("MSXSYNC_TEST_VERBOSE").is_some();
-    o.cache_dir = cache.to_path_buf();
+    // RUST_LOG=msxsync=info (or =trace) shows what the players and servers do.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    o.cache_dir = Some(cache.to_path_buf());
     o
 }
 

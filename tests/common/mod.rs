@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod fake_server;
+pub mod idle;
 pub mod lines;
+pub mod play;
 pub mod proxy;
+pub mod rng;
 pub mod serve;
 pub mod testrom;
 pub mod wait;
@@ -33,6 +37,20 @@ pub fn require_program(program: &str) -> bool {
     false
 }
 
+/// Runs `fut` to completion on this thread, or panics when it takes longer than
+/// `limit` (a hang in a test then fails it instead of stalling the run).
+pub fn run_within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    smol::block_on(smol::future::or(fut, async {
+        smol::Timer::after(limit).await;
+        panic!("test did not finish within {limit:?}");
+    }))
+}
+
+/// A shared region from `start` to `end` (inclusive) without a description.
+pub fn region(start: u16, end: u16) -> msxsync::protocol::RegionInfo {
+    msxsync::protocol::RegionInfo::bytes(start, end, "")
+}
+
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -45,4 +63,16 @@ where
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until `check` is true, or panics naming `what` after 20 seconds.
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
 }

@@ -18,12 +18,35 @@ impl Serve {
     /// Starts `msxsync serve --games GAMES --state-dir STATE --bind 127.0.0.1` plus
     /// `extra` (which may hold `--port`; port 0 otherwise).
     pub fn start(games: &Path, state: &Path, extra: &[&str]) -> Serve {
+        Serve::start_limited(games, state, extra, None)
+    }
+
+    /// [`Serve::start`], with the server's limit on open files (soft and hard) set to
+    /// `files` when given, as on a machine with a low `ulimit -n`.
+    pub fn start_limited(games: &Path, state: &Path, extra: &[&str], files: Option<u64>) -> Serve {
         let port: &[&str] = if extra.contains(&"--port") {
             &[]
         } else {
             &["--port", "0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_msxsync"));
+        if let Some(files) = files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and only touches the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: files,
+                        rlim_max: files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .arg("--games")
             .arg(games)
@@ -50,6 +73,21 @@ impl Serve {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// The server's resident memory now and at its peak (VmRSS, VmHWM), in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status is readable");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .expect("a memory field in /proc status")
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// The first output line containing `needle`.
     pub fn wait_for(&mut self, needle: &str) -> String {
         self.out.wait_for(needle)
@@ -71,5 +109,51 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real `msxsync serve` of the test game alone, from a games folder of its own, with
+/// a state folder and a ROM cache for its players: for tests that kill and restart it.
+pub struct TestgameServer {
+    pub games: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+    pub serve: Serve,
+}
+
+impl TestgameServer {
+    /// Starts it on a free port.
+    pub fn start() -> TestgameServer {
+        let games = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        super::e2e::games_folder(games.path());
+        let serve = Serve::start(games.path(), state.path(), &[]);
+        TestgameServer {
+            games,
+            state,
+            cache,
+            serve,
+        }
+    }
+
+    /// Options for a player `name` of the test game on it.
+    pub fn options(&self, name: &str) -> msxsync::play::PlayOptions {
+        super::e2e::player_options(&self.serve.addr, "testgame", name, self.cache.path())
+    }
+
+    /// Kills the server with SIGKILL (see [`Serve::kill9`]).
+    pub fn kill9(&mut self) {
+        let _ = self.serve.child.kill();
+        let _ = self.serve.child.wait();
+    }
+
+    /// Starts another `msxsync serve` of the same folders on the same port, plus
+    /// `extra` (once this one was killed).
+    pub fn restart(&self, extra: &[&str]) -> Serve {
+        let port = self.serve.port().to_string();
+        let mut args = vec!["--port", &port];
+        args.extend_from_slice(extra);
+        Serve::start(self.games.path(), self.state.path(), &args)
     }
 }

@@ -2,8 +2,10 @@
 //! the top of tests/roms/testgame.asm) and Tcl snippets that drive it. The snippets
 //! hold only numbers formatted here.
 
-use msxsync::protocol::RegionInfo;
-use std::path::PathBuf;
+use msxsync::counter::{Counter, Encoding};
+use msxsync::openmsx::LaunchOptions;
+use msxsync::protocol::{RegionInfo, RegionKind};
+use std::path::{Path, PathBuf};
 
 /// Shared region 0: bytes the tests make the game change.
 pub const SHARED0: u16 = 0xE000;
@@ -13,6 +15,14 @@ pub const SHARED0_LEN: usize = 16;
 pub const SHARED1: u16 = 0xE010;
 /// Length of shared region 1.
 pub const SHARED1_LEN: usize = 64;
+/// Shared counter: 4 BCD digits, low byte first (commands 9 and 10).
+pub const COINS: u16 = 0xE050;
+/// Shared counter: one binary byte, at most [`ARROWS_MAX`].
+pub const ARROWS: u16 = 0xE052;
+/// The most [`ARROWS`] holds.
+pub const ARROWS_MAX: u32 = 200;
+/// Private: BCD increments of [`CMD_COUNT`] still to do.
+pub const COUNT_LEFT: u16 = 0xE128;
 /// Written 1536 times per frame (with its own value) in stress mode.
 pub const STRESS: u16 = 0xE00F;
 /// Mailbox: the game acts when this differs from the last sequence it saw.
@@ -29,10 +39,12 @@ pub const LAST_SEQ: u16 = 0xE110;
 pub const ACK: u16 = 0xE111;
 /// Private: frame counter (16 bits, little endian), +1 every frame.
 pub const FRAMES: u16 = 0xE120;
-/// Private: game mode, 0 title, 1 playing.
+/// Private: game mode, 0 title, 1 playing, 2 game over.
 pub const MODE: u16 = 0xE122;
 /// Private: every-frame mode.
 pub const EF_MODE: u16 = 0xE123;
+/// Private: pattern of the new game being set up ([`CMD_NEW_GAME`]), 0 once done.
+pub const NG_PATTERN: u16 = 0xE125;
 /// Private: 0x5A once start-up cleared the variables and the main loop runs.
 pub const READY: u16 = 0xE12F;
 /// Value of [`READY`] once the game runs.
@@ -50,6 +62,36 @@ pub const CMD_ADD: u8 = 4;
 pub const CMD_EVERY_FRAME: u8 = 5;
 /// game mode = V
 pub const CMD_MODE: u8 = 6;
+/// new game with start-up pattern V: mode = 1 at once, then the shared variables
+/// (both regions) are set up as the pattern says ([`NG_SAME_FRAME`]...).
+pub const CMD_NEW_GAME: u8 = 7;
+
+/// Game modes (operand of [`CMD_MODE`]).
+pub const MODE_TITLE: u8 = 0;
+/// Playing.
+pub const MODE_PLAYING: u8 = 1;
+/// Game over.
+pub const MODE_GAME_OVER: u8 = 2;
+
+/// New-game patterns (operand of [`CMD_NEW_GAME`]): shared variables cleared in the
+/// frame the mode is set.
+pub const NG_SAME_FRAME: u8 = 1;
+/// Cleared one frame after the mode is set.
+pub const NG_NEXT_FRAME: u8 = 2;
+/// Cleared ten frames after the mode is set.
+pub const NG_TEN_FRAMES: u8 = 3;
+/// Cleared over five frames, 16 bytes a frame, from the frame the mode is set.
+pub const NG_SPREAD: u8 = 4;
+/// One frame after the mode is set, starting values: [`STARTING_VALUES`].
+pub const NG_STARTING_VALUES: u8 = 5;
+/// What [`NG_STARTING_VALUES`] writes into the first bytes of region 0 (lives, a first
+/// weapon); every other shared byte becomes 0.
+pub const STARTING_VALUES: [u8; 2] = [3, 1];
+/// Add 1 to the 4-digit BCD number at T once per frame, V times ([`COUNT_LEFT`]
+/// reaches 0 when done; the acknowledge comes at once).
+pub const CMD_COUNT: u8 = 9;
+/// (T) -= V as 4-digit BCD, V a BCD byte.
+pub const CMD_SPEND: u8 = 10;
 
 /// Every-frame modes (operand of [`CMD_EVERY_FRAME`]).
 pub const EF_NONE: u8 = 0;
@@ -65,6 +107,17 @@ pub fn rom_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.rom")
 }
 
+/// How the tests start openMSX: headless C-BIOS_MSX1, the machine the test game was
+/// written for, with `cart` inserted.
+pub fn launch(cart: Option<&Path>) -> LaunchOptions {
+    LaunchOptions {
+        machine: Some("C-BIOS_MSX1".into()),
+        cart: cart.map(Path::to_path_buf),
+        headless: true,
+        ..LaunchOptions::default()
+    }
+}
+
 /// Path of the assembler source.
 pub fn asm_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms/testgame.asm")
@@ -73,15 +126,26 @@ pub fn asm_path() -> PathBuf {
 /// The shared regions, as in tests/roms/testgame.regions.
 pub fn regions() -> Vec<RegionInfo> {
     vec![
+        RegionInfo::bytes(
+            SHARED0,
+            SHARED0 + SHARED0_LEN as u16 - 1,
+            "bytes the tests make the game change",
+        ),
+        RegionInfo::bytes(
+            SHARED1,
+            SHARED1 + SHARED1_LEN as u16 - 1,
+            "rewritten every frame in the every-frame modes",
+        ),
         RegionInfo {
-            start: SHARED0,
-            end: SHARED0 + SHARED0_LEN as u16 - 1,
-            description: "bytes the tests make the game change".into(),
+            kind: RegionKind::Counter(Counter::full(Encoding::Bcd, 2)),
+            ..RegionInfo::bytes(COINS, COINS + 1, "coins")
         },
         RegionInfo {
-            start: SHARED1,
-            end: SHARED1 + SHARED1_LEN as u16 - 1,
-            description: "rewritten every frame in the every-frame modes".into(),
+            kind: RegionKind::Counter(Counter {
+                max: ARROWS_MAX,
+                ..Counter::full(Encoding::Binary, 1)
+            }),
+            ..RegionInfo::bytes(ARROWS, ARROWS, "arrows")
         },
     ]
 }

@@ -11,6 +11,8 @@
 ; RAM map (keep tests/common/testrom.rs in sync):
 ;   0xE000-0xE00F  shared region 0 (16 bytes); 0xE00F is the stress byte
 ;   0xE010-0xE04F  shared region 1 (64 bytes), the target of the every-frame modes
+;   0xE050-0xE051  shared counter: 4 BCD digits, low byte first (commands 9 and 10)
+;   0xE052         shared counter: one binary byte, at most 200
 ;   0xE100         mailbox: sequence; the game acts when it differs from 0xE110
 ;   0xE101         mailbox: command (see below)
 ;   0xE102-0xE103  mailbox: target address (little endian)
@@ -18,9 +20,13 @@
 ;   0xE110         private: last mailbox sequence seen
 ;   0xE111         private: acknowledge, set to the sequence once a command was done
 ;   0xE120-0xE121  private: frame counter, +1 every frame (little endian)
-;   0xE122         private: game mode, 0 = title, 1 = playing
+;   0xE122         private: game mode, 0 = title, 1 = playing, 2 = game over
 ;   0xE123         private: every-frame mode (see command 5)
 ;   0xE124         private: value counter of every-frame mode 1
+;   0xE125         private: pattern of the new game being set up (command 7), 0 = none
+;   0xE126         private: frames since that new game started, 1 in its first frame
+;   0xE128         private: BCD increments of command 9 still to do
+;   0xE129-0xE12A  private: their target address (little endian)
 ;   0xE12F         private: 0x5A once start-up is done and the main loop runs
 ;
 ; Commands (mailbox 0xE101), T = target address, V = operand:
@@ -31,7 +37,19 @@
 ;   5 every-frame mode = V: 0 none; 1 rewrite region 1 with changing values each
 ;     frame; 2 rewrite region 1 with its own (unchanged) values each frame;
 ;     3 stress: write 0xE00F with its own value 1536 times each frame
-;   6 game mode = V (0 title, 1 playing)
+;   6 game mode = V (0 title, 1 playing, 2 game over)
+;   7 new game with start-up pattern V, like a real game's new-game routine: game mode
+;     = 1 at once (in the frame of the command), then the shared variables
+;     0xE000-0xE04F are set up as pattern V says:
+;     1 cleared in the same frame; 2 cleared one frame later; 3 cleared ten frames
+;     later; 4 cleared over five frames, 16 bytes a frame from the same frame on;
+;     5 one frame later, starting values copied from ROM: 0xE000 = 3 (lives),
+;     0xE001 = 1 (a first weapon), the rest 0. The counters (0xE050-0xE052) stay.
+;     0xE125 reads 0 again once the variables are set up.
+;   9 count:   add 1 to the 4-digit BCD number at T (low byte first, carry written
+;     second) once per frame, V times, as a game collecting coins as fast as it can;
+;     the acknowledge comes at once, 0xE128 reaches 0 when the last one is done
+;  10 spend:   (T) = (T) - V as 4-digit BCD, V a BCD byte (0x15 is 15)
 
 SHARED0     equ 0E000h
 SHARED1     equ 0E010h
@@ -47,6 +65,11 @@ FRAMES      equ 0E120h
 MODE        equ 0E122h
 EF_MODE     equ 0E123h
 EF_COUNT    equ 0E124h
+NG_PATTERN  equ 0E125h
+NG_STEP     equ 0E126h
+SHARED_LEN  equ 80
+COUNT_LEFT  equ 0E128h
+COUNT_ADDR  equ 0E129h
 READY       equ 0E12Fh
 CLEAR_START equ 0E000h
 CLEAR_LEN   equ 0130h
@@ -86,6 +109,8 @@ frame:
         ld a, (LAST_SEQ)
         ld (ACK), a
 every_frame:
+        call new_game_step
+        call count_step
         ld a, (EF_MODE)
         cp 1
         jr z, ef_changing
@@ -130,6 +155,17 @@ ef_stress_inner:
         jr nz, ef_stress_outer
         ret
 
+; One increment of command 9 per frame, while any are left.
+count_step:
+        ld a, (COUNT_LEFT)
+        or a
+        ret z
+        dec a
+        ld (COUNT_LEFT), a
+        ld hl, (COUNT_ADDR)
+        ld b, 1
+        jr bcd_add
+
 command:
         ld hl, (MB_ADDR)
         ld a, (MB_VAL)
@@ -147,6 +183,12 @@ command:
         jr z, cmd_every_frame
         cp 6
         jr z, cmd_mode
+        cp 7
+        jr z, cmd_new_game
+        cp 9
+        jr z, cmd_count
+        cp 10
+        jr z, cmd_spend
         ret
 cmd_set:
         ld (hl), b
@@ -175,6 +217,125 @@ cmd_mode:
         ld a, b
         ld (MODE), a
         ret
+cmd_new_game:
+        ld a, b
+        ld (NG_PATTERN), a
+        xor a
+        ld (NG_STEP), a
+        ld a, 1
+        ld (MODE), a
+        ret
+
+cmd_count:
+        ld (COUNT_ADDR), hl
+        ld a, b
+        ld (COUNT_LEFT), a
+        ret
+cmd_spend:
+        ld a, (hl)
+        sub b
+        daa
+        ld (hl), a
+        inc hl
+        ld a, (hl)
+        sbc a, 0
+        daa
+        ld (hl), a
+        ret
+
+; (HL) = (HL) + B as 4-digit BCD, low byte first: the carry into the high byte is
+; written after the low byte, as games do.
+bcd_add:
+        ld a, (hl)
+        add a, b
+        daa
+        ld (hl), a
+        inc hl
+        ld a, (hl)
+        adc a, 0
+        daa
+        ld (hl), a
+        ret
+
+; One frame of the new game's set-up (command 7), if one is running.
+new_game_step:
+        ld a, (NG_PATTERN)
+        or a
+        ret z
+        ld hl, NG_STEP
+        inc (hl)
+        ld c, (hl)              ; C = frame of the set-up, 1 in the command's frame
+        cp 1
+        jr z, ng_same_frame
+        cp 2
+        jr z, ng_next_frame
+        cp 3
+        jr z, ng_ten_frames
+        cp 4
+        jr z, ng_spread
+        cp 5
+        jr z, ng_starting_values
+        jr ng_done
+ng_same_frame:
+        call clear_shared
+        jr ng_done
+ng_next_frame:
+        ld a, c
+        cp 2
+        ret c
+        call clear_shared
+        jr ng_done
+ng_ten_frames:
+        ld a, c
+        cp 11
+        ret c
+        call clear_shared
+        jr ng_done
+ng_spread:
+        ld a, c                 ; frame 1..5 clears bytes 16 * (frame - 1) on
+        dec a
+        add a, a
+        add a, a
+        add a, a
+        add a, a
+        ld e, a
+        ld d, 0
+        ld hl, SHARED0
+        add hl, de
+        ld b, 16
+ng_spread_loop:
+        ld (hl), 0
+        inc hl
+        djnz ng_spread_loop
+        ld a, c
+        cp 5
+        ret c
+        jr ng_done
+ng_starting_values:
+        ld a, c
+        cp 2
+        ret c
+        ld hl, starting_values
+        ld de, SHARED0
+        ld bc, SHARED_LEN
+        ldir
+ng_done:
+        xor a
+        ld (NG_PATTERN), a
+        ret
+
+clear_shared:
+        ld hl, SHARED0
+        ld de, SHARED0 + 1
+        ld bc, SHARED_LEN - 1
+        ld (hl), 0
+        ldir
+        ret
+
+; What pattern 5 copies into the shared variables: 3 lives and a first weapon.
+starting_values:
+        db 3, 1
+        ds SHARED_LEN - 2, 0
 
         ; Pad to 16 KiB.
         ds 8000h - $, 0FFh
