@@ -1,13 +1,36 @@
 # msxsync: common tasks. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: build test release dist dist-smoke roms check-roms bench demo clean
+.PHONY: build test test-repeat release dist dist-smoke roms check-roms bench demo clean
 
 build:
 	$(CARGO) build
 
 test:
 	$(CARGO) test
+
+# `make test` N times in a row (default 10), stopping at the first failure; prints each
+# run's result and wall time, then how many passed. For checking that the tests hold on
+# a loaded machine, e.g. while `stress-ng --cpu 2` runs. Builds once first, so the
+# times are those of the tests.
+N ?= 10
+REPEAT_LOG = $(or $(CARGO_TARGET_DIR),target)/test-repeat.log
+test-repeat:
+	@$(CARGO) test --no-run -q
+	@pass=0; \
+	for i in $$(seq 1 $(N)); do \
+		start=$$(date +%s.%N); \
+		if $(MAKE) --no-print-directory test > $(REPEAT_LOG) 2>&1; then ok=pass; else ok=FAIL; fi; \
+		secs=$$(awk "BEGIN { printf \"%.1f\", $$(date +%s.%N) - $$start }"); \
+		echo "run $$i/$(N): $$ok in $$secs s"; \
+		if [ $$ok = FAIL ]; then \
+			grep -E 'panicked|FAILED|failures:' $(REPEAT_LOG) | head -20; \
+			echo "$$pass of $(N) runs passed; the failing run's output is in $(REPEAT_LOG)"; \
+			exit 1; \
+		fi; \
+		pass=$$((pass + 1)); \
+	done; \
+	echo "$$pass of $(N) runs passed"
 
 # An optimized msxsync that runs from any folder (the demo game is built in).
 release:

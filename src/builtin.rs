@@ -72,6 +72,11 @@ mod tests {
                 2
             ))
         );
+        let names: Vec<_> = game.labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["sword", "shield", "key", "lamp", "map", "boots", "ring", "potion", "crown", "harp"]
+        );
         assert!(is_builtin(&game));
         assert_eq!(games().len(), 1);
     }

@@ -4,7 +4,7 @@
 //! sees the finished [`Game`] values.
 
 use crate::dirs::Xdg;
-use crate::protocol::{GameInfo, OnRestart, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
+use crate::protocol::{GameInfo, Label, OnRestart, RegionInfo, MAX_GAMES, MAX_NAME_BYTES};
 use crate::regions::{GameDef, Region};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -29,6 +29,8 @@ pub struct Game {
     pub on_restart: OnRestart,
     /// Shared regions, in file order.
     pub regions: Vec<RegionInfo>,
+    /// Names of shared bytes and bits (`item:`, `flag:`), in file order.
+    pub labels: Vec<Label>,
     /// The ROM image.
     pub rom: Arc<Vec<u8>>,
     /// SHA-256 of `rom`.
@@ -52,6 +54,7 @@ impl Game {
             sync_when: None,
             on_restart: OnRestart::default(),
             regions,
+            labels: Vec::new(),
             rom: Arc::new(rom),
             rom_sha256,
         }
@@ -63,9 +66,11 @@ impl Game {
     /// with [`crate::sync_when::parse_sync_when`].
     pub fn from_def(name: impl Into<String>, def: GameDef, rom: Vec<u8>) -> Game {
         let name = name.into();
+        let labels = def.labels();
         let title = def.title.unwrap_or_else(|| name.clone());
         let regions = def.regions.iter().map(Region::info).collect();
         let mut game = Game::new(name, title, regions, rom);
+        game.labels = labels;
         game.machine = def.machine;
         game.romtype = def.romtype;
         game.sync_when = def.sync_when.map(|s| s.to_string());
@@ -309,9 +314,18 @@ mod tests {
         );
         assert_eq!(*game.rom, vec![1, 2, 3]);
         assert_eq!(game.rom_sha256, sha256(&[1, 2, 3]));
-        let def = crate::regions::parse("g", "r\ntitle: Nice\n0 0\n").unwrap();
+        let def = crate::regions::parse("g", "r\ntitle: Nice\n0 0\nitem: 0 boots\n").unwrap();
         let titled = Game::from_def("x", def, vec![0]);
         assert_eq!(titled.title, "Nice");
+        assert_eq!(
+            titled.labels,
+            [Label {
+                region: 0,
+                offset: 0,
+                bit: None,
+                name: "boots".into()
+            }]
+        );
     }
 
     fn fixtures() -> PathBuf {

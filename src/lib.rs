@@ -13,6 +13,7 @@ pub mod delta;
 pub mod dirs;
 pub mod hex;
 pub mod hops;
+pub mod labels;
 pub mod openmsx;
 pub mod play;
 pub mod protocol;

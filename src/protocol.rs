@@ -59,6 +59,10 @@ pub const MAX_SEQ: u64 = i64::MAX as u64;
 pub const MAX_BACKUPS: usize = 1024;
 /// Size of the random numbers of the password exchange and of its proof (SHA-256).
 pub const AUTH_BYTES: usize = 32;
+/// Largest number of names (`item:` and `flag:` lines) in one game.
+pub const MAX_LABELS: usize = 1024;
+/// Largest total size of a game's names, in bytes (each is at most [`MAX_NAME_BYTES`]).
+pub const MAX_LABEL_BYTES: usize = 32 * 1024;
 
 /// Identifies one connected player for the lifetime of its connection.
 pub type PlayerId = u32;
@@ -353,6 +357,23 @@ impl RegionInfo {
     }
 }
 
+/// A name the regions file gives to one shared byte (`item:`) or to one bit of it
+/// (`flag:`), so that players read "alice got the boots" rather than a byte's value
+/// (see `labels`, which turns changes into such words).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Label {
+    /// Index of the region in the game's region list; always a region of bytes (a
+    /// counter is named by its description).
+    pub region: u16,
+    /// Byte offset inside the region.
+    pub offset: u16,
+    /// The bit (0 the lowest, 7 the highest) for `flag:`; `None` for `item:`, which
+    /// names the whole byte.
+    pub bit: Option<u8>,
+    /// The name, as written after the address (at most [`MAX_NAME_BYTES`]).
+    pub name: String,
+}
+
 /// Everything a player receives on joining a game.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
@@ -376,6 +397,9 @@ pub struct Joined {
     /// send these batches again: others may have changed the same bits since, and a
     /// re-sent batch would undo their change.
     pub last_batch: Option<u32>,
+    /// The names of the game's items and flags, for the notices.
+    #[serde(deserialize_with = "bounded::<_, _, MAX_LABELS>")]
+    pub labels: Vec<Label>,
 }
 
 /// Why a message could not be decoded.
@@ -447,6 +471,43 @@ fn check_game(g: &GameInfo) -> Result<(), String> {
     check_count("players", g.players.len(), MAX_PLAYERS)
 }
 
+/// Names must fit the limits and name a bit or byte of a region of bytes.
+fn check_labels(labels: &[Label], regions: &[RegionInfo]) -> Result<(), String> {
+    check_count("names", labels.len(), MAX_LABELS)?;
+    let mut bytes = 0usize;
+    for l in labels {
+        check_text("item name", &l.name, MAX_NAME_BYTES)?;
+        bytes += l.name.len();
+        let Some(r) = regions.get(usize::from(l.region)) else {
+            return Err(format!(
+                "name {:?} is for region {}, but the game has {} regions",
+                l.name,
+                l.region,
+                regions.len()
+            ));
+        };
+        let problem = if usize::from(l.offset) >= r.len() {
+            format!("byte {}, past its end", l.offset)
+        } else if let Some(bit) = l.bit.filter(|&b| b > 7) {
+            format!("bit {bit}, which no byte has")
+        } else if r.counter().is_some() {
+            "a counter, which is named by its description".to_string()
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "name {:?} is for region {:#06x}-{:#06x}: {problem}",
+            l.name, r.start, r.end
+        ));
+    }
+    if bytes > MAX_LABEL_BYTES {
+        return Err(format!(
+            "names of {bytes} bytes in all, the limit is {MAX_LABEL_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 impl Message for ClientMsg {
     const MAX_BYTES: usize = MAX_CLIENT_MESSAGE_BYTES;
     fn check_limits(&self) -> Result<(), String> {
@@ -504,7 +565,7 @@ impl Message for ServerMsg {
                         "{shared} shared bytes, the limit is {MAX_SHARED_BYTES}"
                     ));
                 }
-                Ok(())
+                check_labels(&j.labels, &j.regions)
             }
             ServerMsg::Rom { data } => {
                 if data.len() > MAX_ROM_BYTES {
@@ -619,6 +680,10 @@ impl ServerMsg {
                             .map(|r| size_of::<RegionInfo>() + text_bytes(&r.description))
                             .sum::<usize>()
                         + j.state.iter().map(vec_bytes).sum::<usize>()
+                        + j.labels
+                            .iter()
+                            .map(|l| size_of::<Label>() + text_bytes(&l.name))
+                            .sum::<usize>()
                 }
                 ServerMsg::Rom { data } => vec_bytes(data),
                 ServerMsg::Update { changes, .. } => changes.iter().map(Change::memory_bytes).sum(),
@@ -762,6 +827,20 @@ mod tests {
                 seq: 5,
                 in_progress: true,
                 last_batch: Some(41),
+                labels: vec![
+                    Label {
+                        region: 0,
+                        offset: 8,
+                        bit: None,
+                        name: "boots".into(),
+                    },
+                    Label {
+                        region: 0,
+                        offset: 0,
+                        bit: Some(7),
+                        name: "world 1 key".into(),
+                    },
+                ],
             })),
             ServerMsg::Rom {
                 data: vec![0x41, 0x42],
@@ -836,6 +915,48 @@ mod tests {
         });
         let err = decode::<ServerMsg>(&encode(&joined)).unwrap_err();
         assert!(err.0.contains("counter 0xe048-0xe049: max 10000"), "{err}");
+    }
+
+    #[test]
+    fn joined_names_must_fit_their_regions_and_limits() {
+        let refused = |edit: &dyn Fn(&mut Joined)| {
+            let mut joined = all_server().remove(2);
+            let ServerMsg::Joined(j) = &mut joined else {
+                panic!("not joined")
+            };
+            edit(j);
+            decode::<ServerMsg>(&encode(&joined)).unwrap_err().0
+        };
+        let e = refused(&|j| j.labels[0].region = 2);
+        assert_eq!(
+            e,
+            "name \"boots\" is for region 2, but the game has 2 regions"
+        );
+        let e = refused(&|j| j.labels[0].offset = 9);
+        assert_eq!(
+            e,
+            "name \"boots\" is for region 0xe000-0xe008: byte 9, past its end"
+        );
+        let e = refused(&|j| j.labels[1].bit = Some(8));
+        assert!(e.ends_with("bit 8, which no byte has"), "{e}");
+        let e = refused(&|j| j.labels[1].region = 1);
+        assert!(
+            e.ends_with("a counter, which is named by its description"),
+            "{e}"
+        );
+        let e = refused(&|j| j.labels[0].name = "b".repeat(MAX_NAME_BYTES + 1));
+        assert_eq!(e, "item name is 65 bytes long, the limit is 64");
+        // 1024 names of 64 bytes are 64 KiB: over the byte limit, at the count limit.
+        let e = refused(&|j| {
+            j.labels = vec![j.labels[0].clone(); MAX_LABELS];
+            j.labels.iter_mut().for_each(|l| l.name = "n".repeat(64));
+        });
+        assert_eq!(e, "names of 65536 bytes in all, the limit is 32768");
+        let e = refused(&|j| j.labels = vec![j.labels[0].clone(); MAX_LABELS + 1]);
+        assert!(
+            e.contains("a list of 1025 elements, the limit is 1024"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //!
 //! Additions the original would have rejected (so they cannot change the meaning of an
 //! old file): `key: value` directives, recognised by a first word ending in `:`
-//! (`title:`, `machine:`, `romtype:`, `sync-when:`, `on-restart:`, and `counter:`,
-//! which defines a region of kind counter and may be given once per counter), and
+//! (`title:`, `machine:`, `romtype:`, `sync-when:`, `on-restart:`, `counter:`,
+//! which defines a region of kind counter and may be given once per counter, and the
+//! names `item: ADDR NAME` and `flag: ADDR bit N NAME`, one per line), and
 //! validation of everything the original silently got wrong (overlaps, END before
 //! START, lines with one address...).
 //!
@@ -26,8 +27,8 @@
 
 use crate::counter::{Counter, Encoding};
 use crate::protocol::{
-    OnRestart, RegionInfo, RegionKind, MAX_NAME_BYTES, MAX_REGIONS, MAX_ROM_BYTES,
-    MAX_SHARED_BYTES, MAX_TEXT_BYTES,
+    Label, OnRestart, RegionInfo, RegionKind, MAX_LABELS, MAX_LABEL_BYTES, MAX_NAME_BYTES,
+    MAX_REGIONS, MAX_ROM_BYTES, MAX_SHARED_BYTES, MAX_TEXT_BYTES,
 };
 use crate::sync_when::{parse_hex, parse_sync_when, SyncWhen};
 use crate::text::printable;
@@ -35,19 +36,29 @@ use anyhow::{anyhow, bail, Context};
 use std::path::{Component, Path, PathBuf};
 
 /// The directives a regions file may contain, as written before the colon. Each may
-/// be given once, except [`COUNTER`].
-pub const DIRECTIVES: [&str; 6] = [
+/// be given once, except [`COUNTER`], [`ITEM`] and [`FLAG`].
+pub const DIRECTIVES: [&str; 8] = [
     "title",
     "machine",
     "romtype",
     "sync-when",
     COUNTER,
     "on-restart",
+    ITEM,
+    FLAG,
 ];
 
 /// The directive that defines a counter region:
 /// `counter: START END ENCODING [min N] [max N] [description...]`.
 pub const COUNTER: &str = "counter";
+
+/// The directive that names a shared byte: `item: ADDR NAME...`. The byte means "the
+/// group has it" when it is not zero.
+pub const ITEM: &str = "item";
+
+/// The directive that names one bit of a shared byte: `flag: ADDR bit N NAME...`. The
+/// bit set means "the group has it".
+pub const FLAG: &str = "flag";
 
 /// Largest regions file [`load`] reads. Real ones are a few hundred bytes; the limit only
 /// stops a ROM or other big file named `.regions` by mistake from being read whole.
@@ -90,6 +101,29 @@ impl Region {
     }
 }
 
+/// A name given to a shared byte (`item:`) or to one bit of it (`flag:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    /// The byte's CPU address; inside a region of bytes.
+    pub address: u16,
+    /// The bit (0 to 7) for `flag:`, `None` for `item:`.
+    pub bit: Option<u8>,
+    /// The name: printable, at most [`MAX_NAME_BYTES`], unique in the file.
+    pub name: String,
+    /// Line of the file it was given on (1-based), for messages.
+    pub line: usize,
+}
+
+impl Name {
+    /// The byte (and bit) as written in messages: `e080`, `e063 bit 2`.
+    fn spot(&self) -> String {
+        match self.bit {
+            Some(bit) => format!("{:04x} bit {bit}", self.address),
+            None => format!("{:04x}", self.address),
+        }
+    }
+}
+
 /// Everything a regions file says about a game.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GameDef {
@@ -107,6 +141,8 @@ pub struct GameDef {
     pub on_restart: OnRestart,
     /// The shared regions in file order: at least one, none overlapping.
     pub regions: Vec<Region>,
+    /// `item:` and `flag:` names in file order, each inside a region of bytes.
+    pub names: Vec<Name>,
 }
 
 impl GameDef {
@@ -114,6 +150,31 @@ impl GameDef {
     pub fn shared_bytes(&self) -> usize {
         self.regions.iter().map(Region::len).sum()
     }
+
+    /// The names as sent over the network: by region index and offset. [`parse`] made
+    /// sure every name lies in a region of bytes.
+    pub fn labels(&self) -> Vec<Label> {
+        self.names
+            .iter()
+            .filter_map(|n| {
+                let (index, region) = region_of(&self.regions, n.address)?;
+                Some(Label {
+                    region: index as u16,
+                    offset: n.address - region.start,
+                    bit: n.bit,
+                    name: n.name.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The region holding `address`, with its index.
+fn region_of(regions: &[Region], address: u16) -> Option<(usize, &Region)> {
+    regions
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.start <= address && address <= r.end)
 }
 
 /// Python's `str.isspace()`, which is what the original split lines with: Unicode white
@@ -235,6 +296,7 @@ impl Reader {
                 sync_when: None,
                 on_restart: OnRestart::default(),
                 regions: Vec::new(),
+                names: Vec::new(),
             },
             directive_lines: [None; DIRECTIVES.len()],
         }
@@ -248,7 +310,8 @@ impl Reader {
                 DIRECTIVES.map(|d| format!("{d}:")).join(" ")
             ));
         };
-        if let (Some(first), false) = (self.directive_lines[k], key == COUNTER) {
+        let repeatable = [COUNTER, ITEM, FLAG].contains(&key);
+        if let (Some(first), false) = (self.directive_lines[k], repeatable) {
             return Err(format!("{key}: given again, first on line {first}"));
         }
         self.directive_lines[k] = Some(n);
@@ -259,6 +322,9 @@ impl Reader {
             return self
                 .counter(n, &value)
                 .map_err(|e| format!("{COUNTER}: {e}"));
+        }
+        if key == ITEM || key == FLAG {
+            return self.name(n, key, &value).map_err(|e| format!("{key}: {e}"));
         }
         let def = &mut self.def;
         match key {
@@ -365,6 +431,82 @@ impl Reader {
         })
     }
 
+    /// The value of an `item:` (`ADDR NAME...`) or `flag:` (`ADDR bit N NAME...`) line,
+    /// on line `n`. Whether the byte is shared is checked by [`Reader::finish`], so
+    /// names may come before their region.
+    fn name(&mut self, n: usize, key: &str, value: &str) -> Result<(), String> {
+        let words: Vec<&str> = value.split(' ').collect();
+        let (address, bit, name) = match (key, words.as_slice()) {
+            (ITEM, [address, name @ ..]) if !name.is_empty() => (address, None, name),
+            (ITEM, _) => {
+                return Err(format!(
+                    "'{value}' needs an address and a name, as in 'item: E080 boots'"
+                ))
+            }
+            (_, [address, "bit", bit, name @ ..]) if !name.is_empty() => {
+                let bit = match bit.parse::<u8>() {
+                    Ok(b) if b <= 7 => b,
+                    _ => return Err(format!("bit '{bit}' is not a bit number from 0 to 7")),
+                };
+                (address, Some(bit), name)
+            }
+            _ => {
+                return Err(format!(
+                    "'{value}' needs an address, 'bit N' and a name, as in \
+                     'flag: E063 bit 2 world 1 key'"
+                ))
+            }
+        };
+        let address = parse_hex("address", address, 0xffff)? as u16;
+        let name = Name {
+            address,
+            bit,
+            name: name.join(" "),
+            line: n,
+        };
+        crate::text::check_name("name", &name.name, MAX_NAME_BYTES)?;
+        let names = &self.def.names;
+        for other in names {
+            if other.name == name.name {
+                return Err(format!(
+                    "the name '{}' is already given to {} on line {}; each name must be unique",
+                    name.name,
+                    other.spot(),
+                    other.line
+                ));
+            }
+            if other.address != address {
+                continue;
+            }
+            if other.bit == bit {
+                return Err(format!(
+                    "{} is already named '{}' on line {}",
+                    name.spot(),
+                    other.name,
+                    other.line
+                ));
+            }
+            if other.bit.is_none() || bit.is_none() {
+                return Err(format!(
+                    "{address:04x} is named as a whole byte (item:) and bit by bit (flag:), \
+                     see line {}; name a byte one way or the other",
+                    other.line
+                ));
+            }
+        }
+        if names.len() == MAX_LABELS {
+            return Err(format!("more than {MAX_LABELS} names"));
+        }
+        let bytes: usize = names.iter().map(|n| n.name.len()).sum::<usize>() + name.name.len();
+        if bytes > MAX_LABEL_BYTES {
+            return Err(format!(
+                "the names take more than {MAX_LABEL_BYTES} bytes together"
+            ));
+        }
+        self.def.names.push(name);
+        Ok(())
+    }
+
     /// Adds a region read on line `region.line`, refusing overlaps and going over the
     /// limits.
     fn add_region(&mut self, region: Region) -> Result<(), String> {
@@ -424,6 +566,9 @@ impl Reader {
                 format!("its regions share {shared} bytes, the limit is {MAX_SHARED_BYTES}"),
             ));
         }
+        for name in &def.names {
+            check_name_is_shared(name, &def.regions).map_err(|e| (Some(name.line), e))?;
+        }
         Ok(def)
     }
 }
@@ -451,6 +596,25 @@ fn check_gate_is_private(cond: &SyncWhen, regions: &[Region]) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// A name must be on a byte of a region of bytes: the players' notices come from the
+/// changes to shared bytes, and a counter's changes are amounts, named by its
+/// description.
+fn check_name_is_shared(name: &Name, regions: &[Region]) -> Result<(), String> {
+    let key = if name.bit.is_some() { FLAG } else { ITEM };
+    let spot = name.spot();
+    match region_of(regions, name.address) {
+        None => Err(format!(
+            "{key}: {spot} is not in a shared region; a name goes on a byte of a region line"
+        )),
+        Some((_, r)) if r.kind != RegionKind::Bytes => Err(format!(
+            "{key}: {spot} is in the counter {:04x}-{:04x} on line {}; a counter is named \
+             by its description",
+            r.start, r.end, r.line
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Titles are shown to players (terminal, emulator screen).
@@ -774,6 +938,32 @@ mod tests {
     }
 
     #[test]
+    fn the_galious_file_names_every_item_and_weapon() {
+        let def = parse(
+            "games/galious.regions",
+            include_str!("../games/galious.regions"),
+        )
+        .unwrap();
+        let described: Vec<&Region> = def
+            .regions
+            .iter()
+            .filter(|r| {
+                ["item: ", "weapon: "]
+                    .iter()
+                    .any(|p| r.description.starts_with(p))
+            })
+            .collect();
+        assert_eq!(described.len(), 37);
+        assert_eq!(def.labels().len(), described.len());
+        for r in described {
+            let name = def.names.iter().find(|n| n.address == r.start).unwrap();
+            assert_eq!((r.len(), name.bit), (1, None));
+            let bare = name.name.trim_end_matches(" (weapon)");
+            assert!(r.description.contains(bare), "{name:?} for {r:?}");
+        }
+    }
+
+    #[test]
     fn bad_counters_say_what_is_wrong() {
         for (line, problem) in [
             (
@@ -832,10 +1022,169 @@ mod tests {
         assert_eq!(
             err("r\nplayers: 2\n0 0\n"),
             "could not read g.regions line 2: unknown directive 'players:'; \
-             known ones are title: machine: romtype: sync-when: counter: on-restart:"
+             known ones are title: machine: romtype: sync-when: counter: on-restart: item: flag:"
         );
         // Keys are exact: no case folding.
         assert!(err("r\nTitle: x\n0 0\n").contains("unknown directive 'Title:'"));
+    }
+
+    #[test]
+    fn items_and_flags_name_shared_bytes_and_bits() {
+        let def = parse(
+            "g",
+            "r\nflag: e010 bit 0 sword\nE010 E010 items\nflag: $E010 bit 7 magic  potion\n\
+             e020 e02f table\nitem: 0xE02F boots\ncounter: e030 e030 binary gold\n",
+        )
+        .unwrap();
+        assert_eq!(
+            def.names,
+            [
+                Name {
+                    address: 0xe010,
+                    bit: Some(0),
+                    name: "sword".into(),
+                    line: 2
+                },
+                Name {
+                    address: 0xe010,
+                    bit: Some(7),
+                    name: "magic potion".into(),
+                    line: 4
+                },
+                Name {
+                    address: 0xe02f,
+                    bit: None,
+                    name: "boots".into(),
+                    line: 6
+                },
+            ]
+        );
+        let label = |region, offset, bit, name: &str| Label {
+            region,
+            offset,
+            bit,
+            name: name.into(),
+        };
+        assert_eq!(
+            def.labels(),
+            [
+                label(0, 0, Some(0), "sword"),
+                label(0, 0, Some(7), "magic potion"),
+                label(1, 15, None, "boots"),
+            ]
+        );
+        // The original format is untouched: a region line's description may hold a
+        // colon, and a file without names has none.
+        let def = parse("g", "r\nE075 E075 item: magnifying glass\n").unwrap();
+        assert_eq!(def.regions[0].description, "item: magnifying glass");
+        assert!(def.names.is_empty());
+    }
+
+    #[test]
+    fn bad_names_are_explained_with_their_line() {
+        for (text, message) in [
+            (
+                "r\n0 0\nitem: e080\n",
+                "line 3: item: 'e080' needs an address and a name, as in 'item: E080 boots'",
+            ),
+            (
+                "r\n0 0\nflag: e063 2 key\n",
+                "line 3: flag: 'e063 2 key' needs an address, 'bit N' and a name, as in \
+                 'flag: E063 bit 2 world 1 key'",
+            ),
+            (
+                "r\n0 0\nflag: e063 bit 2\n",
+                "line 3: flag: 'e063 bit 2' needs an address, 'bit N' and a name",
+            ),
+            (
+                "r\n0 0\nflag: e063 bit 8 key\n",
+                "line 3: flag: bit '8' is not a bit number from 0 to 7",
+            ),
+            (
+                "r\n0 0\nitem: e0g0 boots\n",
+                "line 3: item: address 'e0g0' is not a hexadecimal number",
+            ),
+            (
+                "r\n0 0\nitem: e080 boots\n",
+                "line 3: item: e080 is not in a shared region; a name goes on a byte of a \
+                 region line",
+            ),
+            (
+                "r\nflag: e048 bit 1 gold\ncounter: e048 e049 bcd coins\n",
+                "line 2: flag: e048 bit 1 is in the counter e048-e049 on line 3; a counter is \
+                 named by its description",
+            ),
+            (
+                "r\n0 1\nitem: 0 boots\nitem: 0 shoes\n",
+                "line 4: item: 0000 is already named 'boots' on line 3",
+            ),
+            (
+                "r\n0 1\nflag: 1 bit 3 a\nflag: 1 bit 3 b\n",
+                "line 4: flag: 0001 bit 3 is already named 'a' on line 3",
+            ),
+            (
+                "r\n0 1\nflag: 1 bit 3 a\nitem: 1 b\n",
+                "line 4: item: 0001 is named as a whole byte (item:) and bit by bit (flag:), \
+                 see line 3; name a byte one way or the other",
+            ),
+            (
+                "r\n0 1\nitem: 1 b\nflag: 1 bit 3 a\n",
+                "line 4: flag: 0001 is named as a whole byte",
+            ),
+            (
+                "r\n0 1\nitem: 0 key\nflag: 1 bit 3 key\n",
+                "line 4: flag: the name 'key' is already given to 0000 on line 3; each name \
+                 must be unique",
+            ),
+        ] {
+            let e = err(text);
+            assert!(
+                e.starts_with(&format!("could not read g.regions {message}")),
+                "{e}\nexpected: {message}"
+            );
+        }
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            err(&format!("r\n0 0\nitem: 0 {long}\n")),
+            "could not read g.regions line 3: item: name is 65 bytes long, the limit is 64"
+        );
+        let e = err("r\n0 0\nitem: 0 a\u{1b}[2J\n");
+        assert_eq!(
+            e,
+            "could not read g.regions line 3: item: name 'a\\u{1b}[2J' contains control \
+             characters"
+        );
+    }
+
+    #[test]
+    fn names_have_count_and_byte_limits() {
+        let mut text = String::from("r\nc000 cfff\n");
+        for i in 0..MAX_LABELS {
+            text += &format!("item: {:x} n{i}\n", 0xc000 + i);
+        }
+        assert_eq!(parse("g", &text).unwrap().labels().len(), MAX_LABELS);
+        text += "item: cfff one too many\n";
+        assert_eq!(
+            err(&text),
+            format!(
+                "could not read g.regions line {}: item: more than 1024 names",
+                MAX_LABELS + 3
+            )
+        );
+        // 64-byte names: the byte limit comes first.
+        let mut text = String::from("r\nc000 cfff\n");
+        for i in 0..MAX_LABELS {
+            text += &format!("item: {:x} {i:0>64}\n", 0xc000 + i);
+        }
+        let over = MAX_LABEL_BYTES / MAX_NAME_BYTES + 1;
+        assert_eq!(
+            err(&text),
+            format!(
+                "could not read g.regions line {}: item: the names take more than 32768 \
+                 bytes together",
+                over + 2
+            )
+        );
     }
 
     #[test]
@@ -1077,6 +1426,10 @@ mod tests {
             "keep",
             "for 3 frames",
             "counter:",
+            "item:",
+            "flag:",
+            "bit",
+            "7",
             "bcd",
             "min",
             "max",
@@ -1092,6 +1445,7 @@ mod tests {
         for text in junk(&pieces, 16, 1, 20_000) {
             if let Ok(def) = parse("g", &text) {
                 assert!(!def.regions.is_empty());
+                assert_eq!(def.labels().len(), def.names.len());
                 assert!(def.regions.iter().all(|r| r.start <= r.end));
             }
         }

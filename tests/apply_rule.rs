@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::require_openmsx;
 use common::rng::Rng;
 use common::testrom;
+use common::{require_openmsx, TIMEOUT};
 use msxsync::counter::{Counter, CounterWrite, Encoding};
 use msxsync::delta::Change;
 use msxsync::hex;
@@ -18,10 +18,6 @@ use msxsync::openmsx::hooks::procs;
 use msxsync::openmsx::{Hooks, OpenMsx};
 use msxsync::protocol::{RegionInfo, RegionKind};
 use msxsync::replica::{apply_count, apply_remote};
-use std::time::Duration;
-
-/// Generous: a loaded CI machine (2 cores shared) can be slow.
-const TIMEOUT: Duration = Duration::from_secs(20);
 /// The one region the cases use: page 3 RAM, which the BIOS has set up by the time
 /// the cartridge's INIT runs, and which the test game does not use.
 const START: u16 = 0xC000;

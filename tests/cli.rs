@@ -5,9 +5,8 @@
 mod common;
 
 use common::e2e::World;
-use common::play::{alive, signal, Play};
+use common::play::{alive, msxsync_command, signal, Play};
 use common::require_openmsx;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -20,11 +19,13 @@ fn ctrl_c_leaves_the_game_stops_openmsx_and_the_cache_saves_a_download() {
     let mut first = Play::start(&world, cache.path(), &["--game", "testgame"]);
     first.wait_for("downloaded the rom");
     let msx = first.openmsx_pid();
-    first.wait_for("syncing testgame");
+    // Syncing starts inside play's start-up; a signal before it is over would
+    // interrupt the start (tests/hostile_server.rs covers that), not the game.
+    first.wait_for("playing testgame: Ctrl-C here leaves the game");
     signal(first.child.id() as i32, "INT");
     assert_eq!(first.wait_exit(), 0, "output: {:#?}", first.out.seen);
     first.wait_for("interrupted: left the game and stopped openMSX");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + common::TIMEOUT;
     while alive(msx) {
         assert!(
             Instant::now() < deadline,
@@ -48,7 +49,7 @@ fn closing_openmsx_ends_play_with_success() {
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
     let (mut play, msx) = Play::testgame(&world, cache.path());
-    play.wait_for("syncing testgame");
+    play.wait_for("playing testgame");
     // What closing the window does: openMSX quits.
     signal(msx, "TERM");
     assert_eq!(play.wait_exit(), 0, "output: {:#?}", play.out.seen);
@@ -89,10 +90,7 @@ fn an_unreachable_server_is_said_once_with_what_to_do() {
         &["play", "--game", "demo", "--server", "127.0.0.1:9"][..],
         &["list", "--server", "127.0.0.1:9"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = msxsync_command().args(args).output().unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -110,10 +108,7 @@ fn an_unreachable_server_is_said_once_with_what_to_do() {
 
 #[test]
 fn version_names_the_release_the_protocol_and_the_target() {
-    let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = msxsync_command().arg("--version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let expected = format!(

@@ -5,26 +5,23 @@
 mod common;
 
 use common::e2e::{
-    game_does, games_folder, peek, player_behind_a_proxy, player_options, post, server_state,
-    shared, start_player, wait_ack, wait_converged, wait_converged_at, World,
+    cut, game_does, games_folder, peek, player_behind_a_proxy, player_options, post, restore,
+    server_state, shared, start_player, wait_ack, wait_converged, wait_converged_at, World,
 };
 use common::proxy::Proxy;
 use common::serve::Serve;
 use common::testrom::*;
-use common::{require_openmsx, until};
+use common::{require_openmsx, until, TIMEOUT};
 use msxsync::client::{self, Client};
 use msxsync::counter::Count;
 use msxsync::play::{Player, Stats};
 use msxsync::protocol::ServerMsg;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Index of the coins in the test game's regions.
 const COINS_REGION: usize = 2;
 /// Index of the arrows.
 const ARROWS_REGION: usize = 3;
-
-/// Generous: a loaded CI machine (2 cores shared) can be slow.
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// 4 BCD digits, low byte first, as a number; panics on a digit above 9.
 fn bcd(bytes: &[u8]) -> u32 {
@@ -163,22 +160,6 @@ async fn ann_behind_a_proxy(world: &World, coins_bcd: u8) -> (Proxy, Player, Pla
     game_does(&bob, CMD_SET, COINS, coins_bcd).await;
     wait_coins(&ann, bcd(&[coins_bcd, 0]), "bob's coins in ann").await;
     (proxy, ann, bob)
-}
-
-async fn cut(proxy: &Proxy, p: &Player) {
-    proxy.cut();
-    until("the outage to be noticed", async || {
-        Stats::get(&p.stats().disconnects) == 1
-    })
-    .await;
-}
-
-async fn restore(proxy: &Proxy, p: &Player) {
-    proxy.restore();
-    until("the reconnect", async || {
-        Stats::get(&p.stats().reconnects) == 1
-    })
-    .await;
 }
 
 #[test]

@@ -10,21 +10,10 @@ mod common;
 #[path = "../examples/demo.rs"]
 mod demo;
 
+use common::lines::Lines;
+use common::play::{msxsync_command, KillOnDrop};
 use common::require_openmsx;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-/// Kills the child process when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Stdio;
 
 #[test]
 fn serve_with_no_games_folder_anywhere_serves_the_built_in_demo() {
@@ -33,7 +22,7 @@ fn serve_with_no_games_folder_anywhere_serves_the_built_in_demo() {
     std::fs::create_dir(&empty).unwrap();
     // Every default games folder points into the temp folder (and none exists there);
     // the executable's own folder has no games/ either.
-    let child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+    let child = msxsync_command()
         .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
         .current_dir(&empty)
         .env("HOME", home.path())
@@ -45,30 +34,13 @@ fn serve_with_no_games_folder_anywhere_serves_the_built_in_demo() {
         .spawn()
         .expect("msxsync serve starts");
     let mut child = KillOnDrop(child);
-    let (tx, lines) = mpsc::channel::<String>();
-    for pipe in [
-        Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.0.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no 'listening on' line; output: {seen:#?}"));
-        seen.push(line.clone());
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr.trim().to_string();
-        }
-    };
+    let mut out = Lines::capture(&mut child.0);
+    let addr = out
+        .wait_for("listening on ")
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_string();
+    let seen = &out.seen;
     assert!(
         seen.iter()
             .any(|l| l.contains("demo: msxsync co-op demo (built in) (rom 16384 bytes")),
@@ -79,7 +51,7 @@ fn serve_with_no_games_folder_anywhere_serves_the_built_in_demo() {
         "no warnings: {seen:#?}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+    let out = msxsync_command()
         .args(["list", "--server", &addr])
         .output()
         .expect("msxsync list runs");

@@ -14,7 +14,7 @@ use common::fake_server::{joined, FakeServer};
 use common::play::{alive, signal, Play};
 use common::serve::TestgameServer;
 use common::testrom::*;
-use common::{poll, require_openmsx, until};
+use common::{poll, require_openmsx, until, TIMEOUT};
 use msxsync::client::REPLY_TIMEOUT;
 use msxsync::play::Stats;
 use msxsync::protocol::{ClientMsg, ServerMsg, MAX_ROM_BYTES};
@@ -70,12 +70,19 @@ fn ctrl_c_while_openmsx_starts_stops_it_too() {
     let world = World::new();
     let cache = tempfile::tempdir().unwrap();
     let (mut play, msx) = Play::testgame(&world, cache.path());
-    // C-BIOS shows its logo for seconds of emulated time before the cartridge starts:
-    // play is still waiting for it.
+    // C-BIOS shows its logo for seconds of emulated time before the cartridge starts,
+    // but a starved test could signal only after that: stop the emulation (through
+    // openMSX's control socket) so that play is certainly still waiting for it.
+    let paused = smol::block_on(poll("openMSX's control socket", TIMEOUT, || async {
+        msxsync::openmsx::OpenMsx::attach(&msx.to_string())
+            .await
+            .ok()
+    }));
+    smol::block_on(paused.command("debug break")).unwrap();
     signal(play.child.id() as i32, "INT");
     assert_eq!(play.wait_exit(), 0, "{:#?}", play.out.seen);
     play.wait_for("interrupted while starting: left");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + TIMEOUT;
     while alive(msx) {
         assert!(Instant::now() < deadline, "openMSX {msx} outlived play");
         std::thread::sleep(Duration::from_millis(20));

@@ -4,22 +4,19 @@
 
 mod common;
 
+use common::e2e::{game_does, peek, wait_ready, Emulator};
 use common::testrom::{self, *};
-use common::{poll, require_openmsx, require_program};
+use common::{poll, require_openmsx, require_program, TIMEOUT};
 use msxsync::delta::Change;
 use msxsync::openmsx::{Event, HookEvent, Hooks, OpenMsx};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Generous: a loaded CI machine (2 cores shared) can be slow.
-const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The test game running with hooks on its regions.
 struct Game {
     msx: OpenMsx,
     hooks: Hooks,
     events: async_channel::Receiver<Event>,
-    seq: u8,
     /// Real time from spawn to the cartridge's INIT.
     to_init: Duration,
 }
@@ -45,55 +42,15 @@ impl Game {
         let to_init = t0.elapsed();
         // Emulation waits at INIT until we say so.
         hooks.resume().await.expect("resume");
-        let m = msx.clone();
-        poll("the game's start-up", TIMEOUT, || {
-            let m = m.clone();
-            async move {
-                let v = m.command(&peek(READY)).await.unwrap();
-                (v == READY_VALUE.to_string()).then_some(())
-            }
-        })
-        .await;
+        wait_ready(&msx).await;
         hooks.watch(regions).await.expect("watch regions");
         let events = msx.events();
         Game {
             msx,
             hooks,
             events,
-            seq: 0,
             to_init,
         }
-    }
-
-    async fn peek(&self, addr: u16) -> u8 {
-        self.msx
-            .command(&peek(addr))
-            .await
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Makes the game run a mailbox command and waits until it did.
-    async fn game_does(&mut self, cmd: u8, addr: u16, value: u8) {
-        self.seq = self.seq.wrapping_add(1);
-        if self.seq == 0 {
-            self.seq = 1;
-        }
-        let seq = self.seq;
-        self.msx
-            .command(&mailbox(seq, cmd, addr, value))
-            .await
-            .unwrap();
-        let m = self.msx.clone();
-        poll("the game's acknowledgement", TIMEOUT, || {
-            let m = m.clone();
-            async move {
-                let v: u8 = m.command(&peek(ACK)).await.unwrap().parse().unwrap();
-                (v == seq).then_some(())
-            }
-        })
-        .await;
     }
 
     /// The next event of the hooks, skipping logs and other settings.
@@ -131,6 +88,12 @@ impl Game {
 
     async fn stop(self) {
         self.msx.shutdown().await.unwrap();
+    }
+}
+
+impl Emulator for Game {
+    fn msx(&self) -> &OpenMsx {
+        &self.msx
     }
 }
 
@@ -268,10 +231,10 @@ fn hostile_strings_never_run_as_tcl() {
     regions[0].description = "]; set ::pwned 2; [".into();
     regions[1].description = "$::pwned {\" } \\ [set ::pwned 3]".into();
     smol::block_on(async {
-        let mut game = Game::start_with(&rom, &regions).await;
+        let game = Game::start_with(&rom, &regions).await;
         assert_eq!(game.msx.command("info exists ::pwned").await.unwrap(), "0");
         // The hooks still work on these regions.
-        game.game_does(CMD_SET, SHARED0 + 1, 0x42).await;
+        game_does(&game, CMD_SET, SHARED0 + 1, 0x42).await;
         assert_eq!(game.next_changes().await, vec![masked(0, 1, 0x42, 0x42)]);
         game.stop().await;
     });
@@ -283,31 +246,31 @@ fn game_writes_become_exact_local_changes() {
         return;
     }
     smol::block_on(async {
-        let mut g = Game::start().await;
+        let g = Game::start().await;
         eprintln!("spawn to cartridge INIT: {:?}", g.to_init);
-        g.game_does(CMD_SET, SHARED0 + 3, 0x21).await;
+        game_does(&g, CMD_SET, SHARED0 + 3, 0x21).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 3, 0x21, 0x21)]);
-        g.game_does(CMD_OR, SHARED0 + 3, 0x80).await;
+        game_does(&g, CMD_OR, SHARED0 + 3, 0x80).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 3, 0xa1, 0x80)]);
-        g.game_does(CMD_AND_NOT, SHARED0 + 3, 0x01).await;
+        game_does(&g, CMD_AND_NOT, SHARED0 + 3, 0x01).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 3, 0xa0, 0x01)]);
-        g.game_does(CMD_ADD, SHARED0 + 4, 3).await;
+        game_does(&g, CMD_ADD, SHARED0 + 4, 3).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x03, 0x03)]);
-        g.game_does(CMD_ADD, SHARED0 + 4, 0xff).await;
+        game_does(&g, CMD_ADD, SHARED0 + 4, 0xff).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x02, 0x01)]);
         // Last byte of a region (watchpoint ranges are inclusive).
-        g.game_does(CMD_SET, SHARED1 + 63, 0x01).await;
+        game_does(&g, CMD_SET, SHARED1 + 63, 0x01).await;
         assert_eq!(g.next_changes().await, vec![masked(1, 63, 0x01, 0x01)]);
         // Writes that change nothing, and writes outside the regions, are silent:
         // the next report is the marker only.
-        g.game_does(CMD_OR, SHARED0 + 3, 0x20).await;
-        g.game_does(CMD_SET, 0xE060, 0x99).await;
-        g.game_does(CMD_SET, SHARED0, 0x5a).await;
+        game_does(&g, CMD_OR, SHARED0 + 3, 0x20).await;
+        game_does(&g, CMD_SET, 0xE060, 0x99).await;
+        game_does(&g, CMD_SET, SHARED0, 0x5a).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 0, 0x5a, 0x5a)]);
         // Every frame changing values: whole-region changes, consistent with RAM.
         // A flush waits for the game's write burst to end: one per frame, none lost
         // or torn.
-        g.game_does(CMD_EVERY_FRAME, 0, EF_CHANGING).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
         let mut previous: Option<u8> = None;
         for _ in 0..5 {
             let changes = g.next_changes().await;
@@ -322,7 +285,7 @@ fn game_writes_become_exact_local_changes() {
             }
             previous = Some(c.values[0]);
         }
-        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_NONE).await;
         let ram = g.hooks.read_state().await.unwrap();
         // Drain what was flushed before the mode ended; then RAM and shadow agree.
         g.hooks.flush().await.unwrap();
@@ -337,9 +300,9 @@ fn applied_changes_are_not_echoed() {
         return;
     }
     smol::block_on(async {
-        let mut g = Game::start().await;
+        let g = Game::start().await;
         // The game rewrites region 1 every frame with the values it finds there.
-        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
         g.hooks
             .apply(&[
                 masked(0, 5, 0xa5, 0xff),
@@ -348,17 +311,17 @@ fn applied_changes_are_not_echoed() {
             ])
             .await
             .unwrap();
-        assert_eq!(g.peek(SHARED0 + 5).await, 0xa5);
-        assert_eq!(g.peek(SHARED1 + 10).await, 0x0c);
-        assert_eq!(g.peek(SHARED1 + 22).await, 3);
+        assert_eq!(peek(&g, SHARED0 + 5).await, 0xa5);
+        assert_eq!(peek(&g, SHARED1 + 10).await, 0x0c);
+        assert_eq!(peek(&g, SHARED1 + 22).await, 3);
         // Let the game rewrite the applied bytes for a while, then make a marker
         // change: the first report must be the marker alone (I1).
-        let frames = g.peek(FRAMES).await;
+        let frames = peek(&g, FRAMES).await;
         poll("a few frames", TIMEOUT, || async {
-            (g.peek(FRAMES).await.wrapping_sub(frames) > 10).then_some(())
+            (peek(&g, FRAMES).await.wrapping_sub(frames) > 10).then_some(())
         })
         .await;
-        g.game_does(CMD_SET, SHARED0, 0x77).await;
+        game_does(&g, CMD_SET, SHARED0, 0x77).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 0, 0x77, 0x77)]);
         assert_eq!(
             g.hooks.read_shadow().await.unwrap(),
@@ -374,11 +337,11 @@ fn unflushed_local_bits_survive_an_apply() {
         return;
     }
     smol::block_on(async {
-        let mut g = Game::start().await;
+        let g = Game::start().await;
         // Flush only when asked, so the remote change lands between the game's write
         // and its flush.
         g.msx.command("set msxsync::auto_flush 0").await.unwrap();
-        g.game_does(CMD_OR, SHARED0 + 6, 0x01).await;
+        game_does(&g, CMD_OR, SHARED0 + 6, 0x01).await;
         // Remote: set bit 7 and clear bit 0 of the same byte, set byte 7.
         g.hooks
             .apply(&[Change {
@@ -390,8 +353,8 @@ fn unflushed_local_bits_survive_an_apply() {
             .await
             .unwrap();
         // The game's bit 0 stays (not flushed yet), the remote bit 7 is in.
-        assert_eq!(g.peek(SHARED0 + 6).await, 0x81);
-        assert_eq!(g.peek(SHARED0 + 7).await, 0x44);
+        assert_eq!(peek(&g, SHARED0 + 6).await, 0x81);
+        assert_eq!(peek(&g, SHARED0 + 7).await, 0x44);
         g.hooks.flush().await.unwrap();
         // Only the game's bit travels.
         assert_eq!(g.next_changes().await, vec![masked(0, 6, 0x81, 0x01)]);
@@ -413,12 +376,12 @@ fn hooks_survive_loadstate() {
     // The path goes to Tcl hex-encoded, never pasted.
     let state_hex = msxsync::hex::encode(state.to_str().unwrap().as_bytes());
     smol::block_on(async {
-        let mut g = Game::start().await;
+        let g = Game::start().await;
         g.msx
             .command(&format!("savestate [binary decode hex {state_hex}]"))
             .await
             .unwrap();
-        g.game_does(CMD_SET, SHARED0 + 7, 0x11).await;
+        game_does(&g, CMD_SET, SHARED0 + 7, 0x11).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 7, 0x11, 0x11)]);
         g.msx
             .command(&format!("loadstate [binary decode hex {state_hex}]"))
@@ -427,7 +390,7 @@ fn hooks_survive_loadstate() {
         assert_eq!(g.next_hook_event().await, HookEvent::MachineSwitched);
         // The state's RAM is taken as it is (not reported as a change), and the hooks
         // hold until msxsync writes the server's state back.
-        assert_eq!(g.peek(SHARED0 + 7).await, 0);
+        assert_eq!(peek(&g, SHARED0 + 7).await, 0);
         let ram = g.hooks.read_state().await.unwrap();
         assert_eq!(g.hooks.read_shadow().await.unwrap(), ram);
         assert!(!g.hooks.is_active().await.unwrap());
@@ -439,9 +402,9 @@ fn hooks_survive_loadstate() {
         // Emulation waited for us since the switch.
         assert_eq!(g.msx.command("debug breaked").await.unwrap(), "1");
         g.hooks.resume().await.unwrap();
-        // The game's writes are seen again. The mailbox went back in time too.
-        g.seq = g.peek(LAST_SEQ).await;
-        g.game_does(CMD_SET, SHARED0 + 8, 0x22).await;
+        // The game's writes are seen again (the mailbox went back in time too, which
+        // game_does allows for).
+        game_does(&g, CMD_SET, SHARED0 + 8, 0x22).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 8, 0x22, 0x22)]);
         g.stop().await;
     });
@@ -460,14 +423,14 @@ fn flushes_without_vertical_interrupts_too() {
             .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] & 0xdf}]")
             .await
             .unwrap();
-        let frames = g.peek(FRAMES).await;
+        let frames = peek(&g, FRAMES).await;
         g.msx
             .command(&format!("debug write memory {} 9", SHARED0 + 2))
             .await
             .unwrap();
         assert_eq!(g.next_changes().await, vec![masked(0, 2, 9, 9)]);
         assert!(
-            g.peek(FRAMES).await.wrapping_sub(frames) <= 1,
+            peek(&g, FRAMES).await.wrapping_sub(frames) <= 1,
             "frames still ran"
         );
         g.stop().await;
@@ -480,11 +443,11 @@ fn a_polled_region_is_still_compared_when_vertical_interrupts_stop() {
         return;
     }
     smol::block_on(async {
-        let mut g = Game::start().await;
-        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
+        let g = Game::start().await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_STRESS).await;
         g.wait_polled(0).await;
         // The stress mode rewrites its byte unchanged: nothing to report so far.
-        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_NONE).await;
         // VDP interrupts off: no more vertical blanks to compare at (the game halts
         // for good; a debug write, which no watchpoint sees here, stands in for it).
         g.msx
@@ -510,7 +473,7 @@ fn a_polled_region_is_still_compared_when_vertical_interrupts_stop() {
             (g.msx.command("set msxsync::poll_id").await.unwrap() == "").then_some(())
         })
         .await;
-        g.game_does(CMD_SET, SHARED0 + 4, 0x44).await;
+        game_does(&g, CMD_SET, SHARED0 + 4, 0x44).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x44, 0x44)]);
         g.stop().await;
     });
@@ -545,11 +508,11 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
         return;
     }
     smol::block_on(async {
-        let mut g = Game::start().await;
+        let g = Game::start().await;
         assert_eq!(g.msx.command("set msxsync::polled(0)").await.unwrap(), "0");
         // 1536 writes of the stress byte per frame: far beyond what a watchpoint
         // should pay for. After a second of emulated time the region is polled.
-        g.game_does(CMD_EVERY_FRAME, 0, EF_STRESS).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_STRESS).await;
         g.wait_polled(0).await;
         // Compared at the VDP's vertical interrupt, not by a timer. The region's last
         // byte is the stress byte itself: its own watchpoint goes at the next review.
@@ -573,23 +536,23 @@ fn a_busy_region_is_compared_once_a_frame_instead_of_watched() {
             "0"
         );
         // A table rewritten every frame keeps a watchpoint on its last byte.
-        g.game_does(CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_UNCHANGED).await;
         g.wait_polled(1).await;
         assert_eq!(
             g.msx.command("info exists msxsync::edge(1)").await.unwrap(),
             "1"
         );
-        g.game_does(CMD_SET, SHARED1 + 5, 0x55).await;
+        game_does(&g, CMD_SET, SHARED1 + 5, 0x55).await;
         assert_eq!(g.next_changes().await, vec![masked(1, 5, 0x55, 0x55)]);
-        g.game_does(CMD_EVERY_FRAME, 0, EF_NONE).await;
+        game_does(&g, CMD_EVERY_FRAME, 0, EF_NONE).await;
         // Game writes in the polled region are still reported, bit-exact.
-        g.game_does(CMD_OR, SHARED0 + 1, 0x81).await;
+        game_does(&g, CMD_OR, SHARED0 + 1, 0x81).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 1, 0x81, 0x81)]);
         // And a remote change there is not echoed: the next report is the marker.
         g.hooks.apply(&[masked(0, 2, 0x42, 0xff)]).await.unwrap();
-        g.game_does(CMD_SET, SHARED0 + 4, 0x44).await;
+        game_does(&g, CMD_SET, SHARED0 + 4, 0x44).await;
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x44, 0x44)]);
-        assert_eq!(g.peek(SHARED0 + 2).await, 0x42);
+        assert_eq!(peek(&g, SHARED0 + 2).await, 0x42);
         g.stop().await;
     });
 }

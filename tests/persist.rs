@@ -5,6 +5,7 @@
 mod common;
 
 use common::lines::wait_exit;
+use common::play::{msxsync_command, KillOnDrop};
 use common::serve::Serve;
 use msxsync::catalog::{self, Game};
 use msxsync::client::{self, Client};
@@ -14,11 +15,11 @@ use msxsync::server::persist::{self, Saved};
 use msxsync::server::{self, ServerConfig};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every step finishes well within this; hitting it means a hang.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = common::TIMEOUT;
 
 fn run<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(smol::future::or(fut, async {
@@ -44,16 +45,6 @@ fn games_dir() -> (tempfile::TempDir, Game) {
     let path = write_game(dir.path(), "demo", DEMO_REGIONS);
     let game = catalog::load_game(&path).unwrap();
     (dir, game)
-}
-
-/// Kills a child process when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn join(server: &str, name: &str) -> (Client, Joined) {
@@ -129,7 +120,7 @@ fn state_survives_sigkill_and_a_restart_continues_the_sequence() {
     let line = a.wait_for("demo: fresh state");
     assert!(line.contains("none saved yet"), "{line}");
     // A second server on the same state folder would overwrite this one's files.
-    let second = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+    let second = msxsync_command()
         .arg("serve")
         .arg("--games")
         .arg(games.path())

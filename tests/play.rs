@@ -4,7 +4,7 @@
 mod common;
 
 use common::e2e::{
-    game_does, peek, post, shared, wait_ack, wait_byte, wait_converged, wait_ready, World,
+    game_does, game_does_seen_by, peek, post, shared, start_player, wait_ack, wait_converged, World,
 };
 use common::require_openmsx;
 use common::testrom::*;
@@ -28,19 +28,15 @@ fn a_game_write_reaches_every_other_player_and_back() {
     smol::block_on(async {
         let world = World::new();
         let (a, b, c) = three_players(&world).await;
-        game_does(&a, CMD_SET, SHARED0 + 3, 0x42).await;
-        wait_byte(&b, SHARED0 + 3, 0x42, "ann's write in bob").await;
-        wait_byte(&c, SHARED0 + 3, 0x42, "ann's write in cy").await;
-        game_does(&c, CMD_SET, SHARED1 + 63, 0x99).await;
-        wait_byte(&a, SHARED1 + 63, 0x99, "cy's write in ann").await;
-        wait_byte(&b, SHARED1 + 63, 0x99, "cy's write in bob").await;
+        game_does_seen_by(&a, CMD_SET, SHARED0 + 3, 0x42, &[&b, &c], "ann's write").await;
+        game_does_seen_by(&c, CMD_SET, SHARED1 + 63, 0x99, &[&a, &b], "cy's write").await;
         // Private RAM is not shared. The game writes a private byte in ann, then a
         // shared one; once bob has the shared one, the private one would be there too.
         const PRIVATE: u16 = 0xE12E;
         let before = peek(&b, PRIVATE).await;
         game_does(&a, CMD_SET, PRIVATE, before ^ 0x5a).await;
-        game_does(&a, CMD_SET, SHARED0, 0x77).await;
-        wait_byte(&b, SHARED0, 0x77, "the barrier write in bob").await;
+        let what = "the barrier write in bob";
+        game_does_seen_by(&a, CMD_SET, SHARED0, 0x77, &[&b], what).await;
         assert_eq!(
             peek(&b, PRIVATE).await,
             before,
@@ -62,13 +58,12 @@ fn applied_remote_changes_are_not_sent_back() {
         let world = World::new();
         let (a, b) = smol::future::zip(world.player("ann"), world.player("bob")).await;
         for i in 0..5u8 {
-            game_does(&b, CMD_SET, SHARED0 + u16::from(i), 0x10 + i).await;
-            wait_byte(&a, SHARED0 + u16::from(i), 0x10 + i, "bob's write in ann").await;
+            let addr = SHARED0 + u16::from(i);
+            game_does_seen_by(&b, CMD_SET, addr, 0x10 + i, &[&a], "bob's write in ann").await;
         }
         // A change of ann's own, after bob's: once it arrived, anything ann would have
         // echoed would have been sent before it.
-        game_does(&a, CMD_SET, SHARED0 + 9, 0x99).await;
-        wait_byte(&b, SHARED0 + 9, 0x99, "ann's write in bob").await;
+        game_does_seen_by(&a, CMD_SET, SHARED0 + 9, 0x99, &[&b], "ann's write in bob").await;
         // Bob counts an update before he writes it, so this read does not race;
         // any echo of ann's would have reached him before her own change.
         assert_eq!(
@@ -95,13 +90,7 @@ fn different_bits_of_one_byte_at_the_same_moment_both_survive() {
         let mut ob = world.options("testgame", "bob");
         oa.fast = false;
         ob.fast = false;
-        let (a, b) = smol::future::zip(
-            msxsync::play::Player::start(oa),
-            msxsync::play::Player::start(ob),
-        )
-        .await;
-        let (a, b) = (a.unwrap(), b.unwrap());
-        smol::future::zip(wait_ready(&a), wait_ready(&b)).await;
+        let (a, b) = smol::future::zip(start_player(oa), start_player(ob)).await;
         for r in 0..6u16 {
             let byte = SHARED0 + r;
             let (sa, sb) = smol::future::zip(
@@ -181,8 +170,7 @@ fn loadstate_brings_the_player_back_to_the_shared_state() {
             .command(&format!("savestate [binary decode hex {state}]"))
             .await
             .unwrap();
-        game_does(&b, CMD_SET, SHARED0 + 5, 0x55).await;
-        wait_byte(&a, SHARED0 + 5, 0x55, "bob's write in ann").await;
+        game_does_seen_by(&b, CMD_SET, SHARED0 + 5, 0x55, &[&a], "bob's write in ann").await;
         a.openmsx()
             .command(&format!("loadstate [binary decode hex {state}]"))
             .await
@@ -191,10 +179,10 @@ fn loadstate_brings_the_player_back_to_the_shared_state() {
         wait_converged(&world, "testgame", &[&a, &b]).await;
         assert_eq!(peek(&a, SHARED0 + 5).await, 0x55);
         // And ann keeps syncing both ways.
-        game_does(&a, CMD_SET, SHARED0 + 6, 0x66).await;
-        wait_byte(&b, SHARED0 + 6, 0x66, "ann's write after loadstate in bob").await;
-        game_does(&b, CMD_SET, SHARED0 + 7, 0x77).await;
-        wait_byte(&a, SHARED0 + 7, 0x77, "bob's write after loadstate in ann").await;
+        let what = "ann's write after loadstate in bob";
+        game_does_seen_by(&a, CMD_SET, SHARED0 + 6, 0x66, &[&b], what).await;
+        let what = "bob's write after loadstate in ann";
+        game_does_seen_by(&b, CMD_SET, SHARED0 + 7, 0x77, &[&a], what).await;
         a.stop().await.expect("ann synced without errors");
         b.stop().await.expect("bob synced without errors");
     });
@@ -208,35 +196,19 @@ fn attach_to_a_running_openmsx_through_its_control_socket() {
     smol::block_on(async {
         let world = World::new();
         // An openMSX the player started themselves, with no cartridge.
-        let owner = msxsync::openmsx::OpenMsx::spawn(&msxsync::openmsx::LaunchOptions {
-            machine: Some("C-BIOS_MSX1".into()),
-            headless: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let owner = msxsync::openmsx::OpenMsx::spawn(&launch(None))
+            .await
+            .unwrap();
         owner.command("set throttle off").await.unwrap();
         let pid = owner.pid().unwrap();
         let mut o = world.options("testgame", "ann");
         o.attach = Some(pid.to_string());
         let ann = common::e2e::start_player(o).await;
         let bob = world.player("bob").await;
-        game_does(&ann, CMD_SET, SHARED0 + 1, 0x31).await;
-        wait_byte(
-            &bob,
-            SHARED0 + 1,
-            0x31,
-            "the attached player's write in bob",
-        )
-        .await;
-        game_does(&bob, CMD_SET, SHARED0 + 2, 0x32).await;
-        wait_byte(
-            &ann,
-            SHARED0 + 2,
-            0x32,
-            "bob's write in the attached openMSX",
-        )
-        .await;
+        let what = "the attached player's write in bob";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 1, 0x31, &[&bob], what).await;
+        let what = "bob's write in the attached openMSX";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 2, 0x32, &[&ann], what).await;
         ann.stop().await.expect("ann synced without errors");
         // Leaving does not stop the player's own openMSX, and leaves no hooks behind.
         assert_eq!(

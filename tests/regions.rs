@@ -81,6 +81,30 @@ fn a_bad_counter_is_explained_with_file_and_line() {
 }
 
 #[test]
+fn names_are_counted_and_a_misplaced_one_is_explained() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("games/demo/demo.regions");
+    let out = check(&[demo]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "demo: \"msxsync co-op demo\" rom 16384 bytes, 4 regions (1 counter), 5 shared \
+         bytes, 10 names, machine C-BIOS_MSX1, sync when e000 == 01 for 60 frames, on \
+         restart keep\n"
+    );
+    let bad = fixture("bad-name.regions");
+    let out = check(std::slice::from_ref(&bad));
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "msxsync: error: could not read {} line 7: item: e048 is in the counter \
+             e048-e049 on line 3; a counter is named by its description\n",
+            bad.display()
+        )
+    );
+}
+
+#[test]
 fn stops_at_the_first_bad_file() {
     let bad = fixture("bad-overlap.regions");
     let out = check(&[

@@ -1,7 +1,11 @@
 //! The sync server over real WebSockets on 127.0.0.1 (port 0), driven by the library
 //! client: ordering, late joiners, bit merging, bad input, slow players, `msxsync list`.
 
+mod common;
+
 use async_tungstenite::tungstenite::Message;
+use common::play::msxsync_command;
+use common::serve::Serve;
 use msxsync::catalog::{sha256, Game};
 use msxsync::client::{self, Client, ClientReceiver};
 use msxsync::delta::Change;
@@ -13,7 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Every test finishes well within this; hitting it means a hang.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = common::TIMEOUT;
 
 fn run<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(smol::future::or(fut, async {
@@ -445,13 +449,15 @@ fn updates_sent_while_a_request_waits_are_not_lost() {
     run(async {
         let (mut a, _) = joined(&addr(&s), "ann", "alpha").await;
         let (b, _) = joined(&addr(&s), "bob", "alpha").await;
-        let (mut btx, _brx) = b.split();
+        let (mut btx, mut brx) = b.split();
         btx.send_changes(5, vec![Change::bytes(0, 0, vec![1])])
             .await
             .unwrap();
-        // Make sure the update is on its way before a's request.
-        let (mut b2, _) = joined(&addr(&s), "cid", "alpha").await;
-        b2.fetch_rom().await.unwrap();
+        // The update must be on its way to ann before her request. The server queues
+        // an update for every player at once, so once bob has his echo, ann's copy is
+        // queued too. (A round trip on another connection would prove nothing: the
+        // server handles connections independently.)
+        assert_eq!(next_update(&mut brx).await.2, 5);
         let rom = a.fetch_rom().await.unwrap();
         assert_eq!(rom.len(), 32768);
         let (_, rx) = a.split();
@@ -539,7 +545,7 @@ fn msxsync_list_prints_games_and_players() {
             joined(&server, "bob", "beta").await,
         )
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"))
+    let out = msxsync_command()
         .args(["list", "--server", &server])
         .output()
         .expect("msxsync runs");
@@ -561,7 +567,7 @@ fn msxsync_list_prints_games_and_players() {
 
     // A server that is not there: a clear error naming it.
     drop(s);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msxsync"))
+    let out = msxsync_command()
         .args(["list", "--server", &server])
         .output()
         .expect("msxsync runs");
@@ -605,22 +611,8 @@ fn one_byte_change_wire_size() {
     );
 }
 
-/// Kills the child process when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn msxsync_serve_process_serves_a_games_folder() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    use std::sync::mpsc;
-
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tiny.rom"), vec![0x41u8; 16384]).unwrap();
     std::fs::write(
@@ -628,69 +620,19 @@ fn msxsync_serve_process_serves_a_games_folder() {
         "tiny.rom\ntitle: Tiny\n# items\ne000 e007 items\n",
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-        .args(["serve", "--games"])
-        .arg(dir.path())
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("msxsync serve starts");
-    let mut child = KillOnDrop(child);
-    // Both pipes are drained by threads so the server can never block on a full pipe.
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    for pipe in [
-        Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.0.stderr.take().unwrap()),
-    ] {
-        let tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let mut seen = Vec::new();
-    fn wait_for(
-        lines: &mpsc::Receiver<String>,
-        seen: &mut Vec<String>,
-        deadline: std::time::Instant,
-        needle: &str,
-    ) -> String {
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; output so far: {seen:#?}"),
-            }
-        }
-    }
-    let mut wait_for = |needle: &str| wait_for(&lines, &mut seen, deadline, needle);
-    let served = wait_for("tiny: ");
+    let mut serve = Serve::start(dir.path(), &dir.path().join("state"), &[]);
+    let served = serve.wait_for("tiny: ");
     assert!(
         served.contains("tiny: Tiny (rom 16384 bytes, 8 shared bytes"),
         "{served}"
     );
-    let listening = wait_for("listening on ");
-    let server = listening
-        .trim_start_matches("listening on ")
-        .trim()
-        .to_string();
     run(async {
-        let (_c, j) = joined(&server, "ann", "tiny").await;
+        let (_c, j) = joined(&serve.addr, "ann", "tiny").await;
         assert_eq!(j.state, vec![vec![0; 8]]);
     });
-    wait_for("player \"ann\"");
-    wait_for("joined game tiny");
-    wait_for("left game tiny");
+    serve.wait_for("player \"ann\"");
+    serve.wait_for("joined game tiny");
+    serve.wait_for("left game tiny");
 }
 
 /// A game whose only region is a counter: coins, 3 BCD digits, low byte first.

@@ -5,8 +5,9 @@
 mod common;
 
 use common::e2e::{
-    game_does, games_folder, peek, player_behind_a_proxy, player_options, server_state, shared,
-    start_player, wait_byte, wait_converged, wait_converged_at, wait_ready, World,
+    cut, game_does, game_does_seen_by, games_folder, peek, player_behind_a_proxy, player_options,
+    restore, server_state, shared, start_player, wait_byte, wait_caught_up, wait_converged,
+    wait_converged_at, World,
 };
 use common::proxy::Proxy;
 use common::serve::Serve;
@@ -14,7 +15,6 @@ use common::testrom::*;
 use common::{require_openmsx, until};
 use msxsync::play::{Player, Stats};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// A games folder with the test game gated on its mode byte (0 title, 1 playing).
 fn gated_game(dir: &Path) -> PathBuf {
@@ -70,8 +70,8 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
         game_does(&bob, CMD_MODE, 0, 1).await;
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(shared(&bob).await[0][2..6], [0x42, 0x81, 0, 0x55]);
-        game_does(&bob, CMD_SET, SHARED0 + 6, 0x66).await;
-        wait_byte(&ann, SHARED0 + 6, 0x66, "bob's write in ann").await;
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 6, 0x66, &[&ann], what).await;
 
         // Ann goes back to the title screen, whose attract demo clears the items.
         game_does(&ann, CMD_MODE, 0, 0).await;
@@ -82,6 +82,9 @@ fn the_sync_gate_keeps_title_screens_from_wiping_the_group() {
             state[0][2], 0x42,
             "the group kept the item ann's title cleared"
         );
+        // Holding means ann got bob's item and did not take it in, not that it is
+        // still on its way.
+        wait_caught_up(&world.addr(), "testgame", &[&ann]).await;
         assert_eq!(
             peek(&ann, SHARED0 + 7).await,
             0,
@@ -115,6 +118,7 @@ fn a_late_joiner_without_a_gate_waits_for_the_join_key() {
         game_does(&ann, CMD_SET, SHARED0 + 1, 0x33).await;
         wait_converged(&world, "testgame", &[&ann]).await;
         assert_eq!(peek(&ann, SHARED1 + 5).await, 0x22);
+        wait_caught_up(&world.addr(), "testgame", &[&bob]).await;
         assert_eq!(
             peek(&bob, SHARED0 + 1).await,
             0,
@@ -125,16 +129,15 @@ fn a_late_joiner_without_a_gate_waits_for_the_join_key() {
         press_join_key(&bob).await;
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(shared(&bob).await[0][..2], [0x11, 0x33]);
-        game_does(&bob, CMD_SET, SHARED0 + 2, 0x44).await;
-        wait_byte(&ann, SHARED0 + 2, 0x44, "bob's write after joining").await;
+        let what = "bob's write after joining";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 2, 0x44, &[&ann], what).await;
 
         // --join-now takes the state at the game's start without a key.
         let mut o = world.options("testgame", "cy");
         o.join_now = true;
-        let cy = Player::start(o).await.unwrap();
-        wait_ready(&cy).await;
-        game_does(&cy, CMD_SET, SHARED0 + 3, 0x55).await;
-        wait_byte(&ann, SHARED0 + 3, 0x55, "cy's write with --join-now").await;
+        let cy = start_player(o).await;
+        let what = "cy's write with --join-now";
+        game_does_seen_by(&cy, CMD_SET, SHARED0 + 3, 0x55, &[&ann], what).await;
         for p in [ann, bob, cy] {
             p.stop().await.unwrap();
         }
@@ -150,20 +153,19 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
         let world = World::new();
         let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
         ann.openmsx().command("reverse start").await.unwrap();
-        game_does(&ann, CMD_SET, SHARED0, 0x10).await;
-        // Bob must have the item before he loses it: writing 0 over his 0 would be no
-        // change at all.
-        wait_byte(&bob, SHARED0, 0x10, "ann's item in bob").await;
+        // Bob must have ann's item before he loses it: setting a byte that still
+        // holds 0x00 to 0x00 is no change, and ann's 0x10 would then stay for good.
+        game_does_seen_by(&ann, CMD_SET, SHARED0, 0x10, &[&bob], "ann's item in bob").await;
         let before = ann.openmsx().command("machine_info time").await.unwrap();
         let before: f64 = before.trim().parse().unwrap();
-        // Let some emulated time pass, then lose an item in the group.
-        until("a second of emulated time", async || {
+        // Let some emulated time pass (for the rewind to go back into), then lose
+        // the item in the group.
+        until("two seconds of emulated time", async || {
             let t = ann.openmsx().command("machine_info time").await.unwrap();
             t.trim().parse::<f64>().unwrap() > before + 2.0
         })
         .await;
-        game_does(&bob, CMD_SET, SHARED0, 0x00).await;
-        wait_byte(&ann, SHARED0, 0x00, "bob's loss in ann").await;
+        game_does_seen_by(&bob, CMD_SET, SHARED0, 0x00, &[&ann], "bob's loss in ann").await;
         // Ann rewinds to before the loss: the loss stays, for her too.
         ann.openmsx()
             .command(&format!("reverse goto {}", before + 0.5))
@@ -182,8 +184,8 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
 
         // A power cycle restarts the game, whose start-up clears its variables: ann
         // holds (the game is in progress) and the group keeps its state.
-        game_does(&bob, CMD_SET, SHARED0 + 1, 0x21).await;
-        wait_byte(&ann, SHARED0 + 1, 0x21, "bob's write in ann").await;
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 1, 0x21, &[&ann], what).await;
         ann.openmsx().command("set power off").await.unwrap();
         ann.openmsx().command("set power on").await.unwrap();
         until("ann's game restarted", async || {
@@ -204,8 +206,8 @@ fn rewind_and_power_cycles_come_back_to_the_shared_state() {
         assert_eq!(server_state(&world, "testgame").await[0][1], 0x21);
         press_join_key(&ann).await;
         wait_converged(&world, "testgame", &[&ann, &bob]).await;
-        game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
-        wait_byte(&bob, SHARED0 + 3, 0x33, "ann syncs again after the reset").await;
+        let what = "ann syncs again after the reset";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 3, 0x33, &[&bob], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
@@ -219,27 +221,25 @@ fn ram_changed_behind_the_hooks_back_is_repaired() {
     smol::block_on(async {
         let world = World::new();
         let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
-        game_does(&bob, CMD_SET, SHARED0 + 5, 0x55).await;
-        wait_byte(&ann, SHARED0 + 5, 0x55, "bob's write in ann").await;
-        // "Main RAM" is the physical RAM: writes there trigger no watchpoint.
-        let t0 = Instant::now();
-        ann.openmsx()
-            .command(&format!("debug write {{Main RAM}} {} 171", SHARED0 + 5))
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 5, 0x55, &[&ann], what).await;
+        // "Main RAM" is the physical RAM: writes there trigger no watchpoint. Written
+        // and read back in one command: the periodic check could repair it between two.
+        let written = ann
+            .openmsx()
+            .command(&format!(
+                "debug write {{Main RAM}} {0} 171; debug read memory {0}",
+                SHARED0 + 5
+            ))
             .await
             .unwrap();
-        assert_eq!(peek(&ann, SHARED0 + 5).await, 0xab);
+        assert_eq!(written, "171");
         wait_byte(&ann, SHARED0 + 5, 0x55, "the repair").await;
-        let took = t0.elapsed();
-        // The count is bumped by the player's task, which may run just after the
-        // byte is back: wait for it rather than race it.
+        // Repaired by the periodic check (how fast is for `make bench`), and counted.
         until("the repair to be counted", async || {
             Stats::get(&ann.stats().repaired_bytes) >= 1
         })
         .await;
-        assert!(
-            took < msxsync::play::CHECK_PERIOD * 3,
-            "repaired after {took:?}"
-        );
         assert_eq!(server_state(&world, "testgame").await[0][5], 0x55);
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
@@ -255,26 +255,18 @@ fn a_network_outage_loses_nothing() {
         let world = World::new();
         let (proxy, ann, bob) = ann_behind_a_proxy(&world).await;
 
-        proxy.cut();
-        until("ann to notice the outage", async || {
-            Stats::get(&ann.stats().disconnects) == 1
-        })
-        .await;
+        cut(&proxy, &ann).await;
         // Both keep playing: ann offline, bob online.
         game_does(&ann, CMD_OR, SHARED0 + 1, 0x0f).await;
         game_does(&ann, CMD_SET, SHARED1 + 9, 0x99).await;
         game_does(&bob, CMD_OR, SHARED0 + 1, 0xf0).await;
         game_does(&bob, CMD_SET, SHARED0 + 2, 0x22).await;
-        proxy.restore();
-        until("ann to reconnect", async || {
-            Stats::get(&ann.stats().reconnects) == 1
-        })
-        .await;
+        restore(&proxy, &ann).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(state[0][..3], [0x01, 0xff, 0x22]);
         assert_eq!(state[1][9], 0x99);
-        game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
-        wait_byte(&bob, SHARED0 + 3, 0x33, "ann's write after reconnecting").await;
+        let what = "ann's write after reconnecting";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 3, 0x33, &[&bob], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
@@ -292,24 +284,16 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
         // The server gets ann's next change, but ann never hears back: her batch is
         // still in flight for her when the connection drops.
         proxy.stall_downstream();
-        game_does(&ann, CMD_SET, SHARED0 + 4, 0x41).await;
-        wait_byte(&bob, SHARED0 + 4, 0x41, "ann's stalled write in bob").await;
+        let what = "ann's stalled write in bob";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 4, 0x41, &[&bob], what).await;
         // Bob uses the item after her: the later change must stay.
         game_does(&bob, CMD_SET, SHARED0 + 4, 0x42).await;
         until("bob's change at the server", async || {
             server_state(&world, "testgame").await[0][4] == 0x42
         })
         .await;
-        proxy.cut();
-        until("ann to notice the outage", async || {
-            Stats::get(&ann.stats().disconnects) == 1
-        })
-        .await;
-        proxy.restore();
-        until("ann to reconnect", async || {
-            Stats::get(&ann.stats().reconnects) == 1
-        })
-        .await;
+        cut(&proxy, &ann).await;
+        restore(&proxy, &ann).await;
         let state = wait_converged(&world, "testgame", &[&ann, &bob]).await;
         assert_eq!(
             state[0][4], 0x42,
@@ -317,20 +301,21 @@ fn a_reconnect_does_not_undo_what_others_did_after_our_lost_acknowledgement() {
         );
         assert_eq!(Stats::get(&ann.stats().batches_not_resent), 1);
         // Batches the server did not get still travel: ann's sync goes on.
-        game_does(&ann, CMD_SET, SHARED0 + 3, 0x33).await;
-        wait_byte(&bob, SHARED0 + 3, 0x33, "ann's write after reconnecting").await;
+        let what = "ann's write after reconnecting";
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 3, 0x33, &[&bob], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
 }
 
 /// Ann plays through a proxy a test can cut or stall, Bob directly; ann has set the
-/// first shared byte to 1 and bob has it.
+/// first shared byte to 1, bob has it, and ann has the server's acknowledgement (else
+/// her batch would still be in flight when the test stalls or cuts her connection).
 async fn ann_behind_a_proxy(world: &World) -> (Proxy, Player, Player) {
     let (proxy, ann) = player_behind_a_proxy(world, "ann").await;
     let bob = world.player("bob").await;
-    game_does(&ann, CMD_SET, SHARED0, 0x01).await;
-    wait_byte(&bob, SHARED0, 0x01, "ann's first write").await;
+    game_does_seen_by(&ann, CMD_SET, SHARED0, 0x01, &[&bob], "ann's first write").await;
+    wait_caught_up(&world.addr(), "testgame", &[&ann]).await;
     (proxy, ann, bob)
 }
 
@@ -386,8 +371,8 @@ fn server_restart(fresh: bool) {
         let state = wait_converged_at(&second.addr, "testgame", &[&ann, &bob]).await;
         assert_eq!(state[0][..3], [0x11, 0x21, 0x22], "nothing earned was lost");
         assert_eq!(state[1][0], 0x12);
-        game_does(&bob, CMD_SET, SHARED0 + 3, 0x33).await;
-        wait_byte(&ann, SHARED0 + 3, 0x33, "bob's write after the restart").await;
+        let what = "bob's write after the restart";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 3, 0x33, &[&ann], what).await;
         ann.stop().await.unwrap();
         bob.stop().await.unwrap();
     });
@@ -407,76 +392,4 @@ fn a_server_that_comes_back_empty_is_seeded_by_its_players() {
         return;
     }
     server_restart(true);
-}
-
-/// Resident memory of this process in KiB (players and server run inside it).
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-#[test]
-fn a_long_evening_of_changes_neither_stalls_nor_grows() {
-    if !require_openmsx() {
-        return;
-    }
-    const EACH_WAY: u64 = 20_000;
-    smol::block_on(async {
-        let world = World::new();
-        let (ann, bob) = smol::future::zip(world.player("ann"), world.player("bob")).await;
-        // Both games rewrite the 64-byte region with new values every frame, at ten
-        // times normal speed (500 frames a second): every frame is a batch from each
-        // player, colliding all the time. (Unthrottled, a C-BIOS machine makes some
-        // 20,000 frames a second, more than a real game ever sends; the server would
-        // rightly drop a player that far behind.)
-        for p in [&ann, &bob] {
-            p.openmsx().command("set throttle on").await.unwrap();
-            p.openmsx().command("set speed 1000").await.unwrap();
-        }
-        game_does(&ann, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
-        game_does(&bob, CMD_EVERY_FRAME, 0, EF_CHANGING).await;
-        let sent = |p: &Player| Stats::get(&p.stats().batches_sent);
-        let got = |p: &Player| Stats::get(&p.stats().updates_from_others);
-        let deadline = Instant::now() + Duration::from_secs(240);
-        let mut rss_half = 0;
-        while sent(&ann).min(sent(&bob)) < EACH_WAY || got(&ann).min(got(&bob)) < EACH_WAY {
-            assert!(
-                Instant::now() < deadline,
-                "stalled: ann sent {} got {}, bob sent {} got {}",
-                sent(&ann),
-                got(&ann),
-                sent(&bob),
-                got(&bob)
-            );
-            if rss_half == 0 && sent(&ann).min(sent(&bob)) >= EACH_WAY / 2 {
-                rss_half = rss_kib();
-            }
-            smol::Timer::after(Duration::from_millis(100)).await;
-        }
-        let rss_end = rss_kib();
-        game_does(&ann, CMD_EVERY_FRAME, 0, EF_NONE).await;
-        game_does(&bob, CMD_EVERY_FRAME, 0, EF_NONE).await;
-        wait_converged(&world, "testgame", &[&ann, &bob]).await;
-        eprintln!(
-            "soak: ann sent {} received {}, bob sent {} received {}; rss {} KiB at half, {} KiB at the end",
-            sent(&ann),
-            got(&ann),
-            sent(&bob),
-            got(&bob),
-            rss_half,
-            rss_end
-        );
-        // Flat, not exact: allocator noise, but nothing per change.
-        assert!(
-            rss_end < rss_half + 16 * 1024,
-            "memory grew from {rss_half} KiB to {rss_end} KiB"
-        );
-        assert_eq!(Stats::get(&ann.stats().disconnects), 0);
-        ann.stop().await.unwrap();
-        bob.stop().await.unwrap();
-    });
 }

@@ -11,16 +11,17 @@
 mod common;
 
 use common::e2e::{
-    game_does, peek, post, server_state, start_player, wait_ack, wait_byte, wait_converged, World,
+    game_does, game_does_seen_by, peek, post, server_state, shared, start_player, wait_ack,
+    wait_byte, wait_caught_up, wait_converged, wait_ready, Emulator, World,
 };
 use common::lines::Lines;
-use common::require_openmsx;
+use common::play::msxsync_command;
 use common::testrom::*;
+use common::{require_openmsx, TIMEOUT};
 use msxsync::openmsx::OpenMsx;
 use msxsync::play::{Player, Stats};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Stdio};
 
 /// The game that shares restarts (the default rule).
 const SHARE: &str = "share";
@@ -78,21 +79,17 @@ enum Synced {
 async fn new_game(p: &Player, pattern: u8) -> Synced {
     let (took, shared) = syncs(p);
     game_does(p, CMD_NEW_GAME, 0, pattern).await;
-    common::poll(
-        "the player to sync after its new game",
-        Duration::from_secs(30),
-        || async {
-            match syncs(p) {
-                (t, s) if (t, s) == (took + 1, shared) => Some(Synced::Took),
-                (t, s) if (t, s) == (took, shared + 1) => Some(Synced::Shared),
-                (t, s) if (t, s) == (took, shared) => None,
-                other => panic!(
-                    "synced more than once: {other:?} after {:?}",
-                    (took, shared)
-                ),
-            }
-        },
-    )
+    common::poll("the player to sync after its new game", TIMEOUT, || async {
+        match syncs(p) {
+            (t, s) if (t, s) == (took + 1, shared) => Some(Synced::Took),
+            (t, s) if (t, s) == (took, shared + 1) => Some(Synced::Shared),
+            (t, s) if (t, s) == (took, shared) => None,
+            other => panic!(
+                "synced more than once: {other:?} after {:?}",
+                (took, shared)
+            ),
+        }
+    })
     .await
 }
 
@@ -108,7 +105,7 @@ fn new_game_state(pattern: u8) -> Vec<Vec<u8>> {
 
 /// Waits until the server holds `want`.
 async fn wait_server(world: &World, game: &str, want: &[Vec<u8>], what: &str) {
-    common::poll(what, Duration::from_secs(20), || async {
+    common::poll(what, TIMEOUT, || async {
         (server_state(world, game).await == want).then_some(())
     })
     .await;
@@ -117,11 +114,9 @@ async fn wait_server(world: &World, game: &str, want: &[Vec<u8>], what: &str) {
 /// The player's game picks up `n` coins, one a frame (the coins are a counter).
 async fn pick_up_coins(p: &Player, n: u8) {
     game_does(p, CMD_COUNT, COINS, n).await;
-    common::poll(
-        "the coins to be picked up",
-        Duration::from_secs(20),
-        || async { (peek(p, COUNT_LEFT).await == 0).then_some(()) },
-    )
+    common::poll("the coins to be picked up", TIMEOUT, || async {
+        (peek(p, COUNT_LEFT).await == 0).then_some(())
+    })
     .await;
 }
 
@@ -145,7 +140,9 @@ async fn join_then_restart_shared(world: &World, pattern: u8) {
     assert_eq!(new_game(&ann, pattern).await, Synced::Shared, "ann seeds");
     wait_server(world, SHARE, &start, "ann's starting values on the server").await;
     // Bob's new game after ann's: the group has hers (only zero patterns leave it
-    // with nothing, then bob shares nothing).
+    // with nothing, then bob shares nothing). Bob must have heard of it first: a
+    // player who knows of no update takes the group for a fresh one and shares.
+    wait_caught_up(&world.addr(), SHARE, &[&bob]).await;
     let bob_synced = new_game(&bob, pattern).await;
     if pattern == NG_STARTING_VALUES {
         assert_eq!(bob_synced, Synced::Took);
@@ -169,13 +166,11 @@ async fn join_then_restart_shared(world: &World, pattern: u8) {
         "the group kept everything"
     );
     assert_eq!(Stats::get(&cy.stats().batches_sent), 0);
-    game_does(&cy, CMD_SET, SHARED0 + 4, 0x44).await;
-    wait_byte(&ann, SHARED0 + 4, 0x44, "cy's write in ann").await;
-    wait_byte(&bob, SHARED0 + 4, 0x44, "cy's write in bob").await;
-    game_does(&bob, CMD_SET, SHARED1 + 9, 0x99).await;
-    wait_byte(&cy, SHARED1 + 9, 0x99, "bob's write in cy").await;
-    game_does(&ann, CMD_SET, SHARED0 + 5, 0x55).await;
-    wait_byte(&cy, SHARED0 + 5, 0x55, "ann's write in cy").await;
+    game_does_seen_by(&cy, CMD_SET, SHARED0 + 4, 0x44, &[&ann, &bob], "cy's write").await;
+    let what = "bob's write in cy";
+    game_does_seen_by(&bob, CMD_SET, SHARED1 + 9, 0x99, &[&cy], what).await;
+    let what = "ann's write in cy";
+    game_does_seen_by(&ann, CMD_SET, SHARED0 + 5, 0x55, &[&cy], what).await;
     pick_up_coins(&ann, 7).await;
     // Ann has seen all of it: what she restarts from is the group's state.
     wait_converged(world, SHARE, &[&ann, &bob, &cy]).await;
@@ -210,22 +205,10 @@ async fn join_then_restart_shared(world: &World, pattern: u8) {
         "the new game travelled as one change of bytes and one of amounts"
     );
     // And the game goes on together.
-    game_does(&cy, CMD_SET, SHARED0 + 6, 0x66).await;
-    wait_byte(
-        &ann,
-        SHARED0 + 6,
-        0x66,
-        "cy's write in ann after her restart",
-    )
-    .await;
-    game_does(&ann, CMD_SET, SHARED0 + 7, 0x77).await;
-    wait_byte(
-        &bob,
-        SHARED0 + 7,
-        0x77,
-        "ann's write in bob after her restart",
-    )
-    .await;
+    let what = "cy's write in ann after her restart";
+    game_does_seen_by(&cy, CMD_SET, SHARED0 + 6, 0x66, &[&ann], what).await;
+    let what = "ann's write in bob after her restart";
+    game_does_seen_by(&ann, CMD_SET, SHARED0 + 7, 0x77, &[&bob], what).await;
     for p in [ann, bob, cy] {
         p.stop().await.expect("synced without errors");
     }
@@ -244,6 +227,7 @@ async fn restart_kept(world: &World, pattern: u8) {
         "dan's values on the server",
     )
     .await;
+    wait_caught_up(&world.addr(), KEEP, &[&eve]).await;
     new_game(&eve, pattern).await;
     game_does(&dan, CMD_SET, SHARED0 + 2, 0x42).await;
     game_does(&eve, CMD_SET, SHARED1 + 3, 0x33).await;
@@ -264,14 +248,8 @@ async fn restart_kept(world: &World, pattern: u8) {
     );
     assert_eq!(Stats::get(&dan.stats().batches_sent), dan_sent);
     assert_eq!(received(&eve), eve_got);
-    game_does(&dan, CMD_SET, SHARED0 + 8, 0x88).await;
-    wait_byte(
-        &eve,
-        SHARED0 + 8,
-        0x88,
-        "dan's write in eve after his restart",
-    )
-    .await;
+    let what = "dan's write in eve after his restart";
+    game_does_seen_by(&dan, CMD_SET, SHARED0 + 8, 0x88, &[&eve], what).await;
     for p in [dan, eve] {
         p.stop().await.expect("synced without errors");
     }
@@ -334,6 +312,7 @@ fn resets_loadstates_and_rewinds_take_the_groups_state() {
         let (ann, bob) =
             smol::future::zip(player(&world, SHARE, "ann"), player(&world, SHARE, "bob")).await;
         new_game(&ann, NG_TEN_FRAMES).await;
+        wait_caught_up(&world.addr(), SHARE, &[&bob]).await;
         new_game(&bob, NG_TEN_FRAMES).await;
         game_does(&ann, CMD_SET, SHARED0 + 1, 0x11).await;
         game_does(&bob, CMD_SET, SHARED1, 0x10).await;
@@ -341,7 +320,7 @@ fn resets_loadstates_and_rewinds_take_the_groups_state() {
 
         // A reset: ann's game starts from its title again, and its new game only takes.
         ann.openmsx().command("reset").await.unwrap();
-        common::poll("ann's game to restart", Duration::from_secs(20), || async {
+        common::poll("ann's game to restart", TIMEOUT, || async {
             (peek(&ann, READY).await == READY_VALUE && peek(&ann, SHARED0 + 1).await == 0)
                 .then_some(())
         })
@@ -376,14 +355,14 @@ fn resets_loadstates_and_rewinds_take_the_groups_state() {
         .await
         .unwrap();
         msx.command("debug cont").await.unwrap();
-        game_does(&bob, CMD_SET, SHARED0 + 3, 0x33).await;
-        wait_byte(&ann, SHARED0 + 3, 0x33, "bob's write in ann").await;
+        let what = "bob's write in ann";
+        game_does_seen_by(&bob, CMD_SET, SHARED0 + 3, 0x33, &[&ann], what).await;
         let (took, shared) = syncs(&ann);
         msx.command(&format!("loadstate [binary decode hex {savestate}]"))
             .await
             .unwrap();
         wait_ack(&ann, seq).await;
-        common::poll("ann to take the state", Duration::from_secs(20), || async {
+        common::poll("ann to take the state", TIMEOUT, || async {
             (syncs(&ann) != (took, shared)).then_some(())
         })
         .await;
@@ -402,7 +381,7 @@ fn resets_loadstates_and_rewinds_take_the_groups_state() {
         ann.openmsx().command("reverse start").await.unwrap();
         game_does(&ann, CMD_MODE, 0, MODE_GAME_OVER).await;
         let over = emulated_time(&ann).await;
-        common::poll("some emulated time", Duration::from_secs(20), || async {
+        common::poll("some emulated time", TIMEOUT, || async {
             (emulated_time(&ann).await > over + 1.0).then_some(())
         })
         .await;
@@ -421,8 +400,7 @@ fn resets_loadstates_and_rewinds_take_the_groups_state() {
         let state = wait_converged(&world, SHARE, &[&ann, &bob]).await;
         assert_eq!(state[0][1..5], [0x11, 0x22, 0x33, 0x44]);
         assert_eq!(Stats::get(&ann.stats().batches_sent), ann_sent);
-        game_does(&ann, CMD_SET, SHARED0 + 5, 0x55).await;
-        wait_byte(&bob, SHARED0 + 5, 0x55, "ann syncs again").await;
+        game_does_seen_by(&ann, CMD_SET, SHARED0 + 5, 0x55, &[&bob], "ann syncs again").await;
         ann.stop().await.expect("ann synced without errors");
         bob.stop().await.expect("bob synced without errors");
     });
@@ -440,7 +418,7 @@ impl CliPlayer {
     async fn start(world: &World, game: &str, name: &str) -> CliPlayer {
         let msx = OpenMsx::spawn(&launch(None)).await.unwrap();
         msx.command("set throttle off").await.unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
+        let mut child = msxsync_command()
             .args(["play", "--headless", "--game", game, "--name", name])
             .arg("--server")
             .arg(world.server.addr().to_string())
@@ -458,44 +436,19 @@ impl CliPlayer {
         let mut p = CliPlayer { msx, child, out };
         p.out
             .wait_for("waiting for the game to reach the shared part");
-        p.wait_ready().await;
+        wait_ready(&p).await;
         p
-    }
-
-    async fn peek(&self, addr: u16) -> u8 {
-        let r = self
-            .msx
-            .command(&common::testrom::peek(addr))
-            .await
-            .unwrap();
-        r.trim().parse().unwrap()
-    }
-
-    async fn wait_ready(&self) {
-        common::poll("the game's start-up", Duration::from_secs(20), || async {
-            (self.peek(READY).await == READY_VALUE).then_some(())
-        })
-        .await;
-    }
-
-    /// The game does a mailbox command (see `e2e::game_does`).
-    async fn game_does(&self, cmd: u8, addr: u16, value: u8) {
-        let seq = self.peek(LAST_SEQ).await.wrapping_add(1);
-        self.msx
-            .command(&mailbox(seq, cmd, addr, value))
-            .await
-            .unwrap();
-        common::poll(
-            "the game to take the command",
-            Duration::from_secs(20),
-            || async { (self.peek(ACK).await == seq).then_some(()) },
-        )
-        .await;
     }
 
     /// Waits for the output line containing `needle`; returns it.
     fn says(&mut self, needle: &str) -> String {
         self.out.wait_for(needle)
+    }
+}
+
+impl Emulator for CliPlayer {
+    fn msx(&self) -> &OpenMsx {
+        &self.msx
     }
 }
 
@@ -516,7 +469,7 @@ fn play_says_in_one_line_why_it_takes_or_shares() {
     smol::block_on(async {
         // Share: ann is the first (a fresh group), then restarts.
         let mut ann = CliPlayer::start(&world, SHARE, "ann").await;
-        ann.game_does(CMD_NEW_GAME, 0, NG_STARTING_VALUES).await;
+        game_does(&ann, CMD_NEW_GAME, 0, NG_STARTING_VALUES).await;
         ann.says("the group has no shared state yet: sharing this game's starting values");
         wait_server(
             &world,
@@ -525,11 +478,11 @@ fn play_says_in_one_line_why_it_takes_or_shares() {
             "ann's values",
         )
         .await;
-        ann.game_does(CMD_MODE, 0, MODE_GAME_OVER).await;
+        game_does(&ann, CMD_MODE, 0, MODE_GAME_OVER).await;
         ann.says(
             "holding: the game left the shared part (sync-when is false: the title or game over)",
         );
-        ann.game_does(CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
+        game_does(&ann, CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
         ann.says(
             "game restarted (it went back through the title or game over): sharing its new \
              game with the group (on-restart: share)",
@@ -553,15 +506,15 @@ fn play_says_in_one_line_why_it_takes_or_shares() {
         )
         .await;
         let mut bob = CliPlayer::start(&world, KEEP, "bob").await;
-        bob.game_does(CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
+        game_does(&bob, CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
         let line = bob.says("joined the shared state of keep at update ");
         assert!(
             line.ends_with(": this game's start-up stays here"),
             "{line}"
         );
-        bob.game_does(CMD_MODE, 0, MODE_GAME_OVER).await;
+        game_does(&bob, CMD_MODE, 0, MODE_GAME_OVER).await;
         bob.says("holding: the game left the shared part");
-        bob.game_does(CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
+        game_does(&bob, CMD_NEW_GAME, 0, NG_SAME_FRAME).await;
         let line = bob.says("game restarted (it went back through the title or game over): it takes the group's state of update ");
         assert!(line.ends_with(" (on-restart: keep)"), "{line}");
         // One line for each decision, none for anything else.
@@ -578,27 +531,10 @@ fn play_says_in_one_line_why_it_takes_or_shares() {
         assert_eq!(decisions(&ann.out.seen), 2, "{:#?}", ann.out.seen);
         assert_eq!(decisions(&bob.out.seen), 2, "{:#?}", bob.out.seen);
         assert_eq!(
-            shared_of(&bob.msx).await,
+            shared(&bob).await,
             new_game_state(NG_STARTING_VALUES),
             "bob got dan's values back"
         );
         dan.stop().await.expect("dan synced without errors");
     });
-}
-
-/// The shared regions of an openMSX running the test game.
-async fn shared_of(msx: &OpenMsx) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for r in regions() {
-        let hex = msx
-            .command(&format!(
-                "binary encode hex [debug read_block memory {} {}]",
-                r.start,
-                r.len()
-            ))
-            .await
-            .unwrap();
-        out.push(msxsync::hex::decode(hex.trim()).unwrap());
-    }
-    out
 }

@@ -29,7 +29,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// One line describing a game, e.g.
 /// `galious: "The Maze of Galious" rom 131072 bytes, 5 regions (3 counters), 89 shared
-/// bytes`.
+/// bytes, 37 names`.
 fn summary(game: &Game) -> String {
     let counters = game
         .regions
@@ -48,6 +48,9 @@ fn summary(game: &Game) -> String {
         plural(game.regions.len(), "region", "regions"),
         plural(game.shared_bytes(), "shared byte", "shared bytes"),
     );
+    if !game.labels.is_empty() {
+        s += &format!(", {}", plural(game.labels.len(), "name", "names"));
+    }
     if let Some(m) = &game.machine {
         s += &format!(", machine {m}");
     }
@@ -76,6 +79,16 @@ mod tests {
         assert_eq!(
             summary(&game),
             "galious: \"The Maze of Galious\" rom 131072 bytes, 2 regions, 12 shared bytes"
+        );
+        let def = parse(
+            "g",
+            "r\ne000 e001\nitem: e000 boots\nflag: e001 bit 1 key\n",
+        )
+        .unwrap();
+        let named = Game::from_def("named", def, vec![0]);
+        assert_eq!(
+            summary(&named),
+            "named: \"named\" rom 1 byte, 1 region, 2 shared bytes, 2 names"
         );
         let def = parse(
             "g",

@@ -86,6 +86,10 @@ pub fn run(args: PlayArgs) -> Result<()> {
             return Ok(());
         };
         let player = player?;
+        // Start-up is over (tests wait for this line before they signal: a Ctrl-C
+        // before it ends the start instead).
+        let game = msxsync::text::printable(&player.joined().game.name);
+        println!("playing {game}: Ctrl-C here leaves the game");
         let outcome = smol::future::or(player.wait_done(), async {
             let _ = quit.recv().await;
             Ok(Ending::Interrupted)

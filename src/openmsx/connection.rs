@@ -519,8 +519,9 @@ impl Reply {
 
 /// openMSX keeps running when its control pipe closes, so a killed msxsync (or a test
 /// killed by a timeout) would leave it behind. On Linux the kernel kills the child
-/// when the thread that started it ends; elsewhere Drop and shutdown still do.
-fn die_with_parent(cmd: &mut Command) {
+/// when the thread that started it ends; elsewhere Drop and shutdown still do. Public
+/// for the tests, whose `msxsync` children must not outlive them either.
+pub fn die_with_parent(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;

@@ -465,6 +465,7 @@ mod tests {
             seq: 10,
             in_progress: false,
             last_batch: None,
+            labels: vec![],
         }
     }
 

@@ -1555,6 +1555,7 @@ impl Conn {
                 seq: room.state.seq(),
                 in_progress: room.state.in_progress(),
                 last_batch,
+                labels: slot.game.labels.clone(),
             }));
             // Queued under the lock, so every update after `seq` follows it.
             if let Err(why) = self

@@ -2,11 +2,12 @@
 //! cartridge, and real players (headless openMSX, C-BIOS_MSX1) joining it.
 
 use super::proxy::Proxy;
-use super::testrom;
-use msxsync::play::{PlayOptions, Player};
+use super::{testrom, until, TIMEOUT};
+use msxsync::openmsx::OpenMsx;
+use msxsync::play::{PlayOptions, Player, Stats};
+use msxsync::protocol::Joined;
 use msxsync::server::{self, ServerHandle};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A server with the test game, plus a ROM cache folder for its players.
 pub struct World {
@@ -37,14 +38,14 @@ impl World {
         }
     }
 
+    /// The server's address.
+    pub fn addr(&self) -> String {
+        self.server.addr().to_string()
+    }
+
     /// Options for a headless, unthrottled player of `game` called `name`.
     pub fn options(&self, game: &str, name: &str) -> PlayOptions {
-        player_options(
-            &self.server.addr().to_string(),
-            game,
-            name,
-            self.cache.path(),
-        )
+        player_options(&self.addr(), game, name, self.cache.path())
     }
 
     /// Starts a player of the test game and waits until the game's start-up is done
@@ -76,6 +77,24 @@ pub async fn player_behind_a_proxy(world: &World, name: &str) -> (Proxy, Player)
     (proxy, p)
 }
 
+/// Cuts `p`'s connection through `proxy` and waits until `p` noticed.
+pub async fn cut(proxy: &Proxy, p: &Player) {
+    proxy.cut();
+    until("the outage to be noticed", async || {
+        Stats::get(&p.stats().disconnects) == 1
+    })
+    .await;
+}
+
+/// Lets `p`'s connection through `proxy` again and waits until `p` is back.
+pub async fn restore(proxy: &Proxy, p: &Player) {
+    proxy.restore();
+    until("the reconnect", async || {
+        Stats::get(&p.stats().reconnects) == 1
+    })
+    .await;
+}
+
 /// Options for a headless, unthrottled player of `game` on `server`.
 pub fn player_options(server: &str, game: &str, name: &str, cache: &Path) -> PlayOptions {
     let mut o = PlayOptions::new(server, game);
@@ -100,37 +119,53 @@ pub async fn start_player(o: PlayOptions) -> Player {
     p
 }
 
+/// Something running the test game that a test can talk to: a [`Player`] (through its
+/// openMSX) or an openMSX of the test's own (attached to by a `msxsync play` process).
+pub trait Emulator {
+    /// The control connection to its openMSX.
+    fn msx(&self) -> &OpenMsx;
+}
+
+impl Emulator for Player {
+    fn msx(&self) -> &OpenMsx {
+        self.openmsx()
+    }
+}
+
+impl Emulator for OpenMsx {
+    fn msx(&self) -> &OpenMsx {
+        self
+    }
+}
+
 /// Waits until the test game finished its start-up and runs its main loop.
-pub async fn wait_ready(p: &Player) {
-    super::poll("the game's start-up", Duration::from_secs(20), || async {
-        (peek(p, testrom::READY).await == testrom::READY_VALUE).then_some(())
+pub async fn wait_ready(p: &impl Emulator) {
+    until("the game's start-up", async || {
+        peek(p, testrom::READY).await == testrom::READY_VALUE
     })
     .await;
 }
 
-/// Reads one byte of a player's RAM.
-pub async fn peek(p: &Player, addr: u16) -> u8 {
-    let r = p
-        .openmsx()
-        .command(&testrom::peek(addr))
-        .await
-        .expect("peek");
+/// Reads one byte of an emulator's RAM.
+pub async fn peek(p: &impl Emulator, addr: u16) -> u8 {
+    let r = p.msx().command(&testrom::peek(addr)).await.expect("peek");
     r.trim().parse().expect("peek reply is a number")
 }
 
-/// Makes a player's game perform a mailbox command with CPU writes, and waits until
-/// the game acknowledged it.
-pub async fn game_does(p: &Player, cmd: u8, addr: u16, value: u8) {
+/// Makes the game perform a mailbox command with CPU writes, and waits until the game
+/// acknowledged it. That is all it waits for: the change is in this emulator's RAM,
+/// not yet at the server or any other player (see [`game_does_seen_by`]).
+pub async fn game_does(p: &impl Emulator, cmd: u8, addr: u16, value: u8) {
     let seq = post(p, cmd, addr, value).await;
     wait_ack(p, seq).await;
 }
 
 /// Posts a mailbox command without waiting; returns the sequence to wait for.
-pub async fn post(p: &Player, cmd: u8, addr: u16, value: u8) -> u8 {
+pub async fn post(p: &impl Emulator, cmd: u8, addr: u16, value: u8) -> u8 {
     // The game acts when the sequence differs from the last one it saw, which a
     // loadstate can take back in time: always use the next one.
     let seq = peek(p, testrom::LAST_SEQ).await.wrapping_add(1);
-    p.openmsx()
+    p.msx()
         .command(&testrom::mailbox(seq, cmd, addr, value))
         .await
         .expect("mailbox");
@@ -138,76 +173,154 @@ pub async fn post(p: &Player, cmd: u8, addr: u16, value: u8) -> u8 {
 }
 
 /// Waits until the game acknowledged mailbox command `seq`.
-pub async fn wait_ack(p: &Player, seq: u8) {
-    super::poll(
-        "the game to take the mailbox command",
-        Duration::from_secs(20),
-        || async { (peek(p, testrom::ACK).await == seq).then_some(()) },
-    )
+pub async fn wait_ack(p: &impl Emulator, seq: u8) {
+    until("the game to take the mailbox command", async || {
+        peek(p, testrom::ACK).await == seq
+    })
     .await;
 }
 
-/// The shared regions of a player's RAM.
-pub async fn shared(p: &Player) -> Vec<Vec<u8>> {
-    p.hooks().read_state().await.expect("read shared regions")
+/// Makes `writer`'s game perform a mailbox command on a shared byte and waits until
+/// every one of `others` shows the byte as the writer has it afterwards: the next step
+/// may then rely on everybody having seen it. Returns that value.
+///
+/// Acknowledged by the game is not delivered: the change still has to be flushed, sent,
+/// sequenced and written into the others' RAM, and a later write by another player that
+/// assumes it is there races it. (A write of the value a byte already holds is no
+/// change, so such a later write can even vanish.)
+pub async fn game_does_seen_by<E: Emulator>(
+    writer: &E,
+    cmd: u8,
+    addr: u16,
+    value: u8,
+    others: &[&E],
+    what: &str,
+) -> u8 {
+    game_does(writer, cmd, addr, value).await;
+    let now = peek(writer, addr).await;
+    wait_all(others, addr, now, what).await;
+    now
+}
+
+/// Waits until `addr` reads `value` in every one of `players`.
+pub async fn wait_all<E: Emulator>(players: &[&E], addr: u16, value: u8, what: &str) {
+    for p in players {
+        wait_byte(*p, addr, value, what).await;
+    }
+}
+
+/// Waits until `addr` reads `value` in the emulator's RAM; panics with what it read.
+pub async fn wait_byte(p: &impl Emulator, addr: u16, value: u8, what: &str) {
+    let waited = super::wait::poll(what, TIMEOUT, || async {
+        Ok((peek(p, addr).await == value).then_some(()))
+    })
+    .await;
+    if let Err(e) = waited {
+        let got = peek(p, addr).await;
+        panic!("{e}: {addr:#06x} is {got:#04x}, expected {value:#04x}");
+    }
+}
+
+/// The test game's shared regions as they are in the emulator's RAM.
+pub async fn shared(p: &impl Emulator) -> Vec<Vec<u8>> {
+    let mut regions = Vec::new();
+    for r in testrom::regions() {
+        let len = usize::from(r.end - r.start) + 1;
+        // Decimal byte values, one Tcl list (a lambda, so no global variable is left
+        // behind); only numbers formatted here go in.
+        let reply = p
+            .msx()
+            .command(&format!(
+                "apply {{{{a n}} {{binary scan [debug read_block memory $a $n] cu* v; \
+                 return $v}}}} {} {len}",
+                r.start
+            ))
+            .await
+            .expect("read a shared region");
+        let bytes: Vec<u8> = reply
+            .split_whitespace()
+            .map(|b| b.parse().expect("a byte value"))
+            .collect();
+        assert_eq!(bytes.len(), len, "read_block reply {reply:?}");
+        regions.push(bytes);
+    }
+    regions
 }
 
 /// The server's current state, as a newly joining client receives it.
 pub async fn server_state(world: &World, game: &str) -> Vec<Vec<u8>> {
-    server_state_at(&world.server.addr().to_string(), game).await
+    server_join_at(&world.addr(), game).await.state
 }
 
 /// The state of `game` on the server at `addr`, as a newly joining client receives it.
 pub async fn server_state_at(addr: &str, game: &str) -> Vec<Vec<u8>> {
+    server_join_at(addr, game).await.state
+}
+
+/// What a client joining `game` on the server at `addr` now is told (state and
+/// sequence number); it leaves again at once.
+pub async fn server_join_at(addr: &str, game: &str) -> Joined {
     let mut c = msxsync::client::connect(addr, "observer")
         .await
         .expect("observer connects");
     let j = c.join(game).await.expect("observer joins");
     c.close().await;
-    j.state
+    j
 }
 
-/// Waits until every player's shared regions equal the server's state.
-pub async fn wait_converged(world: &World, game: &str, players: &[&Player]) -> Vec<Vec<u8>> {
-    wait_converged_at(&world.server.addr().to_string(), game, players).await
-}
-
-/// [`wait_converged`] for the server at `addr`.
-pub async fn wait_converged_at(addr: &str, game: &str, players: &[&Player]) -> Vec<Vec<u8>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let server = server_state_at(addr, game).await;
-        let mut all = true;
-        for p in players {
-            if shared(p).await != server {
-                all = false;
-            }
-        }
-        if all {
-            return server;
-        }
-        if std::time::Instant::now() > deadline {
-            let mut msg = format!("no convergence: server {server:02x?}");
-            for p in players {
-                msg.push_str(&format!("\nplayer {:02x?}", shared(p).await));
-            }
-            panic!("{msg}");
-        }
-        smol::Timer::after(Duration::from_millis(20)).await;
+/// Waits until every one of `players` has received every update the server at `addr`
+/// has sequenced for `game` so far, their own acknowledgements included (the updates may
+/// still be on their way into the emulators). A check that a holding player did *not*
+/// take an update in is only worth something once the update has reached it; a player
+/// whose own batch is unacknowledged still has it in flight.
+pub async fn wait_caught_up(addr: &str, game: &str, players: &[&Player]) {
+    let seq = server_join_at(addr, game).await.seq;
+    for p in players {
+        until(
+            &format!("every player to receive update {seq}"),
+            async || Stats::get(&p.stats().seq) >= seq,
+        )
+        .await;
     }
 }
 
-/// Waits until `addr` reads `value` in the player's RAM; panics with what it read.
-pub async fn wait_byte(p: &Player, addr: u16, value: u8, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = peek(p, addr).await;
-        if got == value {
-            return;
+/// Waits until every player's shared regions equal the server's state.
+pub async fn wait_converged<E: Emulator>(
+    world: &World,
+    game: &str,
+    players: &[&E],
+) -> Vec<Vec<u8>> {
+    wait_converged_at(&world.addr(), game, players).await
+}
+
+/// [`wait_converged`] for the server at `addr`.
+pub async fn wait_converged_at<E: Emulator>(
+    addr: &str,
+    game: &str,
+    players: &[&E],
+) -> Vec<Vec<u8>> {
+    let waited = super::wait::poll(
+        "every player to have the server's state",
+        TIMEOUT,
+        || async {
+            let server = server_state_at(addr, game).await;
+            for p in players {
+                if shared(*p).await != server {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(server))
+        },
+    )
+    .await;
+    match waited {
+        Ok(state) => state,
+        Err(e) => {
+            let mut msg = format!("{e}: server {:02x?}", server_state_at(addr, game).await);
+            for p in players {
+                msg.push_str(&format!("\nplayer {:02x?}", shared(*p).await));
+            }
+            panic!("{msg}");
         }
-        if std::time::Instant::now() > deadline {
-            panic!("{what}: {addr:#06x} is {got:#04x}, expected {value:#04x}");
-        }
-        smol::Timer::after(Duration::from_millis(5)).await;
     }
 }

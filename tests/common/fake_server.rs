@@ -131,5 +131,6 @@ pub fn joined(game: &Game, player: u32) -> Joined {
         seq: 0,
         in_progress: false,
         last_batch: None,
+        labels: game.labels.clone(),
     }
 }

@@ -6,7 +6,9 @@ use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// How long to wait for a line, or for a process to exit.
+/// How long to wait for a line, or for a process to exit. The tests' one deadline for
+/// an end-to-end step (`common::TIMEOUT` is this); a file of its own, since the demo
+/// includes it by path.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Lines a child printed on stdout and stderr, in arrival order.

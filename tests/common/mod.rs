@@ -15,6 +15,12 @@ pub mod wait;
 use std::future::Future;
 use std::time::Duration;
 
+/// How long one end-to-end step (a change reaching a player, a game starting, a
+/// reconnect) may take before the test fails. Generous: with every test in parallel on
+/// a loaded 2-core machine a step can take seconds, and a passing run never waits for
+/// the deadline, only for the step.
+pub const TIMEOUT: Duration = lines::DEADLINE;
+
 /// Whether the tests that need openMSX can run. False (skip, with a note on stderr)
 /// only when `openmsx` is not on PATH and `MSXSYNC_REQUIRE_OPENMSX` is unset; panics
 /// when the variable is set and openMSX is missing, so CI never skips silently.
@@ -65,13 +71,13 @@ where
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Waits until `check` is true, or panics naming `what` after 20 seconds.
+/// Waits until `check` is true, or panics naming `what` after [`TIMEOUT`].
 pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + TIMEOUT;
     while !check().await {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {TIMEOUT:?} waiting for {what}"
         );
         smol::Timer::after(Duration::from_millis(10)).await;
     }

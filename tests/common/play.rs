@@ -1,11 +1,32 @@
 //! `msxsync play` as a real process: started against a server, its output read line
-//! by line (both pipes drained), killed on drop.
+//! by line (both pipes drained), killed on drop. And what every `msxsync` child of the
+//! tests shares: it is killed when its test ends, however it ends, so no test leaves a
+//! process behind (a `msxsync play` takes the openMSX it started with it).
 
 use super::e2e::World;
 use super::lines::{wait_exit, Lines, DEADLINE};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A command running the `msxsync` that cargo built for the tests. The child is killed
+/// when the thread that starts it (the test's) ends, even if the test process is killed
+/// without running any Drop.
+pub fn msxsync_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msxsync"));
+    msxsync::openmsx::connection::die_with_parent(&mut cmd);
+    cmd
+}
+
+/// Kills a child process when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A running `msxsync play` whose output is read line by line.
 pub struct Play {
@@ -30,8 +51,13 @@ impl Play {
 
     /// The same on the server at `server`.
     pub fn start_at(server: &str, cache: &Path, extra: &[&str]) -> Play {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_msxsync"))
-            .args(["play", "--headless", "--name", "tester", "--server", server])
+        Play::start_as(server, "tester", cache, extra)
+    }
+
+    /// The same as the player called `name`.
+    pub fn start_as(server: &str, name: &str, cache: &Path, extra: &[&str]) -> Play {
+        let mut child = msxsync_command()
+            .args(["play", "--headless", "--name", name, "--server", server])
             .args(extra)
             .env("MSXSYNC_CACHE_DIR", cache)
             .stdout(Stdio::piped())
@@ -40,6 +66,11 @@ impl Play {
             .expect("msxsync play starts");
         let out = Lines::capture(&mut child);
         Play { child, out }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// The first output line containing `needle`.
@@ -117,4 +148,15 @@ pub fn alive(pid: i32) -> bool {
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn rss_kib(pid: i32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{path} has no VmRSS line"))
 }

@@ -3,7 +3,7 @@
 
 use super::lines::Lines;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 /// A running `msxsync serve`.
 pub struct Serve {
@@ -29,7 +29,7 @@ impl Serve {
         } else {
             &["--port", "0"]
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_msxsync"));
+        let mut command = super::play::msxsync_command();
         if let Some(files) = files {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and only touches the child.

@@ -15,6 +15,15 @@ pub const SHARED0_LEN: usize = 16;
 pub const SHARED1: u16 = 0xE010;
 /// Length of shared region 1.
 pub const SHARED1_LEN: usize = 64;
+/// Shared byte named `sword` (`item: E00A sword`); no other test writes it.
+pub const SWORD: u16 = 0xE00A;
+/// Shared byte whose bits [`LAMP_BIT`] and [`KEY_BIT`] are named by `flag:` lines;
+/// no other test writes it.
+pub const FLAGS: u16 = 0xE00B;
+/// The bit of [`FLAGS`] named `lamp`.
+pub const LAMP_BIT: u8 = 0;
+/// The bit of [`FLAGS`] named `key`.
+pub const KEY_BIT: u8 = 1;
 /// Shared counter: 4 BCD digits, low byte first (commands 9 and 10).
 pub const COINS: u16 = 0xE050;
 /// Shared counter: one binary byte, at most [`ARROWS_MAX`].
