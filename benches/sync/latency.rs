@@ -15,6 +15,7 @@ use crate::testrom::{self, CMD_EVERY_FRAME, CMD_SET, EF_UNCHANGED, READY, READY_
 use anyhow::{bail, Context, Result};
 use msxsync::hops::now_us;
 use msxsync::openmsx::{LaunchOptions, OpenMsx};
+use msxsync::play::SOUND_SAMPLES;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -116,8 +117,9 @@ struct Pair {
     hz: f64,
     watched: Run,
     busy: Run,
-    /// Floor: one-line write command sent -> landed (ms).
-    floor: Vec<f64>,
+    /// Floor: one-line write command sent -> landed (ms), in an openMSX with its
+    /// default sound buffer and in one with the buffer `msxsync play` sets.
+    floor: [Vec<f64>; 2],
 }
 
 async fn wait_ready(m: &OpenMsx) -> Result<()> {
@@ -130,8 +132,9 @@ async fn wait_ready(m: &OpenMsx) -> Result<()> {
 }
 
 /// A throttled headless openMSX on `machine` running the test game, controlled through
-/// stdio like `msxsync play` controls its own: where the floor is measured.
-async fn start_floor(machine: &str) -> Result<OpenMsx> {
+/// stdio like `msxsync play` controls its own: where the floor is measured; with
+/// `samples`, its sound buffer set to that many samples.
+async fn start_floor(machine: &str, samples: Option<u32>) -> Result<OpenMsx> {
     let f = OpenMsx::spawn(&LaunchOptions {
         machine: Some(machine.to_string()),
         cart: Some(testrom::rom_path()),
@@ -141,6 +144,9 @@ async fn start_floor(machine: &str) -> Result<OpenMsx> {
     .await
     .context("starting the floor's openmsx")?;
     f.command("set throttle on").await?;
+    if let Some(n) = samples {
+        f.command(&format!("set samples {n}")).await?;
+    }
     f.power_on().await?;
     Ok(f)
 }
@@ -151,30 +157,30 @@ struct Raw {
     probes: [Vec<Write>; 2],
     pushes: [Vec<Call>; 2],
     applies: [Vec<Call>; 2],
-    floor_sent: Vec<Write>,
-    floor_landed: Vec<Write>,
+    floor_sent: [Vec<Write>; 2],
+    floor_landed: [Vec<Write>; 2],
 }
 
 /// Makes the players' games write `WARMUP + changes` new values into `target` in turn
 /// (player 1, player 2, player 1...), one every 40-120 ms, and meanwhile sends as many
-/// one-line writes into the floor's emulator at random moments.
+/// one-line writes into the floors' emulators at random moments.
 async fn changes_run(
-    (m, f): ([&OpenMsx; 2], &OpenMsx),
+    (m, f): ([&OpenMsx; 2], [&OpenMsx; 2]),
     target: u16,
     changes: usize,
     rng: &mut XorShift,
     seqs: &mut [u8; 2],
 ) -> Result<Raw> {
-    for e in [m[0], m[1], f] {
+    for e in [m[0], m[1], f[0], f[1]] {
         e.command(&probe_install("bench_probe", target)).await?;
     }
     for e in m {
         e.command("set ::bench_push {}; set ::bench_apply {}")
             .await?;
     }
-    let mut floor_sent = Vec::new();
+    let mut floor_sent: [Vec<Write>; 2] = Default::default();
     let mut last = peek(m[0], target).await?;
-    let mut last_floor = peek(f, target).await?;
+    let mut last_floor = [peek(f[0], target).await?, peek(f[1], target).await?];
     for i in 0..(WARMUP + changes) {
         let w = i % 2;
         let mut v = (i % 254) as u8 + 1;
@@ -188,17 +194,19 @@ async fn changes_run(
         let gap = rng.range(GAP_MS.0, GAP_MS.1);
         let at = rng.range(0, gap);
         smol::Timer::after(Duration::from_millis(at)).await;
-        let fv = last_floor.wrapping_add(1).max(1);
-        last_floor = fv;
-        let sent = now_us();
-        // Not awaited: the reply comes when the command ran; the probe says when.
-        drop(f.post(&format!("debug write memory {target} {fv}"))?);
-        floor_sent.push(Write {
-            us: sent,
-            value: fv,
-            by_msxsync: false,
-            emu: 0.0,
-        });
+        for k in 0..2 {
+            let fv = last_floor[k].wrapping_add(1).max(1);
+            last_floor[k] = fv;
+            let sent = now_us();
+            // Not awaited: the reply comes when the command ran; the probe says when.
+            drop(f[k].post(&format!("debug write memory {target} {fv}"))?);
+            floor_sent[k].push(Write {
+                us: sent,
+                value: fv,
+                by_msxsync: false,
+                emu: 0.0,
+            });
+        }
         smol::Timer::after(Duration::from_millis(gap - at)).await;
         // Normally done long ago; on a loaded machine wait rather than overrun.
         let (mw, s) = (m[w], seqs[w]);
@@ -220,14 +228,17 @@ async fn changes_run(
         pushes: Default::default(),
         applies: Default::default(),
         floor_sent,
-        floor_landed: hops::parse_probe(&list(f, "::bench_probe").await?)?,
+        floor_landed: [
+            hops::parse_probe(&list(f[0], "::bench_probe").await?)?,
+            hops::parse_probe(&list(f[1], "::bench_probe").await?)?,
+        ],
     };
     for (p, e) in m.iter().enumerate() {
         raw.probes[p] = hops::parse_probe(&list(e, "::bench_probe").await?)?;
         raw.pushes[p] = hops::parse_calls(&list(e, "::bench_push").await?, true)?;
         raw.applies[p] = hops::parse_calls(&list(e, "::bench_apply").await?, false)?;
     }
-    for e in [m[0], m[1], f] {
+    for e in [m[0], m[1], f[0], f[1]] {
         e.command("foreach w [debug list_watchpoints] {debug remove_watchpoint [lindex $w 0]}")
             .await
             .ok();
@@ -243,7 +254,7 @@ fn analyse(
     target: u16,
     log: &[hops::Line],
     (plays, serve): ([u32; 2], u32),
-) -> (Run, Vec<f64>) {
+) -> (Run, [Vec<f64>; 2]) {
     let region = if target >= testrom::SHARED1 { 1 } else { 0 };
     let offset = target
         - if region == 1 {
@@ -287,15 +298,15 @@ fn analyse(
             }
         }
     }
-    let floor_matches = hops::pair_up(&raw.floor_sent, &raw.floor_landed);
-    let floor = raw
-        .floor_sent
-        .iter()
-        .zip(&floor_matches)
-        .skip(WARMUP)
-        .filter_map(|(s, m)| m.map(|k| (raw.floor_landed[k].us - s.us) as f64 / 1000.0))
-        .collect();
-    (run, floor)
+    let floor = |k: usize| -> Vec<f64> {
+        let (sent, landed) = (&raw.floor_sent[k], &raw.floor_landed[k]);
+        sent.iter()
+            .zip(&hops::pair_up(sent, landed))
+            .skip(WARMUP)
+            .filter_map(|(s, m)| m.map(|j| (landed[j].us - s.us) as f64 / 1000.0))
+            .collect()
+    };
+    (run, [floor(0), floor(1)])
 }
 
 /// Waits until msxsync in `m` compares region 1 instead of watching it.
@@ -333,7 +344,8 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
     // game running (which it can only see when that openMSX wakes up), they would fall
     // the same way in every pair.
     let mut p1 = start("p1", c1.path())?;
-    let f = start_floor(machine).await?;
+    let f = start_floor(machine, None).await?;
+    let f2 = start_floor(machine, Some(SOUND_SAMPLES)).await?;
     let m1 = p1.attach(emu::TIMEOUT).await?;
     wait_ready(&m1).await?;
     smol::Timer::after(Duration::from_micros(rng.range(0, 100_000))).await;
@@ -341,6 +353,7 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
     let m2 = p2.attach(emu::TIMEOUT).await?;
     wait_ready(&m2).await?;
     wait_ready(&f).await?;
+    wait_ready(&f2).await?;
     // Both sync: a change by player 1's game shows up in player 2.
     let mut seqs = [0u8; 2];
     emu::game_does(&m1, &mut seqs[0], CMD_SET, TARGET, 0xaa).await?;
@@ -359,7 +372,7 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
         m.command(TRACE_PUSH).await?;
         m.command(TRACE_APPLY).await?;
     }
-    let ems = ([&m1, &m2], &f);
+    let ems = ([&m1, &m2], [&f, &f2]);
     let watched = changes_run(ems, TARGET, changes, &mut rng, &mut seqs).await?;
     // Both games rewrite region 1 every frame; within a second of emulated time
     // msxsync stops watching it and compares it once a frame.
@@ -370,13 +383,15 @@ async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
     wait_polled(&m2).await?;
     let busy = changes_run(ems, BUSY_TARGET, changes, &mut rng, &mut seqs).await?;
     let ids = ([p1.pid(), p2.pid()], serve.pid());
-    drop((m1, m2, f));
+    drop((m1, m2, f, f2));
     drop((p1, p2));
     drop(serve);
     let log = hops::parse_log(&std::fs::read_to_string(&log_path).unwrap_or_default());
     let (watched, mut floor) = analyse(&watched, 0xaa, TARGET, &log, ids);
     let (busy, floor_busy) = analyse(&busy, busy_before, BUSY_TARGET, &log, ids);
-    floor.extend(floor_busy);
+    for (a, b) in floor.iter_mut().zip(floor_busy) {
+        a.extend(b);
+    }
     Ok(Pair {
         hz,
         watched,
@@ -418,7 +433,8 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
     let all = |f: &dyn Fn(&Pair) -> Vec<f64>| -> Vec<f64> { pairs.iter().flat_map(f).collect() };
     let lat = all(&|p| p.watched.all());
     let busy = all(&|p| p.busy.all());
-    let floor = all(&|p| p.floor.clone());
+    let floor = all(&|p| p.floor[0].clone());
+    let floor_own = all(&|p| p.floor[1].clone());
     let lost: usize = pairs.iter().map(|p| p.watched.lost + p.busy.lost).sum();
     let game_writes: usize = pairs
         .iter()
@@ -450,6 +466,12 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
         Row::info(m("end to end p50 / p95 / p99 / max"), spread(&lat)),
         Row::info(m("floor p50 / p95 / p99 / max"), spread(&floor)),
         Row::info(
+            m(&format!(
+                "floor with play's sound buffer ({SOUND_SAMPLES} samples) p50 / p95 / p99 / max"
+            )),
+            spread(&floor_own),
+        ),
+        Row::info(
             m("each pair's p50, end to end (1 to 2 / 2 to 1)"),
             format!(
                 "{} ms",
@@ -463,7 +485,7 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
         ),
         Row::info(
             m("each pair's p50, floor"),
-            format!("{} ms", pair_p50s(&|p| p50_of(&p.floor))),
+            format!("{} ms", pair_p50s(&|p| p50_of(&p.floor[0]))),
         ),
         Row::target(
             m("p50"),
@@ -555,6 +577,7 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
         .with("lost", lost)
         .with("end_to_end", summary(&lat))
         .with("floor", summary(&floor))
+        .with("floor_play_sound_buffer", summary(&floor_own))
         .with("busy_region", summary(&busy))
         .with(
             "pair_p50_ms",
@@ -570,7 +593,7 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
             nums(
                 &pairs
                     .iter()
-                    .map(|p| pct(&p.floor, 50.0))
+                    .map(|p| pct(&p.floor[0], 50.0))
                     .collect::<Vec<_>>(),
             ),
         )
@@ -592,7 +615,8 @@ fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
                         .with("latencies_1to2_ms", nums(&p.watched.latencies[0]))
                         .with("latencies_2to1_ms", nums(&p.watched.latencies[1]))
                         .with("busy_latencies_ms", nums(&p.busy.all()))
-                        .with("floor_ms", nums(&p.floor))
+                        .with("floor_ms", nums(&p.floor[0]))
+                        .with("floor_play_sound_buffer_ms", nums(&p.floor[1]))
                         .with("hops_ms", hop_rows(&p.watched))
                         .with("busy_hops_ms", hop_rows(&p.busy))
                 })
@@ -625,7 +649,7 @@ pub fn run() -> Section {
                         "  {machine} pair {}: p50 {:.1} ms, floor p50 {:.1} ms ({:.0} s)",
                         n + 1,
                         pct(&p.watched.all(), 50.0),
-                        pct(&p.floor, 50.0),
+                        pct(&p.floor[0], 50.0),
                         t.elapsed().as_secs_f64()
                     );
                     pairs.push(p);
@@ -677,7 +701,11 @@ pub fn run() -> Section {
          bench writes `debug write memory ADDR V` to its stdio control connection, the way \
          `msxsync play` writes into its emulator, and a probe watchpoint there logs when \
          it lands: sent to landed is what any write from outside waits for a throttled \
-         openMSX. **Hops**: `play` and `serve` run with MSXSYNC_HOP_LOG (a line with the \
+         openMSX (openMSX's default sound buffer, as the issue defines the floor; the \
+         targets compare with it). A fourth one, with the sound buffer `msxsync play` sets \
+         ({SOUND_SAMPLES} samples), gets the same writes at the same moments: the row \
+         \"floor with play's sound buffer\" is the floor msxsync's players actually sit \
+         on. **Hops**: `play` and `serve` run with MSXSYNC_HOP_LOG (a line with the \
          real-time clock at each step of a change; off by default), and bench-only Tcl \
          traces on the hooks' `push` and `apply` log when those run; the rows \"hop N\" \
          split the watched byte's latency into these steps (p50 / p99 / max of each, and \
