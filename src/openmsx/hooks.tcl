@@ -97,7 +97,7 @@ namespace eval msxsync {
     variable changes 0        ;# hits that saw a new value (only compared, may wrap)
     variable settled 0        ;# `changes` at the last settle check
     variable settle_time 0.00005 ;# first wait (emulated s) for more new values (see `schedule_flush`)
-    variable settle_cap 0.001 ;# longest wait: it doubles while new values keep coming
+    variable settle_cap 0.001 ;# every further wait while new values keep coming
     variable settle_limit 0.02 ;# emulated seconds of waiting before flushing anyway
     variable settle_wait 0    ;# the current wait
     variable settle_spent 0   ;# waited since the flush was scheduled
@@ -502,12 +502,16 @@ proc msxsync::hit {r start} {
 # a game updates a multi-byte value or a table in a quick burst of writes, and sending
 # it half-written would show the others a torn value. The first wait is `settle_time`,
 # 50 µs (179 Z80 T-states, a few dozen instructions: longer than the writes of one value
-# take); while new values keep coming it doubles, up to `settle_cap`, so a long burst
-# costs a few timers (each about 13 µs), not one per write. Writing on for
+# take); while new values keep coming every further wait is `settle_cap`, 1 ms, so a
+# long burst (a table) costs two or three timers, not one per write. Each timer that
+# fires costs openMSX a pass of its main loop, about ten system calls and four thread
+# switches (openMSX 18, measured: docs/benchmarks.md), which is most of what the hooks
+# cost a frame and the part that varies most between computers; an earlier rule that
+# doubled the wait from 50 µs fired five timers for a 64-byte table. Writing on for
 # `settle_limit` flushes anyway, so a game that never pauses still syncs.
 # Why so short: a throttled openMSX emulates a few frames' worth of time in a burst,
 # then sleeps (until its sound buffer has room: about 23 ms with the default 1024
-# samples). A timer that ends after the burst fires only in the next one, so with a
+# samples, 12 ms with the 512 `msxsync play` sets). A timer that ends after the burst fires only in the next one, so with a
 # 1 ms wait about one change in 200 left a whole burst later (docs/benchmarks.md).
 proc msxsync::schedule_flush {} {
     variable flush_pending 1
@@ -531,8 +535,7 @@ proc msxsync::settle {} {
     if {$changes != $settled && $settle_spent < $settle_limit} {
         set settled $changes
         variable settle_cap
-        # (openMSX's Tcl has no min())
-        set settle_wait [expr {2 * $settle_wait < $settle_cap ? 2 * $settle_wait : $settle_cap}]
+        set settle_wait $settle_cap
         set settle_spent [expr {$settle_spent + $settle_wait}]
         set backstop [after time $settle_wait msxsync::settle]
         return
