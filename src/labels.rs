@@ -28,7 +28,7 @@ use crate::text::printable;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// Longest line [`line`] makes, in characters: a notice must fit a few lines of an
+/// Longest line [`line()`] makes, in characters: a notice must fit a few lines of an
 /// emulator screen, and a tracker line one line of a phone.
 pub const MAX_LINE_CHARS: usize = 100;
 

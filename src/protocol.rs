@@ -294,6 +294,9 @@ impl std::fmt::Display for OnRestart {
     }
 }
 
+/// The player id of updates the server makes itself (a restore); players count from 1.
+pub const SERVER_PLAYER: PlayerId = 0;
+
 /// A connected player.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PlayerInfo {

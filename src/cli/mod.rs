@@ -38,7 +38,9 @@ pub struct Cli {
     /// when set, takes precedence over -v and -q.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Show less: -q only warnings and errors, -qq only errors.
+    /// Show less: -q only warnings and errors, -qq only errors. In `play`, -q also
+    /// turns off the notices on the emulator screen ("bob joined ...", "alice got
+    /// the boots").
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
 }
@@ -69,7 +71,7 @@ pub fn run(cli: Cli) -> ExitCode {
     log::init(verbosity, style);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Play(args) => play::run(args),
+        Command::Play(args) => play::run(args, cli.quiet > 0),
         Command::List(args) => list::run(args),
         Command::Check(args) => check::run(args),
         Command::Restore(args) => restore::run(args),

@@ -60,10 +60,14 @@ impl From<PlayArgs> for PlayOptions {
 }
 
 /// Plays until the player closes openMSX, presses Ctrl-C, or a fatal error happens.
-pub fn run(args: PlayArgs) -> Result<()> {
+/// `quiet`: the global `-q` was given, which also turns the notices off.
+pub fn run(args: PlayArgs, quiet: bool) -> Result<()> {
     let quit = super::on_ctrl_c()?;
     let given = args.password.get()?;
-    let opts = PlayOptions::from(args);
+    let opts = PlayOptions {
+        quiet,
+        ..PlayOptions::from(args)
+    };
     smol::block_on(async move {
         // Start-up waits for the server and for openMSX: the stop request must end it
         // too. Dropping the unfinished start closes the connection and kills the

@@ -83,6 +83,10 @@ pub mod procs {
         ARM_INIT = "msxsync::arm_init";
         /// Removes the INIT breakpoint.
         DISARM_INIT = "msxsync::disarm_init";
+        /// Shows a notice on the screen: `notice HEX` (UTF-8 text, hex).
+        NOTICE = "msxsync::notice";
+        /// The last notices shown, one a line.
+        NOTICE_LOG = "msxsync::notice_log";
     }
 }
 
@@ -677,6 +681,23 @@ impl Hooks {
             ))
             .await
             .map(|_| ())
+    }
+
+    /// Shows a notice ("alice got the boots") on the emulator's screen and keeps
+    /// it in the hooks' notice log, without waiting: the reply says whether it worked.
+    /// The text reaches Tcl hex-encoded.
+    pub fn post_notice(&self, text: &str) -> Result<Reply> {
+        self.msx.post(&format!(
+            "{} {}",
+            procs::NOTICE,
+            hex::encode(text.as_bytes())
+        ))
+    }
+
+    /// The last notices shown (at most 20), oldest first.
+    pub async fn notice_log(&self) -> Result<Vec<String>> {
+        let log = self.msx.command(procs::NOTICE_LOG).await?;
+        Ok(log.lines().map(str::to_string).collect())
     }
 
     /// Removes the watchpoints and breakpoints (leaves an attached openMSX clean).

@@ -119,6 +119,7 @@ namespace eval msxsync {
     variable init_pause 0     ;# 1: pause emulation when INIT is reached
     variable join_key ""      ;# key bound to `join_request`, if any
     variable boot_id ""       ;# id of our `after boot`
+    variable notices {}       ;# the last notices shown, oldest first (`notice_log`)
 }
 
 # Creates the push channel. The setting may exist with a stale value (openMSX saves
@@ -1084,6 +1085,28 @@ proc msxsync::join_request {} {
     # Paused until msxsync wrote the group's state (it resumes).
     debug break
     push join
+}
+
+# Shows a notice ("alice got the boots") with openMSX's `message`: a box on the
+# screen that fades after a few seconds, and a line in the log. HEX is the text in
+# UTF-8, hex-encoded by msxsync, so nothing in it is ever taken as Tcl. The last 20
+# stay in `notices`, for `notice_log`.
+proc msxsync::notice {hex} {
+    variable notices
+    set text [encoding convertfrom utf-8 [binary decode hex $hex]]
+    message $text info
+    lappend notices $text
+    if {[llength $notices] > 20} {
+        set notices [lrange $notices end-19 end]
+    }
+    return
+}
+
+# The last notices shown, one a line, oldest first (the boxes fade; this stays):
+# type `msxsync::notice_log` in the openMSX console to read them again.
+proc msxsync::notice_log {} {
+    variable notices
+    join $notices "\n"
 }
 
 # Continues emulation if the hooks paused it (at INIT); harmless otherwise.

@@ -6,6 +6,7 @@
 //! cartridge's own code runs (so the BIOS's RAM tests are not taken for game writes),
 //! watch the regions, write the server's state into RAM, then sync until the game ends.
 
+pub mod notices;
 mod session;
 mod state;
 
@@ -53,6 +54,8 @@ pub struct PlayOptions {
     pub join_now: bool,
     /// The server's password, if it has one (also used when reconnecting).
     pub password: Option<crate::auth::Password>,
+    /// No notices on the emulator screen ("bob joined", "alice got the boots").
+    pub quiet: bool,
 }
 
 impl PlayOptions {
@@ -70,6 +73,7 @@ impl PlayOptions {
             fast: false,
             join_now: false,
             password: None,
+            quiet: false,
         }
     }
 }
@@ -273,7 +277,7 @@ impl Player {
             session,
             password: opts.password.clone(),
         };
-        let mut session = Session::new(hooks.clone(), &joined, sender, who, started)?;
+        let mut session = Session::new(hooks.clone(), &joined, sender, who, started, !opts.quiet)?;
         let stats = session.stats();
         let in_progress = joined.in_progress && !opts.join_now;
         session.game_started(started, in_progress).await?;

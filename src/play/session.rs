@@ -5,6 +5,7 @@
 //! get back after the connection dropped, and how to repair bytes that changed behind
 //! the hooks' back.
 
+use super::notices::{Author, Notices};
 use super::state::{Layout, SyncState};
 use super::Stats;
 use crate::client::{self, Client, ClientReceiver, ClientSender};
@@ -13,7 +14,7 @@ use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
 use crate::openmsx::{Event, HookEvent, Hooks};
 use crate::protocol::{
-    Joined, OnRestart, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE, MAX_PLAYERS,
+    Joined, OnRestart, PlayerId, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE, MAX_PLAYERS,
 };
 use crate::replica::{catch_up, Offline, Payload};
 use crate::sync_when::{parse_sync_when, SyncWhen};
@@ -21,11 +22,14 @@ use crate::text::printable;
 use anyhow::{anyhow, Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, error, info, trace, warn};
 
 /// How often the shared regions are compared with the server's state.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(2);
+/// How often waiting notices are looked at: well under their gathering time
+/// (`notices::GATHER`), so a line shows soon after it is due.
+const NOTICE_PERIOD: Duration = Duration::from_millis(150);
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Inputs waiting for the loop; a full queue slows the server reader down instead of
@@ -55,6 +59,8 @@ enum Input {
     Tick,
     /// openMSX answered the desync check's question.
     Checked(Box<Result<StateCheck>>),
+    /// Time to show the notices that are due.
+    NoticeTick,
     Stop,
 }
 
@@ -145,6 +151,8 @@ pub struct Session {
     /// The game changed on the server (see [`Layout`]): this player no longer syncs
     /// and does not reconnect; openMSX keeps running.
     retired: bool,
+    /// What to tell the player on the emulator screen; `None` with `--quiet`.
+    notices: Option<Notices>,
 }
 
 /// Memory that server messages on their way through the loop may take, shared by the
@@ -199,14 +207,16 @@ impl Session {
     /// The session of a player who just joined (`joined`) over the connection
     /// `sender`, with `hooks` watching the regions. It holds until
     /// [`Session::game_started`] decides when to sync. `init_seen`: the cartridge's
-    /// INIT breakpoint was reached. Fails when the server sent a `sync-when:` that
-    /// does not parse.
+    /// INIT breakpoint was reached; `notices`: tell the player on the emulator screen
+    /// what the others do. Fails when the server sent a `sync-when:` that does not
+    /// parse.
     pub fn new(
         hooks: Hooks,
         joined: &Joined,
         sender: ClientSender,
         who: Identity,
         init_seen: bool,
+        notices: bool,
     ) -> Result<Session> {
         let gate =
             match &joined.game.sync_when {
@@ -236,6 +246,7 @@ impl Session {
             wrote_directly: false,
             applying: Default::default(),
             retired: false,
+            notices: notices.then(|| Notices::new(joined)),
         })
     }
 
@@ -419,15 +430,10 @@ impl Session {
                 let _ = tx.send(Input::Stop).await;
             }));
         }
-        {
-            let tx = tx.clone();
-            tasks.push(smol::spawn(async move {
-                loop {
-                    smol::Timer::after(CHECK_PERIOD).await;
-                    if tx.send(Input::Tick).await.is_err() {
-                        return;
-                    }
-                }
+        tasks.push(spawn_ticker(tx.clone(), CHECK_PERIOD, || Input::Tick));
+        if self.notices.is_some() {
+            tasks.push(spawn_ticker(tx.clone(), NOTICE_PERIOD, || {
+                Input::NoticeTick
             }));
         }
         for ev in early {
@@ -501,6 +507,10 @@ impl Session {
                         stash = Some(Input::Tick);
                     }
                     finished.map(|()| None)
+                }
+                Input::NoticeTick => {
+                    self.show_notices();
+                    Ok(None)
                 }
                 Input::Stop => Ok(Some(Ending::Interrupted)),
             };
@@ -865,6 +875,10 @@ impl Session {
                 );
                 self.received(seq, player, !apply.is_empty());
                 apply_out.changes.extend(apply);
+                if let Some(notices) = self.notices.as_mut() {
+                    let by = author(&self.players, self.sync.me(), player);
+                    notices.changes(Instant::now(), by, &changes);
+                }
             }
             ServerMsg::Counted {
                 seq,
@@ -884,6 +898,10 @@ impl Session {
                     self.sync.me()
                 );
                 self.received(seq, player, !writes.is_empty());
+                if let Some(notices) = self.notices.as_mut() {
+                    let by = author(&self.players, self.sync.me(), player);
+                    notices.counts(Instant::now(), by, &counts);
+                }
                 // A later value of a counter replaces an earlier one of the same burst:
                 // the hooks would write both, and the last one counts.
                 for w in writes {
@@ -893,6 +911,9 @@ impl Session {
             }
             ServerMsg::PlayerJoined(p) => {
                 info!("{} joined the game", printable(&p.name));
+                if let Some(notices) = self.notices.as_mut() {
+                    notices.player_joined(&p.name);
+                }
                 // At most MAX_PLAYERS names of at most 64 bytes: under half a MiB.
                 self.players.retain(|q| q.id != p.id);
                 if self.players.len() >= MAX_PLAYERS {
@@ -907,6 +928,9 @@ impl Session {
             }
             ServerMsg::PlayerLeft(p) => {
                 info!("{} left the game", printable(&p.name));
+                if let Some(notices) = self.notices.as_mut() {
+                    notices.player_left(&p.name);
+                }
                 self.players.retain(|q| q.id != p.id);
             }
             other => info!(
@@ -943,13 +967,29 @@ impl Session {
         Stats::bump(&self.stats.disconnects);
         // The client's errors name the server.
         info!("lost the connection: {e:#}; openMSX keeps running and msxsync reconnects");
-        let hooks = self.hooks.clone();
-        smol::spawn(async move {
-            let _ = hooks
-                .show("msxsync: connection to the server lost, reconnecting...")
-                .await;
-        })
-        .detach();
+        if let Some(notices) = self.notices.as_mut() {
+            notices.connection_lost();
+        }
+    }
+
+    /// Shows the notices that are due, without waiting for openMSX: a notice that
+    /// could not be shown is only worth a debug line.
+    fn show_notices(&mut self) {
+        let Some(notices) = self.notices.as_mut() else {
+            return;
+        };
+        for line in notices.due(Instant::now()) {
+            debug!("notice: {line}");
+            match self.hooks.post_notice(&line) {
+                Ok(reply) => smol::spawn(async move {
+                    if let Err(e) = reply.wait().await {
+                        debug!("showing a notice: {e:#}");
+                    }
+                })
+                .detach(),
+                Err(e) => debug!("showing a notice: {e:#}"),
+            }
+        }
     }
 
     /// Back online: the server's state is the truth, plus what this player's game did
@@ -1029,7 +1069,10 @@ impl Session {
             "reconnected to {}: {} at update {}",
             self.who.server, self.who.game, joined.seq
         );
-        let _ = self.hooks.show("msxsync: reconnected").await;
+        if let Some(notices) = self.notices.as_mut() {
+            notices.rejoined(&joined);
+            notices.back_online();
+        }
         Ok(())
     }
 
@@ -1142,6 +1185,38 @@ fn spawn_reader(
     })
 }
 
+/// Who made update `player`'s changes, as the notices name them: this player, the
+/// server (a restore), or another player by the name the server gave (a player the
+/// list does not know is "player N").
+fn author(players: &[PlayerInfo], me: PlayerId, player: PlayerId) -> Author<'_> {
+    if player == me {
+        return Author::Me;
+    }
+    if player == crate::protocol::SERVER_PLAYER {
+        return Author::Server;
+    }
+    match players.iter().find(|p| p.id == player) {
+        Some(p) => Author::Player(&p.name),
+        None => Author::Unknown(player),
+    }
+}
+
+/// Sends `input()` into the loop's queue every `period`, until the loop is gone.
+fn spawn_ticker(
+    tx: async_channel::Sender<Input>,
+    period: Duration,
+    input: fn() -> Input,
+) -> smol::Task<()> {
+    smol::spawn(async move {
+        loop {
+            smol::Timer::after(period).await;
+            if tx.send(input()).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// Pause before reconnection attempt `attempt` (1, 2, 4, 8, 10, 10... seconds).
 fn backoff(attempt: u32) -> Duration {
     let secs = 1u64 << attempt.saturating_sub(1).min(4);
@@ -1151,6 +1226,18 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authors_are_this_player_the_server_or_a_name() {
+        let players = [PlayerInfo {
+            id: 7,
+            name: "alice".into(),
+        }];
+        assert_eq!(author(&players, 3, 3), Author::Me);
+        assert_eq!(author(&players, 3, 0), Author::Server);
+        assert_eq!(author(&players, 3, 7), Author::Player("alice"));
+        assert_eq!(author(&players, 3, 9), Author::Unknown(9));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -127,8 +127,7 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(3);
 /// The same warning about refused or failed connections is logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The player id of updates the server makes itself (a restore); players count from 1.
-pub const SERVER_PLAYER: PlayerId = 0;
+pub use crate::protocol::SERVER_PLAYER;
 
 /// Where `msxsync serve` gets its games and keeps their state, and its limits.
 #[derive(Debug, Clone)]
