@@ -33,6 +33,14 @@ pub struct Write {
     pub emu: f64,
 }
 
+/// One word of a bench list as a number; `what` names it in the error.
+fn field<T: std::str::FromStr>(word: &str, what: &str) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    word.parse().with_context(|| format!("bad {what} {word:?}"))
+}
+
 /// Parses a probe's list `T V F E ...` (see `probe_install` in latency.rs).
 pub fn parse_probe(text: &str) -> Result<Vec<Write>> {
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -43,16 +51,10 @@ pub fn parse_probe(text: &str) -> Result<Vec<Write>> {
         .chunks(4)
         .map(|p| {
             Ok(Write {
-                us: p[0]
-                    .parse()
-                    .with_context(|| format!("bad time {:?}", p[0]))?,
-                value: p[1]
-                    .parse()
-                    .with_context(|| format!("bad value {:?}", p[1]))?,
+                us: field(p[0], "time")?,
+                value: field(p[1], "value")?,
                 by_msxsync: p[2] == "1",
-                emu: p[3]
-                    .parse()
-                    .with_context(|| format!("bad time {:?}", p[3]))?,
+                emu: field(p[3], "time")?,
             })
         })
         .collect()
@@ -110,18 +112,9 @@ pub fn parse_calls(text: &str, with_seq: bool) -> Result<Vec<Call>> {
         .chunks(n)
         .map(|p| {
             Ok(Call {
-                us: p[0]
-                    .parse()
-                    .with_context(|| format!("bad time {:?}", p[0]))?,
-                emu: p[1]
-                    .parse()
-                    .with_context(|| format!("bad time {:?}", p[1]))?,
-                seq: if with_seq {
-                    p[2].parse()
-                        .with_context(|| format!("bad seq {:?}", p[2]))?
-                } else {
-                    0
-                },
+                us: field(p[0], "time")?,
+                emu: field(p[1], "time")?,
+                seq: if with_seq { field(p[2], "seq")? } else { 0 },
                 text: p[n - 1].to_string(),
             })
         })
