@@ -23,6 +23,9 @@ struct Args {
     /// Game to join.
     #[arg(long)]
     game: String,
+    /// Room of the game to join (default: the game's own room, named like the game).
+    #[arg(long)]
+    room: Option<String>,
     /// Player name shown to the others.
     #[arg(long, default_value = "bot")]
     name: String,
@@ -100,14 +103,16 @@ fn run(args: Args) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     smol::block_on(async {
         let mut c = client::connect(&args.server, &args.name).await?;
-        let joined = c.join(&args.game).await?;
+        let room = args.room.as_deref().unwrap_or(&args.game);
+        let joined = c.join_room(&args.game, room, 0).await?;
         println!(
-            "joined {} as #{} at seq {} ({} region(s), {} player(s) in the game)",
+            "joined {} room {} as #{} at seq {} ({} region(s), {} player(s) in the room)",
             joined.game.name,
+            joined.room.name,
             joined.player,
             joined.seq,
             joined.regions.len(),
-            joined.game.players.len()
+            joined.room.players.len()
         );
         for (i, (r, s)) in joined.regions.iter().zip(&joined.state).enumerate() {
             println!(

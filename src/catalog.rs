@@ -83,8 +83,8 @@ impl Game {
         self.regions.iter().map(RegionInfo::len).sum()
     }
 
-    /// The game as listed to clients, with the given players in it.
-    pub fn info(&self, players: Vec<crate::protocol::PlayerInfo>) -> GameInfo {
+    /// The game as listed to clients, with the given rooms.
+    pub fn info(&self, rooms: Vec<crate::protocol::RoomInfo>) -> GameInfo {
         GameInfo {
             name: self.name.clone(),
             title: self.title.clone(),
@@ -95,7 +95,7 @@ impl Game {
             romtype: self.romtype.clone(),
             sync_when: self.sync_when.clone(),
             on_restart: self.on_restart,
-            players,
+            rooms,
         }
     }
 }

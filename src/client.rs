@@ -394,18 +394,26 @@ impl Client {
             .await
     }
 
-    /// Joins a game. An unknown game fails with the server's reason, which lists the
-    /// games it has.
+    /// Joins a game's default room. An unknown game fails with the server's reason,
+    /// which lists the games it has.
     pub async fn join(&mut self, game: &str) -> Result<Joined> {
         self.join_session(game, 0).await
     }
 
-    /// Joins a game as `session` (see [`ClientMsg::Join`]): after a reconnect with the
-    /// same session, [`Joined::last_batch`] says which batches the server already has.
+    /// Joins a game's default room as `session` (see [`Client::join_room`]).
     pub async fn join_session(&mut self, game: &str, session: u64) -> Result<Joined> {
+        self.join_room(game, game, session).await
+    }
+
+    /// Joins room `room` of a game (the game's name for its default room) as `session`
+    /// (see [`ClientMsg::Join`]): after a reconnect with the same session,
+    /// [`Joined::last_batch`] says which batches the server already has. A name taken
+    /// in the room fails with the server's reason.
+    pub async fn join_room(&mut self, game: &str, room: &str, session: u64) -> Result<Joined> {
         self.sender
             .send(&ClientMsg::Join {
                 game: game.to_string(),
+                room: room.to_string(),
                 session,
             })
             .await?;
@@ -433,11 +441,13 @@ impl Client {
             .await
     }
 
-    /// The saved states the server keeps of `game`, newest first (the host's undo).
-    pub async fn list_backups(&mut self, game: &str) -> Result<Vec<BackupInfo>> {
+    /// The saved states the server keeps of room `room` of `game` (the game's name for
+    /// its default room), newest first (the host's undo).
+    pub async fn list_backups(&mut self, game: &str, room: &str) -> Result<Vec<BackupInfo>> {
         self.sender
             .send(&ClientMsg::ListBackups {
                 game: game.to_string(),
+                room: room.to_string(),
             })
             .await?;
         self.receiver
@@ -448,12 +458,13 @@ impl Client {
             .await
     }
 
-    /// Puts saved state `backup` of `game` back while its players play; returns the
-    /// sequence number of the update that carried it to them.
-    pub async fn restore(&mut self, game: &str, backup: u64) -> Result<u64> {
+    /// Puts saved state `backup` of room `room` of `game` back while its players play;
+    /// returns the sequence number of the update that carried it to them.
+    pub async fn restore(&mut self, game: &str, room: &str, backup: u64) -> Result<u64> {
         self.sender
             .send(&ClientMsg::Restore {
                 game: game.to_string(),
+                room: room.to_string(),
                 backup,
             })
             .await?;

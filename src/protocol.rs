@@ -22,7 +22,8 @@ use std::mem::size_of;
 /// `ServerMsg::Counted`), `GameInfo::on_restart` and the settle period at the end of
 /// the `sync_when` text (which a version 2 client would refuse to parse), and the
 /// password exchange (`ServerMsg::Challenge`, `ClientMsg::Auth`) and
-/// the host's undo (`ClientMsg::ListBackups`/`Restore`, `ServerMsg::Backups`/`Restored`).
+/// the host's undo (`ClientMsg::ListBackups`/`Restore`, `ServerMsg::Backups`/`Restored`),
+/// and rooms (`room` in `Join`, the backup messages and `Joined`, `GameInfo::rooms`).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default TCP port of `msxsync serve` (the original openmsx-sync used it too).
@@ -55,6 +56,9 @@ pub const MAX_PLAYERS: usize = 4096;
 /// a second it takes 290,000 years); refusing larger ones on decode means that adding
 /// one to a sequence number we received never overflows.
 pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Largest number of rooms listed for one game (the server's own caps are far lower,
+/// see `server::limits`).
+pub const MAX_ROOMS: usize = 1024;
 /// Largest number of saved states listed in one `Backups` message.
 pub const MAX_BACKUPS: usize = 1024;
 /// Size of the random numbers of the password exchange and of its proof (SHA-256).
@@ -79,10 +83,13 @@ pub enum ClientMsg {
     },
     /// Ask for the list of games; answered with [`ServerMsg::Games`].
     ListGames,
-    /// Join a game by name; answered with [`ServerMsg::Joined`] or an error.
+    /// Join a room of a game by name; answered with [`ServerMsg::Joined`] or an error.
     Join {
         /// The game's name (its regions file name without `.regions`).
         game: String,
+        /// The room: each room of a game has its own shared state and players. The
+        /// game's name is its default room; another name makes a room on first join.
+        room: String,
         /// A number the client picks at random once per run and sends again when it
         /// reconnects, so the server can say in [`Joined::last_batch`] which of the
         /// client's batches it already has. 0: no session (nothing is remembered).
@@ -124,6 +131,8 @@ pub enum ClientMsg {
     ListBackups {
         /// The game's name.
         game: String,
+        /// The room (the game's name for its default room).
+        room: String,
     },
     /// Put a saved state back as the game's shared state, while players play; answered
     /// with [`ServerMsg::Restored`]. Allowed with the server's password, or from the
@@ -131,6 +140,8 @@ pub enum ClientMsg {
     Restore {
         /// The game's name.
         game: String,
+        /// The room (the game's name for its default room).
+        room: String,
         /// Which saved state: [`BackupInfo::id`].
         backup: u64,
     },
@@ -206,10 +217,12 @@ pub enum ServerMsg {
         /// A random number the server picked for this connection.
         nonce: [u8; AUTH_BYTES],
     },
-    /// Answer to `ListBackups`: the game's saved states, newest first.
+    /// Answer to `ListBackups`: the room's saved states, newest first.
     Backups {
         /// The game's name.
         game: String,
+        /// The room.
+        room: String,
         /// The saved states that fit the game's current regions.
         #[serde(deserialize_with = "bounded::<_, _, MAX_BACKUPS>")]
         backups: Vec<BackupInfo>,
@@ -219,6 +232,8 @@ pub enum ServerMsg {
     Restored {
         /// The game's name.
         game: String,
+        /// The room.
+        room: String,
         /// The saved state put back.
         backup: u64,
         /// Sequence number of the update that carried it to the players.
@@ -259,7 +274,19 @@ pub struct GameInfo {
     /// What a restart of a player who was in the shared game does (`on-restart:`);
     /// only games with `sync_when` can tell a restart.
     pub on_restart: OnRestart,
-    /// Players currently in the game.
+    /// The game's rooms with the players in each: in `Games`, every room the server
+    /// has (the default room first, then by name; saved rooms nobody is in too); in
+    /// `Joined`, none (the joined room is [`Joined::room`]).
+    #[serde(deserialize_with = "bounded::<_, _, MAX_ROOMS>")]
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// A room of a game: its own shared state, players and saved state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The room's name, used to join it (the game's name for its default room).
+    pub name: String,
+    /// Players in the room now, in joining order.
     #[serde(deserialize_with = "bounded::<_, _, MAX_PLAYERS>")]
     pub players: Vec<PlayerInfo>,
 }
@@ -302,7 +329,7 @@ pub const SERVER_PLAYER: PlayerId = 0;
 pub struct PlayerInfo {
     /// The player's id within the server.
     pub id: PlayerId,
-    /// The name the player gave in `Hello`.
+    /// The name the player gave in `Hello`, unique within its room.
     pub name: String,
 }
 
@@ -384,6 +411,8 @@ pub struct Joined {
     pub player: PlayerId,
     /// The game.
     pub game: GameInfo,
+    /// The room joined, with its players (this one included).
+    pub room: RoomInfo,
     /// The shared regions, in the order changes refer to them.
     #[serde(deserialize_with = "bounded::<_, _, MAX_REGIONS>")]
     pub regions: Vec<RegionInfo>,
@@ -459,6 +488,11 @@ fn check_counts<T>(counts: &[T]) -> Result<(), String> {
     check_count("counter operations", counts.len(), MAX_CHANGES_PER_MESSAGE)
 }
 
+fn check_room(r: &RoomInfo) -> Result<(), String> {
+    check_text("room name", &r.name, MAX_NAME_BYTES)?;
+    check_count("players", r.players.len(), MAX_PLAYERS)
+}
+
 fn check_game(g: &GameInfo) -> Result<(), String> {
     check_text("game name", &g.name, MAX_NAME_BYTES)?;
     check_text("game title", &g.title, MAX_TEXT_BYTES)?;
@@ -471,7 +505,14 @@ fn check_game(g: &GameInfo) -> Result<(), String> {
             g.rom_size
         ));
     }
-    check_count("players", g.players.len(), MAX_PLAYERS)
+    check_count("rooms", g.rooms.len(), MAX_ROOMS)?;
+    g.rooms.iter().try_for_each(check_room)
+}
+
+/// A game's and a room's names, as requests carry them.
+fn check_game_and_room(game: &str, room: &str) -> Result<(), String> {
+    check_text("game name", game, MAX_NAME_BYTES)?;
+    check_text("room name", room, MAX_NAME_BYTES)
 }
 
 /// Names must fit the limits and name a bit or byte of a region of bytes.
@@ -516,11 +557,11 @@ impl Message for ClientMsg {
     fn check_limits(&self) -> Result<(), String> {
         match self {
             ClientMsg::Hello { name, .. } => check_text("player name", name, MAX_NAME_BYTES),
-            ClientMsg::Join { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
+            ClientMsg::Join { game, room, .. } => check_game_and_room(game, room),
             ClientMsg::Changes { changes, .. } => check_changes(changes),
             ClientMsg::Counts { ops, .. } => check_counts(ops),
-            ClientMsg::ListBackups { game } | ClientMsg::Restore { game, .. } => {
-                check_text("game name", game, MAX_NAME_BYTES)
+            ClientMsg::ListBackups { game, room } | ClientMsg::Restore { game, room, .. } => {
+                check_game_and_room(game, room)
             }
             ClientMsg::ListGames | ClientMsg::FetchRom | ClientMsg::Auth { .. } => Ok(()),
         }
@@ -537,6 +578,7 @@ impl Message for ServerMsg {
             }
             ServerMsg::Joined(j) => {
                 check_game(&j.game)?;
+                check_room(&j.room)?;
                 check_count("regions", j.regions.len(), MAX_REGIONS)?;
                 if j.state.len() != j.regions.len() {
                     return Err(format!(
@@ -597,11 +639,15 @@ impl Message for ServerMsg {
             ServerMsg::Welcome { software, .. } => {
                 check_text("software version", software, MAX_NAME_BYTES)
             }
-            ServerMsg::Backups { game, backups } => {
-                check_text("game name", game, MAX_NAME_BYTES)?;
+            ServerMsg::Backups {
+                game,
+                room,
+                backups,
+            } => {
+                check_game_and_room(game, room)?;
                 check_count("saved states", backups.len(), MAX_BACKUPS)
             }
-            ServerMsg::Restored { game, .. } => check_text("game name", game, MAX_NAME_BYTES),
+            ServerMsg::Restored { game, room, .. } => check_game_and_room(game, room),
             ServerMsg::Challenge { .. } => Ok(()),
         }
     }
@@ -659,7 +705,13 @@ fn game_bytes(g: &GameInfo) -> usize {
             .flat_map(|o| o.as_deref())
             .map(text_bytes)
             .sum::<usize>()
-        + g.players
+        + g.rooms.iter().map(room_bytes).sum::<usize>()
+}
+
+fn room_bytes(r: &RoomInfo) -> usize {
+    size_of::<RoomInfo>()
+        + text_bytes(&r.name)
+        + r.players
             .iter()
             .map(|p| size_of::<PlayerInfo>() + text_bytes(&p.name))
             .sum::<usize>()
@@ -678,6 +730,7 @@ impl ServerMsg {
                 ServerMsg::Joined(j) => {
                     size_of::<Joined>()
                         + game_bytes(&j.game)
+                        + room_bytes(&j.room)
                         + j.regions
                             .iter()
                             .map(|r| size_of::<RegionInfo>() + text_bytes(&r.description))
@@ -695,9 +748,11 @@ impl ServerMsg {
                 ServerMsg::Error { reason } => text_bytes(reason),
                 ServerMsg::Several(packed) => packed.iter().map(vec_bytes).sum(),
                 ServerMsg::Challenge { .. } | ServerMsg::Restored { .. } => 0,
-                ServerMsg::Backups { game, backups } => {
-                    text_bytes(game) + backups.len() * size_of::<BackupInfo>()
-                }
+                ServerMsg::Backups {
+                    game,
+                    room,
+                    backups,
+                } => text_bytes(game) + text_bytes(room) + backups.len() * size_of::<BackupInfo>(),
             }
     }
 }
@@ -751,10 +806,19 @@ mod tests {
             romtype: None,
             sync_when: Some("e001 == 03 for 60 frames".into()),
             on_restart: OnRestart::Keep,
-            players: vec![PlayerInfo {
-                id: 1,
-                name: "ann".into(),
-            }],
+            rooms: vec![
+                RoomInfo {
+                    name: "demo".into(),
+                    players: vec![PlayerInfo {
+                        id: 1,
+                        name: "ann".into(),
+                    }],
+                },
+                RoomInfo {
+                    name: "friday".into(),
+                    players: vec![],
+                },
+            ],
         }
     }
 
@@ -767,6 +831,7 @@ mod tests {
             ClientMsg::ListGames,
             ClientMsg::Join {
                 game: "demo".into(),
+                room: "friday".into(),
                 session: 0x0123_4567_89ab_cdef,
             },
             ClientMsg::FetchRom,
@@ -793,9 +858,11 @@ mod tests {
             },
             ClientMsg::ListBackups {
                 game: "demo".into(),
+                room: "demo".into(),
             },
             ClientMsg::Restore {
                 game: "demo".into(),
+                room: "friday".into(),
                 backup: 1_700_000_000_123,
             },
         ]
@@ -812,7 +879,17 @@ mod tests {
             },
             ServerMsg::Joined(Box::new(Joined {
                 player: 2,
-                game: game(),
+                game: GameInfo {
+                    rooms: vec![],
+                    ..game()
+                },
+                room: RoomInfo {
+                    name: "friday".into(),
+                    players: vec![PlayerInfo {
+                        id: 2,
+                        name: "bob".into(),
+                    }],
+                },
                 regions: vec![
                     RegionInfo::bytes(0xe000, 0xe008, "items"),
                     RegionInfo {
@@ -892,6 +969,7 @@ mod tests {
             },
             ServerMsg::Backups {
                 game: "demo".into(),
+                room: "demo".into(),
                 backups: vec![BackupInfo {
                     id: 1_700_000_000_123,
                     seq: 42,
@@ -899,6 +977,7 @@ mod tests {
             },
             ServerMsg::Restored {
                 game: "demo".into(),
+                room: "friday".into(),
                 backup: 1_700_000_000_123,
                 seq: 43,
             },
@@ -1041,6 +1120,29 @@ mod tests {
             name: "x".repeat(MAX_NAME_BYTES + 1),
         };
         assert!(decode::<ClientMsg>(&encode(&long)).is_err());
+        // A room name of 10 KB, in a request and in a list.
+        let huge = "r".repeat(10 * 1024);
+        let join = ClientMsg::Join {
+            game: "demo".into(),
+            room: huge.clone(),
+            session: 1,
+        };
+        let e = decode::<ClientMsg>(&encode(&join)).unwrap_err().to_string();
+        assert_eq!(e, "room name is 10240 bytes long, the limit is 64");
+        let mut listed = game();
+        listed.rooms[1].name = huge;
+        let games = ServerMsg::Games {
+            games: vec![listed],
+        };
+        assert!(decode::<ServerMsg>(&encode(&games)).is_err());
+        let mut crowded = game();
+        crowded.rooms = vec![crowded.rooms[1].clone(); MAX_ROOMS + 1];
+        let e = decode::<ServerMsg>(&encode(&ServerMsg::Games {
+            games: vec![crowded],
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the limit is 1024"), "{e}");
         let many = ClientMsg::Changes {
             batch: 0,
             changes: vec![Change::bytes(0, 0, vec![1]); MAX_CHANGES_PER_MESSAGE + 1],

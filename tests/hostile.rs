@@ -551,7 +551,7 @@ fn a_saved_state_is_restored_while_players_play() {
         let mut ann = Player::join(&server, "ann").await;
         let mut bob = Player::join(&server, "bob").await;
         let mut host = client::connect(&server, "host").await.unwrap();
-        host.list_backups("small").await.unwrap();
+        host.list_backups("small", "small").await.unwrap();
         ann.client
             .send_changes(1, vec![Change::bytes(0, 0, vec![1, 2, 3, 4])])
             .await
@@ -562,7 +562,7 @@ fn a_saved_state_is_restored_while_players_play() {
             let server = server.clone();
             async move {
                 let mut host = client::connect(&server, "host").await.unwrap();
-                let list = host.list_backups("small").await.unwrap();
+                let list = host.list_backups("small", "small").await.unwrap();
                 list.iter().find(|b| b.seq == 1).map(|b| b.id)
             }
         })
@@ -582,7 +582,7 @@ fn a_saved_state_is_restored_while_players_play() {
         bob.until(2).await;
         ann.until(2).await;
         assert_ne!(ann.state, wanted);
-        let seq = host.restore("small", good).await.unwrap();
+        let seq = host.restore("small", "small", good).await.unwrap();
         assert_eq!(seq, 3);
         for p in [&mut ann, &mut bob] {
             assert_eq!(p.until(seq).await, server::SERVER_PLAYER);
@@ -592,7 +592,7 @@ fn a_saved_state_is_restored_while_players_play() {
         assert_eq!(late.join("small").await.unwrap().state, wanted);
         // An unknown saved state is refused with the reason.
         let mut host = client::connect(&server, "host").await.unwrap();
-        let err = format!("{:#}", host.restore("small", 7).await.unwrap_err());
+        let err = format!("{:#}", host.restore("small", "small", 7).await.unwrap_err());
         assert!(err.contains("game small has no saved state 7"), "{err}");
     });
 }

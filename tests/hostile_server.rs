@@ -165,12 +165,12 @@ fn a_server_restarted_with_other_regions_gets_none_of_the_old_bytes() {
         .await;
         // She leaves the server's game without having sent anything into it.
         until("ann to leave the new server", async || {
-            let mut c = msxsync::client::connect(&second.addr, "observer")
+            let mut c = msxsync::client::connect(&second.addr, &common::unique_name("observer"))
                 .await
                 .unwrap();
             let j = c.join("testgame").await.unwrap();
             c.close().await;
-            j.game.players.iter().all(|p| p.name != "ann")
+            j.room.players.iter().all(|p| p.name != "ann")
         })
         .await;
         let state = server_state_at(&second.addr, "testgame").await;

@@ -4,13 +4,15 @@
 
 mod common;
 
+use common::change;
+
 use common::lines::wait_exit;
 use common::play::{msxsync_command, KillOnDrop};
 use common::serve::Serve;
 use msxsync::catalog::{self, Game};
 use msxsync::client::{self, Client};
 use msxsync::delta::Change;
-use msxsync::protocol::{Joined, ServerMsg};
+use msxsync::protocol::Joined;
 use msxsync::server::persist::{self, Saved};
 use msxsync::server::{self, ServerConfig};
 use std::future::Future;
@@ -51,18 +53,6 @@ async fn join(server: &str, name: &str) -> (Client, Joined) {
     let mut c = client::connect(server, name).await.expect("connects");
     let j = c.join("demo").await.expect("joins");
     (c, j)
-}
-
-/// Sends one batch and waits for the server's update for it; returns its sequence number.
-async fn change(c: &mut Client, batch: u32, changes: Vec<Change>) -> u64 {
-    c.send_changes(batch, changes).await.unwrap();
-    loop {
-        match c.recv().await.expect("receives") {
-            ServerMsg::Update { seq, batch: b, .. } if b == batch => return seq,
-            ServerMsg::Update { .. } | ServerMsg::PlayerJoined(_) | ServerMsg::PlayerLeft(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 /// The saved state in `dir` for game "demo", if its file decodes.
@@ -209,7 +199,7 @@ fn sigterm_saves_the_latest_change_and_exits_0() {
     let out = a.all_output();
     assert!(
         out.iter().any(|l| l.starts_with(&format!(
-            "stopped: saved the state of every game in {}",
+            "stopped: saved the state of every room in {}",
             state.path().display()
         ))),
         "{out:#?}"

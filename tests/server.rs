@@ -213,7 +213,7 @@ fn a_late_joiner_receives_the_current_state() {
         assert!(jb.in_progress);
         assert_eq!(jb.state[0], vec![0, 0, 0xaa, 0xbb, 0, 0, 0, 0]);
         assert_eq!(jb.state[2][4095], 0x11);
-        let names: Vec<&str> = jb.game.players.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = jb.room.players.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ann", "bob"]);
         // The first player hears about the second.
         match rx.recv().await.unwrap() {
@@ -433,7 +433,8 @@ fn list_games_and_fetch_rom() {
         let games = a.list_games().await.unwrap();
         let names: Vec<&str> = games.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["alpha", "beta"]);
-        assert_eq!(games[1].players.len(), 1);
+        assert_eq!(games[1].rooms.len(), 1);
+        assert_eq!(games[1].rooms[0].players.len(), 1);
         assert_eq!(games[1].shared_bytes, 8 + 1 + 4096);
         let rom = a.fetch_rom().await.unwrap();
         assert_eq!(rom.len(), 32768);
@@ -540,9 +541,12 @@ fn msxsync_list_prints_games_and_players() {
     let s = start(ServerConfig::default());
     let server = addr(&s);
     let _players = run(async {
+        let mut cid = client::connect(&server, "cid").await.expect("connects");
+        cid.join_room("beta", "friday", 0).await.expect("joins");
         (
             joined(&server, "ann", "beta").await,
             joined(&server, "bob", "beta").await,
+            cid,
         )
     });
     let out = msxsync_command()
@@ -561,9 +565,18 @@ fn msxsync_list_prints_games_and_players() {
         stdout.contains("rom 32768 bytes, 4105 shared bytes"),
         "{stdout}"
     );
-    assert!(stdout.contains("no players"), "{stdout}");
-    assert!(stdout.contains("2 playing: ann (#"), "{stdout}");
+    // Each game lists its own room first, then the others, with who is in each.
+    assert!(stdout.contains("  room alpha: nobody\n"), "{stdout}");
+    assert!(
+        stdout.contains("  room beta: 2 playing: ann (#"),
+        "{stdout}"
+    );
     assert!(stdout.contains("bob (#"), "{stdout}");
+    let beta = stdout.find("  room beta: ").expect("beta's own room");
+    let friday = stdout
+        .find("  room friday: 1 playing: cid (#")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(beta < friday, "{stdout}");
 
     // A server that is not there: a clear error naming it.
     drop(s);

@@ -145,7 +145,7 @@ impl Observer {
         });
         Observer {
             counts,
-            players: joined.game.players,
+            players: joined.room.players,
             ended,
         }
     }

@@ -7,7 +7,7 @@ mod common;
 use common::e2e::testgame_regions;
 use common::fake_server::FakeServer;
 use common::play::Play;
-use msxsync::protocol::{ClientMsg, GameInfo, PlayerInfo, ServerMsg};
+use msxsync::protocol::{ClientMsg, GameInfo, PlayerInfo, RoomInfo, ServerMsg};
 use std::process::Command;
 
 /// An escape sequence that retitles a terminal, one that clears it, a C1 control
@@ -65,9 +65,12 @@ fn text_from_a_hostile_server_reaches_the_terminal_escaped() {
                     romtype: None,
                     sync_when: None,
                     on_restart: Default::default(),
-                    players: vec![PlayerInfo {
-                        id: 1,
-                        name: format!("ann{EVIL}"),
+                    rooms: vec![RoomInfo {
+                        name: format!("room{EVIL}"),
+                        players: vec![PlayerInfo {
+                            id: 1,
+                            name: format!("ann{EVIL}"),
+                        }],
                     }],
                 }],
             },
@@ -92,6 +95,7 @@ fn text_from_a_hostile_server_reaches_the_terminal_escaped() {
         "{shown}"
     );
     assert!(shown.contains("ann\\u{1b}]0;pwned"), "{shown}");
+    assert!(shown.contains("room room\\u{1b}]0;pwned"), "{shown}");
 
     // play: the version in its progress line, the reason in its error line.
     let cache = tempfile::tempdir().unwrap();

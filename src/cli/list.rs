@@ -15,7 +15,7 @@ pub struct ListArgs {
     password: super::PasswordArg,
 }
 
-/// Prints the server's games and who plays them.
+/// Prints the server's games, their rooms and who plays in each.
 pub fn run(args: ListArgs) -> Result<()> {
     smol::block_on(async {
         let mut client = super::connect(&args.server, "msxsync list", &args.password).await?;
@@ -29,8 +29,8 @@ pub fn run(args: ListArgs) -> Result<()> {
     })
 }
 
-/// The listing: one paragraph per game. Everything but the numbers comes from the
-/// network, so it goes through [`printable`].
+/// The listing: one paragraph per game, one line per room. Everything but the numbers
+/// comes from the network, so it goes through [`printable`].
 fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
     let mut out = String::new();
     // The server's release first, so players can get the same one (only a server of
@@ -57,15 +57,18 @@ fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
             g.shared_bytes,
             if g.shared_bytes == 1 { "" } else { "s" }
         );
-        if g.players.is_empty() {
-            let _ = writeln!(out, "  no players");
-        } else {
-            let names: Vec<String> = g
-                .players
-                .iter()
-                .map(|p| format!("{} (#{})", printable(&p.name), p.id))
-                .collect();
-            let _ = writeln!(out, "  {} playing: {}", g.players.len(), names.join(", "));
+        for room in &g.rooms {
+            let who = if room.players.is_empty() {
+                "nobody".to_string()
+            } else {
+                let names: Vec<String> = room
+                    .players
+                    .iter()
+                    .map(|p| format!("{} (#{})", printable(&p.name), p.id))
+                    .collect();
+                format!("{} playing: {}", room.players.len(), names.join(", "))
+            };
+            let _ = writeln!(out, "  room {}: {who}", printable(&room.name));
         }
     }
     out
@@ -74,7 +77,7 @@ fn format_games(server: &str, software: &str, games: &[GameInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msxsync::protocol::PlayerInfo;
+    use msxsync::protocol::{PlayerInfo, RoomInfo};
 
     #[test]
     fn list_output_is_readable() {
@@ -88,14 +91,23 @@ mod tests {
             romtype: None,
             sync_when: None,
             on_restart: Default::default(),
-            players: vec![
-                PlayerInfo {
-                    id: 1,
-                    name: "ann".into(),
+            rooms: vec![
+                RoomInfo {
+                    name: "knight".into(),
+                    players: vec![
+                        PlayerInfo {
+                            id: 1,
+                            name: "ann".into(),
+                        },
+                        PlayerInfo {
+                            id: 4,
+                            name: "bob".into(),
+                        },
+                    ],
                 },
-                PlayerInfo {
-                    id: 4,
-                    name: "bob".into(),
+                RoomInfo {
+                    name: "friday".into(),
+                    players: vec![],
                 },
             ],
         }];
@@ -103,7 +115,8 @@ mod tests {
         let text = format_games("h:1", &own, &games);
         let mut evil = games.clone();
         evil[0].name = "k\u{1b}[2J".into();
-        evil[0].players[1].name = "b\u{9b}0m".into();
+        evil[0].rooms[0].players[1].name = "b\u{9b}0m".into();
+        evil[0].rooms[1].name = "f\u{1b}[2J".into();
         let shown = format_games("h:1", "msxsync\u{1b}]0;x\u{7}", &evil);
         assert!(
             !shown.chars().any(|c| c.is_control() && c != '\n'),
@@ -117,7 +130,11 @@ mod tests {
         );
         assert!(text.contains("knight  \"Knight\\u{7}mare\""), "{text}");
         assert!(text.contains("rom 32768 bytes, 9 shared bytes"), "{text}");
-        assert!(text.contains("2 playing: ann (#1), bob (#4)"), "{text}");
+        assert!(
+            text.contains("  room knight: 2 playing: ann (#1), bob (#4)\n  room friday: nobody\n"),
+            "{text}"
+        );
+        assert!(shown.contains("room f\\u{1b}[2J: nobody"), "{shown}");
         // Another release of the same protocol: both are shown, the server's filtered.
         let other = format_games("h", "msxsync 9.9\u{1b}[2J", &[]);
         assert!(

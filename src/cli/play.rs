@@ -11,6 +11,11 @@ pub struct PlayArgs {
     /// The game to play, as the server lists it (`msxsync list`).
     #[arg(long)]
     game: String,
+    /// The room of the game to join: each room has its own shared state and players, so
+    /// several groups can play the same game on one server (default: the game's own
+    /// room, named like the game). A room is made when its first player joins.
+    #[arg(long)]
+    room: Option<String>,
     /// The server: HOST, HOST:PORT or ws://HOST:PORT.
     #[arg(long, default_value_t = format!("localhost:{DEFAULT_PORT}"))]
     server: String,
@@ -46,6 +51,7 @@ pub struct PlayArgs {
 impl From<PlayArgs> for PlayOptions {
     fn from(a: PlayArgs) -> PlayOptions {
         let mut o = PlayOptions::new(a.server, a.game);
+        o.room = a.room;
         if let Some(n) = a.name {
             o.name = n;
         }

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Result};
 use msxsync::protocol::{BackupInfo, DEFAULT_PORT};
+use msxsync::server::persist::room_label;
 use msxsync::text::printable;
 use std::fmt::Write;
 
@@ -18,6 +19,9 @@ pub struct RestoreArgs {
     /// The game whose saved states to list or restore.
     #[arg(long)]
     game: String,
+    /// The room of the game (default: the game's own room, named like the game).
+    #[arg(long)]
+    room: Option<String>,
     /// The saved state to put back, by the ID the listing shows. Without it the saved
     /// states are listed, newest first, and nothing changes.
     #[arg(long, value_name = "ID")]
@@ -26,30 +30,35 @@ pub struct RestoreArgs {
     password: super::PasswordArg,
 }
 
-/// Lists the saved states of the game, or puts one back.
+/// Lists the saved states of the room, or puts one back.
 pub fn run(args: RestoreArgs) -> Result<()> {
+    let room = args.room.clone().unwrap_or_else(|| args.game.clone());
+    // Both names are only ever shown filtered.
+    let what = printable(&room_label(&args.game, &room));
     smol::block_on(async {
         let mut client = super::connect(&args.server, "msxsync restore", &args.password).await?;
         match args.backup {
             None => {
-                let backups = client.list_backups(&args.game).await?;
-                print!("{}", format_backups(&args.game, &backups, now_ms()));
+                let backups = client.list_backups(&args.game, &room).await?;
+                print!("{}", format_backups(&what, &backups, now_ms()));
             }
             Some(id) => {
-                let backups = client.list_backups(&args.game).await?;
+                let backups = client.list_backups(&args.game, &room).await?;
                 let Some(b) = backups.iter().find(|b| b.id == id) else {
+                    let room_arg = match &args.room {
+                        Some(r) => format!(" --room {}", printable(r)),
+                        None => String::new(),
+                    };
                     bail!(
-                        "game {} has no saved state {id}; run msxsync restore --game {} to \
-                         list them",
+                        "{what} has no saved state {id}; run msxsync restore --game {}{room_arg} \
+                         to list them",
                         printable(&args.game),
-                        printable(&args.game)
                     );
                 };
-                let seq = client.restore(&args.game, id).await?;
+                let seq = client.restore(&args.game, &room, id).await?;
                 println!(
-                    "restored game {} to the state saved {} (update {}); the players got it \
-                     as update {seq}",
-                    printable(&args.game),
+                    "restored {what} to the state saved {} (update {}); the players got it as \
+                     update {seq}",
                     age(now_ms().saturating_sub(b.id)),
                     b.seq
                 );
@@ -78,17 +87,17 @@ fn age(ms: u64) -> String {
     }
 }
 
-/// The listing: one line per saved state, newest first.
-fn format_backups(game: &str, backups: &[BackupInfo], now: u64) -> String {
+/// The listing: one line per saved state, newest first. `what` names the room
+/// ("game G", "room R of game G"), already printable.
+fn format_backups(what: &str, backups: &[BackupInfo], now: u64) -> String {
     let mut out = String::new();
     if backups.is_empty() {
-        let _ = writeln!(out, "game {} has no saved states yet", printable(game));
+        let _ = writeln!(out, "{what} has no saved states yet");
         return out;
     }
     let _ = writeln!(
         out,
-        "saved states of game {}, newest first (put one back with --backup ID):",
-        printable(game)
+        "saved states of {what}, newest first (put one back with --backup ID):"
     );
     for b in backups {
         let _ = writeln!(
@@ -123,7 +132,7 @@ mod tests {
                 seq: 1,
             },
         ];
-        let text = format_backups("knight\u{1b}", &list, now);
+        let text = format_backups(&printable("game knight\u{1b}"), &list, now);
         assert!(
             text.starts_with("saved states of game knight\\u{1b}, newest first"),
             "{text}"
@@ -135,8 +144,8 @@ mod tests {
         assert!(text.contains("10 min ago  update 40"), "{text}");
         assert!(text.contains("3 days ago  update 1"), "{text}");
         assert_eq!(
-            format_backups("g", &[], now),
-            "game g has no saved states yet\n"
+            format_backups("room r of game g", &[], now),
+            "room r of game g has no saved states yet\n"
         );
     }
 }

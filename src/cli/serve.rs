@@ -22,13 +22,15 @@ pub struct ServeArgs {
     /// TCP port to listen on; 0 picks a free port (the address is printed).
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Folder where each game's shared state is kept (a GAME.state file per game), saved
-    /// within a second of a change and on Ctrl-C, and loaded at start so a restarted
-    /// server continues where it stopped. Default: $XDG_STATE_HOME/msxsync, or
+    /// Folder where each room's shared state is kept (GAME.state for a game's own room,
+    /// GAME.rooms/ROOM.state for its other rooms), saved within a second of a change
+    /// and on Ctrl-C, and loaded at start so a restarted server continues where it
+    /// stopped. Default: $XDG_STATE_HOME/msxsync, or
     /// ~/.local/state/msxsync.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Start every game from zeros, ignoring its saved state (which is then overwritten).
+    /// Start every room of every game from zeros, ignoring its saved state (which is then
+    /// overwritten).
     #[arg(long)]
     fresh: bool,
     /// Players must know this password (see --password-file); without it, anyone who
@@ -44,9 +46,14 @@ pub struct ServeArgs {
     /// network): a LAN party behind one router shares one address.
     #[arg(long, value_name = "N", default_value_t = server::MAX_PER_ADDRESS)]
     max_per_address: usize,
-    /// Most players in one game.
+    /// Most players in one room of a game.
     #[arg(long, value_name = "N", default_value_t = server::MAX_PLAYERS_PER_GAME)]
     max_players: usize,
+    /// Most rooms of one game besides its own (`play --room`); 0: every game has only
+    /// its own room. Over all games the server allows 256 rooms besides the games'
+    /// own, and 2 MiB of their shared state.
+    #[arg(long, value_name = "N", default_value_t = server::limits::MAX_ROOMS_PER_GAME)]
+    max_rooms: usize,
 }
 
 /// Loads the games and their saved state, prints them and the address, and serves
@@ -65,6 +72,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             bail!("{what} must be at least 1");
         }
     }
+    // A game's rooms must fit in the list clients accept.
+    if args.max_rooms >= msxsync::protocol::MAX_ROOMS {
+        bail!("--max-rooms must be below {}", msxsync::protocol::MAX_ROOMS);
+    }
     let open = password.is_none();
     let weak = password.as_ref().is_some_and(|p| p.is_weak());
     let handle = server::serve(ServeOptions {
@@ -75,6 +86,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections,
         max_per_address: args.max_per_address,
         max_players: args.max_players,
+        max_rooms: args.max_rooms,
         ..ServeOptions::new(SocketAddr::new(args.bind, args.port))
     })?;
     if open {
@@ -106,10 +118,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
     }
     for (name, origin) in &report.origins {
-        if let Some(warning) = origin.warning(name) {
+        if let Some(warning) = origin.warning(name, name) {
             tracing::warn!("{warning}");
         }
         println!("  {}", printable(&format!("{name}: {origin}")));
+    }
+    for (game, room, origin) in &report.rooms {
+        if let Some(warning) = origin.warning(game, room) {
+            tracing::warn!("{warning}");
+        }
+        println!("  {}", printable(&format!("{game}, room {room}: {origin}")));
     }
     if !open {
         println!("players need the password to join");

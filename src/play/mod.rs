@@ -37,6 +37,8 @@ pub struct PlayOptions {
     pub name: String,
     /// Game to join.
     pub game: String,
+    /// Room of the game to join; `None` for the game's default room (its name).
+    pub room: Option<String>,
     /// Machine override.
     pub machine: Option<String>,
     /// openMSX program.
@@ -65,6 +67,7 @@ impl PlayOptions {
             server: server.into(),
             name: default_name(),
             game: game.into(),
+            room: None,
             machine: None,
             openmsx: PathBuf::from("openmsx"),
             headless: false,
@@ -162,6 +165,9 @@ impl Player {
         // Said here, before the server refuses it for the same reason.
         crate::text::check_name("your player name", &opts.name, MAX_NAME_BYTES)
             .map_err(|why| anyhow::anyhow!("{why}; give another one with --name"))?;
+        let room = opts.room.clone().unwrap_or_else(|| opts.game.clone());
+        crate::text::check_name("the room name", &room, MAX_NAME_BYTES)
+            .map_err(|why| anyhow::anyhow!("{why}; give another one with --room"))?;
         let cache = match &opts.cache_dir {
             Some(dir) => RomCache::new(dir),
             None => RomCache::new(RomCache::default_dir()?),
@@ -175,15 +181,20 @@ impl Player {
             opts.name
         );
         let session = new_session_id();
-        let joined = conn.join_session(&opts.game, session).await?;
+        let joined = conn.join_room(&opts.game, &room, session).await?;
         let game = joined.game.clone();
+        let in_room = if joined.room.name == game.name {
+            String::new()
+        } else {
+            format!(" in room {}", joined.room.name)
+        };
         info!(
-            "joined {} ({}): {} shared bytes in {} regions; {}",
+            "joined {} ({}){in_room}: {} shared bytes in {} regions; {}",
             game.name,
             game.title,
             game.shared_bytes,
             joined.regions.len(),
-            players_line(&game.players, joined.player)
+            players_line(&joined.room.players, joined.player)
         );
 
         let rom_path = match cache.lookup(&game.rom_sha256) {
@@ -273,6 +284,7 @@ impl Player {
             server: opts.server.clone(),
             name: opts.name.clone(),
             game: game.name.clone(),
+            room: joined.room.name.clone(),
             layout: Layout::of(&joined),
             session,
             password: opts.password.clone(),

@@ -302,7 +302,7 @@ impl Notices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{GameInfo, Label, OnRestart, RegionInfo, RegionKind};
+    use crate::protocol::{GameInfo, Label, OnRestart, RegionInfo, RegionKind, RoomInfo};
 
     /// A game with a byte of named flags (sword, lamp), a named item (boots), a byte
     /// without a name and a BCD counter of coins.
@@ -325,6 +325,10 @@ mod tests {
                 romtype: None,
                 sync_when: None,
                 on_restart: OnRestart::Share,
+                rooms: vec![],
+            },
+            room: RoomInfo {
+                name: "maze".into(),
                 players: vec![],
             },
             regions: vec![

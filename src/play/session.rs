@@ -76,6 +76,8 @@ pub struct Identity {
     pub server: String,
     pub name: String,
     pub game: String,
+    /// The room of the game joined (the game's name for its default room).
+    pub room: String,
     /// The game as joined first: a reconnect to a game laid out otherwise stops
     /// syncing.
     pub layout: Layout,
@@ -234,7 +236,7 @@ impl Session {
             sync,
             stats,
             who,
-            players: joined.game.players.clone(),
+            players: joined.room.players.clone(),
             gate,
             on_restart: joined.game.on_restart,
             since: Since::Joined,
@@ -544,6 +546,7 @@ impl Session {
         let server = self.who.server.clone();
         let name = self.who.name.clone();
         let game = self.who.game.clone();
+        let room = self.who.room.clone();
         let session = self.who.session;
         let password = self.who.password.clone();
         smol::spawn(async move {
@@ -553,7 +556,7 @@ impl Session {
             let result = async {
                 let mut conn =
                     client::connect_with_password(&server, &name, password.as_ref()).await?;
-                let joined = conn.join_session(&game, session).await?;
+                let joined = conn.join_room(&game, &room, session).await?;
                 Ok((conn, joined))
             }
             .await;
@@ -1064,7 +1067,7 @@ impl Session {
         if self.active {
             self.hooks.apply_all(&apply, &counters).await?;
         }
-        self.players = joined.game.players.clone();
+        self.players = joined.room.players.clone();
         info!(
             "reconnected to {}: {} at update {}",
             self.who.server, self.who.game, joined.seq

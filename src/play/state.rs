@@ -440,7 +440,7 @@ impl SyncState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{GameInfo, RegionInfo};
+    use crate::protocol::{GameInfo, RegionInfo, RoomInfo};
 
     fn joined(state: Vec<Vec<u8>>) -> Joined {
         Joined {
@@ -455,6 +455,10 @@ mod tests {
                 romtype: None,
                 sync_when: None,
                 on_restart: Default::default(),
+                rooms: vec![],
+            },
+            room: RoomInfo {
+                name: "g".into(),
                 players: vec![],
             },
             regions: state

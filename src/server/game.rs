@@ -1,5 +1,6 @@
-//! One game's authoritative shared state on the server. Pure: no I/O, no clocks, no
-//! locks; the I/O shell in `server/mod.rs` holds one of these per game under a mutex.
+//! One room's authoritative shared state on the server. Pure: no I/O, no clocks, no
+//! locks; the I/O shell in `server/mod.rs` holds one of these per room of a game under
+//! a mutex.
 
 use crate::counter::{Count, Counter, CounterOp};
 use crate::delta::{self, Change};
@@ -311,6 +312,11 @@ impl GameState {
                 self.sessions.remove(&old);
             }
         }
+    }
+
+    /// The session player `id` joined with, if it gave one.
+    pub fn session_of(&self, id: PlayerId) -> Option<u64> {
+        self.player_sessions.get(&id).copied()
     }
 
     /// The players in the game, in joining order.
@@ -631,6 +637,7 @@ mod tests {
         g.remove_player(1);
         // The same session on a new connection, with a new player id.
         assert_eq!(g.add_player(player(3), 77), Some(6));
+        assert_eq!((g.session_of(3), g.session_of(2)), (Some(77), None));
         g.accept(3, 7, vec![Change::bytes(0, 0, vec![4])]).unwrap();
         g.remove_player(3);
         assert_eq!(g.add_player(player(4), 77), Some(7));

@@ -1,5 +1,5 @@
-//! Who may connect, and how long an address that gave wrong passwords waits. Pure: the
-//! caller passes the clock and holds the lock.
+//! Who may connect, how long an address that gave wrong passwords waits, and how many
+//! rooms players may make. Pure: the caller passes the clock and holds the lock.
 //!
 //! - [`Registry`]: open connections in total and per [`Source`]. When the server is
 //!   full, the oldest connection that has not joined a game is closed to make room
@@ -7,6 +7,9 @@
 //!   game are never closed for a newcomer.
 //! - [`Failures`]: after a wrong password, an address waits 4 s, then 8, 16, ... up to
 //!   a minute before its next password is even checked.
+//! - [`Rooms`]: rooms besides the games' default rooms, capped per game, in total and
+//!   in bytes (each room holds its game's shared state in memory, and on disk a state
+//!   file and up to 74 backups of it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -238,6 +241,113 @@ impl Failures {
     }
 }
 
+/// Default cap on the rooms of one game besides its default room.
+pub const MAX_ROOMS_PER_GAME: usize = 32;
+/// Default cap on the rooms besides the default rooms, over all games.
+pub const MAX_ROOMS: usize = 256;
+/// Default cap on what the rooms besides the default rooms cost together, in bytes
+/// ([`Rooms::cost`]): 2 MiB, 120 rooms of the largest game there can be (16 KiB
+/// shared). In memory that is their state; on disk each room also keeps up to 74
+/// backups, so at most about 150 MB.
+pub const MAX_ROOM_BYTES: usize = 2 * 1024 * 1024;
+/// What a room costs besides its shared bytes: its name, tables, the state file's
+/// header. A game with few shared bytes is capped by the counts.
+pub const ROOM_OVERHEAD_BYTES: usize = 1024;
+const _: () = assert!(MAX_ROOMS_PER_GAME < crate::protocol::MAX_ROOMS);
+
+/// Caps on rooms besides the default rooms (those exist for every game served, and
+/// their number is the host's choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms of one game.
+    pub per_game: usize,
+    /// Rooms over all games.
+    pub total: usize,
+    /// Bytes over all rooms ([`Rooms::cost`] each).
+    pub bytes: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            per_game: MAX_ROOMS_PER_GAME,
+            total: MAX_ROOMS,
+            bytes: MAX_ROOM_BYTES,
+        }
+    }
+}
+
+/// The rooms besides the default rooms that exist now, over all games, and what they
+/// cost.
+#[derive(Debug)]
+pub struct Rooms {
+    limits: RoomLimits,
+    count: usize,
+    bytes: usize,
+}
+
+impl Rooms {
+    /// No rooms yet. A game never gets more rooms than a games list can carry
+    /// (`protocol::MAX_ROOMS`, its own included), whatever `limits` says.
+    pub fn new(limits: RoomLimits) -> Rooms {
+        Rooms {
+            limits: RoomLimits {
+                per_game: limits.per_game.min(crate::protocol::MAX_ROOMS - 1),
+                ..limits
+            },
+            count: 0,
+            bytes: 0,
+        }
+    }
+
+    /// What a room of a game with `shared_bytes` shared bytes costs.
+    pub fn cost(shared_bytes: usize) -> usize {
+        shared_bytes + ROOM_OVERHEAD_BYTES
+    }
+
+    /// Counts one more room of `game`, which has `in_game` rooms besides its default
+    /// room now, costing `cost`; or says (lowercase, for the player) why it cannot be.
+    pub fn take(&mut self, game: &str, in_game: usize, cost: usize) -> Result<(), String> {
+        let l = self.limits;
+        if l.per_game == 0 {
+            return Err(format!(
+                "this server has no rooms besides the games' own; join game {game} \
+                 without --room"
+            ));
+        }
+        if in_game >= l.per_game {
+            return Err(format!(
+                "game {game} has {in_game} rooms besides its own, the most this server \
+                 allows; join one of them (msxsync list shows them)"
+            ));
+        }
+        if self.count >= l.total {
+            return Err(format!(
+                "this server has {} rooms besides the games' own, the most it allows; join \
+                 one of them (msxsync list shows them)",
+                self.count
+            ));
+        }
+        if self.bytes + cost > l.bytes {
+            return Err(format!(
+                "the rooms of this server hold {} bytes and another room of game {game} \
+                 ({cost} bytes) would pass the limit of {}; join an existing room \
+                 (msxsync list shows them)",
+                self.bytes, l.bytes
+            ));
+        }
+        self.count += 1;
+        self.bytes += cost;
+        Ok(())
+    }
+
+    /// A room costing `cost` is gone.
+    pub fn give(&mut self, cost: usize) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(cost);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,5 +451,49 @@ mod tests {
             f.failed(Source::V4(Ipv4Addr::from(i)), t0);
         }
         assert!(f.entries.len() <= MAX_TRACKED_SOURCES);
+    }
+
+    #[test]
+    fn rooms_are_capped_per_game_in_total_and_in_bytes() {
+        let mut r = Rooms::new(RoomLimits {
+            per_game: 2,
+            total: 3,
+            bytes: 10_000,
+        });
+        let cost = Rooms::cost(2000);
+        assert_eq!(cost, 3024);
+        r.take("a", 0, cost).unwrap();
+        r.take("a", 1, cost).unwrap();
+        let e = r.take("a", 2, cost).unwrap_err();
+        assert_eq!(
+            e,
+            "game a has 2 rooms besides its own, the most this server allows; join one \
+             of them (msxsync list shows them)"
+        );
+        // 6048 bytes taken: a third room of 3024 fits, a fourth would pass.
+        let e = r.take("b", 0, 4000).unwrap_err();
+        assert!(e.contains("hold 6048 bytes and another room of game b (4000 bytes) would pass the limit of 10000"), "{e}");
+        r.take("b", 0, cost).unwrap();
+        let e = r.take("c", 0, 1).unwrap_err();
+        assert!(e.starts_with("this server has 3 rooms besides"), "{e}");
+        // A room that goes makes room.
+        r.give(cost);
+        r.take("c", 0, cost).unwrap();
+        // A server without rooms says so; no game gets more than a list can carry.
+        let e = Rooms::new(RoomLimits {
+            per_game: 0,
+            ..RoomLimits::default()
+        })
+        .take("a", 0, 1)
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "this server has no rooms besides the games' own; join game a without --room"
+        );
+        let huge = Rooms::new(RoomLimits {
+            per_game: usize::MAX,
+            ..RoomLimits::default()
+        });
+        assert_eq!(huge.limits.per_game, crate::protocol::MAX_ROOMS - 1);
     }
 }

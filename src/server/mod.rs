@@ -1,25 +1,34 @@
-//! `msxsync serve`: holds each game's authoritative shared state and relays changes.
+//! `msxsync serve`: holds the authoritative shared state of each room of each game and
+//! relays changes.
 //!
-//! The pure per-game logic (validation, bit-wise merge, sequencing) is in [`game`]; who
-//! may connect is decided by [`limits`] (pure too); this file is the I/O around them: a
-//! WebSocket listener on a smol executor, one task per connection, and one mutex per
-//! game under which changes are sequenced *and* queued to every player, so that all
-//! players see the same order. Updates are encoded once and the bytes are shared by
-//! all queues.
+//! A game has rooms: its default room, named like the game, and any other room a
+//! player names when joining (`--room`), made on its first join. Each room has its own
+//! shared state, sequence, players and state file; nothing passes between rooms.
+//!
+//! The pure per-room logic (validation, bit-wise merge, sequencing) is in [`game`]; who
+//! may connect and how many rooms there may be is decided by [`limits`] (pure too);
+//! this file is the I/O around them: a WebSocket listener on a smol executor, one task
+//! per connection, and one mutex per room under which changes are sequenced *and*
+//! queued to every player, so that all players see the same order. Updates are encoded
+//! once and the bytes are shared by all queues.
 //!
 //! Everything a client can make the server hold has a limit in bytes or time: each
 //! connection's outgoing queue is budgeted in bytes, and so is the total over all
 //! queues (a message shared by many queues counts once); connections are capped in
-//! total and per address, players per game; a connection has 10 s to say `Hello` (and
+//! total and per address, players per room, rooms per game and in all; a connection
+//! has 10 s to say `Hello` (and
 //! answer the password challenge), 60 s to join a game, and a player that stops
 //! answering pings for 45 s is closed. A player that cannot keep up is disconnected
 //! instead of stalling the others. docs/architecture.md ("Security and limits") lists
 //! them and what an attacker can still do.
 //!
-//! With a state folder, each game's state is loaded at start and kept on disk by a saver
-//! thread ([`persist`]): a change marks its game dirty under the game's lock, and the
+//! With a state folder, every saved room is loaded at start and kept on disk by a saver
+//! thread ([`persist`]): a change marks its room dirty under the room's lock, and the
 //! saver copies the bytes under that lock and writes the file with no lock held. Every
 //! save is also kept as a backup, which `msxsync restore` puts back while players play.
+//!
+//! Locks are taken in one order: a game's room table, then a room, then the room tally
+//! or the saver's table; never two rooms at once.
 
 pub mod game;
 pub mod limits;
@@ -28,7 +37,8 @@ pub mod persist;
 use crate::auth::{self, Password};
 use crate::catalog::{self, Game};
 use crate::protocol::{
-    self, BackupInfo, ClientMsg, Joined, PlayerId, PlayerInfo, ServerMsg, PROTOCOL_VERSION,
+    self, BackupInfo, ClientMsg, Joined, PlayerId, PlayerInfo, RoomInfo, ServerMsg,
+    PROTOCOL_VERSION,
 };
 use anyhow::{bail, Context, Result};
 use async_tungstenite::tungstenite::error::ProtocolError;
@@ -39,10 +49,11 @@ use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::StreamExt;
 use game::GameState;
-use limits::{Admission, Failures, Limits, Registry, Source};
+use limits::{Admission, Failures, Limits, Registry, RoomLimits, Rooms, Source};
 use smol::net::{TcpListener, TcpStream};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -77,7 +88,7 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// a LAN party behind one NAT router fits.
 pub const MAX_PER_ADDRESS: usize = 64;
 
-/// Default cap on players in one game.
+/// Default cap on players in one room of a game.
 pub const MAX_PLAYERS_PER_GAME: usize = 128;
 
 /// How long a new connection may take to finish the WebSocket handshake and send
@@ -146,8 +157,10 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Cap on open connections from one address.
     pub max_per_address: usize,
-    /// Cap on players in one game.
+    /// Cap on players in one room of a game.
     pub max_players: usize,
+    /// Cap on the rooms of one game besides its own.
+    pub max_rooms: usize,
 }
 
 impl ServeOptions {
@@ -162,6 +175,7 @@ impl ServeOptions {
             max_connections: MAX_CONNECTIONS,
             max_per_address: MAX_PER_ADDRESS,
             max_players: MAX_PLAYERS_PER_GAME,
+            max_rooms: limits::MAX_ROOMS_PER_GAME,
         }
     }
 }
@@ -209,6 +223,10 @@ pub fn serve(opts: ServeOptions) -> Result<ServerHandle> {
             max_connections: opts.max_connections,
             max_per_address: opts.max_per_address,
             max_players: opts.max_players,
+            rooms: RoomLimits {
+                per_game: opts.max_rooms,
+                ..RoomLimits::default()
+            },
             ..ServerConfig::default()
         },
     )
@@ -237,8 +255,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Cap on open connections from one address (IPv4 address or IPv6 /64).
     pub max_per_address: usize,
-    /// Cap on players in one game.
+    /// Cap on players in one room of a game.
     pub max_players: usize,
+    /// Caps on rooms besides the games' default rooms.
+    pub rooms: RoomLimits,
     /// Time to finish the handshake and send `Hello`, and to answer the challenge.
     pub hello_timeout: Duration,
     /// Time a connection may stay without joining a game.
@@ -262,6 +282,7 @@ impl Default for ServerConfig {
             max_connections: MAX_CONNECTIONS,
             max_per_address: MAX_PER_ADDRESS,
             max_players: MAX_PLAYERS_PER_GAME,
+            rooms: RoomLimits::default(),
             hello_timeout: HELLO_TIMEOUT,
             join_timeout: JOIN_TIMEOUT,
             ping_interval: PING_INTERVAL,
@@ -412,7 +433,8 @@ pub fn start_with(
         .as_deref()
         .map(persist::prepare_dir)
         .transpose()?;
-    let (rooms, origins) = initial_rooms(&games, &config)?;
+    let mut tally = Rooms::new(config.rooms);
+    let (rooms, origins, room_origins) = initial_rooms(&games, &config, &mut tally)?;
     let std_listener =
         std::net::TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
     let addr = std_listener
@@ -423,10 +445,10 @@ pub fn start_with(
 
     let threads = config.threads.max(1);
     let (notifier, inbox) = persist::channel();
-    let saver_games = config.state_dir.as_ref().map(|_| games.clone());
     let report = LoadReport {
         games: games.clone(),
         origins,
+        rooms: room_origins,
     };
     let limits = Limits {
         total: config.max_connections,
@@ -435,17 +457,18 @@ pub fn start_with(
         // FD_RESERVE above) keeps those sockets within the file limit.
         closing_slack: config.max_connections,
     };
+    let keeps_state = config.state_dir.is_some();
     let shared = Arc::new(Shared {
         games: games
             .into_iter()
             .zip(rooms)
-            .map(|(game, room)| GameSlot {
-                room: Mutex::new(room),
+            .map(|(game, rooms)| GameSlot {
+                rooms: Mutex::new(rooms),
                 game,
                 rom: OnceLock::new(),
             })
             .collect(),
-        saver: saver_games.as_ref().map(|_| notifier),
+        saver: keeps_state.then_some(notifier),
         budget: Budget {
             each: config.queue_bytes,
             total_limit: config.total_queue_bytes,
@@ -457,26 +480,30 @@ pub fn start_with(
         failures: Mutex::new(Failures::default()),
         roster: AtomicU64::new(0),
         games_list: Mutex::new(None),
+        tally: Mutex::new(tally),
+        saved: Mutex::new(Vec::new()),
     });
-    let saver = match (&shared.config.state_dir, saver_games) {
-        (Some(dir), Some(games)) => {
+    let saver = match &shared.config.state_dir {
+        Some(dir) => {
             let from = shared.clone();
             let saver = persist::Saver::start(
                 inbox,
                 dir.clone(),
-                games,
                 shared.config.save_interval,
                 Box::new(move |g| from.snapshot(g)),
             )?;
-            // Games that start dirty (--fresh) are written right away.
-            for (g, slot) in shared.games.iter().enumerate() {
-                if lock(&slot.room).dirty {
-                    saver.notifier().dirty(g);
+            // Rooms that start dirty (--fresh) are written right away.
+            for slot in &shared.games {
+                for room in lock(&slot.rooms).values() {
+                    let mut r = lock(&room.room);
+                    if std::mem::take(&mut r.dirty) {
+                        shared.changed(room, &mut r);
+                    }
                 }
             }
             Some(saver)
         }
-        _ => None,
+        None => None,
     };
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
     // The accept task holds the executor weakly: a strong reference from one of its own
@@ -510,47 +537,135 @@ pub fn start_with(
 /// Where each game's state came from at start, by game name.
 type Origins = Vec<(String, persist::Origin)>;
 
+/// Where each saved room's state came from at start: game, room, origin.
+type RoomOrigins = Vec<(String, String, persist::Origin)>;
+
 /// What a server loaded at start, for `msxsync serve` to show.
 #[derive(Debug, Clone)]
 pub struct LoadReport {
     /// The games served, sorted by name.
     pub games: Vec<Game>,
-    /// Where each game's state came from, by game name, in the same order.
+    /// Where the state of each game's default room came from, by game name, in the
+    /// same order.
     pub origins: Origins,
+    /// The other rooms found in the state folder and where each one's state came from,
+    /// by game and room name, sorted.
+    pub rooms: RoomOrigins,
 }
 
-/// Each game's room at start, from its saved state when there is one, and where that
-/// state came from.
-fn initial_rooms(games: &[Game], config: &ServerConfig) -> Result<(Vec<Room>, Origins)> {
-    let mut rooms = Vec::with_capacity(games.len());
+/// A game's rooms by name.
+type RoomTable = BTreeMap<String, Arc<RoomSlot>>;
+
+/// Each game's rooms at start: its default room, and every other room with a state file
+/// in the state folder (as many as the room caps allow), from their saved state; and
+/// where each room's state came from.
+///
+/// Every saved room is loaded now rather than when first joined: `list` shows them
+/// all, the caps count them, a damaged file is reported at start as before, and they
+/// cost little (the caps bound them to a few MiB).
+fn initial_rooms(
+    games: &[Game],
+    config: &ServerConfig,
+    tally: &mut Rooms,
+) -> Result<(Vec<RoomTable>, Origins, RoomOrigins)> {
+    let mut tables = Vec::with_capacity(games.len());
     let mut origins = Vec::with_capacity(games.len());
-    for game in games {
-        let fresh = GameState::new(&game.regions);
-        let (state, dirty, origin) = match &config.state_dir {
-            None => (fresh, false, persist::Origin::NotKept),
-            Some(dir) if config.fresh => {
-                let path = persist::state_file(dir, &game.name);
-                (fresh, true, persist::Origin::Ignored { path })
-            }
-            Some(dir) => match persist::load(dir, game)? {
-                (Some(saved), origin) => {
-                    // `load` checked the layout, so the sizes agree.
-                    let state = GameState::restore(&game.regions, saved.seq, &saved.bytes)
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| format!("cannot restore game {}", game.name))?;
-                    (state, false, origin)
-                }
-                (None, origin) => (fresh, false, origin),
-            },
+    let mut room_origins = Vec::new();
+    for (g, game) in games.iter().enumerate() {
+        let mut table = RoomTable::new();
+        let slot = |name: &str, room| {
+            Arc::new(RoomSlot {
+                game: g,
+                name: name.to_string(),
+                room: Mutex::new(room),
+            })
         };
-        rooms.push(Room {
+        let (room, origin) = load_room(game, &game.name, config)?;
+        table.insert(game.name.clone(), slot(&game.name, room));
+        origins.push((game.name.clone(), origin));
+        let saved = match &config.state_dir {
+            Some(dir) => persist::saved_rooms(dir, &game.name)?,
+            None => Default::default(),
+        };
+        let (names, strays) = saved;
+        for path in strays {
+            warn!(
+                "{} is not the state file of a room of game {}; left alone",
+                path.display(),
+                game.name
+            );
+        }
+        let cost = Rooms::cost(game.shared_bytes());
+        for name in names {
+            let label = persist::room_label(&game.name, &name);
+            if let Err(why) = check_room_name(&name) {
+                warn!("{label} is not loaded: {why}; its files are left alone");
+                continue;
+            }
+            if let Err(why) = tally.take(&game.name, table.len() - 1, cost) {
+                warn!("{label} is not loaded: {why}; its files are left alone");
+                continue;
+            }
+            let (room, origin) = load_room(game, &name, config)?;
+            if room.keep {
+                table.insert(name.clone(), slot(&name, room));
+            } else {
+                // Its file was unusable and moved aside: nothing left to keep.
+                tally.give(cost);
+            }
+            room_origins.push((game.name.clone(), name, origin));
+        }
+        tables.push(table);
+    }
+    Ok((tables, origins, room_origins))
+}
+
+/// Room `name` of `game` at start: from its saved state when there is one, and where
+/// that state came from.
+fn load_room(game: &Game, name: &str, config: &ServerConfig) -> Result<(Room, persist::Origin)> {
+    let fresh = GameState::new(&game.regions);
+    let default = name == game.name;
+    let (state, dirty, origin) = match &config.state_dir {
+        None => (fresh, false, persist::Origin::NotKept),
+        Some(dir) if config.fresh => {
+            let path = persist::room_file(dir, &game.name, name);
+            (fresh, true, persist::Origin::Ignored { path })
+        }
+        Some(dir) => match persist::load_file(persist::room_file(dir, &game.name, name), game)? {
+            (Some(saved), origin) => {
+                // `load_file` checked the layout, so the sizes agree.
+                let state = GameState::restore(&game.regions, saved.seq, &saved.bytes)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| {
+                        format!("cannot restore {}", persist::room_label(&game.name, name))
+                    })?;
+                (state, false, origin)
+            }
+            (None, origin) => (fresh, false, origin),
+        },
+    };
+    let keep = default || dirty || matches!(origin, persist::Origin::Loaded { .. });
+    Ok((
+        Room {
             state,
             members: Vec::new(),
             dirty,
-        });
-        origins.push((game.name.clone(), origin));
-    }
-    Ok((rooms, origins))
+            saver_id: None,
+            keep,
+        },
+        origin,
+    ))
+}
+
+/// Whether `name` may name a room: the rules of player and game names.
+fn check_room_name(name: &str) -> Result<(), String> {
+    crate::text::check_name("the room name", name, protocol::MAX_NAME_BYTES)
+}
+
+/// Whether two player names are the same to the people reading them: spaces around
+/// and case do not count.
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// Everything the connection tasks share.
@@ -567,26 +682,65 @@ struct Shared {
     conns: Mutex<Registry<async_channel::Sender<End>>>,
     /// Wrong passwords per address.
     failures: Mutex<Failures>,
-    /// Counts every player joining or leaving any game: the games list is encoded
-    /// again only when it moved.
+    /// Counts every player joining or leaving any room, and rooms made and dropped:
+    /// the games list is encoded again only when it moved.
     roster: AtomicU64,
     /// The last encoded games list and the `roster` count it was made at.
     games_list: Mutex<Option<(u64, Outgoing)>>,
+    /// The rooms besides the default rooms, against their caps.
+    tally: Mutex<Rooms>,
+    /// The rooms the saver knows, by the number it knows them by.
+    saved: Mutex<Vec<Arc<RoomSlot>>>,
 }
 
 struct GameSlot {
     game: Game,
-    room: Mutex<Room>,
+    /// The game's rooms by name; its default room (named like the game) always.
+    rooms: Mutex<RoomTable>,
     /// The encoded `Rom` message, made on the first `FetchRom` and shared by all.
     rom: OnceLock<Bytes>,
 }
 
-/// The mutable part of a game: its state and the queues of its players.
+impl GameSlot {
+    /// The rooms and who is in each, the default room first, then by name.
+    fn room_infos(&self) -> Vec<RoomInfo> {
+        let rooms = lock(&self.rooms);
+        let info = |r: &Arc<RoomSlot>| RoomInfo {
+            name: r.name.clone(),
+            players: lock(&r.room).state.players().to_vec(),
+        };
+        let own = rooms.get(&self.game.name).map(info);
+        own.into_iter()
+            .chain(
+                rooms
+                    .values()
+                    .filter(|r| r.name != self.game.name)
+                    .map(info),
+            )
+            .collect()
+    }
+}
+
+/// One room of a game, shared by its players' connections (and the saver).
+struct RoomSlot {
+    /// Index of its game in `Shared::games`.
+    game: usize,
+    name: String,
+    room: Mutex<Room>,
+}
+
+/// The mutable part of a room: its state and the queues of its players.
 struct Room {
     state: GameState,
     members: Vec<Member>,
     /// Changed since the saver last took a copy.
     dirty: bool,
+    /// The saver's number for this room, given when it first changes.
+    saver_id: Option<usize>,
+    /// Kept when nobody is in it: the default room, a room with a state file, a room
+    /// that changed. A room made by a join and left unchanged is dropped, so an
+    /// abandoned name costs nothing and does not count against the caps.
+    keep: bool,
 }
 
 struct Member {
@@ -683,18 +837,80 @@ impl Outbox {
 }
 
 impl Shared {
-    /// A copy of game `g`'s state for the saver, taken under the lock (the file is
-    /// written after it is released); `None` when nothing changed since the last copy.
+    /// A copy of the state of the room the saver knows as `g`, taken under the room's
+    /// lock (the file is written after it is released); `None` when nothing changed
+    /// since the last copy.
     fn snapshot(&self, g: usize) -> Option<persist::Snapshot> {
-        let mut room = lock(&self.games.get(g)?.room);
+        let slot = lock(&self.saved).get(g)?.clone();
+        let mut room = lock(&slot.room);
         if !room.dirty {
             return None;
         }
         room.dirty = false;
         Some(persist::Snapshot {
+            game: self.games.get(slot.game)?.game.clone(),
+            room: slot.name.clone(),
             seq: room.state.seq(),
             bytes: room.state.bytes(),
         })
+    }
+
+    /// Room `name` of game `g`, made when it does not exist yet (within the room caps;
+    /// the caller holds the game's room table, `rooms`).
+    fn room(&self, g: usize, rooms: &mut RoomTable, name: &str) -> Result<Arc<RoomSlot>, End> {
+        if let Some(r) = rooms.get(name) {
+            return Ok(r.clone());
+        }
+        let game = &self.games[g].game;
+        check_room_name(name).map_err(|why| End::tell(format!("{why}; choose another room")))?;
+        lock(&self.tally)
+            .take(
+                &game.name,
+                rooms.len().saturating_sub(1),
+                Rooms::cost(game.shared_bytes()),
+            )
+            .map_err(End::tell)?;
+        let room = Arc::new(RoomSlot {
+            game: g,
+            name: name.to_string(),
+            room: Mutex::new(Room {
+                state: GameState::new(&game.regions),
+                members: Vec::new(),
+                dirty: false,
+                saver_id: None,
+                keep: false,
+            }),
+        });
+        rooms.insert(name.to_string(), room.clone());
+        self.roster.fetch_add(1, Ordering::Relaxed);
+        info!("{} made", persist::room_label(&game.name, name));
+        Ok(room)
+    }
+
+    /// Drops `slot` from its game's table, `rooms`, when nobody is in it and it has
+    /// nothing to keep; the caller holds the table and `room` (the slot's room).
+    fn drop_if_unused(&self, rooms: &mut RoomTable, slot: &Arc<RoomSlot>, room: &Room) {
+        if room.keep || !room.members.is_empty() {
+            return;
+        }
+        let game = &self.games[slot.game].game;
+        if rooms.get(&slot.name).is_some_and(|r| Arc::ptr_eq(r, slot)) {
+            rooms.remove(&slot.name);
+            lock(&self.tally).give(Rooms::cost(game.shared_bytes()));
+            self.roster.fetch_add(1, Ordering::Relaxed);
+            info!(
+                "{} dropped: nobody in it and nothing to keep",
+                persist::room_label(&game.name, &slot.name)
+            );
+        }
+    }
+
+    /// Player `id` leaves `slot`; the room goes too when nothing of it is worth keeping.
+    fn leave(&self, slot: &Arc<RoomSlot>, id: PlayerId) {
+        let mut rooms = lock(&self.games[slot.game].rooms);
+        let mut room = lock(&slot.room);
+        room.leave(self, id);
+        self.drop_if_unused(&mut rooms, slot, &room);
     }
 
     fn find_game(&self, name: &str) -> Result<usize, End> {
@@ -733,7 +949,7 @@ impl Shared {
             games: self
                 .games
                 .iter()
-                .map(|g| g.game.info(lock(&g.room).state.players().to_vec()))
+                .map(|g| g.game.info(g.room_infos()))
                 .collect(),
         };
         let out = self.budget.message(&msg);
@@ -741,15 +957,22 @@ impl Shared {
         out
     }
 
-    /// Marks game `g` changed, waking the saver on the clean-to-dirty step only (one
-    /// message per save).
-    fn changed(&self, g: usize, room: &mut Room) {
-        if !room.dirty {
-            room.dirty = true;
-            if let Some(saver) = &self.saver {
-                saver.dirty(g);
-            }
+    /// Marks room `slot` (whose lock the caller holds: `room`) changed, waking the
+    /// saver on the clean-to-dirty step only (one message per save). A room changed
+    /// once is kept, and gets its number for the saver.
+    fn changed(&self, slot: &Arc<RoomSlot>, room: &mut Room) {
+        room.keep = true;
+        if room.dirty {
+            return;
         }
+        room.dirty = true;
+        let Some(saver) = &self.saver else { return };
+        let id = *room.saver_id.get_or_insert_with(|| {
+            let mut saved = lock(&self.saved);
+            saved.push(slot.clone());
+            saved.len() - 1
+        });
+        saver.dirty(id);
     }
 }
 
@@ -960,8 +1183,8 @@ struct Conn {
     conn: u64,
     id: PlayerId,
     name: String,
-    /// Index of the joined game in `shared.games`.
-    game: Option<usize>,
+    /// The room joined.
+    room: Option<Arc<RoomSlot>>,
     /// Whether the ROM was sent on this connection (once is all a client needs).
     rom_sent: bool,
     outbox: Outbox,
@@ -1007,7 +1230,7 @@ async fn serve_connection(
         addr,
         conn: ticket.id,
         name: String::new(),
-        game: None,
+        room: None,
         rom_sent: false,
         outbox: outbox.clone(),
         kick,
@@ -1055,12 +1278,14 @@ async fn serve_connection(
             }
         }
     };
-    if let Some(g) = conn.game {
-        let slot = &shared.games[g];
-        lock(&slot.room).leave(&shared, conn.id);
+    if let Some(slot) = &conn.room {
+        shared.leave(slot, conn.id);
         info!(
-            "player {:?} (#{}, {addr}) left game {}: {}",
-            conn.name, conn.id, slot.game.name, end.log
+            "player {:?} (#{}, {addr}) left {}: {}",
+            conn.name,
+            conn.id,
+            persist::room_label(&shared.games[slot.game].game.name, &slot.name),
+            end.log
         );
     } else {
         info!("{addr}: connection closed: {}", end.log);
@@ -1347,11 +1572,11 @@ impl Conn {
                 Ok(msg) => msg,
                 Err(end) => return end,
             };
-            let joined_before = self.game.is_some();
+            let joined_before = self.room.is_some();
             if let Err(end) = self.handle(msg).await {
                 return end;
             }
-            if !joined_before && self.game.is_some() {
+            if !joined_before && self.room.is_some() {
                 // A player now: never closed to make room, but expected to answer.
                 lock(&self.shared.conns).joined(self.conn);
                 let peer = self.shared.config.peer_timeout;
@@ -1464,9 +1689,13 @@ impl Conn {
             ClientMsg::Hello { .. } => Err(End::tell("hello was already sent")),
             ClientMsg::Auth { .. } => Err(End::tell("auth was not asked for")),
             ClientMsg::ListGames => self.send(self.shared.games_list()),
-            ClientMsg::Join { game, session } => self.join(&game, session),
+            ClientMsg::Join {
+                game,
+                room,
+                session,
+            } => self.join(&game, &room, session),
             ClientMsg::FetchRom => {
-                let Some(g) = self.game else {
+                let Some(g) = self.room.as_ref().map(|r| r.game) else {
                     return Err(End::tell("fetchrom before joining a game"));
                 };
                 if self.rom_sent {
@@ -1494,90 +1723,146 @@ impl Conn {
             ClientMsg::Counts { batch, ops } => {
                 self.sequence("counts", |state, id| state.count(id, batch, &ops))
             }
-            ClientMsg::ListBackups { game } => self.list_backups(&game).await,
-            ClientMsg::Restore { game, backup } => self.restore(&game, backup).await,
+            ClientMsg::ListBackups { game, room } => self.list_backups(&game, &room).await,
+            ClientMsg::Restore { game, room, backup } => self.restore(&game, &room, backup).await,
         }
     }
 
-    /// Applies a player's batch to the joined game's state with `apply` and sends the
-    /// sequenced result to every player; `what` names the message for the error when
-    /// the player has not joined a game.
+    /// Applies a player's batch to the joined room's state with `apply` and sends the
+    /// sequenced result to every player of the room; `what` names the message for the
+    /// error when the player has not joined a room.
     fn sequence(
         &mut self,
         what: &str,
         apply: impl FnOnce(&mut GameState, PlayerId) -> Result<ServerMsg, String>,
     ) -> Result<(), End> {
-        let Some(g) = self.game else {
+        let Some(slot) = self.room.clone() else {
             return Err(End::tell(format!("{what} before joining a game")));
         };
         let shared = &self.shared;
-        let mut room = lock(&shared.games[g].room);
+        let mut room = lock(&slot.room);
+        // A connection replaced by its own reconnect, or dropped as too slow, may still
+        // read a message before its task ends: it no longer speaks for the room.
+        if !room.members.iter().any(|m| m.id == self.id) {
+            return Err(End::quiet("no longer in its room"));
+        }
         let update = apply(&mut room.state, self.id).map_err(End::tell)?;
         if let (true, ServerMsg::Update { seq, batch, .. }) = (crate::hops::enabled(), &update) {
             crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
         }
         // Sequencing and queueing under one lock: everyone sees the same order.
         room.broadcast(shared, shared.budget.message(&update), None);
-        shared.changed(g, &mut room);
+        shared.changed(&slot, &mut room);
         Ok(())
     }
 
-    fn join(&mut self, name: &str, session: u64) -> Result<(), End> {
-        if let Some(g) = self.game {
+    fn join(&mut self, game: &str, room_name: &str, session: u64) -> Result<(), End> {
+        let shared = self.shared.clone();
+        if let Some(slot) = &self.room {
             return Err(End::tell(format!(
-                "already joined game {}",
-                self.shared.games[g].game.name
+                "already joined {}",
+                persist::room_label(&shared.games[slot.game].game.name, &slot.name)
             )));
         }
-        let g = self.shared.find_game(name)?;
+        let g = shared.find_game(game)?;
+        let game = &shared.games[g];
+        let mut rooms = lock(&game.rooms);
+        let slot = shared.room(g, &mut rooms, room_name)?;
+        let mut room = lock(&slot.room);
+        let joined = self.enter(&slot, &mut room, session);
+        if joined.is_err() {
+            shared.drop_if_unused(&mut rooms, &slot, &room);
+        }
+        drop(room);
+        drop(rooms);
+        joined?;
+        info!(
+            "player {:?} (#{}, {}) joined {}",
+            self.name,
+            self.id,
+            self.addr,
+            persist::room_label(&game.game.name, room_name)
+        );
+        self.room = Some(slot);
+        Ok(())
+    }
+
+    /// Adds this connection's player to `slot` (whose lock the caller holds: `room`),
+    /// joining as `session`. Names are unique within a room: a name taken is refused,
+    /// unless it is this player's own session coming back before the server noticed
+    /// that its old connection died, which is then replaced.
+    fn enter(&mut self, slot: &Arc<RoomSlot>, room: &mut Room, session: u64) -> Result<(), End> {
         let shared = &self.shared;
-        let slot = &shared.games[g];
+        let game = &shared.games[slot.game].game;
+        let label = persist::room_label(&game.name, &slot.name);
+        let taken = room
+            .state
+            .players()
+            .iter()
+            .find(|p| same_name(&p.name, &self.name))
+            .cloned();
+        if let Some(old) = taken {
+            let same_session = session != 0
+                && old.name == self.name
+                && room.state.session_of(old.id) == Some(session);
+            if !same_session {
+                return Err(End::tell(format!(
+                    "the name {} is taken in {label}; pick another with --name",
+                    self.name
+                )));
+            }
+            if let Some(m) = room.members.iter().find(|m| m.id == old.id) {
+                let _ = m.kick.try_send(End::kicked(
+                    "replaced: this player connected again (the same session)",
+                ));
+            }
+            room.leave(shared, old.id);
+            info!(
+                "player {:?} (#{}) in {label} replaced by its new connection #{} ({})",
+                old.name, old.id, self.id, self.addr
+            );
+        }
+        let max = shared.config.max_players;
+        if room.state.players().len() >= max {
+            return Err(End::tell(format!(
+                "{label} is full: it has {max} players, the most this server allows"
+            )));
+        }
         let me = PlayerInfo {
             id: self.id,
             name: self.name.clone(),
         };
+        let last_batch = room.state.add_player(me.clone(), session);
+        let joined = ServerMsg::Joined(Box::new(Joined {
+            player: self.id,
+            game: game.info(Vec::new()),
+            room: RoomInfo {
+                name: slot.name.clone(),
+                players: room.state.players().to_vec(),
+            },
+            regions: game.regions.clone(),
+            state: room.state.state().to_vec(),
+            seq: room.state.seq(),
+            in_progress: room.state.in_progress(),
+            last_batch,
+            labels: game.labels.clone(),
+        }));
+        // Queued under the lock, so every update after `seq` follows it.
+        if let Err(why) = self
+            .outbox
+            .push(shared.budget.message(&joined), &shared.budget)
         {
-            let mut room = lock(&slot.room);
-            let max = shared.config.max_players;
-            if room.state.players().len() >= max {
-                return Err(End::tell(format!(
-                    "game {} is full: it has {max} players, the most this server allows",
-                    slot.game.name
-                )));
-            }
-            let last_batch = room.state.add_player(me.clone(), session);
-            let joined = ServerMsg::Joined(Box::new(Joined {
-                player: self.id,
-                game: slot.game.info(room.state.players().to_vec()),
-                regions: slot.game.regions.clone(),
-                state: room.state.state().to_vec(),
-                seq: room.state.seq(),
-                in_progress: room.state.in_progress(),
-                last_batch,
-                labels: slot.game.labels.clone(),
-            }));
-            // Queued under the lock, so every update after `seq` follows it.
-            if let Err(why) = self
-                .outbox
-                .push(shared.budget.message(&joined), &shared.budget)
-            {
-                room.state.remove_player(self.id);
-                return Err(End::tell(why));
-            }
-            room.members.push(Member {
-                id: self.id,
-                outbox: self.outbox.clone(),
-                kick: self.kick.clone(),
-            });
-            shared.roster.fetch_add(1, Ordering::Relaxed);
-            let hello = shared.budget.message(&ServerMsg::PlayerJoined(me));
-            room.broadcast(shared, hello, Some(self.id));
+            room.state.remove_player(self.id);
+            return Err(End::tell(why));
         }
-        self.game = Some(g);
-        info!(
-            "player {:?} (#{}, {}) joined game {}",
-            self.name, self.id, self.addr, slot.game.name
-        );
+        room.members.push(Member {
+            id: self.id,
+            outbox: self.outbox.clone(),
+            kick: self.kick.clone(),
+        });
+        shared.roster.fetch_add(1, Ordering::Relaxed);
+        let hello = shared.budget.message(&ServerMsg::PlayerJoined(me));
+        room.broadcast(shared, hello, Some(self.id));
         Ok(())
     }
 
@@ -1596,15 +1881,32 @@ impl Conn {
         })
     }
 
-    async fn list_backups(&mut self, name: &str) -> Result<(), End> {
-        let dir = self.may_restore()?;
+    /// The state file of room `room` of game `name` in the state folder `dir`, and how
+    /// the room is named in messages.
+    fn room_file(
+        &self,
+        dir: &Path,
+        name: &str,
+        room: &str,
+    ) -> Result<(usize, PathBuf, String), End> {
         let g = self.shared.find_game(name)?;
+        check_room_name(room).map_err(End::tell)?;
+        Ok((
+            g,
+            persist::room_file(dir, name, room),
+            persist::room_label(name, room),
+        ))
+    }
+
+    async fn list_backups(&mut self, name: &str, room: &str) -> Result<(), End> {
+        let dir = self.may_restore()?;
+        let (g, file, what) = self.room_file(&dir, name, room)?;
         let game = self.shared.games[g].game.clone();
         let backups = smol::unblock(move || -> Result<Vec<BackupInfo>> {
             let mut out = Vec::new();
-            for id in persist::backups::list(&dir, &game.name)? {
+            for id in persist::backups::list(&file)? {
                 // Backups of another layout or damaged ones cannot be restored.
-                if let Ok(saved) = persist::backups::read(&dir, &game, id) {
+                if let Ok(saved) = persist::backups::read(&file, &game, &what, id) {
                     out.push(BackupInfo { id, seq: saved.seq });
                 }
                 if out.len() == protocol::MAX_BACKUPS {
@@ -1617,40 +1919,48 @@ impl Conn {
         .map_err(|e| End::tell(format!("{e:#}")))?;
         self.reply(&ServerMsg::Backups {
             game: name.to_string(),
+            room: room.to_string(),
             backups,
         })
     }
 
-    /// Puts saved state `id` back and sends it to every player of the game as an
-    /// update that sets every shared bit, which they take like any other.
-    async fn restore(&mut self, name: &str, id: u64) -> Result<(), End> {
+    /// Puts saved state `id` of a room back and sends it to every player of the room
+    /// as an update that sets every shared bit, which they take like any other. A room
+    /// that is not there (its file was unusable) is made again, within the caps.
+    async fn restore(&mut self, name: &str, room_name: &str, id: u64) -> Result<(), End> {
         let dir = self.may_restore()?;
-        let g = self.shared.find_game(name)?;
+        let (g, file, what) = self.room_file(&dir, name, room_name)?;
         let shared = self.shared.clone();
-        let slot = &shared.games[g];
-        let game = slot.game.clone();
-        let saved = smol::unblock(move || persist::backups::read(&dir, &game, id))
+        let game = shared.games[g].game.clone();
+        let label = what.clone();
+        let saved = smol::unblock(move || persist::backups::read(&file, &game, &label, id))
             .await
             .map_err(|e| End::tell(format!("{e:#}")))?;
         let seq = {
+            let mut rooms = lock(&shared.games[g].rooms);
+            let slot = shared.room(g, &mut rooms, room_name)?;
             let mut room = lock(&slot.room);
-            let messages = room
-                .state
-                .replace_all(SERVER_PLAYER, &saved.bytes)
-                .map_err(End::tell)?;
+            let messages = match room.state.replace_all(SERVER_PLAYER, &saved.bytes) {
+                Ok(messages) => messages,
+                Err(why) => {
+                    shared.drop_if_unused(&mut rooms, &slot, &room);
+                    return Err(End::tell(why));
+                }
+            };
             for msg in &messages {
                 room.broadcast(&shared, shared.budget.message(msg), None);
             }
-            shared.changed(g, &mut room);
+            shared.changed(&slot, &mut room);
             room.state.seq()
         };
         warn!(
-            "game {} restored to its saved state {id} (update {}) by {:?} ({}); players get \
+            "{what} restored to its saved state {id} (update {}) by {:?} ({}); players get \
              it as update {seq}",
-            slot.game.name, saved.seq, self.name, self.addr
+            saved.seq, self.name, self.addr
         );
         self.reply(&ServerMsg::Restored {
             game: name.to_string(),
+            room: room_name.to_string(),
             backup: id,
             seq,
         })

@@ -260,10 +260,15 @@ pub async fn server_state_at(addr: &str, game: &str) -> Vec<Vec<u8>> {
 /// What a client joining `game` on the server at `addr` now is told (state and
 /// sequence number); it leaves again at once.
 pub async fn server_join_at(addr: &str, game: &str) -> Joined {
-    let mut c = msxsync::client::connect(addr, "observer")
+    server_join_room_at(addr, game, game).await
+}
+
+/// [`server_join_at`] for room `room` of `game`.
+pub async fn server_join_room_at(addr: &str, game: &str, room: &str) -> Joined {
+    let mut c = msxsync::client::connect(addr, &super::unique_name("observer"))
         .await
         .expect("observer connects");
-    let j = c.join(game).await.expect("observer joins");
+    let j = c.join_room(game, room, 0).await.expect("observer joins");
     c.close().await;
     j
 }

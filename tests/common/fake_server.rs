@@ -122,10 +122,14 @@ impl FakeConn {
 pub fn joined(game: &Game, player: u32) -> Joined {
     Joined {
         player,
-        game: game.info(vec![protocol::PlayerInfo {
-            id: player,
-            name: "me".into(),
-        }]),
+        game: game.info(vec![]),
+        room: protocol::RoomInfo {
+            name: game.name.clone(),
+            players: vec![protocol::PlayerInfo {
+                id: player,
+                name: "me".into(),
+            }],
+        },
         regions: game.regions.clone(),
         state: game.regions.iter().map(|r| vec![0; r.len()]).collect(),
         seq: 0,

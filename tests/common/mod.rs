@@ -82,3 +82,30 @@ pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }
+
+/// A player name no other call gave: for clients that join only to look (names are
+/// unique within a room, and the server may not have seen the last look-alike leave
+/// when the next one joins).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}")
+}
+
+/// Sends one batch of changes and waits for the server's update for it (skipping other
+/// players' updates and players coming and going); returns its sequence number.
+pub async fn change(
+    c: &mut msxsync::client::Client,
+    batch: u32,
+    changes: Vec<msxsync::delta::Change>,
+) -> u64 {
+    use msxsync::protocol::ServerMsg;
+    c.send_changes(batch, changes).await.unwrap();
+    loop {
+        match c.recv().await.expect("receives") {
+            ServerMsg::Update { seq, batch: b, .. } if b == batch => return seq,
+            ServerMsg::Update { .. } | ServerMsg::PlayerJoined(_) | ServerMsg::PlayerLeft(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

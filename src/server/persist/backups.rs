@@ -1,5 +1,5 @@
-//! The host's undo: every saved state of a game is also kept as a backup next to its
-//! state file, `<game>.state.<ID>.bak`, where ID is the save time in milliseconds since
+//! The host's undo: every saved state of a room is also kept as a backup next to its
+//! state file, `<file>.state.<ID>.bak`, where ID is the save time in milliseconds since
 //! 1970 (UTC). A backup is a hard link to the file just written (the state file is
 //! replaced by a rename, so the link keeps the old bytes): it costs no copy.
 //!
@@ -7,9 +7,11 @@
 //! saves (the last seconds of play), the last save of each of the last 30 minutes that
 //! had saves (a mishap noticed a few minutes late, or a griefer who kept writing for
 //! longer than 20 saves), and the last save of each of the last 24 hours that had saves.
-//! At most 74 files of at most about 17 KiB per game.
+//! At most 74 files of at most about 17 KiB per room.
+//!
+//! Every function takes the room's state file (`files::room_file`).
 
-use super::files::{state_file, with_suffix};
+use super::files::with_suffix;
 use super::format::{decode, Saved};
 use crate::catalog::Game;
 use anyhow::{bail, Context, Result};
@@ -29,21 +31,28 @@ pub const TIERS: [(u64, usize); 3] = [(0, 20), (60_000, 30), (3_600_000, 24)];
 /// checksum fit with room to spare.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
-/// The backup of game `name` saved at `id`.
-pub fn backup_file(dir: &Path, name: &str, id: u64) -> PathBuf {
-    with_suffix(&state_file(dir, name), &format!(".{id}{BACKUP_SUFFIX}"))
+/// The backup of the state file `state` saved at `id`.
+pub fn backup_file(state: &Path, id: u64) -> PathBuf {
+    with_suffix(state, &format!(".{id}{BACKUP_SUFFIX}"))
 }
 
-/// The ids of the backups of game `name` in `dir`, newest first.
-pub fn list(dir: &Path, name: &str) -> Result<Vec<u64>> {
-    let state = state_file(dir, name);
+/// The ids of the backups of the state file `state`, newest first. No folder: none.
+pub fn list(state: &Path) -> Result<Vec<u64>> {
+    let dir = match state.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let prefix = format!(
         "{}.",
         state.file_name().unwrap_or_default().to_string_lossy()
     );
     let mut ids = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A room never saved has no folder yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let file = entry.file_name();
@@ -85,23 +94,22 @@ pub fn to_delete(ids: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// Keeps the state file of game `name`, just written, as backup `id`, then deletes the
+/// Keeps the state file `state`, just written, as backup `id`, then deletes the
 /// backups the tiers no longer keep.
-pub fn keep(dir: &Path, name: &str, id: u64) -> Result<()> {
-    let state = state_file(dir, name);
-    let backup = backup_file(dir, name, id);
-    match std::fs::hard_link(&state, &backup) {
+pub fn keep(state: &Path, id: u64) -> Result<()> {
+    let backup = backup_file(state, id);
+    match std::fs::hard_link(state, &backup) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         // A file system without hard links: a copy does the same.
         Err(_) => {
-            std::fs::copy(&state, &backup).with_context(|| {
+            std::fs::copy(state, &backup).with_context(|| {
                 format!("cannot copy {} to {}", state.display(), backup.display())
             })?;
         }
     }
-    for old in to_delete(&list(dir, name)?) {
-        let path = backup_file(dir, name, old);
+    for old in to_delete(&list(state)?) {
+        let path = backup_file(state, old);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -111,13 +119,15 @@ pub fn keep(dir: &Path, name: &str, id: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads backup `id` of `game` and checks that it fits the game's ROM and regions.
-pub fn read(dir: &Path, game: &Game, id: u64) -> Result<Saved> {
-    let path = backup_file(dir, &game.name, id);
+/// Reads backup `id` of the state file `state` of `game` and checks that it fits the
+/// game's ROM and regions; `what` names the room in errors ("game G", "room R of game
+/// G").
+pub fn read(state: &Path, game: &Game, what: &str, id: u64) -> Result<Saved> {
+    let path = backup_file(state, id);
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("game {} has no saved state {id}", game.name)
+            bail!("{what} has no saved state {id}")
         }
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
@@ -130,10 +140,7 @@ pub fn read(dir: &Path, game: &Game, id: u64) -> Result<Saved> {
     }
     let saved = decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if let Some(why) = saved.mismatch(game) {
-        bail!(
-            "saved state {id} of game {} no longer fits it: {why}",
-            game.name
-        );
+        bail!("saved state {id} of {what} no longer fits it: {why}");
     }
     Ok(saved)
 }
@@ -150,7 +157,7 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::server::persist::fixtures::game;
-    use crate::server::persist::save;
+    use crate::server::persist::{save, state_file};
 
     #[test]
     fn tiers_keep_recent_saves_one_a_minute_and_one_an_hour() {
@@ -182,27 +189,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let g = game();
+        let state = state_file(d, &g.name);
         for id in 1..=25u64 {
             save(d, &g, id, vec![id as u8; 5]).unwrap();
-            keep(d, &g.name, id * 1000).unwrap();
+            keep(&state, id * 1000).unwrap();
         }
-        let ids = list(d, &g.name).unwrap();
+        let ids = list(&state).unwrap();
         assert_eq!(ids.len(), 20, "{ids:?}");
         assert_eq!(ids[0], 25_000);
         // Each backup has the bytes of its own save, not the latest.
-        let saved = read(d, &g, 10_000).unwrap();
+        let saved = read(&state, &g, "game demo", 10_000).unwrap();
         assert_eq!((saved.seq, saved.bytes), (10, vec![10; 5]));
-        let err = read(d, &g, 1_000).unwrap_err().to_string();
+        let err = read(&state, &g, "game demo", 1_000)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "game demo has no saved state 1000");
         // Other games' files and look-alikes are not backups of this game.
         std::fs::write(d.join("demo.state.12x.bak"), b"").unwrap();
         std::fs::write(d.join("demo.state.tmp"), b"").unwrap();
         std::fs::write(d.join("demo2.state.5.bak"), b"").unwrap();
-        assert_eq!(list(d, &g.name).unwrap().len(), 20);
+        assert_eq!(list(&state).unwrap().len(), 20);
+        // A room that was never saved has no folder, and no backups.
+        assert!(list(&d.join("demo.rooms/fri.state")).unwrap().is_empty());
         // A backup of another layout is refused with the reason.
         let mut other = game();
         other.regions.pop();
-        let err = format!("{:#}", read(d, &other, 25_000).unwrap_err());
+        let err = format!(
+            "{:#}",
+            read(&state, &other, "game demo", 25_000).unwrap_err()
+        );
         assert!(
             err.contains("no longer fits it: the regions changed"),
             "{err}"

@@ -1,10 +1,11 @@
-//! Keeping each game's shared state across server restarts (`msxsync serve --state-dir`):
-//! one file per game, `DIR/<game>.state`.
+//! Keeping each room's shared state across server restarts (`msxsync serve
+//! --state-dir`): one file per room, `DIR/<game>.state` for a game's default room and
+//! `DIR/<game>.rooms/<room>.state` for its other rooms.
 //!
 //! - [`format`](mod@format): the bytes of a state file, encoded and decoded (pure);
 //! - [`files`]: file names, atomic replacement, loading with damaged files moved aside,
-//!   the folder lock and the default folder;
-//! - [`saver`]: the thread that writes dirty games, at most once a second each, and its
+//!   finding a game's saved rooms, the folder lock and the default folder;
+//! - [`saver`]: the thread that writes dirty rooms, at most once a second each, and its
 //!   [`Schedule`] (pure: the caller passes the clock);
 //! - [`backups`]: every save also kept as a backup, old ones thinned, for the host's
 //!   undo (`msxsync restore`).
@@ -18,8 +19,9 @@ pub mod format;
 pub mod saver;
 
 pub use files::{
-    default_state_dir, load, prepare_dir, save, state_file, write_atomically, DirLock, Origin,
-    LOCK_FILE, STATE_SUFFIX,
+    default_state_dir, ensure_folder_of, load, load_file, prepare_dir, room_file, room_file_name,
+    room_from_file_name, room_label, rooms_dir, save, saved_rooms, state_file, write_atomically,
+    DirLock, Origin, LOCK_FILE, ROOMS_SUFFIX, STATE_SUFFIX,
 };
 pub use format::{decode, encode, layout, Bounds, Saved, FORMAT_VERSION, MAGIC};
 pub use saver::{

@@ -1,50 +1,60 @@
-//! The saver thread and its schedule. Rooms report a game dirty under its lock (cheap);
-//! the thread copies the state under the lock and writes the file with no lock held, at
-//! most once per interval (a second by default) while the game changes, so thousands
-//! of changes per second cost one small write per second, and at stop it writes
-//! everything that is still unsaved.
+//! The saver thread and its schedule. A room reports itself dirty under its lock
+//! (cheap), by the number the server gave it when it first changed; the thread copies
+//! the state under the lock and writes the file with no lock held, at most once per
+//! interval (a second by default) while the room changes, so thousands of changes per
+//! second cost one small write per second, and at stop it writes everything that is
+//! still unsaved.
 
 use super::backups;
-use super::files::{state_file, write_atomically};
+use super::files::{ensure_folder_of, room_file, room_label, write_atomically};
 use super::format::{encode, Saved};
 use crate::catalog::Game;
 use anyhow::{Context, Result};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How often, at most, one game's file is rewritten while the game keeps changing.
+/// How often, at most, one room's file is rewritten while the room keeps changing.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// When each dirty game is due to be saved: a game is written at once when it was not
+/// When each dirty room is due to be saved: a room is written at once when it was not
 /// written within the last interval, otherwise one interval after its last write.
-/// Pure: the caller passes the clock.
+/// Rooms are numbered from 0 by the server, densely (a room gets its number when it
+/// first changes), so the schedule grows with them. Pure: the caller passes the clock.
 #[derive(Debug)]
 pub struct Schedule {
     interval: Duration,
-    /// Per game: when it was last written.
+    /// Per room: when it was last written.
     last_saved: Vec<Option<Instant>>,
-    /// Per game: when it is due, if it is dirty.
+    /// Per room: when it is due, if it is dirty.
     due: Vec<Option<Instant>>,
 }
 
 impl Schedule {
-    /// A schedule for `games` games, none dirty.
-    pub fn new(games: usize, interval: Duration) -> Schedule {
+    /// A schedule for `rooms` rooms (more are added as they turn dirty), none dirty.
+    pub fn new(rooms: usize, interval: Duration) -> Schedule {
         Schedule {
             interval,
-            last_saved: vec![None; games],
-            due: vec![None; games],
+            last_saved: vec![None; rooms],
+            due: vec![None; rooms],
         }
     }
 
-    /// Game `g` changed at `now`.
+    /// The number of rooms known: every room ever reported dirty is below it.
+    pub fn rooms(&self) -> usize {
+        self.due.len()
+    }
+
+    /// Room `g` changed at `now`.
     pub fn dirty(&mut self, g: usize, now: Instant) {
-        let Some(due) = self.due.get_mut(g) else {
-            return;
-        };
+        if g >= self.due.len() {
+            self.due.resize(g + 1, None);
+            self.last_saved.resize(g + 1, None);
+        }
+        let due = &mut self.due[g];
         if due.is_none() {
             let earliest = self.last_saved[g].map_or(now, |t| t + self.interval);
             *due = Some(earliest.max(now));
@@ -82,16 +92,20 @@ impl Schedule {
     }
 }
 
-/// A copy of one game's state, taken under its lock.
+/// A copy of one room's state, taken under its lock, and which room it is.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// The room's game.
+    pub game: Game,
+    /// The room's name (the game's name for its default room).
+    pub room: String,
     /// Sequence number of the last update in `bytes`.
     pub seq: u64,
     /// The shared bytes of every region, one after the other.
     pub bytes: Vec<u8>,
 }
 
-/// Takes a snapshot of game `g` and marks it clean, or `None` if it is clean already.
+/// Takes a snapshot of room `g` and marks it clean, or `None` if it is clean already.
 pub type SnapshotFn = dyn Fn(usize) -> Option<Snapshot> + Send + Sync;
 
 enum SaverMsg {
@@ -104,9 +118,9 @@ enum SaverMsg {
 pub struct StopReport {
     /// The state folder.
     pub dir: PathBuf,
-    /// Games written at stop.
+    /// Rooms written at stop.
     pub written: usize,
-    /// Games with nothing new to save (saved already, or never changed).
+    /// Rooms that ever changed with nothing new to save.
     pub unchanged: usize,
     /// Errors of writes that failed at stop.
     pub errors: Vec<String>,
@@ -116,7 +130,7 @@ impl fmt::Display for StopReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "saved the state of every game in {} ({} written now, {} unchanged)",
+            "saved the state of every room in {} ({} written now, {} unchanged)",
             self.dir.display(),
             self.written,
             self.unchanged
@@ -137,38 +151,38 @@ pub fn channel() -> (Notifier, Inbox) {
     (Notifier(tx.clone()), Inbox { rx, tx })
 }
 
-/// The thread that writes dirty games to their files. Rooms tell it when a game turns
+/// The thread that writes dirty rooms to their files. Rooms tell it when they turn
 /// dirty (through a [`Notifier`]); it takes a snapshot through the given function (which
-/// copies under the game's lock) and writes the file with no lock held.
+/// copies under the room's lock) and writes the file with no lock held.
 pub struct Saver {
     tx: mpsc::Sender<SaverMsg>,
     thread: Option<JoinHandle<StopReport>>,
 }
 
-/// Tells the saver that a game turned dirty. Cheap; safe to call under a game's lock.
+/// Tells the saver that a room turned dirty. Cheap; safe to call under a room's lock.
 #[derive(Clone)]
 pub struct Notifier(mpsc::Sender<SaverMsg>);
 
 impl Notifier {
-    /// Game `g` has unsaved changes.
+    /// Room `g` has unsaved changes.
     pub fn dirty(&self, g: usize) {
         let _ = self.0.send(SaverMsg::Dirty(g));
     }
 }
 
 impl Saver {
-    /// Starts the saver thread for `games` (in the order `snapshot` numbers them).
+    /// Starts the saver thread writing into `dir`; `snapshot` copies a room by its
+    /// number.
     pub fn start(
         inbox: Inbox,
         dir: PathBuf,
-        games: Vec<Game>,
         interval: Duration,
         snapshot: Box<SnapshotFn>,
     ) -> Result<Saver> {
         let Inbox { rx, tx } = inbox;
         let thread = std::thread::Builder::new()
             .name("msxsync-saver".into())
-            .spawn(move || saver_loop(&dir, &games, interval, &*snapshot, rx))
+            .spawn(move || saver_loop(&dir, interval, &*snapshot, rx))
             .context("cannot start the state saver thread")?;
         Ok(Saver {
             tx,
@@ -176,12 +190,12 @@ impl Saver {
         })
     }
 
-    /// A handle for rooms to report dirty games.
+    /// A handle for rooms to report that they are dirty.
     pub fn notifier(&self) -> Notifier {
         Notifier(self.tx.clone())
     }
 
-    /// Writes every game with unsaved changes, stops the thread and says what it did.
+    /// Writes every room with unsaved changes, stops the thread and says what it did.
     pub fn stop(mut self) -> Option<StopReport> {
         self.finish()
     }
@@ -199,55 +213,64 @@ impl Drop for Saver {
     }
 }
 
+/// What the saver remembers of one room between its saves.
+#[derive(Default)]
+struct Room {
+    /// The last error, so a full disk is reported once, not every second.
+    last_error: Option<String>,
+    /// A copy whose write failed. Taking a copy marks the room clean, so without this
+    /// a failed write would be forgotten until the next change.
+    unsaved: Option<Snapshot>,
+    /// The id of the last backup, and the last backup error (said once).
+    last_backup: u64,
+    backup_error: Option<String>,
+}
+
 fn saver_loop(
     dir: &Path,
-    games: &[Game],
     interval: Duration,
     snapshot: &SnapshotFn,
     rx: mpsc::Receiver<SaverMsg>,
 ) -> StopReport {
-    let mut schedule = Schedule::new(games.len(), interval);
-    // The last error per game, so a full disk is reported once, not every second.
-    let mut last_error: Vec<Option<String>> = vec![None; games.len()];
-    // Per game: a copy whose write failed. Taking a copy marks the game clean, so
-    // without this a failed write would be forgotten until the next change.
-    let mut unsaved: Vec<Option<Snapshot>> = vec![None; games.len()];
-    // Per game: the id of the last backup and the last backup error (said once).
-    let mut last_backup: Vec<u64> = vec![0; games.len()];
-    let mut backup_error: Vec<Option<String>> = vec![None; games.len()];
+    let mut schedule = Schedule::new(0, interval);
+    let mut rooms: HashMap<usize, Room> = HashMap::new();
     let mut write = |g: usize| -> Option<Result<(), String>> {
-        let game = games.get(g)?;
-        let Snapshot { seq, bytes } = snapshot(g).or_else(|| unsaved[g].take())?;
-        let saved = Saved::of(game, seq, bytes);
-        let result = write_atomically(&state_file(dir, &game.name), &encode(&saved))
+        let mine = rooms.entry(g).or_default();
+        let Snapshot {
+            game,
+            room,
+            seq,
+            bytes,
+        } = snapshot(g).or_else(|| mine.unsaved.take())?;
+        let what = room_label(&game.name, &room);
+        let path = room_file(dir, &game.name, &room);
+        let saved = Saved::of(&game, seq, bytes);
+        let result = ensure_folder_of(&path)
+            .and_then(|()| write_atomically(&path, &encode(&saved)))
             .map_err(|e| format!("{e:#}"));
-        match (&result, &last_error[g]) {
+        match (&result, &mine.last_error) {
             (Err(e), last) if last.as_ref() != Some(e) => {
-                tracing::warn!(
-                    "cannot save the state of game {} (will retry): {e}",
-                    game.name
-                );
+                tracing::warn!("cannot save the state of {what} (will retry): {e}");
             }
-            (Ok(()), Some(_)) => {
-                tracing::info!("the state of game {} is saved again", game.name)
-            }
+            (Ok(()), Some(_)) => tracing::info!("the state of {what} is saved again"),
             _ => {}
         }
-        last_error[g] = result.as_ref().err().cloned();
+        mine.last_error = result.as_ref().err().cloned();
         if result.is_ok() {
             // Ids are times in ms; two saves within one ms still get two ids.
-            let id = backups::now_ms().max(last_backup[g] + 1);
-            last_backup[g] = id;
-            let kept = backups::keep(dir, &game.name, id).map_err(|e| format!("{e:#}"));
+            let id = backups::now_ms().max(mine.last_backup + 1);
+            mine.last_backup = id;
+            let kept = backups::keep(&path, id).map_err(|e| format!("{e:#}"));
             if let Err(e) = &kept {
-                if backup_error[g].as_ref() != Some(e) {
-                    tracing::warn!("cannot keep a backup of game {}: {e}", game.name);
+                if mine.backup_error.as_ref() != Some(e) {
+                    tracing::warn!("cannot keep a backup of {what}: {e}");
                 }
             }
-            backup_error[g] = kept.err();
-        }
-        if result.is_err() {
-            unsaved[g] = Some(Snapshot {
+            mine.backup_error = kept.err();
+        } else {
+            mine.unsaved = Some(Snapshot {
+                game,
+                room,
                 seq: saved.seq,
                 bytes: saved.bytes,
             });
@@ -279,7 +302,7 @@ fn saver_loop(
         }
     }
     // Final save: changes may have come in after the last notification was handled, so
-    // every game is asked for a snapshot; clean ones answer `None`.
+    // every room that ever changed is asked for a snapshot; clean ones answer `None`.
     let _ = schedule.take_all(Instant::now());
     let mut report = StopReport {
         dir: dir.to_path_buf(),
@@ -287,7 +310,7 @@ fn saver_loop(
         unchanged: 0,
         errors: Vec::new(),
     };
-    for g in 0..games.len() {
+    for g in 0..schedule.rooms() {
         match write(g) {
             None => report.unchanged += 1,
             Some(Ok(())) => report.written += 1,
@@ -330,7 +353,9 @@ mod tests {
         sch.dirty(0, t0 + ms(5002));
         assert_eq!(sch.take_all(t0 + ms(5003)), vec![0, 1]);
         assert_eq!(sch.next_due(), None);
-        sch.dirty(7, t0); // an unknown game is ignored
-        assert_eq!(sch.next_due(), None);
+        // Rooms numbered later are added as they come.
+        sch.dirty(7, t0 + ms(6000));
+        assert_eq!(sch.rooms(), 8);
+        assert_eq!(sch.take_due(t0 + ms(6000)), vec![7]);
     }
 }
