@@ -12,6 +12,7 @@ pub mod counter;
 pub mod delta;
 pub mod dirs;
 pub mod hex;
+pub mod hops;
 pub mod labels;
 pub mod openmsx;
 pub mod play;

@@ -73,6 +73,7 @@ fn run_step(players: usize, warmup: Duration, measure: Duration) -> Result<Step>
     let serve = ServeProcess::start_with(
         &games_dir(),
         &["--max-per-address", "512", "--max-players", "512"],
+        None,
     )?;
     let pid = serve.pid();
     let ex = bot_executor();

@@ -65,7 +65,7 @@ struct Outcome {
 fn measure() -> Result<Outcome> {
     msxsync::server::raise_file_limit();
     // The default limits, except the total: the idle connections must all be held.
-    let serve = ServeProcess::start_with(&games_dir(), &["--max-connections", "1200"])?;
+    let serve = ServeProcess::start_with(&games_dir(), &["--max-connections", "1200"], None)?;
     let pid = serve.pid();
     let server: SocketAddr = serve.addr.parse()?;
     let ex = bot_executor();

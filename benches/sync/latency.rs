@@ -1,32 +1,44 @@
 //! Section 1: End-to-end latency: a CPU write by the game in player 1's openMSX until the byte
 //! is in player 2's RAM; two real `msxsync play` processes at normal speed, one
-//! `msxsync serve` process, all on loopback.
+//! `msxsync serve` process, all on loopback; next to it the floor (a one-line write
+//! command sent into a throttled openMSX until it lands), and the way of each change hop
+//! by hop.
 
 use crate::emu::{self, clock, peek};
+use crate::hops::{self, Call, Pids, Write, HOPS};
 use crate::json::Json;
 use crate::player::PlayProcess;
 use crate::report::{ms, Row, Section};
-use crate::stats::{summarize, Summary};
+use crate::stats::percentile_sorted;
 use crate::sys::ServeProcess;
 use crate::testrom::{self, CMD_EVERY_FRAME, CMD_SET, EF_UNCHANGED, READY, READY_VALUE};
 use anyhow::{bail, Context, Result};
-use msxsync::openmsx::OpenMsx;
-use std::path::PathBuf;
+use msxsync::hops::now_us;
+use msxsync::openmsx::{LaunchOptions, OpenMsx};
+use msxsync::play::SOUND_SAMPLES;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Changes measured, after the warm-up ones.
-const CHANGES: usize = 300;
-/// Changes made first and not counted.
-const WARMUP: usize = 20;
+/// The machines measured (the C-BIOS machines openMSX ships with).
+const MACHINES: [&str; 2] = ["C-BIOS_MSX1", "C-BIOS_MSX2+"];
+/// Fresh pairs of players per machine (MSXSYNC_BENCH_PAIRS overrides, for quick runs).
+const PAIRS: usize = 5;
+/// Changes measured per pair and kind of byte, after the warm-up ones
+/// (MSXSYNC_BENCH_CHANGES overrides).
+const CHANGES: usize = 62;
+/// Changes made first in each pair and kind of byte and not counted.
+const WARMUP: usize = 4;
 /// The shared byte the game writes (region 0, offset 5): a region the game writes
 /// now and then, so msxsync watches it.
 const TARGET: u16 = testrom::SHARED0 + 5;
-/// The byte of the second run (region 1, offset 5): the game rewrites region 1 every
+/// The byte of the busy runs (region 1, offset 5): the game rewrites region 1 every
 /// frame (64 writes), so msxsync compares it once a frame instead of watching it.
 const BUSY_TARGET: u16 = testrom::SHARED1 + 5;
 /// Gap between changes: uniformly spread in this range (ms), so changes fall at every
 /// phase of the frame.
 const GAP_MS: (u64, u64) = (40, 120);
+/// Longest a pair may take.
+const PAIR_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// A small deterministic pseudo-random sequence (xorshift), so runs are comparable.
 pub struct XorShift(u64);
@@ -46,123 +58,308 @@ impl XorShift {
     }
 }
 
-/// The Tcl that installs a probe on `target`: every write appends the wall clock in
-/// µs, the value, and 1 when msxsync wrote it (its hooks set `applying` around their
-/// own writes) or 0 when the game's CPU did. Numbers only.
-fn probe_install(target: u16) -> String {
+/// A count from the environment (for quick runs while developing), else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// The Tcl that installs a probe on `target`, logging into `::VAR`: every write appends
+/// the wall clock in µs, the value, 1 when msxsync wrote it (its hooks set `applying`
+/// around their own writes) or 0 when the game's CPU did, and the emulated time.
+fn probe_install(var: &str, target: u16) -> String {
     format!(
-        "set ::msxsync_bench {{}}; debug set_watchpoint write_mem {target} {{}} \
-         {{lappend ::msxsync_bench [clock microseconds] $::wp_last_value \
-         [expr {{$::msxsync::applying ? 1 : 0}}]}}"
+        "set ::{var} {{}}; debug set_watchpoint write_mem {target} {{}} \
+         {{lappend ::{var} [clock microseconds] $::wp_last_value \
+         [expr {{[info exists ::msxsync::applying] && $::msxsync::applying}}] \
+         [machine_info time]}}"
     )
 }
 
-/// The writes that changed the byte: a game that rewrites it every frame writes the
-/// same value again and again, and only the first write of a value is a change.
-pub fn value_changes(log: &[(i64, u8)], before: u8) -> Vec<(i64, u8)> {
-    let mut last = before;
-    let mut out = Vec::new();
-    for &(t, v) in log {
-        if v != last {
-            out.push((t, v));
-            last = v;
-        }
-    }
-    out
-}
+/// Bench-only traces on the hooks' procs (the hooks themselves are not changed): every
+/// push in player 1 and every apply in player 2 is logged with the wall clock, the
+/// emulated time and its argument (spaces made commas).
+const TRACE_PUSH: &str = "set ::bench_push {}; \
+    proc ::bench_push_trace {cmd op} {lappend ::bench_push [clock microseconds] \
+    [machine_info time] [expr {$::msxsync::seq + 1}] [string map {{ } ,} [lindex $cmd 1]]}; \
+    trace add execution ::msxsync::push enter ::bench_push_trace";
+const TRACE_APPLY: &str = "set ::bench_apply {}; \
+    proc ::bench_apply_trace {cmd op} {lappend ::bench_apply [clock microseconds] \
+    [machine_info time] [string map {{ } ,} [lindex $cmd 1]]}; \
+    trace add execution ::msxsync::apply enter ::bench_apply_trace";
 
-/// One write seen by the probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Write {
-    /// Wall clock, µs.
-    pub us: i64,
-    /// The byte written.
-    pub value: u8,
-    /// Written by msxsync (an update from the server), not by the game.
-    pub by_msxsync: bool,
-}
-
-/// Parses the probe's list `T V F T V F ...`.
-pub fn parse_probe(text: &str) -> Result<Vec<Write>> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if !words.len().is_multiple_of(3) {
-        bail!("probe list of {} words, not triples", words.len());
-    }
-    words
-        .chunks(3)
-        .map(|p| {
-            Ok(Write {
-                us: p[0]
-                    .parse()
-                    .with_context(|| format!("bad time {:?}", p[0]))?,
-                value: p[1]
-                    .parse()
-                    .with_context(|| format!("bad value {:?}", p[1]))?,
-                by_msxsync: p[2] == "1",
-            })
-        })
-        .collect()
-}
-
-/// Pairs each write in player 1 with the first later write of the same value in
-/// player 2, in order; returns the latencies in ms (one per write of player 1 that
-/// arrived) and how many never arrived.
-pub fn pair_latencies(p1: &[(i64, u8)], p2: &[(i64, u8)]) -> (Vec<f64>, usize) {
-    let mut out = Vec::new();
-    let mut lost = 0;
-    let mut j = 0;
-    for &(t1, v) in p1 {
-        match p2[j..].iter().position(|&(t2, w)| w == v && t2 >= t1) {
-            Some(k) => {
-                out.push((p2[j + k].0 - t1) as f64 / 1000.0);
-                j += k + 1;
-            }
-            None => lost += 1,
-        }
-    }
-    (out, lost)
-}
-
-struct Measured {
-    latencies: Vec<f64>,
+/// What one run of changes (one kind of byte in one pair) gave.
+#[derive(Default)]
+struct Run {
+    /// End-to-end latency (ms) of each measured change that arrived, by direction:
+    /// player 1 to player 2, and back.
+    latencies: [Vec<f64>; 2],
+    /// Each measured change's hops (ms), `None` where a step was not found.
+    hops: Vec<[Option<f64>; 10]>,
+    /// Emulated time from the game's write to the push (ms), per measured change.
+    settle_emu: Vec<f64>,
     lost: usize,
-    hz: f64,
-    seconds: f64,
-    /// Command round trips to player 1's openMSX (ms).
-    rtt: Option<crate::stats::Summary>,
-    /// Writes to the byte by player 1's game.
     game_writes: usize,
-    /// Writes to the byte by msxsync in player 1 (repairs, state writes).
-    other1: usize,
-    /// Writes to the byte by the game in player 2.
-    other2: usize,
+}
+
+impl Run {
+    /// Both directions' latencies.
+    fn all(&self) -> Vec<f64> {
+        self.latencies.concat()
+    }
+}
+
+/// One fresh pair of players (and a floor emulator) on one machine.
+struct Pair {
+    hz: f64,
+    watched: Run,
+    busy: Run,
+    /// Floor: one-line write command sent -> landed (ms), in an openMSX with its
+    /// default sound buffer and in one with the buffer `msxsync play` sets.
+    floor: [Vec<f64>; 2],
 }
 
 async fn wait_ready(m: &OpenMsx) -> Result<()> {
     emu::poll(
-        "the game's start-up in a player",
+        "the game's start-up in an emulator",
         emu::TIMEOUT,
         || async move { Ok((peek(m, READY).await? == READY_VALUE).then_some(())) },
     )
     .await
 }
 
-async fn measure(target: u16, busy: bool) -> Result<Measured> {
+/// A throttled headless openMSX on `machine` running the test game, controlled through
+/// stdio like `msxsync play` controls its own: where the floor is measured; with
+/// `samples`, its sound buffer set to that many samples.
+async fn start_floor(machine: &str, samples: Option<u32>) -> Result<OpenMsx> {
+    let f = OpenMsx::spawn(&LaunchOptions {
+        machine: Some(machine.to_string()),
+        cart: Some(testrom::rom_path()),
+        headless: true,
+        ..LaunchOptions::default()
+    })
+    .await
+    .context("starting the floor's openmsx")?;
+    f.command("set throttle on").await?;
+    if let Some(n) = samples {
+        f.command(&format!("set samples {n}")).await?;
+    }
+    f.power_on().await?;
+    Ok(f)
+}
+
+/// Everything one run of changes left in the emulators; per player where there are two.
+struct Raw {
+    /// The probes' logs.
+    probes: [Vec<Write>; 2],
+    pushes: [Vec<Call>; 2],
+    applies: [Vec<Call>; 2],
+    floor_sent: [Vec<Write>; 2],
+    floor_landed: [Vec<Write>; 2],
+}
+
+/// Makes the players' games write `WARMUP + changes` new values into `target` in turn
+/// (player 1, player 2, player 1...), one every 40-120 ms, and meanwhile sends as many
+/// one-line writes into the floors' emulators at random moments.
+async fn changes_run(
+    (m, f): ([&OpenMsx; 2], [&OpenMsx; 2]),
+    target: u16,
+    changes: usize,
+    rng: &mut XorShift,
+    seqs: &mut [u8; 2],
+) -> Result<Raw> {
+    for e in [m[0], m[1], f[0], f[1]] {
+        e.command(&probe_install("bench_probe", target)).await?;
+    }
+    for e in m {
+        e.command("set ::bench_push {}; set ::bench_apply {}")
+            .await?;
+    }
+    let mut floor_sent: [Vec<Write>; 2] = Default::default();
+    let mut last = peek(m[0], target).await?;
+    let mut last_floor = [peek(f[0], target).await?, peek(f[1], target).await?];
+    for i in 0..(WARMUP + changes) {
+        let w = i % 2;
+        let mut v = (i % 254) as u8 + 1;
+        if v == last {
+            v = v.wrapping_add(1).max(1);
+        }
+        last = v;
+        seqs[w] = seqs[w].wrapping_add(1).max(1);
+        m[w].command(&testrom::mailbox(seqs[w], CMD_SET, target, v))
+            .await?;
+        let gap = rng.range(GAP_MS.0, GAP_MS.1);
+        let at = rng.range(0, gap);
+        smol::Timer::after(Duration::from_millis(at)).await;
+        for k in 0..2 {
+            let fv = last_floor[k].wrapping_add(1).max(1);
+            last_floor[k] = fv;
+            let sent = now_us();
+            // Not awaited: the reply comes when the command ran; the probe says when.
+            drop(f[k].post(&format!("debug write memory {target} {fv}"))?);
+            floor_sent[k].push(Write {
+                us: sent,
+                value: fv,
+                by_msxsync: false,
+                emu: 0.0,
+            });
+        }
+        smol::Timer::after(Duration::from_millis(gap - at)).await;
+        // Normally done long ago; on a loaded machine wait rather than overrun.
+        let (mw, s) = (m[w], seqs[w]);
+        emu::poll(
+            "a game to take a mailbox command",
+            emu::TIMEOUT,
+            || async move { Ok((peek(mw, testrom::ACK).await? == s).then_some(())) },
+        )
+        .await?;
+    }
+    smol::Timer::after(Duration::from_millis(300)).await;
+    let list = |e: &OpenMsx, var: &str| {
+        let cmd = format!("return ${var}");
+        let e = e.clone();
+        async move { e.command(&cmd).await }
+    };
+    let mut raw = Raw {
+        probes: Default::default(),
+        pushes: Default::default(),
+        applies: Default::default(),
+        floor_sent,
+        floor_landed: [
+            hops::parse_probe(&list(f[0], "::bench_probe").await?)?,
+            hops::parse_probe(&list(f[1], "::bench_probe").await?)?,
+        ],
+    };
+    for (p, e) in m.iter().enumerate() {
+        raw.probes[p] = hops::parse_probe(&list(e, "::bench_probe").await?)?;
+        raw.pushes[p] = hops::parse_calls(&list(e, "::bench_push").await?, true)?;
+        raw.applies[p] = hops::parse_calls(&list(e, "::bench_apply").await?, false)?;
+    }
+    for e in [m[0], m[1], f[0], f[1]] {
+        e.command("foreach w [debug list_watchpoints] {debug remove_watchpoint [lindex $w 0]}")
+            .await
+            .ok();
+    }
+    Ok(raw)
+}
+
+/// Turns a run's raw logs into latencies and hops; `before` is the byte's value when
+/// the run started, `plays` the two `msxsync play` process ids.
+fn analyse(
+    raw: &Raw,
+    before: u8,
+    target: u16,
+    log: &[hops::Line],
+    (plays, serve): ([u32; 2], u32),
+) -> (Run, [Vec<f64>; 2]) {
+    let region = if target >= testrom::SHARED1 { 1 } else { 0 };
+    let offset = target
+        - if region == 1 {
+            testrom::SHARED1
+        } else {
+            testrom::SHARED0
+        };
+    let mut run = Run::default();
+    for from in 0..2 {
+        let to = 1 - from;
+        let writes = hops::value_changes(&raw.probes[from], before);
+        let landed: Vec<Write> = raw.probes[to]
+            .iter()
+            .filter(|w| w.by_msxsync)
+            .copied()
+            .collect();
+        let matches = hops::pair_up(&writes, &landed);
+        run.lost += matches.iter().filter(|m| m.is_none()).count();
+        run.game_writes += writes.len();
+        let pids = Pids {
+            from: plays[from],
+            to: plays[to],
+            serve,
+        };
+        let trail = hops::Trail {
+            pushes: &raw.pushes[from],
+            applies: &raw.applies[to],
+            log,
+            pids: &pids,
+            region,
+            offset,
+        };
+        for (w, m) in writes.iter().zip(&matches).skip(WARMUP / 2) {
+            let Some(k) = *m else { continue };
+            let land = &landed[k];
+            run.latencies[from].push((land.us - w.us) as f64 / 1000.0);
+            let t = trail.follow(w, Some(land));
+            run.hops.push(hops::hop_times(&t));
+            if let Some(p) = raw.pushes[from].iter().find(|p| Some(p.us) == t[1]) {
+                run.settle_emu.push((p.emu - w.emu) * 1000.0);
+            }
+        }
+    }
+    let floor = |k: usize| -> Vec<f64> {
+        let (sent, landed) = (&raw.floor_sent[k], &raw.floor_landed[k]);
+        sent.iter()
+            .zip(&hops::pair_up(sent, landed))
+            .skip(WARMUP)
+            .filter_map(|(s, m)| m.map(|j| (landed[j].us - s.us) as f64 / 1000.0))
+            .collect()
+    };
+    (run, [floor(0), floor(1)])
+}
+
+/// Waits until msxsync in `m` compares region 1 instead of watching it.
+async fn wait_polled(m: &OpenMsx) -> Result<()> {
+    emu::poll(
+        "region 1 to be compared once a frame",
+        emu::TIMEOUT,
+        || async move { Ok((m.command("set msxsync::polled(1)").await? == "1").then_some(())) },
+    )
+    .await
+}
+
+async fn measure_pair(machine: &str, n: usize, changes: usize) -> Result<Pair> {
     let games = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms");
-    let serve = ServeProcess::start(&games)?;
-    let cache = tempfile::tempdir().context("creating a rom cache folder")?;
-    let mut p1 = PlayProcess::start(&serve.addr, "testgame", "p1", cache.path(), false)?;
+    let dir = tempfile::tempdir().context("creating a folder for the hop log")?;
+    let log_path = dir.path().join("hops.log");
+    let serve = ServeProcess::start_with(&games, &[], Some(&log_path))?;
+    let start = |name: &str, cache: &Path| {
+        PlayProcess::start_on(
+            machine,
+            &serve.addr,
+            "testgame",
+            name,
+            cache,
+            true,
+            Some(&log_path),
+        )
+    };
+    let (c1, c2) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut rng = XorShift::new(0x5eed_1234 ^ (n as u64) << 20 ^ machine.len() as u64);
+    // Player 2 starts once player 1 runs, after a pseudo-random pause longer than a
+    // cycle of openMSX's sleeps, as players start at moments of their own. How the two
+    // emulators' sleeps fall against each other sets the pair's latency (see
+    // docs/benchmarks.md); started together, or right when the bench sees player 1's
+    // game running (which it can only see when that openMSX wakes up), they would fall
+    // the same way in every pair.
+    let mut p1 = start("p1", c1.path())?;
+    let f = start_floor(machine, None).await?;
+    let f2 = start_floor(machine, Some(SOUND_SAMPLES)).await?;
     let m1 = p1.attach(emu::TIMEOUT).await?;
     wait_ready(&m1).await?;
-    let mut p2 = PlayProcess::start(&serve.addr, "testgame", "p2", cache.path(), true)?;
+    smol::Timer::after(Duration::from_micros(rng.range(0, 100_000))).await;
+    let mut p2 = start("p2", c2.path())?;
     let m2 = p2.attach(emu::TIMEOUT).await?;
     wait_ready(&m2).await?;
+    wait_ready(&f).await?;
+    wait_ready(&f2).await?;
     // Both sync: a change by player 1's game shows up in player 2.
-    let mut seq = 0u8;
-    emu::game_does(&m1, &mut seq, CMD_SET, target, 0xaa).await?;
+    let mut seqs = [0u8; 2];
+    emu::game_does(&m1, &mut seqs[0], CMD_SET, TARGET, 0xaa).await?;
     emu::poll("a first change to reach player 2", emu::TIMEOUT, || {
         let m2 = &m2;
-        async move { Ok((peek(m2, target).await? == 0xaa).then_some(())) }
+        async move { Ok((peek(m2, TARGET).await? == 0xaa).then_some(())) }
     })
     .await
     .with_context(|| format!("player 2 said: {}", p2.stderr_tail()))?;
@@ -171,235 +368,351 @@ async fn measure(target: u16, busy: bool) -> Result<Measured> {
     smol::Timer::after(Duration::from_millis(500)).await;
     let (t1, f1) = clock(&m1).await?;
     let hz = f1.wrapping_sub(f0) as f64 / (t1 - t0);
-    if busy {
-        // Player 1's game rewrites region 1 every frame; within a second of emulated
-        // time msxsync stops watching it and compares it once a frame.
-        emu::game_does(&m1, &mut seq, CMD_EVERY_FRAME, 0, EF_UNCHANGED).await?;
-        emu::poll("region 1 to be compared once a frame", emu::TIMEOUT, || {
-            let m1 = &m1;
-            async move { Ok((m1.command("set msxsync::polled(1)").await? == "1").then_some(())) }
-        })
-        .await?;
+    for m in [&m1, &m2] {
+        m.command(TRACE_PUSH).await?;
+        m.command(TRACE_APPLY).await?;
     }
-    let wp1 = m1.command(&probe_install(target)).await?;
-    let wp2 = m2.command(&probe_install(target)).await?;
-    let mut rng = XorShift::new(0x5eed_1234);
-    let start = Instant::now();
-    let mut rtts: Vec<f64> = Vec::new();
-    let mut last = 0xaau8;
-    for i in 0..(WARMUP + CHANGES) {
-        let mut v = (i % 254) as u8 + 1;
-        if v == last {
-            v = v.wrapping_add(1).max(1);
-        }
-        last = v;
-        seq = seq.wrapping_add(1).max(1);
-        m1.command(&testrom::mailbox(seq, CMD_SET, target, v))
-            .await?;
-        smol::Timer::after(Duration::from_millis(rng.range(GAP_MS.0, GAP_MS.1))).await;
-        // Normally done long ago; on a loaded machine wait rather than overrun. Each
-        // read is also a command round trip to a throttled openMSX: the floor of the
-        // apply path, measured here as the baseline.
-        let deadline = Instant::now() + emu::TIMEOUT;
-        loop {
-            let t = Instant::now();
-            let ack = peek(&m1, testrom::ACK).await?;
-            rtts.push(t.elapsed().as_secs_f64() * 1000.0);
-            if ack == seq {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!("player 1's game did not take mailbox command {seq}");
-            }
-            smol::Timer::after(Duration::from_millis(3)).await;
-        }
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    smol::Timer::after(Duration::from_millis(500)).await;
-    let all1 = parse_probe(&m1.command("return $::msxsync_bench").await?)?;
-    let all2 = parse_probe(&m2.command("return $::msxsync_bench").await?)?;
-    // Player 1: the game's own writes; player 2: msxsync applying updates.
-    let log1: Vec<(i64, u8)> = all1
-        .iter()
-        .filter(|w| !w.by_msxsync)
-        .map(|w| (w.us, w.value))
-        .collect();
-    let log1 = value_changes(&log1, 0xaa);
-    let log2: Vec<(i64, u8)> = all2
-        .iter()
-        .filter(|w| w.by_msxsync)
-        .map(|w| (w.us, w.value))
-        .collect();
-    let other1 = all1.iter().filter(|w| w.by_msxsync).count();
-    let other2 = all2.len() - log2.len();
-    let _ = m1
-        .command(&format!("debug remove_watchpoint {}", wp1.trim()))
-        .await;
-    let _ = m2
-        .command(&format!("debug remove_watchpoint {}", wp2.trim()))
-        .await;
-    let game_writes = log1.len();
-    let (mut lat, lost) = pair_latencies(&log1, &log2);
-    // Warm-up changes are dropped from the front (they all arrived or were counted lost).
-    let skip = WARMUP.min(lat.len());
-    lat.drain(..skip);
-    drop((m1, m2));
+    let ems = ([&m1, &m2], [&f, &f2]);
+    let watched = changes_run(ems, TARGET, changes, &mut rng, &mut seqs).await?;
+    // Both games rewrite region 1 every frame; within a second of emulated time
+    // msxsync stops watching it and compares it once a frame.
+    let busy_before = peek(&m1, BUSY_TARGET).await?;
+    emu::game_does(&m1, &mut seqs[0], CMD_EVERY_FRAME, 0, EF_UNCHANGED).await?;
+    emu::game_does(&m2, &mut seqs[1], CMD_EVERY_FRAME, 0, EF_UNCHANGED).await?;
+    wait_polled(&m1).await?;
+    wait_polled(&m2).await?;
+    let busy = changes_run(ems, BUSY_TARGET, changes, &mut rng, &mut seqs).await?;
+    let ids = ([p1.pid(), p2.pid()], serve.pid());
+    drop((m1, m2, f, f2));
     drop((p1, p2));
     drop(serve);
-    Ok(Measured {
-        latencies: lat,
-        lost,
+    let log = hops::parse_log(&std::fs::read_to_string(&log_path).unwrap_or_default());
+    let (watched, mut floor) = analyse(&watched, 0xaa, TARGET, &log, ids);
+    let (busy, floor_busy) = analyse(&busy, busy_before, BUSY_TARGET, &log, ids);
+    for (a, b) in floor.iter_mut().zip(floor_busy) {
+        a.extend(b);
+    }
+    Ok(Pair {
         hz,
-        seconds,
-        other1,
-        other2,
-        game_writes,
-        rtt: summarize(&rtts),
+        watched,
+        busy,
+        floor,
     })
 }
 
-/// The rows and the JSON of one run; whether its targets were met.
-fn report(m: &Measured, s: &Summary, prefix: &str) -> (Vec<Row>, Json, bool) {
-    let frame_ms = 1000.0 / m.hz;
-    let f = |v: f64| v / frame_ms;
-    let label = |what: &str| format!("{prefix}{what}");
-    let rows = vec![
+/// Percentile `p` of a sample (ms), NaN when empty.
+fn pct(sample: &[f64], p: f64) -> f64 {
+    let mut s = sample.to_vec();
+    s.sort_by(f64::total_cmp);
+    percentile_sorted(&s, p)
+}
+
+/// "p50 / p95 / p99 / max" of a sample, in ms.
+fn spread(sample: &[f64]) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.2} ms",
+        pct(sample, 50.0),
+        pct(sample, 95.0),
+        pct(sample, 99.0),
+        pct(sample, 100.0)
+    )
+}
+
+/// Each change's hops (ms; null where a step was not found), for results.json.
+fn hop_rows(run: &Run) -> Vec<Json> {
+    run.hops
+        .iter()
+        .map(|h| Json::Arr(h.iter().map(|&x| x.into()).collect()))
+        .collect()
+}
+
+/// The rows and JSON of one machine.
+fn machine_report(machine: &str, pairs: &[Pair]) -> (Vec<Row>, Json, bool) {
+    let hz = crate::stats::median(&pairs.iter().map(|p| p.hz).collect::<Vec<_>>());
+    let frame = 1000.0 / hz;
+    let all = |f: &dyn Fn(&Pair) -> Vec<f64>| -> Vec<f64> { pairs.iter().flat_map(f).collect() };
+    let lat = all(&|p| p.watched.all());
+    let busy = all(&|p| p.busy.all());
+    let floor = all(&|p| p.floor[0].clone());
+    let floor_own = all(&|p| p.floor[1].clone());
+    let lost: usize = pairs.iter().map(|p| p.watched.lost + p.busy.lost).sum();
+    let game_writes: usize = pairs
+        .iter()
+        .map(|p| p.watched.game_writes + p.busy.game_writes)
+        .sum();
+    let (p50, p99, max) = (pct(&lat, 50.0), pct(&lat, 99.0), pct(&lat, 100.0));
+    let (f50, f99, fmax) = (pct(&floor, 50.0), pct(&floor, 99.0), pct(&floor, 100.0));
+    let b99 = pct(&busy, 99.0);
+    let met = [
+        p50 <= f50 + 1.0,
+        p99 <= f99 + 2.0,
+        max <= fmax + frame,
+        b99 <= 2.0 * frame,
+    ];
+    let m = |what: &str| format!("{machine}: {what}");
+    let pair_p50s =
+        |f: &dyn Fn(&Pair) -> String| pairs.iter().map(f).collect::<Vec<_>>().join(", ");
+    let p50_of = |v: &[f64]| format!("{:.1}", pct(v, 50.0));
+    let mut rows = vec![
         Row::info(
-            label("writes by player 1's game (posted) / measured after warm-up / never arrived"),
+            m("game writes / measured (watched + busy) / lost"),
             format!(
-                "{} ({}) / {} / {} over {:.0} s",
-                m.game_writes,
-                WARMUP + CHANGES,
-                s.n,
-                m.lost,
-                m.seconds
+                "{game_writes} / {} + {} in {} fresh pairs / {lost}",
+                lat.len(),
+                busy.len(),
+                pairs.len()
             ),
         ),
-        Row::target(
-            label("p50"),
-            format!("{} = {:.2} frames", ms(s.p50), f(s.p50)),
-            "<= 1 frame",
-            f(s.p50) <= 1.0,
-        ),
-        Row::target(
-            label("p99"),
-            format!("{} = {:.2} frames", ms(s.p99), f(s.p99)),
-            "<= 2 frames",
-            f(s.p99) <= 2.0,
+        Row::info(m("end to end p50 / p95 / p99 / max"), spread(&lat)),
+        Row::info(m("floor p50 / p95 / p99 / max"), spread(&floor)),
+        Row::info(
+            m(&format!(
+                "floor with play's sound buffer ({SOUND_SAMPLES} samples) p50 / p95 / p99 / max"
+            )),
+            spread(&floor_own),
         ),
         Row::info(
-            label("max"),
-            format!("{} = {:.2} frames", ms(s.max), f(s.max)),
-        ),
-        Row::info(
-            label("min"),
-            format!("{} = {:.2} frames", ms(s.min), f(s.min)),
-        ),
-        Row::info(label("share within 1 frame / 2 frames / over 100 ms"), {
-            let n = m.latencies.len() as f64;
-            let share = |p: &dyn Fn(f64) -> bool| {
-                100.0 * m.latencies.iter().filter(|&&v| p(v)).count() as f64 / n
-            };
+            m("each pair's p50, end to end (1 to 2 / 2 to 1)"),
             format!(
-                "{:.0} % / {:.0} % / {:.0} %",
-                share(&|v| v <= frame_ms),
-                share(&|v| v <= 2.0 * frame_ms),
-                share(&|v| v > 100.0)
-            )
-        }),
+                "{} ms",
+                pair_p50s(&|p| format!(
+                    "{} ({} / {})",
+                    p50_of(&p.watched.all()),
+                    p50_of(&p.watched.latencies[0]),
+                    p50_of(&p.watched.latencies[1])
+                ))
+            ),
+        ),
         Row::info(
-            label("other writes to the byte: msxsync in player 1 / game in player 2"),
-            format!("{} / {}", m.other1, m.other2),
+            m("each pair's p50, floor"),
+            format!("{} ms", pair_p50s(&|p| p50_of(&p.floor[0]))),
+        ),
+        Row::target(
+            m("p50"),
+            format!("{} = floor p50 {:+.2} ms", ms(p50), p50 - f50),
+            "<= floor + 1 ms",
+            met[0],
+        ),
+        Row::target(
+            m("p99"),
+            format!("{} = floor p99 {:+.2} ms", ms(p99), p99 - f99),
+            "<= floor + 2 ms",
+            met[1],
+        ),
+        Row::target(
+            m("max"),
+            format!("{} = floor max {:+.2} ms", ms(max), max - fmax),
+            format!("<= floor + 1 frame ({frame:.1} ms)"),
+            met[2],
+        ),
+        Row::target(
+            m("busy region p99"),
+            format!(
+                "{} = {:.2} frames (p50 {}, max {})",
+                ms(b99),
+                b99 / frame,
+                ms(pct(&busy, 50.0)),
+                ms(pct(&busy, 100.0))
+            ),
+            "<= 2 frames",
+            met[3],
         ),
     ];
+    let hop_samples = |i: usize| -> Vec<f64> {
+        pairs
+            .iter()
+            .flat_map(|p| p.watched.hops.iter().filter_map(move |h| h[i]))
+            .collect()
+    };
+    let mut hop_json = Vec::new();
+    for (i, name) in HOPS.iter().enumerate() {
+        let s = hop_samples(i);
+        rows.push(Row::info(
+            m(&format!("hop {}: {name}", i + 1)),
+            format!(
+                "{:.2} / {:.2} / {:.2} ms ({} of {})",
+                pct(&s, 50.0),
+                pct(&s, 99.0),
+                pct(&s, 100.0),
+                s.len(),
+                lat.len()
+            ),
+        ));
+        hop_json.push(
+            Json::obj()
+                .with("hop", *name)
+                .with("n", s.len())
+                .with("p50_ms", pct(&s, 50.0))
+                .with("p99_ms", pct(&s, 99.0))
+                .with("max_ms", pct(&s, 100.0)),
+        );
+    }
+    let settle = all(&|p| p.watched.settle_emu.clone());
+    let late = pairs
+        .iter()
+        .flat_map(|p| p.watched.hops.iter())
+        .filter(|h| h[0].is_some_and(|v| v > 2.0))
+        .count();
+    rows.push(Row::info(
+        m("write -> push in emulated time, p50 / max; pushes over 2 ms after the write"),
+        format!(
+            "{:.2} / {:.2} ms; {late} of {}",
+            pct(&settle, 50.0),
+            pct(&settle, 100.0),
+            lat.len()
+        ),
+    ));
+    let nums = |v: &[f64]| v.iter().map(|&x| Json::Num(x)).collect::<Vec<_>>();
+    let summary = |v: &[f64]| {
+        Json::obj()
+            .with("n", v.len())
+            .with("p50_ms", pct(v, 50.0))
+            .with("p95_ms", pct(v, 95.0))
+            .with("p99_ms", pct(v, 99.0))
+            .with("max_ms", pct(v, 100.0))
+    };
     let json = Json::obj()
-        .with("changes", s.n)
-        .with("lost", m.lost)
-        .with("game_writes_in_player1", m.game_writes)
-        .with("seconds", m.seconds)
-        .with("frame_rate_hz", m.hz)
-        .with("p50_ms", s.p50)
-        .with("p99_ms", s.p99)
-        .with("max_ms", s.max)
-        .with("min_ms", s.min)
-        .with("mean_ms", s.mean)
-        .with("p50_frames", f(s.p50))
-        .with("p99_frames", f(s.p99))
-        .with("max_frames", f(s.max))
-        .with("msxsync_writes_in_player1", m.other1)
-        .with("game_writes_in_player2", m.other2)
-        .with("baseline_command_rtt_p50_ms", m.rtt.map(|r| r.p50))
-        .with("baseline_command_rtt_p99_ms", m.rtt.map(|r| r.p99))
+        .with("frame_rate_hz", hz)
+        .with("pairs", pairs.len())
+        .with("lost", lost)
+        .with("end_to_end", summary(&lat))
+        .with("floor", summary(&floor))
+        .with("floor_play_sound_buffer", summary(&floor_own))
+        .with("busy_region", summary(&busy))
         .with(
-            "latencies_ms",
-            m.latencies
+            "pair_p50_ms",
+            nums(
+                &pairs
+                    .iter()
+                    .map(|p| pct(&p.watched.all(), 50.0))
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .with(
+            "pair_floor_p50_ms",
+            nums(
+                &pairs
+                    .iter()
+                    .map(|p| pct(&p.floor[0], 50.0))
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .with("hops", hop_json)
+        .with(
+            "targets_met",
+            Json::obj()
+                .with("p50", met[0])
+                .with("p99", met[1])
+                .with("max", met[2])
+                .with("busy_p99", met[3]),
+        )
+        .with(
+            "pairs_raw",
+            pairs
                 .iter()
-                .map(|&v| Json::Num(v))
+                .map(|p| {
+                    Json::obj()
+                        .with("latencies_1to2_ms", nums(&p.watched.latencies[0]))
+                        .with("latencies_2to1_ms", nums(&p.watched.latencies[1]))
+                        .with("busy_latencies_ms", nums(&p.busy.all()))
+                        .with("floor_ms", nums(&p.floor[0]))
+                        .with("floor_play_sound_buffer_ms", nums(&p.floor[1]))
+                        .with("hops_ms", hop_rows(&p.watched))
+                        .with("busy_hops_ms", hop_rows(&p.busy))
+                })
                 .collect::<Vec<_>>(),
         );
-    (rows, json, f(s.p50) <= 1.0 && f(s.p99) <= 2.0)
+    (rows, json, met.iter().all(|&x| x))
 }
 
 /// Runs the section.
 pub fn run() -> Section {
     let title = "1. End-to-end latency";
-    let both = async {
-        let watched = measure(TARGET, false).await?;
-        let busy = measure(BUSY_TARGET, true).await?;
-        Ok::<_, anyhow::Error>((watched, busy))
-    };
-    let result = smol::block_on(smol::future::or(both, async {
-        smol::Timer::after(Duration::from_secs(300)).await;
-        bail!("timed out after 300 s")
-    }));
-    let (m, busy) = match result {
-        Ok(m) => m,
-        Err(e) => return Section::failed("latency", title, format!("{e:#}")),
-    };
-    let (Some(s), Some(sb)) = (summarize(&m.latencies), summarize(&busy.latencies)) else {
-        return Section::failed("latency", title, "no change arrived".into());
-    };
-    let frame_ms = 1000.0 / m.hz;
-    let (mut rows, json, met) = report(&m, &s, "");
-    let (busy_rows, busy_json, busy_met) = report(&busy, &sb, "busy region: ");
-    rows.extend(busy_rows);
-    rows.push(Row::info(
-        "one frame",
-        format!("{} ({:.2} Hz)", ms(frame_ms), m.hz),
-    ));
-    rows.push(Row::info(
-        "baseline: command round trip to a throttled openMSX, p50 / p99",
-        m.rtt
-            .map(|r| format!("{} / {} ({} commands)", ms(r.p50), ms(r.p99), r.n))
-            .unwrap_or_default(),
-    ));
+    let pairs_per_machine = env_count("MSXSYNC_BENCH_PAIRS", PAIRS);
+    let changes = env_count("MSXSYNC_BENCH_CHANGES", CHANGES);
+    let mut rows = Vec::new();
+    let mut json = Json::obj();
+    let mut all_met = true;
+    for machine in MACHINES {
+        let mut pairs = Vec::new();
+        let mut failure = None;
+        for n in 0..pairs_per_machine {
+            let t = Instant::now();
+            let result =
+                smol::block_on(smol::future::or(measure_pair(machine, n, changes), async {
+                    smol::Timer::after(PAIR_TIMEOUT).await;
+                    bail!("timed out after {} s", PAIR_TIMEOUT.as_secs())
+                }));
+            match result {
+                Ok(p) => {
+                    println!(
+                        "  {machine} pair {}: p50 {:.1} ms, floor p50 {:.1} ms ({:.0} s)",
+                        n + 1,
+                        pct(&p.watched.all(), 50.0),
+                        pct(&p.floor[0], 50.0),
+                        t.elapsed().as_secs_f64()
+                    );
+                    pairs.push(p);
+                }
+                Err(e) => {
+                    failure = Some(format!("{e:#}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            rows.push(Row::info(format!("{machine}: not measured"), why.clone()));
+            json.set(machine, Json::obj().with("error", why));
+            all_met = false;
+            continue;
+        }
+        let (r, j, met) = machine_report(machine, &pairs);
+        rows.extend(r);
+        json.set(machine, j);
+        all_met &= met;
+    }
     let mut notes = Vec::new();
-    if !met || !busy_met {
+    if !all_met {
         notes.push("A latency target is missed: see the analysis below the generated part.".into());
     }
     let method = format!(
-        "`msxsync serve` and two `msxsync play --headless --machine C-BIOS_MSX1` run as \
-         separate processes (release build), openMSX at normal speed (throttle on), \
-         everything on 127.0.0.1. The bench opens a second control connection to each \
-         player's openMSX (its Unix socket) and installs a probe watchpoint on the shared \
-         byte in both: on every write it appends `[clock microseconds]` and \
-         the value to a Tcl list inside openMSX. In player 1 it fires when the game's CPU \
-         writes the byte; in player 2 when msxsync writes the update into RAM. Both \
-         emulators read the same system clock, so the difference is the latency, free of \
-         any polling delay. The bench makes player 1's game write a new value \
-         {} times through the test cartridge's mailbox (the game performs the write at \
-         its next frame, like a real game would), {}-{} ms apart (pseudo-random, so writes \
-         fall at every point of the frame); the first {WARMUP} are warm-up and not \
-         counted. It does so twice, with new players each time: for the byte \
-         {TARGET:#06x}, in a region the game writes now and then (msxsync watches it), \
-         and for the byte {BUSY_TARGET:#06x} (rows \"busy region\"), in a region the game \
-         rewrites every frame, first byte to last (msxsync compares it instead of watching \
-         it: when the game writes its last byte, and at the start of every vertical \
-         blank). Frames are of the emulated machine (frame rate \
-         measured from the game's frame counter). Baseline from the same run: the round \
-         trip of a one-line command (a memory read) to player 1's throttled openMSX, which \
-         bounds how fast any write from outside can get into an emulator.",
-        WARMUP + CHANGES,
+        "For each of {} on its own: {pairs_per_machine} fresh pairs of players, each a new \
+         `msxsync serve` and two `msxsync play --headless --machine M` processes (release \
+         build), openMSX at normal speed (throttle on), everything on 127.0.0.1; player 2 \
+         starts once player 1's game runs (players start at moments of their own, and \
+         that decides how their emulators' sleeps fall against each other: see the \
+         analysis). The bench opens a second control connection to each player's openMSX \
+         (its Unix socket) and installs a probe watchpoint on the shared byte in both: on \
+         every write it appends `[clock microseconds]`, the value, whether msxsync wrote \
+         it, and `[machine_info time]` to a Tcl list inside openMSX. In the writer it \
+         fires when the game's CPU writes the byte; in the other player when msxsync \
+         writes the update into RAM. Every process reads the same system clock, so the \
+         difference is the latency, free of any polling delay. In each pair the bench \
+         makes the games write a new value {} times through the test cartridge's mailbox, \
+         player 1 and player 2 in turn (the game performs the write at its next frame, \
+         like a real game would), {}-{} ms apart (pseudo-random, so writes fall at every \
+         point of the frame); the first {WARMUP} are warm-up and not counted. It does so \
+         for the byte {TARGET:#06x}, in a region the games write now and then (msxsync \
+         watches it), then for the byte {BUSY_TARGET:#06x} (rows \"busy region\") while \
+         both games rewrite its region every frame, first byte to last (msxsync compares it \
+         instead of watching it: when the game writes its last byte, and at the start of \
+         every vertical blank). **Floor**: a third throttled headless openMSX on the same \
+         machine runs next to each pair; between two changes, at a random moment, the \
+         bench writes `debug write memory ADDR V` to its stdio control connection, the way \
+         `msxsync play` writes into its emulator, and a probe watchpoint there logs when \
+         it lands: sent to landed is what any write from outside waits for a throttled \
+         openMSX (openMSX's default sound buffer, as the issue defines the floor; the \
+         targets compare with it). A fourth one, with the sound buffer `msxsync play` sets \
+         ({SOUND_SAMPLES} samples), gets the same writes at the same moments: the row \
+         \"floor with play's sound buffer\" is the floor msxsync's players actually sit \
+         on. **Hops**: `play` and `serve` run with MSXSYNC_HOP_LOG (a line with the \
+         real-time clock at each step of a change; off by default), and bench-only Tcl \
+         traces on the hooks' `push` and `apply` log when those run; the rows \"hop N\" \
+         split the watched byte's latency into these steps (p50 / p99 / max of each, and \
+         in how many changes the step was found). Frames are of the emulated machine \
+         (frame rate measured from the game's frame counter).",
+        MACHINES.join(" and "),
+        WARMUP + changes,
         GAP_MS.0,
         GAP_MS.1
     );
@@ -409,25 +722,15 @@ pub fn run() -> Section {
         method,
         rows,
         notes,
-        json: json.with("busy_region", busy_json),
+        json,
     }
 }
 
 /// Self-checks run by `cargo test --benches`.
 pub fn self_check() {
-    let p1 = [(1000, 5), (2000, 6), (3000, 7)];
-    let p2 = [(900, 5), (1500, 5), (2600, 6)];
-    let (lat, lost) = pair_latencies(&p1, &p2);
-    assert_eq!(lat, vec![0.5, 0.6]);
-    assert_eq!(lost, 1);
-    let w = parse_probe("12 5 0 13 6 1").unwrap();
-    assert_eq!((w[0].us, w[0].value, w[0].by_msxsync), (12, 5, false));
-    assert_eq!((w[1].us, w[1].value, w[1].by_msxsync), (13, 6, true));
-    assert!(parse_probe("12 5").is_err());
     let mut r = XorShift::new(1);
     assert!((0..100).all(|_| (40..=120).contains(&r.range(40, 120))));
-    assert_eq!(
-        value_changes(&[(1, 9), (2, 9), (3, 5), (4, 5), (5, 9)], 9),
-        vec![(3, 5), (5, 9)]
-    );
+    assert!(probe_install("x", 5).contains("write_mem 5 {}"));
+    assert_eq!(pct(&[3.0, 1.0, 2.0], 50.0), 2.0);
+    assert!(spread(&[1.0]).starts_with("1.00 / 1.00"));
 }

@@ -13,6 +13,7 @@
 
 mod emu;
 mod fanout;
+mod hops;
 mod hostile;
 mod join;
 mod json;
@@ -71,6 +72,7 @@ fn main() {
         json::self_check();
         wire::self_check();
         latency::self_check();
+        hops::self_check();
         sys::self_check();
         println!("sync bench: self-checks passed; run the benchmarks with `make bench`");
         return;
@@ -117,6 +119,16 @@ fn main() {
     );
     if !all {
         println!("(a subset ran: docs/benchmarks.md and bench/results.json left alone)");
+        // For looking at a subset's raw figures while working on it.
+        if let Some(path) = std::env::var_os("MSXSYNC_BENCH_JSON") {
+            let mut j = Json::obj();
+            for s in &sections {
+                j.set(s.key, s.json.clone());
+            }
+            if let Err(e) = std::fs::write(&path, j.pretty()) {
+                eprintln!("sync bench: cannot write {}: {e}", path.to_string_lossy());
+            }
+        }
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -63,6 +63,8 @@ struct ModeResult {
     cpu_us_watched: Vec<f64>,
     /// Per pair: CPU µs per frame watched minus unwatched.
     added_cpu_us: Vec<f64>,
+    /// Settle timers fired per emulated frame, watched (counted in a window of its own).
+    timers_per_frame: f64,
 }
 
 impl ModeResult {
@@ -107,7 +109,44 @@ async fn frame_rate(msx: &OpenMsx) -> Result<f64> {
     Ok(frames / (t1 - t0))
 }
 
-async fn measure() -> Result<(f64, Vec<ModeResult>, u64, u64)> {
+/// Counts the hooks' settle timers firing (`msxsync::settle`) for one window: per
+/// emulated frame. A bench-only trace, in a window not used for the CPU figures.
+async fn timers_per_frame(msx: &OpenMsx, hz: f64) -> Result<f64> {
+    msx.command(
+        "set ::bench_settles 0; proc ::bench_settle_trace {args} {incr ::bench_settles}; \
+         trace add execution ::msxsync::settle enter ::bench_settle_trace",
+    )
+    .await?;
+    let (t0, _) = clock(msx).await?;
+    let n0: f64 = msx.command("set ::bench_settles").await?.parse()?;
+    smol::Timer::after(WINDOW).await;
+    let (t1, _) = clock(msx).await?;
+    let n1: f64 = msx.command("set ::bench_settles").await?.parse()?;
+    msx.command("trace remove execution ::msxsync::settle enter ::bench_settle_trace")
+        .await?;
+    Ok((n1 - n0) / ((t1 - t0) * hz).max(1.0))
+}
+
+/// What one `after time` timer firing costs openMSX on this computer: CPU per frame
+/// with a chain of timers every millisecond of emulated time (20 a frame, doing
+/// nothing) minus without, divided by the timers per frame; median of `REPS` pairs.
+async fn timer_cost(msx: &OpenMsx, pid: u32, hz: f64) -> Result<f64> {
+    let mut costs = Vec::new();
+    for _ in 0..REPS {
+        msx.command("proc ::bench_tick {} {}").await?;
+        smol::Timer::after(SETTLE).await;
+        let (_, plain) = window(msx, pid, hz).await?;
+        msx.command("proc ::bench_tick {} {after time 0.001 ::bench_tick}; ::bench_tick")
+            .await?;
+        smol::Timer::after(SETTLE).await;
+        let (_, ticking) = window(msx, pid, hz).await?;
+        costs.push((ticking - plain) / (1000.0 / hz));
+    }
+    msx.command("proc ::bench_tick {} {}").await?;
+    Ok(median(&costs))
+}
+
+async fn measure() -> Result<(f64, Vec<ModeResult>, u64, u64, f64)> {
     let (msx, mut hooks) = emu::start(&testrom::rom_path(), false).await?;
     let regions = testrom::regions();
     // A real server and client drain the pushes, as `msxsync play` would.
@@ -179,10 +218,13 @@ async fn measure() -> Result<(f64, Vec<ModeResult>, u64, u64)> {
             r.cpu_us_watched.push(pair[1].1);
             r.added_cpu_us.push(pair[1].1 - pair[0].1);
         }
+        hooks.watch(&regions).await?;
+        r.timers_per_frame = timers_per_frame(&msx, hz).await?;
         hooks.uninstall().await?;
         out.push(r);
     }
     emu::game_does(&msx, &mut seq, CMD_EVERY_FRAME, 0, EF_NONE).await?;
+    let per_timer = timer_cost(&msx, pid, hz).await?;
     msx.shutdown().await.ok();
     forward.cancel().await;
     drain.cancel().await;
@@ -192,6 +234,7 @@ async fn measure() -> Result<(f64, Vec<ModeResult>, u64, u64)> {
         out,
         pushes.load(Ordering::Relaxed),
         updates.load(Ordering::Relaxed),
+        per_timer,
     ))
 }
 
@@ -202,7 +245,7 @@ pub fn run() -> Section {
         smol::Timer::after(Duration::from_secs(180)).await;
         bail!("timed out after 180 s")
     }));
-    let (hz, modes, pushes, updates) = match result {
+    let (hz, modes, pushes, updates, per_timer) = match result {
         Ok(r) => r,
         Err(e) => return Section::failed("overhead", title, format!("{e:#}")),
     };
@@ -237,6 +280,12 @@ pub fn run() -> Section {
             share
         );
         let per_hit_ns = added * 1000.0 / STRESS_WRITES;
+        if mode.ef != EF_NONE {
+            rows.push(Row::info(
+                format!("{}: settle timers fired per frame", mode.what),
+                format!("{:.2}", r.timers_per_frame),
+            ));
+        }
         let what = format!("{}: added CPU per frame", mode.what);
         match mode.ef {
             EF_CHANGING | EF_UNCHANGED => {
@@ -259,7 +308,8 @@ pub fn run() -> Section {
             .with("added_cpu_us_per_frame_pairs", nums(&r.added_cpu_us))
             .with("added_cpu_us_per_frame", added)
             .with("added_us_per_frame_from_wall_fps", r.added_wall())
-            .with("share_of_one_core_at_50hz_percent", share);
+            .with("share_of_one_core_at_50hz_percent", share)
+            .with("settle_timers_per_frame", r.timers_per_frame);
         if mode.ef == EF_STRESS {
             j.set("writes_per_frame", STRESS_WRITES);
             j.set("ns_per_watchpoint_hit", per_hit_ns);
@@ -273,6 +323,10 @@ pub fn run() -> Section {
             ));
         }
     }
+    rows.push(Row::info(
+        "one `after time` timer firing (idle game, 20 a frame, nothing in it): added CPU",
+        us(per_timer),
+    ));
     rows.push(Row::info(
         "pushes forwarded to the server / updates drained (whole section)",
         format!("{pushes} / {updates}"),
@@ -294,7 +348,15 @@ pub fn run() -> Section {
          and results.json too. The hooks' pushes go through the control connection to a library client \
          and an in-process server, exactly the path `msxsync play` uses, so (a) includes \
          the flush, the push and openMSX writing it out. The stress cost per hit is the \
-         added time divided by the 1536 writes of a frame."
+         added time divided by the 1536 writes of a frame. Two rows explain where the \
+         added time goes and why it differs so much between computers: how many of the \
+         hooks' settle timers fire per frame (counted by a bench-only trace in one extra \
+         watched window per mode), and what one `after time` firing costs openMSX here \
+         (5 pairs of windows with and without a chain of empty timers every emulated \
+         millisecond). A firing makes openMSX leave its emulation loop for a pass of its \
+         main loop: about ten system calls and four switches between its threads, whose \
+         cost depends on the kernel, the hypervisor and the load far more than on the \
+         CPU's speed."
     );
     Section {
         key: "overhead",
@@ -308,6 +370,7 @@ pub fn run() -> Section {
             .with("window_seconds", WINDOW.as_secs_f64())
             .with("modes", jmodes)
             .with("pushes_forwarded", pushes)
+            .with("cpu_us_per_timer_firing", per_timer)
             .with("updates_drained", updates),
     }
 }

@@ -23,7 +23,8 @@ pub struct PlayProcess {
 }
 
 impl PlayProcess {
-    /// Starts `msxsync play` for `game` on `server` with its own ROM cache folder.
+    /// Starts `msxsync play` for `game` on `server` on C-BIOS_MSX1 with its own ROM
+    /// cache folder.
     pub fn start(
         server: &str,
         game: &str,
@@ -31,8 +32,22 @@ impl PlayProcess {
         cache_dir: &Path,
         join_now: bool,
     ) -> Result<PlayProcess> {
+        Self::start_on("C-BIOS_MSX1", server, game, name, cache_dir, join_now, None)
+    }
+
+    /// Like [`PlayProcess::start`] on `machine`; with `hop_log`, the process appends
+    /// its hop timestamps there (MSXSYNC_HOP_LOG).
+    pub fn start_on(
+        machine: &str,
+        server: &str,
+        game: &str,
+        name: &str,
+        cache_dir: &Path,
+        join_now: bool,
+        hop_log: Option<&Path>,
+    ) -> Result<PlayProcess> {
         let mut cmd = Command::new(msxsync_exe());
-        cmd.args(["play", "--headless", "--machine", "C-BIOS_MSX1"])
+        cmd.args(["play", "--headless", "--machine", machine])
             .args(["--game", game, "--server", server, "--name", name])
             .arg("--cache-dir")
             .arg(cache_dir)
@@ -41,6 +56,9 @@ impl PlayProcess {
             .stderr(Stdio::piped());
         if join_now {
             cmd.arg("--join-now");
+        }
+        if let Some(log) = hop_log {
+            cmd.env("MSXSYNC_HOP_LOG", log);
         }
         let spawned = Instant::now();
         let mut child = cmd
@@ -75,6 +93,11 @@ impl PlayProcess {
             stderr_tail: tail,
             openmsx_pid: None,
         })
+    }
+
+    /// The `msxsync play` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the process wrote to stderr last, for error messages.

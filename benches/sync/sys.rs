@@ -187,13 +187,22 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts the server on the games in `games_dir` and waits for "listening on".
     pub fn start(games_dir: &Path) -> Result<ServeProcess> {
-        ServeProcess::start_with(games_dir, &[])
+        ServeProcess::start_with(games_dir, &[], None)
     }
 
-    /// [`ServeProcess::start`] with more `serve` arguments (limits, for instance).
-    pub fn start_with(games_dir: &Path, extra: &[&str]) -> Result<ServeProcess> {
+    /// [`ServeProcess::start`] with more `serve` arguments (limits, for instance); with
+    /// `hop_log`, the server appends its hop timestamps there (MSXSYNC_HOP_LOG).
+    pub fn start_with(
+        games_dir: &Path,
+        extra: &[&str],
+        hop_log: Option<&Path>,
+    ) -> Result<ServeProcess> {
         let state = tempfile::tempdir().context("creating a state folder for the server")?;
-        let mut child = Command::new(msxsync_exe())
+        let mut cmd = Command::new(msxsync_exe());
+        if let Some(log) = hop_log {
+            cmd.env("MSXSYNC_HOP_LOG", log);
+        }
+        let mut child = cmd
             .args([
                 "serve",
                 "--bind",

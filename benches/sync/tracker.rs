@@ -129,6 +129,7 @@ fn run_step(players: usize, rate: u32) -> Result<Step> {
     let serve = ServeProcess::start_with(
         &games_dir(),
         &["--max-per-address", "512", "--max-players", "512"],
+        None,
     )?;
     let pid = serve.pid();
     let addr = serve.addr.clone();

@@ -601,6 +601,11 @@ fn read_output<R: BufRead>(
                 machine,
                 value,
             })) => {
+                if crate::hops::enabled() {
+                    // The hooks' pushes start `TOKEN SEQ`: the benchmark matches on SEQ.
+                    let seq = value.split_whitespace().nth(1).unwrap_or("-");
+                    crate::hops::log(format_args!("omsx-update {seq}"));
+                }
                 let _ = tx.try_send(Event::Update {
                     kind,
                     name,

@@ -137,6 +137,51 @@ fn uses_new_watchpoint_api(version: (u32, u32)) -> bool {
     version.0 >= 21
 }
 
+/// Parses `msxsync::read`'s answer (one hex string per region), checking the count and
+/// each region's size.
+fn parse_regions(reply: &str, sizes: &[usize]) -> Result<Vec<Vec<u8>>> {
+    let parts: Vec<&str> = reply.split_ascii_whitespace().collect();
+    if parts.len() != sizes.len() {
+        bail!(
+            "openmsx returned {} regions, expected {}",
+            parts.len(),
+            sizes.len()
+        );
+    }
+    parts
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (p, &n))| {
+            let bytes = hex::decode(p).with_context(|| format!("region {i} from openmsx"))?;
+            if bytes.len() != n {
+                bail!("region {i} from openmsx has {} bytes, not {n}", bytes.len());
+            }
+            Ok(bytes)
+        })
+        .collect()
+}
+
+/// A state query posted with [`Hooks::query_state`], answered later.
+pub struct StateQuery {
+    active: Reply,
+    state: Reply,
+    sizes: Vec<usize>,
+}
+
+impl StateQuery {
+    /// Waits for the answers: whether the hooks were active, and every region's RAM.
+    pub async fn answer(self) -> Result<(bool, Vec<Vec<u8>>)> {
+        let active = self.active.wait().await?.trim() == "1";
+        let reply = self
+            .state
+            .wait()
+            .await
+            .with_context(|| format!("reading regions with {}", procs::READ))?;
+        Ok((active, parse_regions(&reply, &self.sizes)?))
+    }
+}
+
 /// Formats changes as the flat Tcl list `REGION OFFSET VALUESHEX MASKSHEX ...` that
 /// `msxsync::apply` takes: numbers and hex only.
 pub fn format_changes(changes: &[Change]) -> String {
@@ -519,27 +564,18 @@ impl Hooks {
             .command(proc_name)
             .await
             .with_context(|| format!("reading regions with {proc_name}"))?;
-        let sizes = self.region_sizes();
-        let parts: Vec<&str> = reply.split_ascii_whitespace().collect();
-        if parts.len() != sizes.len() {
-            bail!(
-                "openmsx returned {} regions, expected {}",
-                parts.len(),
-                sizes.len()
-            );
-        }
-        parts
-            .iter()
-            .zip(&sizes)
-            .enumerate()
-            .map(|(i, (p, &n))| {
-                let bytes = hex::decode(p).with_context(|| format!("region {i} from openmsx"))?;
-                if bytes.len() != n {
-                    bail!("region {i} from openmsx has {} bytes, not {n}", bytes.len());
-                }
-                Ok(bytes)
-            })
-            .collect()
+        parse_regions(&reply, &self.region_sizes())
+    }
+
+    /// Asks whether the hooks are active and what every region holds, without waiting:
+    /// openMSX answers only between its bursts of emulation, and the sync loop goes on
+    /// meanwhile. Both run in openMSX after every command posted before.
+    pub fn query_state(&self) -> Result<StateQuery> {
+        Ok(StateQuery {
+            active: self.msx.post(procs::IS_ACTIVE)?,
+            state: self.msx.post(procs::READ)?,
+            sizes: self.region_sizes(),
+        })
     }
 
     /// The current RAM of every watched region.

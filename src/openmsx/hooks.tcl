@@ -4,10 +4,10 @@
 # - keeps a shadow copy of every shared RAM region: the bytes as last synced;
 # - puts one write watchpoint on each region; a hit only compares the written byte with
 #   the shadow and, when it differs, marks the region dirty and schedules a flush for
-#   when the game has written no new value for a millisecond of emulated time (so a
-#   value written in a quick burst does not travel torn, and a change leaves within
-#   about a millisecond instead of waiting for the next frame); a frame in which
-#   nothing changes costs only the hits;
+#   when the game has written no new value for a moment (50 µs) of emulated time (so
+#   a value written in a quick burst does not travel torn, and a change leaves at once
+#   instead of waiting for the next frame); a frame in which nothing changes costs
+#   only the hits;
 # - a flush diffs the dirty regions against the shadow, updates the shadow and pushes
 #   the changed bits to msxsync through the user setting `msxsync_out`;
 # - `apply` writes remote changes into RAM and shadow in one Tcl command, with a flag
@@ -96,9 +96,11 @@ namespace eval msxsync {
     variable backstop ""      ;# timer of the next settle check
     variable changes 0        ;# hits that saw a new value (only compared, may wrap)
     variable settled 0        ;# `changes` at the last settle check
-    variable settle_round 0   ;# settle checks since the flush was scheduled
-    variable settle_time 0.001 ;# emulated seconds without a new value before a flush
-    variable settle_max 20    ;# settle checks before flushing anyway (~20 ms)
+    variable settle_time 0.00005 ;# first wait (emulated s) for more new values (see `schedule_flush`)
+    variable settle_cap 0.001 ;# every further wait while new values keep coming
+    variable settle_limit 0.02 ;# emulated seconds of waiting before flushing anyway
+    variable settle_wait 0    ;# the current wait
+    variable settle_spent 0   ;# waited since the flush was scheduled
     variable switch_id ""     ;# id of our `after machine_switch`
     variable init_bp ""       ;# id of the cartridge INIT breakpoint
     variable machine_id ""    ;# the machine the watchpoints are on
@@ -497,31 +499,46 @@ proc msxsync::hit {r start} {
     }
 }
 
-# A flush waits until the game has written no new value for `settle_time` (emulated
-# seconds): a game updates a multi-byte value or a table in a quick burst, and sending
-# it half-written would show the others a torn value. Writing on for `settle_max`
-# checks in a row flushes anyway, so a game that never pauses still syncs.
+# A flush waits until the game has written no new value for a moment of emulated time:
+# a game updates a multi-byte value or a table in a quick burst of writes, and sending
+# it half-written would show the others a torn value. The first wait is `settle_time`,
+# 50 µs (179 Z80 T-states, a few dozen instructions: longer than the writes of one value
+# take); while new values keep coming every further wait is `settle_cap`, 1 ms, so a
+# long burst (a table) costs two or three timers, not one per write. Each timer that
+# fires costs openMSX a pass of its main loop, about ten system calls and four thread
+# switches (openMSX 18, measured: docs/benchmarks.md), which is most of what the hooks
+# cost a frame and the part that varies most between computers; an earlier rule that
+# doubled the wait from 50 µs fired five timers for a 64-byte table. Writing on for
+# `settle_limit` flushes anyway, so a game that never pauses still syncs.
+# Why so short: a throttled openMSX emulates a few frames' worth of time in a burst,
+# then sleeps (until its sound buffer has room: about 23 ms with the default 1024
+# samples, 12 ms with the 512 `msxsync play` sets). A timer that ends after the burst fires only in the next one, so with a
+# 1 ms wait about one change in 200 left a whole burst later (docs/benchmarks.md).
 proc msxsync::schedule_flush {} {
     variable flush_pending 1
     variable auto_flush
     if {!$auto_flush} return
     variable changes
     variable settled $changes
-    variable settle_round 0
     variable settle_time
-    variable backstop [after time $settle_time msxsync::settle]
+    variable settle_wait $settle_time
+    variable settle_spent $settle_time
+    variable backstop [after time $settle_wait msxsync::settle]
 }
 
 proc msxsync::settle {} {
     variable changes
     variable settled
-    variable settle_round
-    variable settle_max
+    variable settle_wait
+    variable settle_spent
+    variable settle_limit
     variable backstop ""
-    if {$changes != $settled && [incr settle_round] < $settle_max} {
+    if {$changes != $settled && $settle_spent < $settle_limit} {
         set settled $changes
-        variable settle_time
-        set backstop [after time $settle_time msxsync::settle]
+        variable settle_cap
+        set settle_wait $settle_cap
+        set settle_spent [expr {$settle_spent + $settle_wait}]
+        set backstop [after time $settle_wait msxsync::settle]
         return
     }
     flush

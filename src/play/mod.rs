@@ -94,6 +94,15 @@ fn default_name() -> String {
 /// its logo for a few emulated seconds first.
 const CARTRIDGE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// openMSX's sound buffer (`samples`) in the emulators `play` starts. A throttled
+/// openMSX emulates until the buffer is full and then sleeps, without reading its
+/// control connection, until the buffer has room again: with openMSX 18's default of
+/// 1024 samples (23 ms at 44.1 kHz) an update from another player waits up to 23 ms
+/// before it can be written into RAM, with 512 at most 12 ms (docs/architecture.md,
+/// "The latency floor"). Smaller still would save more but risks drop-outs of the
+/// sound on a busy computer.
+pub const SOUND_SAMPLES: u32 = 512;
+
 /// Counters of what one player did, for people and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -232,7 +241,13 @@ impl Player {
                     romtype: game.romtype.clone(),
                     headless: opts.headless,
                 };
-                OpenMsx::spawn(&launch).await?
+                let msx = OpenMsx::spawn(&launch).await?;
+                // Settings are not saved on exit (`OpenMsx::spawn`), so the player's
+                // own choice comes back next time they start openMSX themselves.
+                if let Err(e) = msx.command(&format!("set samples {SOUND_SAMPLES}")).await {
+                    tracing::warn!("could not set openMSX's sound buffer: {e:#}");
+                }
+                msx
             }
             Some(target) => {
                 let msx = OpenMsx::attach(target).await?;

@@ -57,9 +57,18 @@ enum Input {
     Emulator(Event),
     Reconnected(Box<Result<(Client, Joined)>>),
     Tick,
+    /// openMSX answered the desync check's question.
+    Checked(Box<Result<StateCheck>>),
     /// Time to show the notices that are due.
     NoticeTick,
     Stop,
+}
+
+/// The desync check's answer and what RAM should have held when openMSX read it.
+struct StateCheck {
+    active: bool,
+    ram: Vec<Vec<u8>>,
+    expected: Vec<Vec<u8>>,
 }
 
 /// Who this player is, for reconnecting.
@@ -435,6 +444,10 @@ impl Session {
             }
         }
         let mut reconnecting: Option<smol::Task<()>> = None;
+        let mut checking: Option<smol::Task<()>> = None;
+        // A tick that came while the last check was still waiting for openMSX: the
+        // next check starts as soon as that one is answered, as if it had queued.
+        let mut tick_waiting = false;
         let mut attempt = 0u32;
         let mut stash: Option<Input> = None;
         let result = loop {
@@ -481,7 +494,22 @@ impl Session {
                         Ok(None)
                     }
                 },
-                Input::Tick => self.check_desync().await.map(|()| None),
+                Input::Tick if checking.is_none() => self.start_check(&tx).map(|task| {
+                    checking = task;
+                    None
+                }),
+                Input::Tick => {
+                    tick_waiting = true;
+                    Ok(None)
+                }
+                Input::Checked(answer) => {
+                    checking = None;
+                    let finished = self.finish_check(*answer).await;
+                    if finished.is_ok() && std::mem::take(&mut tick_waiting) {
+                        stash = Some(Input::Tick);
+                    }
+                    finished.map(|()| None)
+                }
                 Input::NoticeTick => {
                     self.show_notices();
                     Ok(None)
@@ -505,6 +533,7 @@ impl Session {
             }
         };
         drop(reconnecting);
+        drop(checking);
         if let Some(mut s) = self.sender.take() {
             s.close().await;
         }
@@ -539,6 +568,10 @@ impl Session {
     async fn on_emulator(&mut self, ev: Event) -> Result<Option<Ending>> {
         if ev == Event::Closed {
             return Ok(Some(Ending::OpenMsxClosed));
+        }
+        if let (true, Event::Update { value, .. }) = (crate::hops::enabled(), &ev) {
+            let seq = value.split_whitespace().nth(1).unwrap_or("-");
+            crate::hops::log(format_args!("play-push {seq}"));
         }
         let decoded = self.hooks.decode(&ev);
         if let Some(Ok(e)) = &decoded {
@@ -663,6 +696,7 @@ impl Session {
             let Some(sender) = self.sender.as_mut() else {
                 return;
             };
+            crate::hops::log(format_args!("play-send {} {batch}", self.sync.me()));
             let sent = sender.send_changes(batch, part.to_vec()).await;
             self.sent(sent);
         }
@@ -762,10 +796,12 @@ impl Session {
             }
         }
         let posted = match alive {
-            Ok(_) if !apply.changes.is_empty() || !apply.counters.is_empty() => self
-                .hooks
-                .post_apply(&apply.changes, &apply.counters)
-                .map(Some),
+            Ok(_) if !apply.changes.is_empty() || !apply.counters.is_empty() => {
+                crate::hops::log(format_args!("play-post"));
+                self.hooks
+                    .post_apply(&apply.changes, &apply.counters)
+                    .map(Some)
+            }
             _ => Ok(None),
         };
         drop(apply);
@@ -910,6 +946,7 @@ impl Session {
 
     /// Counts an update received (`applied`: something of it goes into openMSX).
     fn received(&self, seq: u64, player: crate::protocol::PlayerId, applied: bool) {
+        crate::hops::log(format_args!("play-recv {seq}"));
         Stats::bump(&self.stats.updates_received);
         self.stats.seq.store(seq, Ordering::Relaxed);
         if player != self.sync.me() {
@@ -1042,17 +1079,45 @@ impl Session {
         Ok(())
     }
 
+    /// Starts the desync check: posts the question to openMSX and hands the answer
+    /// to the loop as an input later ([`Self::finish_check`]). openMSX answers only at
+    /// the end of its current sleep (up to a burst period, ~23 ms), and updates that
+    /// arrive meanwhile must not wait for it. `None` when there is nothing to check.
+    fn start_check(&mut self, tx: &async_channel::Sender<Input>) -> Result<Option<smol::Task<()>>> {
+        if !self.active || self.sender.is_none() {
+            self.suspects.clear();
+            return Ok(None);
+        }
+        let query = self.hooks.query_state()?;
+        // What RAM should hold when openMSX reads it: the read runs after every apply
+        // posted so far, and the mirror is as of those.
+        let expected = self.sync.expected();
+        let tx = tx.clone();
+        Ok(Some(smol::spawn(async move {
+            let answer = query.answer().await.map(|(active, ram)| StateCheck {
+                active,
+                ram,
+                expected,
+            });
+            let _ = tx.send(Input::Checked(Box::new(answer))).await;
+        })))
+    }
+
     /// Compares the shared regions with what they should hold and repairs bytes that
     /// stay wrong across two checks (a write to "Main RAM", a cheat, a bug): a byte that
     /// differs only for a moment is a game write on its way out.
-    async fn check_desync(&mut self) -> Result<()> {
-        // The hooks hold by themselves (boot, gate closing), so ask them, not our flag.
-        if !self.active || self.sender.is_none() || !self.hooks.is_active().await? {
+    async fn finish_check(&mut self, answer: Result<StateCheck>) -> Result<()> {
+        let StateCheck {
+            active,
+            ram,
+            expected,
+        } = answer?;
+        // The hooks hold by themselves (boot, gate closing), so their answer counts;
+        // and the loop may have stopped syncing since it asked.
+        if !active || !self.active || self.sender.is_none() {
             self.suspects.clear();
             return Ok(());
         }
-        let ram = self.hooks.read_state().await?;
-        let expected = self.sync.expected();
         let mut now = Vec::new();
         for (region, (have, want)) in ram.iter().zip(&expected).enumerate() {
             for (offset, (&have, &want)) in have.iter().zip(want).enumerate() {

@@ -1448,6 +1448,7 @@ async fn serve_connection(
     // Set (and the queue closed, to wake the writer) when the reader is done: the
     // writer stops at the next message boundary.
     let stopped = AtomicBool::new(false);
+    let me = conn.id;
     let end = {
         let reader = std::pin::pin!(smol::future::or(
             async {
@@ -1463,12 +1464,15 @@ async fn serve_connection(
         ));
         let writer = std::pin::pin!(pump(
             &mut sink,
-            &queue,
-            &outbox.queued,
-            shared.config.ping_interval,
-            &rtt,
-            &mid_message,
-            &stopped,
+            Pump {
+                queue: &queue,
+                queued: &outbox.queued,
+                ping_every: shared.config.ping_interval,
+                rtt: &rtt,
+                mid_message: &mid_message,
+                stopped: &stopped,
+                to: me,
+            },
         ));
         match futures_util::future::select(reader, writer).await {
             futures_util::future::Either::Left((end, writer)) => {
@@ -1516,18 +1520,37 @@ async fn serve_connection(
     drop(ticket);
 }
 
+/// What a connection's writer works with, besides its socket.
+struct Pump<'a> {
+    /// The connection's outgoing messages.
+    queue: &'a async_channel::Receiver<Outgoing>,
+    /// Bytes still queued, counted against the connection's budget.
+    queued: &'a AtomicUsize,
+    /// Ping after this long without a write.
+    ping_every: Duration,
+    /// The round-trip clock the pings feed.
+    rtt: &'a Rtt,
+    /// Set while a message is half written.
+    mid_message: &'a AtomicBool,
+    /// Set when the reader is done.
+    stopped: &'a AtomicBool,
+    /// Who the connection belongs to (for the hop log).
+    to: PlayerId,
+}
+
 /// Writes queued messages to the socket until it fails (returns why) or `stopped` is
 /// set (returns `None`, between two messages; the queue is closed to wake it). Pings
 /// the client when nothing was queued for `ping_every`, so a dead peer shows.
-async fn pump(
-    sink: &mut Sink,
-    queue: &async_channel::Receiver<Outgoing>,
-    queued: &AtomicUsize,
-    ping_every: Duration,
-    rtt: &Rtt,
-    mid_message: &AtomicBool,
-    stopped: &AtomicBool,
-) -> Option<String> {
+async fn pump(sink: &mut Sink, pump: Pump<'_>) -> Option<String> {
+    let Pump {
+        queue,
+        queued,
+        ping_every,
+        rtt,
+        mid_message,
+        stopped,
+        to,
+    } = pump;
     // Ok(true): the queue ended; Ok(false): told to stop.
     let result: Result<bool, WsError> = async {
         let mut last_write: Option<Instant> = None;
@@ -1587,6 +1610,9 @@ async fn pump(
                 let parts = batch.iter().map(|m| m.bytes.to_vec()).collect();
                 Bytes::from(protocol::encode(&ServerMsg::Several(parts)))
             };
+            if crate::hops::enabled() {
+                crate::hops::log(format_args!("serve-write {to} {}", update_seqs(&bytes)));
+            }
             send(sink, bytes, mid_message).await?;
             queued.fetch_sub(batch.iter().map(Outgoing::cost).sum(), Ordering::Relaxed);
             last_write = Some(Instant::now());
@@ -1740,6 +1766,29 @@ fn is_loopback(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
+    }
+}
+
+/// The `seq` of every update in an encoded message, for the hop log.
+fn update_seqs(bytes: &[u8]) -> String {
+    let mut seqs = Vec::new();
+    let mut add = |m: &ServerMsg| {
+        if let ServerMsg::Update { seq, .. } = m {
+            seqs.push(seq.to_string());
+        }
+    };
+    match protocol::decode::<ServerMsg>(bytes) {
+        Ok(ServerMsg::Several(packed)) => packed
+            .iter()
+            .filter_map(|b| protocol::decode::<ServerMsg>(b).ok())
+            .for_each(|m| add(&m)),
+        Ok(m) => add(&m),
+        Err(_) => {}
+    }
+    if seqs.is_empty() {
+        "-".into()
+    } else {
+        seqs.join(",")
     }
 }
 
@@ -1937,6 +1986,9 @@ impl Conn {
             return Err(End::quiet("no longer in its room"));
         }
         let update = apply(&mut room.state, self.id).map_err(End::tell)?;
+        if let (true, ServerMsg::Update { seq, batch, .. }) = (crate::hops::enabled(), &update) {
+            crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
+        }
         // Sequencing and queueing under one lock: everyone sees the same order.
         room.broadcast(shared, shared.budget.message(&update), None);
         let Room { history, state, .. } = &mut *room;
