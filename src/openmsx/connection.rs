@@ -68,25 +68,11 @@ impl LaunchOptions {
 /// Something openMSX said on its own, not as a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A `<log>` element (e.g. errors, `message` output).
-    Log {
-        /// "info", "warning", "error"...
-        level: String,
-        /// The message.
-        text: String,
-    },
-    /// An `<update>` element; the hooks' pushes arrive as `kind == "setting"`,
-    /// `name == "msxsync_out"` (see [`super::hooks::Hooks::decode`]).
-    Update {
-        /// `type` attribute, e.g. "setting".
-        kind: String,
-        /// `name` attribute.
-        name: String,
-        /// `machine` attribute, for machine-specific settings.
-        machine: Option<String>,
-        /// The new value.
-        value: String,
-    },
+    /// A `<log>` element (errors, `message` output) or an `<update>` element (the
+    /// hooks' pushes arrive as a "setting" update named `msxsync_out`, see
+    /// [`super::hooks::Hooks::decode`]). Never an [`Output::Reply`]: replies go to
+    /// the command that asked.
+    Said(Output),
     /// A line openMSX wrote to stderr.
     Stderr(String),
     /// The output could not be parsed; the connection is closed after this.
@@ -592,26 +578,13 @@ fn read_output<R: BufRead>(
                     ));
                 }
             }
-            Ok(Some(Output::Log { level, text })) => {
-                let _ = tx.try_send(Event::Log { level, text });
-            }
-            Ok(Some(Output::Update {
-                kind,
-                name,
-                machine,
-                value,
-            })) => {
-                if crate::hops::enabled() {
+            Ok(Some(said)) => {
+                if let (true, Output::Update { value, .. }) = (crate::hops::enabled(), &said) {
                     // The hooks' pushes start `TOKEN SEQ`: the benchmark matches on SEQ.
                     let seq = value.split_whitespace().nth(1).unwrap_or("-");
                     crate::hops::log(format_args!("omsx-update {seq}"));
                 }
-                let _ = tx.try_send(Event::Update {
-                    kind,
-                    name,
-                    machine,
-                    value,
-                });
+                let _ = tx.try_send(Event::Said(said));
             }
             Ok(None) => break,
             Err(e) => {

@@ -15,6 +15,7 @@
 //!    [`Hooks::apply_all`], with counters) the server's updates made by other players.
 
 use super::connection::{Event, OpenMsx, Reply};
+use super::xml::Output;
 use crate::counter::{Counter, CounterWrite, Flushed};
 use crate::delta::Change;
 use crate::hex;
@@ -445,12 +446,12 @@ impl Hooks {
     /// settings, stale values), else the decoded push or why it is malformed.
     pub fn decode(&self, event: &Event) -> Option<Result<HookEvent>> {
         match event {
-            Event::Update {
+            Event::Said(Output::Update {
                 kind,
                 name,
                 machine: None,
                 value,
-            } if kind == "setting" && name == PUSH_SETTING => {
+            }) if kind == "setting" && name == PUSH_SETTING => {
                 parse_push(value, self.token, &self.spans)
                     .with_context(|| format!("malformed push from the openmsx hooks: {value:?}"))
                     .transpose()

@@ -11,3 +11,4 @@ pub mod xml;
 
 pub use connection::{Event, LaunchOptions, OpenMsx, Reply};
 pub use hooks::{HookEvent, Hooks};
+pub use xml::Output;

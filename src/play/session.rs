@@ -12,7 +12,7 @@ use crate::client::{self, Client, ClientReceiver, ClientSender};
 use crate::counter::{CounterOp, CounterWrite, Flushed};
 use crate::delta::Change;
 use crate::openmsx::hooks::JOIN_KEY;
-use crate::openmsx::{Event, HookEvent, Hooks};
+use crate::openmsx::{Event, HookEvent, Hooks, Output};
 use crate::protocol::{
     Joined, OnRestart, PlayerId, PlayerInfo, ServerMsg, MAX_CHANGES_PER_MESSAGE, MAX_PLAYERS,
 };
@@ -569,7 +569,7 @@ impl Session {
         if ev == Event::Closed {
             return Ok(Some(Ending::OpenMsxClosed));
         }
-        if let (true, Event::Update { value, .. }) = (crate::hops::enabled(), &ev) {
+        if let (true, Event::Said(Output::Update { value, .. })) = (crate::hops::enabled(), &ev) {
             let seq = value.split_whitespace().nth(1).unwrap_or("-");
             crate::hops::log(format_args!("play-push {seq}"));
         }
@@ -667,7 +667,7 @@ impl Session {
             }
             Some(Err(e)) => warn!("{e:#}"),
             None => {
-                if let Event::Log { level, text } = &ev {
+                if let Event::Said(Output::Log { level, text }) = &ev {
                     match level.as_str() {
                         "warning" => warn!("openMSX: {}", printable(text)),
                         "error" => error!("openMSX: {}", printable(text)),
