@@ -49,6 +49,8 @@ use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use futures_util::future::Either;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use game::GameState;
 use limits::{Admission, Failures, Limits, Registry, RoomLimits, Rooms, Source};
@@ -1450,42 +1452,64 @@ async fn serve_connection(
     let stopped = AtomicBool::new(false);
     let me = conn.id;
     let end = {
-        let reader = std::pin::pin!(smol::future::or(
-            async {
-                let mut reader = Reader::new(&mut source, &rtt, &shared.live);
-                conn.read_loop(&mut reader).await
-            },
-            async {
-                kicked
-                    .recv()
-                    .await
-                    .unwrap_or_else(|_| End::quiet("server stopping"))
-            },
-        ));
-        let writer = std::pin::pin!(pump(
-            &mut sink,
-            Pump {
-                queue: &queue,
-                queued: &outbox.queued,
-                ping_every: shared.config.ping_interval,
-                rtt: &rtt,
-                mid_message: &mid_message,
-                stopped: &stopped,
-                to: me,
-            },
-        ));
-        match futures_util::future::select(reader, writer).await {
-            futures_util::future::Either::Left((end, writer)) => {
+        let reader = async {
+            Done::Read(
+                smol::future::or(
+                    async {
+                        let mut reader = Reader::new(&mut source, &rtt, &shared.live);
+                        conn.read_loop(&mut reader).await
+                    },
+                    async {
+                        kicked
+                            .recv()
+                            .await
+                            .unwrap_or_else(|_| End::quiet("server stopping"))
+                    },
+                )
+                .await,
+            )
+        };
+        let writer = async {
+            Done::Wrote(
+                pump(
+                    &mut sink,
+                    Pump {
+                        queue: &queue,
+                        queued: &outbox.queued,
+                        ping_every: shared.config.ping_interval,
+                        rtt: &rtt,
+                        mid_message: &mid_message,
+                        stopped: &stopped,
+                        to: me,
+                    },
+                )
+                .await,
+            )
+        };
+        // Reader and writer each get their own waker, so that only the one that was
+        // woken is polled. Polled together (`select`), every wake of the writer (an
+        // update queued, its write interval over) also polled the reader, which cost a
+        // `recvfrom` that found nothing and a look at its timers: at 64 busy players
+        // about half of the server's system calls (docs/benchmarks.md, "Server
+        // fan-out: where the CPU went").
+        let mut both: FuturesUnordered<Either<_, _>> =
+            [Either::Left(reader), Either::Right(writer)]
+                .into_iter()
+                .collect();
+        match both.next().await {
+            Some(Done::Read(end)) => {
                 stopped.store(true, Ordering::Relaxed);
                 outbox.tx.close();
                 // A message being written is finished first, so that the client can
                 // still read why the connection ends.
-                let _ = with_timeout(CLOSE_TIMEOUT, writer).await;
+                let _ = with_timeout(CLOSE_TIMEOUT, both.next()).await;
                 end
             }
-            futures_util::future::Either::Right((reason, _)) => {
+            Some(Done::Wrote(reason)) => {
                 End::kicked(reason.unwrap_or_else(|| "connection ended".into()))
             }
+            // Not reached: both were put in, and the first to end returns above.
+            None => End::quiet("connection ended"),
         }
     };
     if let Some(slot) = &conn.room {
@@ -1518,6 +1542,14 @@ async fn serve_connection(
         .await;
     }
     drop(ticket);
+}
+
+/// How a connection's reader or writer ended.
+enum Done {
+    /// The reader's end: the client left, broke the protocol, or was kicked.
+    Read(End),
+    /// The writer's end: `None` when told to stop, else why it failed.
+    Wrote(Option<String>),
 }
 
 /// What a connection's writer works with, besides its socket.
