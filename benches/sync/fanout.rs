@@ -63,18 +63,23 @@ impl Step {
     }
 }
 
+/// `msxsync serve` with the test game, taking every bot from one address, up to 512
+/// players in one game: above the default limits.
+pub fn crowded_server() -> Result<ServeProcess> {
+    ServeProcess::start_with(
+        &games_dir(),
+        &["--max-per-address", "512", "--max-players", "512"],
+        None,
+    )
+}
+
 pub fn games_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/roms")
 }
 
 /// Runs one step: `players` bots, `warmup` then `measure` of sending.
 fn run_step(players: usize, warmup: Duration, measure: Duration) -> Result<Step> {
-    // One address, up to 256 players in one game: above the default limits.
-    let serve = ServeProcess::start_with(
-        &games_dir(),
-        &["--max-per-address", "512", "--max-players", "512"],
-        None,
-    )?;
+    let serve = crowded_server()?;
     let pid = serve.pid();
     let ex = bot_executor();
     let result = run_bots(&ex.0, &serve.addr, pid, players, warmup, measure);

@@ -4,11 +4,11 @@
 //! viewers, how often and how big the pushes are, and the server's CPU: how many
 //! players and changes per second the page keeps up with.
 
-use crate::fanout::{bot_executor, games_dir};
+use crate::fanout::{bot_executor, crowded_server};
 use crate::json::Json;
 use crate::report::{ms, Row, Section};
 use crate::stats::{summarize, Summary};
-use crate::sys::{cpu_seconds, ServeProcess};
+use crate::sys::cpu_seconds;
 use anyhow::{bail, Context, Result};
 use msxsync::client;
 use msxsync::delta::Change;
@@ -126,11 +126,7 @@ fn view(addr: &str, stop: &AtomicBool) -> Result<Pushes> {
 }
 
 fn run_step(players: usize, rate: u32) -> Result<Step> {
-    let serve = ServeProcess::start_with(
-        &games_dir(),
-        &["--max-per-address", "512", "--max-players", "512"],
-        None,
-    )?;
+    let serve = crowded_server()?;
     let pid = serve.pid();
     let addr = serve.addr.clone();
     let ex = bot_executor();
