@@ -227,6 +227,77 @@ fn a_late_joiner_receives_the_current_state() {
     });
 }
 
+/// A room writes its updates to its players together, a few milliseconds' worth at a
+/// time: a player who joins while updates wait for that write must get each update
+/// after its snapshot once, and the others must hear of the join after the updates the
+/// snapshot holds.
+#[test]
+fn a_player_joining_a_busy_room_gets_every_later_update_once_in_order() {
+    let s = start(ServerConfig::default());
+    let server = addr(&s);
+    run(async {
+        let (a, _) = joined(&server, "ann", "alpha").await;
+        let (mut tx, mut rx) = a.split();
+        let bob_in = std::cell::Cell::new(false);
+        // Ann keeps changing things, about 5 a millisecond, until 200 after bob is in.
+        let sender = async {
+            let mut b = 0u32;
+            let mut after = 0;
+            while after < 200 {
+                tx.send_changes(b, vec![Change::bytes(0, (b % 8) as u16, vec![b as u8])])
+                    .await
+                    .unwrap();
+                b += 1;
+                if bob_in.get() {
+                    after += 1;
+                }
+                if b.is_multiple_of(5) {
+                    smol::Timer::after(Duration::from_millis(1)).await;
+                }
+            }
+            (tx, b)
+        };
+        let joiner = async {
+            // Join once the flood is under way.
+            let mut first = Vec::new();
+            while first.len() < 50 {
+                first.push(next_update(&mut rx).await.0);
+            }
+            let joined = joined(&server, "bob", "alpha").await;
+            bob_in.set(true);
+            (joined, first)
+        };
+        let ((_tx, flood), ((b, jb), first)) = smol::future::zip(sender, joiner).await;
+        assert!(jb.seq < flood as u64, "bob joined during the flood");
+        // Ann: every update once, in order, and bob's arrival right after the
+        // update his snapshot ends with.
+        let mut seqs = first;
+        let mut bob_after = None;
+        while seqs.len() < flood as usize {
+            match rx.recv().await.unwrap() {
+                ServerMsg::Update { seq, .. } => seqs.push(seq),
+                ServerMsg::PlayerJoined(p) if p.name == "bob" => {
+                    bob_after = Some(*seqs.last().unwrap())
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seqs, (1..=flood as u64).collect::<Vec<_>>());
+        assert_eq!(
+            bob_after,
+            Some(jb.seq),
+            "ann hears of bob after his snapshot's updates"
+        );
+        // Bob: from the update after his snapshot on, each once.
+        let (_btx, mut brx) = b.split();
+        let mut bob = Vec::new();
+        while bob.last() != Some(&(flood as u64)) {
+            bob.push(next_update(&mut brx).await.0);
+        }
+        assert_eq!(bob, (jb.seq + 1..=flood as u64).collect::<Vec<_>>());
+    });
+}
+
 #[test]
 fn different_bits_of_one_byte_from_two_players_both_survive() {
     let s = start(ServerConfig::default());

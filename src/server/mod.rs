@@ -33,6 +33,7 @@
 pub mod game;
 pub mod http;
 pub mod limits;
+pub mod pacing;
 pub mod persist;
 pub mod tracker;
 
@@ -59,7 +60,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
@@ -127,7 +128,7 @@ pub const WRONG_PASSWORD_DELAY: Duration = Duration::from_secs(1);
 const FD_RESERVE: usize = 64;
 
 /// At most this many queued messages are packed into one `ServerMsg::Several`, so that
-/// a busy queue is sent in few system calls but still goes out steadily.
+/// a busy room is sent in few system calls but still goes out steadily.
 const MAX_MESSAGES_PER_FLUSH: usize = 256;
 
 /// Largest packed message, encoded: far below what clients accept
@@ -140,10 +141,6 @@ const _: () = assert!(QUEUE_BYTES >= 4 * MAX_PACKED_BYTES);
 /// them), so a connection's write buffer never grows to the size of a ROM and stays
 /// that large for as long as the connection lives.
 const FRAME_BYTES: usize = 64 * 1024;
-
-/// Shortest time between two writes to one player's socket (see `pump`): at most this
-/// much latency, in exchange for one write per interval instead of one per update.
-const WRITE_INTERVAL: Duration = Duration::from_millis(3);
 
 /// The same warning about refused or failed connections is logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -476,6 +473,7 @@ pub fn start_with(
         closing_slack: config.max_connections,
     };
     let keeps_state = config.state_dir.is_some();
+    let (writes, due) = async_channel::unbounded();
     let shared = Arc::new(Shared {
         games: games
             .into_iter()
@@ -501,6 +499,7 @@ pub fn start_with(
         live: http::Live::default(),
         tally: Mutex::new(tally),
         saved: Mutex::new(Vec::new()),
+        writes,
     });
     let saver = match &shared.config.state_dir {
         Some(dir) => {
@@ -529,6 +528,7 @@ pub fn start_with(
     // tasks would keep it (and every connection) alive after the threads stop.
     ex.spawn(accept_loop(listener, shared.clone(), Arc::downgrade(&ex)))
         .detach();
+    ex.spawn(write_rooms(Arc::downgrade(&shared), due)).detach();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mut handles = Vec::new();
     for i in 0..threads {
@@ -675,6 +675,8 @@ fn load_room(game: &Game, name: &str, config: &ServerConfig) -> Result<(Room, pe
             dirty,
             saver_id: None,
             keep,
+            pending: Vec::new(),
+            pacer: pacing::Pacer::default(),
         },
         origin,
     ))
@@ -716,6 +718,8 @@ struct Shared {
     tally: Mutex<Rooms>,
     /// The rooms the saver knows, by the number it knows them by.
     saved: Mutex<Vec<Arc<RoomSlot>>>,
+    /// Asks [`write_rooms`] to write a room's pending updates at a time.
+    writes: async_channel::Sender<(Instant, Weak<RoomSlot>)>,
 }
 
 struct GameSlot {
@@ -768,6 +772,9 @@ struct Room {
     /// that changed. A room made by a join and left unchanged is dropped, so an
     /// abandoned name costs nothing and does not count against the caps.
     keep: bool,
+    /// Updates for every member, waiting for the room's next write ([`pacing`]).
+    pending: Vec<Outgoing>,
+    pacer: pacing::Pacer,
 }
 
 struct Member {
@@ -843,7 +850,11 @@ struct Budget {
 impl Budget {
     /// `msg` encoded, counted in the total for as long as any queue holds it.
     fn message(&self, msg: &ServerMsg) -> Outgoing {
-        let bytes = Bytes::from(protocol::encode(msg));
+        self.held(Bytes::from(protocol::encode(msg)), false)
+    }
+
+    /// `bytes` (`packed`: a `Several`), counted in the total as [`Budget::message`].
+    fn held(&self, bytes: Bytes, packed: bool) -> Outgoing {
         self.total.fetch_add(bytes.len(), Ordering::Relaxed);
         Outgoing {
             _held: Some(Arc::new(Held {
@@ -851,6 +862,7 @@ impl Budget {
                 total: self.total.clone(),
             })),
             bytes,
+            packed,
         }
     }
 }
@@ -859,6 +871,8 @@ impl Budget {
 #[derive(Clone)]
 struct Outgoing {
     bytes: Bytes,
+    /// A `ServerMsg::Several` already: written as it is, never packed into another.
+    packed: bool,
     /// Counts the bytes in [`Budget::total`] until the last queue is done with them;
     /// `None` for what the server keeps anyway (a game's ROM).
     _held: Option<Arc<Held>>,
@@ -964,6 +978,8 @@ impl Shared {
                 dirty: false,
                 saver_id: None,
                 keep: false,
+                pending: Vec::new(),
+                pacer: pacing::Pacer::default(),
             }),
         });
         rooms.insert(name.to_string(), room.clone());
@@ -1118,9 +1134,56 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Room {
+    /// Queues update `out` of room `slot` (whose lock the caller holds: this) for every
+    /// member, written with the room's next write: now, or when [`write_rooms`] finds
+    /// it due ([`pacing`]).
+    fn queue(&mut self, shared: &Shared, slot: &Arc<RoomSlot>, out: Outgoing) {
+        self.pending.push(out);
+        let now = Instant::now();
+        if self.pending.len() >= MAX_MESSAGES_PER_FLUSH {
+            self.write(shared);
+            return;
+        }
+        match self.pacer.queued(now) {
+            pacing::Write::Now => self.write(shared),
+            pacing::Write::At(due) => {
+                // Unbounded: holds at most one request per room (`Pacer::asked`).
+                let _ = shared.writes.try_send((due, Arc::downgrade(slot)));
+            }
+            pacing::Write::Later => {}
+        }
+    }
+
+    /// Queues the pending updates for every member, packed into as few messages as
+    /// fit [`MAX_PACKED_BYTES`], each encoded once for all.
+    fn write(&mut self, shared: &Shared) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pacer.wrote(Instant::now());
+        let pending = std::mem::take(&mut self.pending);
+        let mut rest = &pending[..];
+        while !rest.is_empty() {
+            let n = packable(rest);
+            let out = match &rest[..n] {
+                [one] => one.clone(),
+                some => shared.budget.held(pack(some), true),
+            };
+            self.push_all(shared, out, None);
+            rest = &rest[n..];
+        }
+    }
+
+    /// Queues `out` for every member except `except`, after the updates waiting for
+    /// the room's next write (so that every member sees the order they were made in).
+    fn broadcast(&mut self, shared: &Shared, out: Outgoing, except: Option<PlayerId>) {
+        self.write(shared);
+        self.push_all(shared, out, except);
+    }
+
     /// Queues `out` for every member except `except`. Members whose queue is over its
     /// budget are told to go (kicked), removed, and announced as gone to the rest.
-    fn broadcast(&mut self, shared: &Shared, out: Outgoing, except: Option<PlayerId>) {
+    fn push_all(&mut self, shared: &Shared, out: Outgoing, except: Option<PlayerId>) {
         let mut work = vec![(out, except)];
         while let Some((out, except)) = work.pop() {
             let mut i = 0;
@@ -1214,6 +1277,59 @@ impl Throttle {
 /// with "503 Service Unavailable".
 const REFUSED: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Writes each room's pending updates when they are due (see [`Room::queue`]): one
+/// task and one timer for the whole server, however many players wait.
+async fn write_rooms(
+    shared: Weak<Shared>,
+    asked: async_channel::Receiver<(Instant, Weak<RoomSlot>)>,
+) {
+    // Few rooms are busy at once: a list is enough.
+    let mut due: Vec<(Instant, Weak<RoomSlot>)> = Vec::new();
+    let mut timer = smol::Timer::never();
+    // When `timer` is set to fire; setting it costs a system call, so only on a change.
+    let mut timer_at: Option<Instant> = None;
+    loop {
+        let first = due.iter().map(|(at, _)| *at).min();
+        if first != timer_at {
+            match first {
+                Some(at) => timer.set_at(at),
+                None => timer = smol::Timer::never(),
+            }
+            timer_at = first;
+        }
+        let asked_now = smol::future::or(async { Some(asked.recv().await) }, async {
+            (&mut timer).await;
+            None
+        })
+        .await;
+        match asked_now {
+            Some(Ok(request)) => {
+                due.push(request);
+                while let Ok(request) = asked.try_recv() {
+                    due.push(request);
+                }
+                continue;
+            }
+            // The server is gone.
+            Some(Err(_)) => return,
+            None => timer_at = None,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        due.retain(|(at, slot)| {
+            if *at > now {
+                return true;
+            }
+            if let Some(slot) = slot.upgrade() {
+                lock(&slot.room).write(&shared);
+            }
+            false
+        });
+    }
+}
 
 async fn accept_loop(
     listener: TcpListener,
@@ -1585,7 +1701,6 @@ async fn pump(sink: &mut Sink, pump: Pump<'_>) -> Option<String> {
     } = pump;
     // Ok(true): the queue ended; Ok(false): told to stop.
     let result: Result<bool, WsError> = async {
-        let mut last_write: Option<Instant> = None;
         // One timer for the connection's life, re-armed when it fires: a timer per
         // message would cost more than the message.
         let mut ping = smol::Timer::after(ping_every.min(FIRST_PING));
@@ -1614,40 +1729,28 @@ async fn pump(sink: &mut Sink, pump: Pump<'_>) -> Option<String> {
                     }
                 }
             };
-            // A player written to less than WRITE_INTERVAL ago waits out the rest of
-            // it, and whatever else is queued by then goes out in the same WebSocket
-            // message: a busy game costs one message (and one system call) per
-            // interval, not one per update per player. A quiet game never waits.
-            if let Some(at) = last_write {
-                let due = at + WRITE_INTERVAL;
-                if Instant::now() < due {
-                    smol::Timer::at(due).await;
-                }
-            }
+            // Whatever else is queued by now goes out in the same WebSocket message
+            // (a room's updates come packed already: see `Room::write`).
             let mut batch = vec![first];
-            let mut packed = packed_size(batch[0].bytes.len());
-            while batch.len() < MAX_MESSAGES_PER_FLUSH {
+            let mut size = packed_size(batch[0].bytes.len());
+            while !batch[0].packed {
                 let Ok(m) = queue.try_recv() else { break };
-                let more = packed_size(m.bytes.len());
-                if packed + more > MAX_PACKED_BYTES {
+                if !fits(batch.len(), size, &m) {
                     carry = Some(m);
                     break;
                 }
-                packed += more;
+                size += packed_size(m.bytes.len());
                 batch.push(m);
             }
-            let bytes = if batch.len() == 1 {
-                batch[0].bytes.clone()
-            } else {
-                let parts = batch.iter().map(|m| m.bytes.to_vec()).collect();
-                Bytes::from(protocol::encode(&ServerMsg::Several(parts)))
+            let bytes = match &batch[..] {
+                [one] => one.bytes.clone(),
+                some => pack(some),
             };
             if crate::hops::enabled() {
                 crate::hops::log(format_args!("serve-write {to} {}", update_seqs(&bytes)));
             }
             send(sink, bytes, mid_message).await?;
             queued.fetch_sub(batch.iter().map(Outgoing::cost).sum(), Ordering::Relaxed);
-            last_write = Some(Instant::now());
         }
     }
     .await;
@@ -1662,6 +1765,35 @@ async fn pump(sink: &mut Sink, pump: Pump<'_>) -> Option<String> {
 /// and its length prefix (the packed message's own header fits in the first one's 9).
 fn packed_size(len: usize) -> usize {
     len + 9
+}
+
+/// Whether `next` may join a packed message that holds `count` messages of `size`
+/// bytes ([`packed_size`] each) so far.
+fn fits(count: usize, size: usize, next: &Outgoing) -> bool {
+    !next.packed
+        && count < MAX_MESSAGES_PER_FLUSH
+        && size + packed_size(next.bytes.len()) <= MAX_PACKED_BYTES
+}
+
+/// How many of `items` (at least one) go into the first packed message.
+fn packable(items: &[Outgoing]) -> usize {
+    let Some(first) = items.first() else { return 0 };
+    if first.packed {
+        return 1;
+    }
+    let mut size = packed_size(first.bytes.len());
+    let mut n = 1;
+    while n < items.len() && fits(n, size, &items[n]) {
+        size += packed_size(items[n].bytes.len());
+        n += 1;
+    }
+    n
+}
+
+/// `parts`, none packed itself, as one `ServerMsg::Several`.
+fn pack(parts: &[Outgoing]) -> Bytes {
+    let parts = parts.iter().map(|m| m.bytes.to_vec()).collect();
+    Bytes::from(protocol::encode(&ServerMsg::Several(parts)))
 }
 
 /// Sends one message; a large one in frames of [`FRAME_BYTES`] (see there).
@@ -1986,7 +2118,11 @@ impl Conn {
                         }))
                     })
                     .clone();
-                self.send(Outgoing { bytes, _held: None })
+                self.send(Outgoing {
+                    bytes,
+                    packed: false,
+                    _held: None,
+                })
             }
             ClientMsg::Changes { batch, changes } => {
                 self.sequence("changes", |state, id| state.accept(id, batch, changes))
@@ -2022,7 +2158,7 @@ impl Conn {
             crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
         }
         // Sequencing and queueing under one lock: everyone sees the same order.
-        room.broadcast(shared, shared.budget.message(&update), None);
+        room.queue(shared, &slot, shared.budget.message(&update));
         let Room { history, state, .. } = &mut *room;
         history.record(&self.name, &update, now_ms(), state.state());
         shared.changed(&slot, &mut room);
@@ -2120,7 +2256,10 @@ impl Conn {
             last_batch,
             labels: game.labels.clone(),
         }));
-        // Queued under the lock, so every update after `seq` follows it.
+        // Queued under the lock, so every update after `seq` follows it; the updates
+        // before it, still waiting for the room's write, go to the others first (the
+        // new player has them in `state`).
+        room.write(shared);
         if let Err(why) = self
             .outbox
             .push(shared.budget.message(&joined), &shared.budget)
@@ -2225,7 +2364,7 @@ impl Conn {
             };
             let now = now_ms();
             for msg in &messages {
-                room.broadcast(&shared, shared.budget.message(msg), None);
+                room.queue(&shared, &slot, shared.budget.message(msg));
                 let Room { history, state, .. } = &mut *room;
                 history.record("the host", msg, now, state.state());
             }
