@@ -51,7 +51,6 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::future::Either;
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use game::GameState;
 use limits::{Admission, Failures, Limits, Registry, RoomLimits, Rooms, Source};
@@ -1366,8 +1365,14 @@ async fn accept_loop(
                             id,
                             source,
                         };
-                        ex.spawn(serve_connection(ticket, tcp, addr, kick, kicked))
-                            .detach();
+                        ex.spawn(serve_connection(
+                            ticket,
+                            tcp,
+                            addr,
+                            (kick, kicked),
+                            Arc::downgrade(&ex),
+                        ))
+                        .detach();
                     }
                 }
             }
@@ -1453,8 +1458,8 @@ async fn serve_connection(
     ticket: Ticket,
     mut tcp: TcpStream,
     addr: SocketAddr,
-    kick: async_channel::Sender<End>,
-    kicked: async_channel::Receiver<End>,
+    (kick, kicked): (async_channel::Sender<End>, async_channel::Receiver<End>),
+    ex: Weak<smol::Executor<'static>>,
 ) {
     let shared = ticket.shared.clone();
     let hello = shared.config.hello_timeout;
@@ -1560,73 +1565,58 @@ async fn serve_connection(
         rtt: Arc::new(Rtt::default()),
     };
     let rtt = conn.rtt.clone();
-    // Set while a message goes out in several frames: cut there, the connection cannot
-    // carry a final message any more.
-    let mid_message = AtomicBool::new(false);
-    // Set (and the queue closed, to wake the writer) when the reader is done: the
-    // writer stops at the next message boundary.
-    let stopped = AtomicBool::new(false);
-    let me = conn.id;
-    let end = {
-        let reader = async {
-            Done::Read(
-                smol::future::or(
-                    async {
-                        let mut reader = Reader::new(&mut source, &rtt, &shared.live);
-                        conn.read_loop(&mut reader).await
-                    },
-                    async {
-                        kicked
-                            .recv()
-                            .await
-                            .unwrap_or_else(|_| End::quiet("server stopping"))
-                    },
-                )
-                .await,
-            )
+    let flags = Arc::new(WriterFlags::default());
+    // The writer is a task of its own, so that a wake of one (an update queued, a
+    // frame received) polls only that one. Polled together in this task, every wake
+    // of the writer also polled the reader, which cost a `recvfrom` that found nothing
+    // and a look at its timers: at 64 busy players about half of the server's system
+    // calls (docs/benchmarks.md, "Server fan-out: where the CPU went").
+    let Some(ex) = ex.upgrade() else { return };
+    let mut writer = ex.spawn({
+        let pump = Pump {
+            queue,
+            queued: outbox.queued.clone(),
+            ping_every: shared.config.ping_interval,
+            rtt: rtt.clone(),
+            flags: flags.clone(),
+            to: conn.id,
         };
-        let writer = async {
-            Done::Wrote(
-                pump(
-                    &mut sink,
-                    Pump {
-                        queue: &queue,
-                        queued: &outbox.queued,
-                        ping_every: shared.config.ping_interval,
-                        rtt: &rtt,
-                        mid_message: &mid_message,
-                        stopped: &stopped,
-                        to: me,
-                    },
-                )
-                .await,
-            )
-        };
-        // Reader and writer each get their own waker, so that only the one that was
-        // woken is polled. Polled together (`select`), every wake of the writer (an
-        // update queued, its write interval over) also polled the reader, which cost a
-        // `recvfrom` that found nothing and a look at its timers: at 64 busy players
-        // about half of the server's system calls (docs/benchmarks.md, "Server
-        // fan-out: where the CPU went").
-        let mut both: FuturesUnordered<Either<_, _>> =
-            [Either::Left(reader), Either::Right(writer)]
-                .into_iter()
-                .collect();
-        match both.next().await {
-            Some(Done::Read(end)) => {
-                stopped.store(true, Ordering::Relaxed);
-                outbox.tx.close();
-                // A message being written is finished first, so that the client can
-                // still read why the connection ends.
-                let _ = with_timeout(CLOSE_TIMEOUT, both.next()).await;
-                end
-            }
-            Some(Done::Wrote(reason)) => {
-                End::kicked(reason.unwrap_or_else(|| "connection ended".into()))
-            }
-            // Not reached: both were put in, and the first to end returns above.
-            None => End::quiet("connection ended"),
+        async move {
+            let why = pump.run(&mut sink).await;
+            (sink, why)
         }
+    });
+    drop(ex);
+    let reader = async {
+        let mut reader = Reader::new(&mut source, &rtt, &shared.live);
+        conn.read_loop(&mut reader).await
+    };
+    let kicked_end = async {
+        kicked
+            .recv()
+            .await
+            .unwrap_or_else(|_| End::quiet("server stopping"))
+    };
+    let first = smol::future::or(
+        async { Either::Left(smol::future::or(reader, kicked_end).await) },
+        async { Either::Right((&mut writer).await) },
+    )
+    .await;
+    let (end, sink) = match first {
+        Either::Left(end) => {
+            flags.stopped.store(true, Ordering::Relaxed);
+            outbox.tx.close();
+            // A message being written is finished first, so that the client can
+            // still read why the connection ends.
+            let sink = with_timeout(CLOSE_TIMEOUT, &mut writer)
+                .await
+                .map(|(sink, _)| sink);
+            (end, sink)
+        }
+        Either::Right((sink, reason)) => (
+            End::kicked(reason.unwrap_or_else(|| "connection ended".into())),
+            Some(sink),
+        ),
     };
     if let Some(slot) = &conn.room {
         shared.leave(slot, conn.id);
@@ -1640,7 +1630,8 @@ async fn serve_connection(
     } else {
         info!("{addr}: connection closed: {}", end.log);
     }
-    if let (Some(reason), false) = (&end.tell, mid_message.load(Ordering::Relaxed)) {
+    let sink = sink.filter(|_| !flags.mid_message.load(Ordering::Relaxed));
+    if let (Some(reason), Some(mut sink)) = (&end.tell, sink) {
         let bytes = Bytes::from(protocol::encode(&ServerMsg::Error {
             reason: truncate(reason),
         }));
@@ -1660,104 +1651,109 @@ async fn serve_connection(
     drop(ticket);
 }
 
-/// How a connection's reader or writer ended.
-enum Done {
-    /// The reader's end: the client left, broke the protocol, or was kicked.
-    Read(End),
-    /// The writer's end: `None` when told to stop, else why it failed.
-    Wrote(Option<String>),
+/// What a connection's reader and writer tell each other.
+#[derive(Default)]
+struct WriterFlags {
+    /// Set while a message is half written: cut there, the connection cannot carry a
+    /// final message any more.
+    mid_message: AtomicBool,
+    /// Set (and the queue closed, to wake the writer) when the reader is done: the
+    /// writer stops at the next message boundary.
+    stopped: AtomicBool,
 }
 
-/// What a connection's writer works with, besides its socket.
-struct Pump<'a> {
+/// A connection's writer, besides its socket.
+struct Pump {
     /// The connection's outgoing messages.
-    queue: &'a async_channel::Receiver<Outgoing>,
+    queue: async_channel::Receiver<Outgoing>,
     /// Bytes still queued, counted against the connection's budget.
-    queued: &'a AtomicUsize,
+    queued: Arc<AtomicUsize>,
     /// Ping after this long without a write.
     ping_every: Duration,
     /// The round-trip clock the pings feed.
-    rtt: &'a Rtt,
-    /// Set while a message is half written.
-    mid_message: &'a AtomicBool,
-    /// Set when the reader is done.
-    stopped: &'a AtomicBool,
+    rtt: Arc<Rtt>,
+    flags: Arc<WriterFlags>,
     /// Who the connection belongs to (for the hop log).
     to: PlayerId,
 }
 
-/// Writes queued messages to the socket until it fails (returns why) or `stopped` is
-/// set (returns `None`, between two messages; the queue is closed to wake it). Pings
-/// the client when nothing was queued for `ping_every`, so a dead peer shows.
-async fn pump(sink: &mut Sink, pump: Pump<'_>) -> Option<String> {
-    let Pump {
-        queue,
-        queued,
-        ping_every,
-        rtt,
-        mid_message,
-        stopped,
-        to,
-    } = pump;
-    // Ok(true): the queue ended; Ok(false): told to stop.
-    let result: Result<bool, WsError> = async {
-        // One timer for the connection's life, re-armed when it fires: a timer per
-        // message would cost more than the message.
-        let mut ping = smol::Timer::after(ping_every.min(FIRST_PING));
-        // A message taken off the queue that did not fit in the last packed write.
-        let mut carry: Option<Outgoing> = None;
-        loop {
-            if stopped.load(Ordering::Relaxed) {
-                return Ok(false);
-            }
-            let first = match carry.take() {
-                Some(m) => m,
-                None => {
-                    let next = smol::future::or(async { Some(queue.recv().await) }, async {
-                        (&mut ping).await;
-                        None
-                    })
-                    .await;
-                    match next {
-                        Some(Ok(m)) => m,
-                        Some(Err(_)) => return Ok(!stopped.load(Ordering::Relaxed)),
-                        None => {
-                            sink.send(Message::Ping(rtt.ping())).await?;
-                            ping.set_after(ping_every);
-                            continue;
+impl Pump {
+    /// Writes queued messages to the socket until it fails (returns why) or `stopped` is
+    /// set (returns `None`, between two messages; the queue is closed to wake it). Pings
+    /// the client when nothing was queued for `ping_every`, so a dead peer shows.
+    async fn run(self, sink: &mut Sink) -> Option<String> {
+        let Pump {
+            queue,
+            queued,
+            ping_every,
+            rtt,
+            flags,
+            to,
+        } = self;
+        let WriterFlags {
+            mid_message,
+            stopped,
+        } = &*flags;
+        // Ok(true): the queue ended; Ok(false): told to stop.
+        let result: Result<bool, WsError> = async {
+            // One timer for the connection's life, re-armed when it fires: a timer per
+            // message would cost more than the message.
+            let mut ping = smol::Timer::after(ping_every.min(FIRST_PING));
+            // A message taken off the queue that did not fit in the last packed write.
+            let mut carry: Option<Outgoing> = None;
+            loop {
+                if stopped.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                let first = match carry.take() {
+                    Some(m) => m,
+                    None => {
+                        let next = smol::future::or(async { Some(queue.recv().await) }, async {
+                            (&mut ping).await;
+                            None
+                        })
+                        .await;
+                        match next {
+                            Some(Ok(m)) => m,
+                            Some(Err(_)) => return Ok(!stopped.load(Ordering::Relaxed)),
+                            None => {
+                                sink.send(Message::Ping(rtt.ping())).await?;
+                                ping.set_after(ping_every);
+                                continue;
+                            }
                         }
                     }
+                };
+                // Whatever else is queued by now goes out in the same WebSocket message
+                // (a room's updates come packed already: see `Room::write`).
+                let mut batch = vec![first];
+                let mut size = packed_size(batch[0].bytes.len());
+                while !batch[0].packed {
+                    let Ok(m) = queue.try_recv() else { break };
+                    if !fits(batch.len(), size, &m) {
+                        carry = Some(m);
+                        break;
+                    }
+                    size += packed_size(m.bytes.len());
+                    batch.push(m);
                 }
-            };
-            // Whatever else is queued by now goes out in the same WebSocket message
-            // (a room's updates come packed already: see `Room::write`).
-            let mut batch = vec![first];
-            let mut size = packed_size(batch[0].bytes.len());
-            while !batch[0].packed {
-                let Ok(m) = queue.try_recv() else { break };
-                if !fits(batch.len(), size, &m) {
-                    carry = Some(m);
-                    break;
+                let bytes = match &batch[..] {
+                    [one] => one.bytes.clone(),
+                    some => pack(some),
+                };
+                if crate::hops::enabled() {
+                    crate::hops::log(format_args!("serve-write {to} {}", update_seqs(&bytes)));
                 }
-                size += packed_size(m.bytes.len());
-                batch.push(m);
+                send(sink, bytes, mid_message).await?;
+                queued.fetch_sub(batch.iter().map(Outgoing::cost).sum(), Ordering::Relaxed);
             }
-            let bytes = match &batch[..] {
-                [one] => one.bytes.clone(),
-                some => pack(some),
-            };
-            if crate::hops::enabled() {
-                crate::hops::log(format_args!("serve-write {to} {}", update_seqs(&bytes)));
-            }
-            send(sink, bytes, mid_message).await?;
-            queued.fetch_sub(batch.iter().map(Outgoing::cost).sum(), Ordering::Relaxed);
         }
-    }
-    .await;
-    match result {
-        Ok(true) => Some("connection ended".into()),
-        Ok(false) => None,
-        Err(e) => Some(format!("cannot send: {e}")),
+        .await;
+        match result {
+            Ok(true) => Some("connection ended".into()),
+            Ok(false) => None,
+            Err(e) => Some(format!("cannot send: {e}")),
+        }
     }
 }
 
