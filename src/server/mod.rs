@@ -35,6 +35,7 @@ pub mod http;
 pub mod limits;
 pub mod pacing;
 pub mod persist;
+pub mod queue;
 pub mod tracker;
 
 use crate::auth::{self, Password};
@@ -899,10 +900,10 @@ impl Drop for Held {
     }
 }
 
-/// One connection's outgoing queue: unbounded as a channel, bounded in bytes here.
+/// One connection's outgoing queue: unbounded as a list, bounded in bytes here.
 #[derive(Clone)]
 struct Outbox {
-    tx: async_channel::Sender<Outgoing>,
+    tx: Arc<queue::Queue<Outgoing>>,
     /// Bytes queued and not yet written to the socket ([`Outgoing::cost`] each).
     queued: Arc<AtomicUsize>,
 }
@@ -922,7 +923,7 @@ impl Outbox {
             ));
         }
         self.queued.fetch_add(cost, Ordering::Relaxed);
-        if self.tx.try_send(out).is_err() {
+        if self.tx.push(out).is_err() {
             // The connection is ending; nothing will be written.
             self.queued.fetch_sub(cost, Ordering::Relaxed);
         }
@@ -1547,9 +1548,9 @@ async fn serve_connection(
         }
     };
     let (mut sink, mut source) = ws.split();
-    let (tx, queue) = async_channel::unbounded();
+    let queue = Arc::new(queue::Queue::default());
     let outbox = Outbox {
-        tx,
+        tx: queue.clone(),
         queued: Arc::new(AtomicUsize::new(0)),
     };
     let mut conn = Conn {
@@ -1665,7 +1666,7 @@ struct WriterFlags {
 /// A connection's writer, besides its socket.
 struct Pump {
     /// The connection's outgoing messages.
-    queue: async_channel::Receiver<Outgoing>,
+    queue: Arc<queue::Queue<Outgoing>>,
     /// Bytes still queued, counted against the connection's budget.
     queued: Arc<AtomicUsize>,
     /// Ping after this long without a write.
@@ -1708,14 +1709,14 @@ impl Pump {
                 let first = match carry.take() {
                     Some(m) => m,
                     None => {
-                        let next = smol::future::or(async { Some(queue.recv().await) }, async {
+                        let next = smol::future::or(async { Some(queue.pop().await) }, async {
                             (&mut ping).await;
                             None
                         })
                         .await;
                         match next {
-                            Some(Ok(m)) => m,
-                            Some(Err(_)) => return Ok(!stopped.load(Ordering::Relaxed)),
+                            Some(Some(m)) => m,
+                            Some(None) => return Ok(!stopped.load(Ordering::Relaxed)),
                             None => {
                                 sink.send(Message::Ping(rtt.ping())).await?;
                                 ping.set_after(ping_every);
@@ -1729,7 +1730,7 @@ impl Pump {
                 let mut batch = vec![first];
                 let mut size = packed_size(batch[0].bytes.len());
                 while !batch[0].packed {
-                    let Ok(m) = queue.try_recv() else { break };
+                    let Some(m) = queue.try_pop() else { break };
                     if !fits(batch.len(), size, &m) {
                         carry = Some(m);
                         break;
