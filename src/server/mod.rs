@@ -1147,7 +1147,8 @@ impl Room {
         match self.pacer.queued(now) {
             pacing::Write::Now => self.write(shared),
             pacing::Write::At(due) => {
-                // Unbounded: holds at most one request per room (`Pacer::asked`).
+                // Unbounded, but a room asks once per interval (`Pacer::asked`), and
+                // `write_rooms` takes the requests off as they come.
                 let _ = shared.writes.try_send((due, Arc::downgrade(slot)));
             }
             pacing::Write::Later => {}
