@@ -15,7 +15,10 @@
 #   the game changed but that were not flushed yet (invariant I4);
 # - counters (`counters`: regions whose bytes are a number players add to) are flushed
 #   whole, as numbers change by amounts, not bits; `apply` writes the group's value of
-#   one and adds back what the game added and did not flush yet (`apply_count`);
+#   one and adds back what the game added and did not flush yet (`apply_count`), but
+#   only where the game cannot be between its read and its write of the number: while
+#   the CPU waits in HALT, now or at the next vertical interrupt, or after
+#   `count_wait` anyway (`apply_counts`);
 # - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
 #   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
 #   pushes `switched` so that msxsync writes the server's state back;
@@ -120,6 +123,13 @@ namespace eval msxsync {
     variable join_key ""      ;# key bound to `join_request`, if any
     variable boot_id ""       ;# id of our `after boot`
     variable notices {}       ;# the last notices shown, oldest first (`notice_log`)
+    variable pending          ;# array region -> the group's value of a counter, not written yet
+    array set pending {}
+    variable pending_since "" ;# emulated time the oldest of them came; "" when none waits
+    variable pending_timer "" ;# timer that writes them anyway (`count_wait`)
+    variable count_wait 0.06  ;# emulated seconds a counter waits at most for a HALT
+    variable safe_counts 1    ;# 0: counters are written at once, as bytes are (tests)
+    variable count_stats {0 0 0 0} ;# counter applies: waited, written anyway, most and all seconds waited
 }
 
 # Creates the push channel. The setting may exist with a stale value (openMSX saves
@@ -159,6 +169,7 @@ proc msxsync::on_boot {} {
     variable active 0
     variable dirty
     cancel_flush
+    drop_counts
     foreach r [array names dirty] {
         set dirty($r) 0
     }
@@ -199,6 +210,7 @@ proc msxsync::install {regions} {
     # Not `uninstall`: the INIT breakpoint and the gate stay.
     unwatch
     cancel_flush
+    drop_counts
     variable polled
     variable edge_off
     variable counter
@@ -368,7 +380,8 @@ proc msxsync::arm_review {} {
 }
 
 # Polled regions are compared when their last byte is written (see `arm_edge`) and at
-# the start of every vertical blank. The VDP's interrupt is a probe that openMSX calls
+# the start of every vertical blank; counters that wait for a HALT look there too
+# (`apply_counts`), so the probe is there while any region is polled or a counter. The VDP's interrupt is a probe that openMSX calls
 # back for at almost no cost (under a microsecond a frame), while an `after time` timer
 # costs about 13 microseconds each time it fires (openMSX 18, measured). At the
 # vertical blank a game has finished the frame's work and waits for the interrupt, so
@@ -381,7 +394,9 @@ proc msxsync::arm_review {} {
 proc msxsync::arm_poll {} {
     variable polled
     variable vblank_bp
+    variable vblank_check
     variable poll_id
+    variable counter
     set any 0
     foreach r [array names polled] {
         if {$polled($r)} {
@@ -389,14 +404,19 @@ proc msxsync::arm_poll {} {
             break
         }
     }
-    if {!$any || $vblank_bp ne "" || $poll_id ne ""} return
-    if {[catch {debug probe set_bp VDP.IRQvertical {} msxsync::on_vblank} id]} {
+    if {$vblank_bp eq "" && ($any || [array size counter])} {
+        if {[catch {debug probe set_bp VDP.IRQvertical {} msxsync::on_vblank} id]} {
+            set id ""
+        }
+        set vblank_bp $id
+        variable vblanks 0
+    }
+    if {!$any || $poll_id ne "" || $vblank_check ne ""} return
+    if {$vblank_bp eq ""} {
         poll_by_timer
         return
     }
-    set vblank_bp $id
-    variable vblanks 0
-    variable vblank_check [after time 1.0 msxsync::check_vblank]
+    set vblank_check [after time 1.0 msxsync::check_vblank]
 }
 
 # Called on every change of the VDP's interrupt line: up at the start of the vertical
@@ -405,6 +425,10 @@ proc msxsync::on_vblank {} {
     if {![debug probe read VDP.IRQvertical]} return
     variable vblanks
     incr vblanks
+    variable pending
+    if {[array size pending] && [cpu_waits]} {
+        write_counts
+    }
     variable poll_id
     if {$poll_id eq ""} {
         poll 1
@@ -475,6 +499,7 @@ proc msxsync::uninstall {} {
     gate_stop_wait
     unbind_join
     cancel_flush
+    drop_counts
     cancel switch_id
     disarm_init
 }
@@ -625,6 +650,7 @@ proc msxsync::counters {regions} {
         }
         set counter($r) [list $enc $min $max]
     }
+    arm_poll
     return [array size counter]
 }
 
@@ -632,6 +658,10 @@ proc msxsync::counters {regions} {
 # so that msxsync reads the number before and after and sends the difference. The
 # flush runs once the game's writes settled, so a value written a byte at a time (a
 # BCD carry: low byte, then high byte) is read whole.
+# With the group's value waiting to be written (`apply_counts`), RAM does not show it
+# yet: the change goes out as from that value, as it would have if the value had been
+# written at once, and the value waiting takes the game's amount too (the write then
+# keeps only what the game adds after this flush).
 proc msxsync::diff_counter {r} {
     variable starts
     variable lens
@@ -642,7 +672,22 @@ proc msxsync::diff_counter {r} {
         return {}
     }
     set shadow($r) $cur
+    variable pending
+    if {[info exists pending($r)]} {
+        variable counter
+        lassign $counter($r) enc min max
+        set from $pending($r)
+        set to [clamp [expr {$from + [count_of $enc $cur] - [count_of $enc $old]}] $min $max]
+        set pending($r) $to
+        set n [llength $cur]
+        return [list $r [to_hex [count_bytes $enc $from $n]] [to_hex [count_bytes $enc $to $n]]]
+    }
     return [list $r [to_hex $old] [to_hex $cur]]
+}
+
+# VALUE kept between MIN and MAX.
+proc msxsync::clamp {value min max} {
+    expr {$value < $min ? $min : ($value > $max ? $max : $value)}
 }
 
 # The number the bytes of a counter with encoding ENC hold (see `counters`). A BCD
@@ -687,7 +732,8 @@ proc msxsync::count_bytes {enc value n} {
 # changes: a flat list {REGION OFFSET VALUESHEX MASKSHEX ...}. Per byte, the bits the
 # game changed since the last flush (RAM xor shadow) stay as the game wrote them and
 # are sent at the next flush; every masked remote bit goes into the shadow.
-# counts: a flat list {REGION VALUE ...}, the group's value of counters (`apply_count`).
+# counts: a flat list {REGION VALUE ...}, the group's value of counters
+# (`apply_count`), written when it is safe (`apply_counts`).
 proc msxsync::apply {changes {counts {}}} {
     variable active
     if {!$active} {
@@ -698,15 +744,102 @@ proc msxsync::apply {changes {counts {}}} {
         foreach {r off vhex mhex} $changes {
             apply_one $r $off $vhex $mhex
         }
-        foreach {r value} $counts {
-            apply_count $r $value
-        }
     } msg]
     set applying 0
     if {$failed} {
         error $msg
     }
+    apply_counts $counts
     return ok
+}
+
+# A game adds to a counter with a read-modify-write (LD A,(coins) ... LD (coins),A),
+# and openMSX runs this command between any two instructions: a value written in
+# between would be written over by the game's `old + 1`, and the next flush would read
+# the difference as a spend, losing the others' amount. So a counter's value is
+# written only where the game cannot be inside such an update: while the CPU waits in
+# HALT (`cpu_waits`), its work for the frame done and the interrupt routine not
+# started. When it does not wait now, the value waits (`pending`, the newest value of
+# each counter: each is the group's whole value) for the next vertical interrupt that
+# finds the CPU in HALT (`on_vblank`, the probe that is there for counters anyway), or
+# for `count_wait` of emulated time, after which it is written anyway: a game that
+# never waits in HALT (busy waiting for the interrupt, or the VDP's interrupt off)
+# still gets the group's value, with the race as before. A flush meanwhile sends the
+# game's amounts as from the value waiting (`diff_counter`).
+proc msxsync::apply_counts {counts} {
+    if {![llength $counts]} return
+    variable counter
+    variable pending
+    foreach {r value} $counts {
+        if {![info exists counter($r)]} {
+            error "msxsync: region $r is not a counter"
+        }
+        lassign $counter($r) enc min max
+        if {$value < $min || $value > $max} {
+            error "msxsync: counter $r cannot hold $value"
+        }
+    }
+    variable safe_counts
+    if {!$safe_counts || [cpu_waits]} {
+        array set pending $counts
+        write_counts
+        return
+    }
+    variable pending_since
+    if {$pending_since eq ""} {
+        set pending_since [machine_info time]
+        variable count_wait
+        variable pending_timer [after time $count_wait msxsync::counts_due]
+    }
+    array set pending $counts
+}
+
+# Whether the CPU waits in HALT. openMSX 18 keeps PC on the instruction after the HALT
+# while it waits (and shows no HALT flag in "CPU regs"), so this asks whether the byte
+# before PC is a HALT (0x76). An instruction that ends with a byte 0x76 (LD A,76h)
+# looks the same, which at worst writes a value where it would have been written
+# without the wait.
+proc msxsync::cpu_waits {} {
+    binary scan [debug read_block {CPU regs} 20 2] Su pc
+    expr {[debug read memory [expr {($pc - 1) & 0xffff}]] == 0x76}
+}
+
+# Writes every counter value waiting (see `apply_counts`).
+proc msxsync::write_counts {} {
+    variable pending
+    variable pending_since
+    cancel pending_timer
+    if {$pending_since ne ""} {
+        variable count_stats
+        lassign $count_stats waited forced most all
+        set t [expr {[machine_info time] - $pending_since}]
+        set count_stats [list [incr waited] $forced [expr {$t > $most ? $t : $most}] \
+            [expr {$all + $t}]]
+        set pending_since ""
+    }
+    ours {
+        foreach r [array names pending] {
+            apply_count $r $pending($r)
+        }
+    }
+    array unset pending
+}
+
+# `count_wait` passed without a HALT at a vertical interrupt: written anyway.
+proc msxsync::counts_due {} {
+    variable pending_timer ""
+    variable count_stats
+    lset count_stats 1 [expr {[lindex $count_stats 1] + 1}]
+    write_counts
+}
+
+# Forgets the counter values waiting: RAM is about to take the whole state, or the
+# hooks hold and will be brought to the group's state before they apply again.
+proc msxsync::drop_counts {} {
+    variable pending
+    array unset pending
+    variable pending_since ""
+    cancel pending_timer
 }
 
 proc msxsync::apply_one {r off vhex mhex} {
@@ -755,8 +888,8 @@ proc msxsync::apply_count {r value} {
     set addr [lindex $starts $r]
     set n [lindex $lens $r]
     set ram [read_bytes $addr $n]
-    set local [expr {$value + [count_of $enc $ram] - [count_of $enc $shadow($r)]}]
-    set local [expr {$local < $min ? $min : ($local > $max ? $max : $local)}]
+    set local [clamp [expr {$value + [count_of $enc $ram] - [count_of $enc $shadow($r)]}] \
+        $min $max]
     set newram [count_bytes $enc $local $n]
     if {$newram ne $ram} {
         debug write_block memory $addr [binary format cu* $newram]
@@ -771,6 +904,7 @@ proc msxsync::write_state {hexes} {
     variable shadow
     variable dirty
     check_state $hexes
+    drop_counts
     ours {
         set r 0
         foreach hex $hexes start $starts {
@@ -825,6 +959,7 @@ proc msxsync::share {hexes keep_since_sync} {
     variable dirty
     variable counter
     check_state $hexes
+    drop_counts
     ours {
         set r 0
         foreach hex $hexes len $lens {
@@ -851,6 +986,7 @@ proc msxsync::hold {} {
     if {$active} {
         flush
     }
+    drop_counts
     set active 0
     return ok
 }
@@ -1176,6 +1312,7 @@ proc msxsync::reinstall {} {
     variable shadow
     variable dirty
     cancel_flush
+    drop_counts
     unwatch
     set r 0
     foreach start $starts len $lens {
