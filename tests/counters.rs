@@ -158,7 +158,7 @@ fn an_update_between_the_games_read_and_write_of_a_counter_is_not_lost() {
             .await
             .unwrap();
         eprintln!(
-            "ann's counter writes: waited, written anyway, longest and total wait (s): {stats}"
+            "ann's counter values: waited, written without a HALT, longest and total wait (s): {stats}"
         );
         let waited: u32 = stats.split(' ').next().unwrap().parse().unwrap();
         assert!(

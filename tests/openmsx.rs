@@ -500,15 +500,34 @@ async fn pause_in_the_frame(g: &Game) {
         .unwrap();
 }
 
-/// `msxsync::count_stats`: counter writes that waited, those written anyway.
-async fn count_stats(g: &Game) -> (u32, u32) {
+/// `msxsync::count_stats`: counter values that waited, those of them written without
+/// a HALT, and the emulated seconds they waited in all.
+async fn count_stats(g: &Game) -> (u32, u32, f64) {
     let stats = g.msx.command("set msxsync::count_stats").await.unwrap();
-    let n: Vec<u32> = stats
-        .split(' ')
-        .take(2)
-        .map(|w| w.parse().unwrap())
-        .collect();
-    (n[0], n[1])
+    let n: Vec<f64> = stats.split(' ').map(|w| w.parse().unwrap()).collect();
+    (n[0] as u32, n[1] as u32, n[3])
+}
+
+/// Pauses emulation where it is, writes the group's `coins` (BCD digits) while
+/// paused, checks that RAM still holds the old ones, resumes, and waits until RAM
+/// has the new ones. Returns how long (emulated seconds) the value waited.
+async fn coins_while_busy(g: &Game, coins: u32, what: &str) -> f64 {
+    g.msx.command("debug break").await.unwrap();
+    let before = peek(g, COINS).await;
+    let (.., waited_before) = count_stats(g).await;
+    let write = [CounterWrite {
+        region: 2,
+        value: coins,
+    }];
+    g.hooks.apply_all(&[], &write).await.unwrap();
+    assert_eq!(peek(g, COINS).await, before, "{what}: written at once");
+    g.hooks.resume().await.unwrap();
+    let bcd = (((coins / 10) << 4) | (coins % 10)) as u8;
+    poll(what, TIMEOUT, || async {
+        (peek(g, COINS).await == bcd).then_some(())
+    })
+    .await;
+    count_stats(g).await.2 - waited_before
 }
 
 #[test]
@@ -534,14 +553,16 @@ fn a_counter_waits_for_the_game_to_halt_and_for_no_longer_than_its_bound() {
             (peek(&g, COINS).await == 0x51).then_some(())
         })
         .await;
-        assert_eq!(count_stats(&g).await, (1, 0));
         assert_eq!(
             g.hooks.read_shadow().await.unwrap()[2],
             vec![0x51, 0x00],
             "the shadow has the group's value"
         );
+        assert_eq!(count_stats(&g).await.0, 1);
+        assert_eq!(count_stats(&g).await.1, 0, "written at a HALT");
         // A game that never halts (here: sent to a JR $ in free RAM, interrupts on)
-        // gets the value after `count_wait` anyway.
+        // gets the value at the third vertical interrupt anyway, then, known not to
+        // halt, at the first.
         pause_in_the_frame(&g).await;
         g.msx
             .command(
@@ -549,14 +570,23 @@ fn a_counter_waits_for_the_game_to_halt_and_for_no_longer_than_its_bound() {
             )
             .await
             .unwrap();
-        g.hooks.apply_all(&[], &coins(60)).await.unwrap();
-        assert_eq!(peek(&g, COINS).await, 0x51);
         g.hooks.resume().await.unwrap();
-        poll("the coins to be written anyway", TIMEOUT, || async {
-            (peek(&g, COINS).await == 0x60).then_some(())
-        })
-        .await;
-        assert_eq!(count_stats(&g).await, (2, 1));
+        let waited = coins_while_busy(&g, 60, "the value at the third frame").await;
+        eprintln!("busy game, first value waited {waited} s");
+        assert!(waited > 0.03, "waited only {waited} s");
+        let waited = coins_while_busy(&g, 70, "the value at the next frame").await;
+        eprintln!("busy game, next value waited {waited} s");
+        assert!(waited < 0.025, "waited {waited} s");
+        assert_eq!(count_stats(&g).await.1, 2, "written without a HALT");
+        // With the VDP's interrupt off, no frame comes: written after `count_wait`.
+        g.msx
+            .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] & 0xdf}]")
+            .await
+            .unwrap();
+        let waited = coins_while_busy(&g, 80, "the value after count_wait").await;
+        eprintln!("no vertical interrupts, the value waited {waited} s");
+        assert!(waited >= 0.1, "waited only {waited} s");
+        assert_eq!(count_stats(&g).await.1, 3);
         g.stop().await;
     });
 }

@@ -17,8 +17,8 @@
 #   whole, as numbers change by amounts, not bits; `apply` writes the group's value of
 #   one and adds back what the game added and did not flush yet (`apply_count`), but
 #   only where the game cannot be between its read and its write of the number: while
-#   the CPU waits in HALT, now or at the next vertical interrupt, or after
-#   `count_wait` anyway (`apply_counts`);
+#   the CPU waits in HALT, now or at a vertical interrupt, else at the third vertical
+#   interrupt or after `count_wait` anyway (`apply_counts`);
 # - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
 #   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
 #   pushes `switched` so that msxsync writes the server's state back;
@@ -127,9 +127,11 @@ namespace eval msxsync {
     array set pending {}
     variable pending_since "" ;# emulated time the oldest of them came; "" when none waits
     variable pending_timer "" ;# timer that writes them anyway (`count_wait`)
-    variable count_wait 0.06  ;# emulated seconds a counter waits at most for a HALT
+    variable count_frames 3   ;# vertical interrupts a counter value waits at most for a HALT
+    variable count_wait 0.1   ;# emulated seconds it waits at most when none comes
+    variable busy_vblanks 0   ;# vertical interrupts in a row that found values waiting and no HALT
     variable safe_counts 1    ;# 0: counters are written at once, as bytes are (tests)
-    variable count_stats {0 0 0 0} ;# counter applies: waited, written anyway, most and all seconds waited
+    variable count_stats {0 0 0 0} ;# counter values that waited, those written without a HALT, most and all seconds waited
 }
 
 # Creates the push channel. The setting may exist with a stale value (openMSX saves
@@ -426,8 +428,8 @@ proc msxsync::on_vblank {} {
     variable vblanks
     incr vblanks
     variable pending
-    if {[array size pending] && [cpu_waits]} {
-        write_counts
+    if {[array size pending]} {
+        vblank_counts
     }
     variable poll_id
     if {$poll_id eq ""} {
@@ -760,12 +762,11 @@ proc msxsync::apply {changes {counts {}}} {
 # written only where the game cannot be inside such an update: while the CPU waits in
 # HALT (`cpu_waits`), its work for the frame done and the interrupt routine not
 # started. When it does not wait now, the value waits (`pending`, the newest value of
-# each counter: each is the group's whole value) for the next vertical interrupt that
-# finds the CPU in HALT (`on_vblank`, the probe that is there for counters anyway), or
-# for `count_wait` of emulated time, after which it is written anyway: a game that
-# never waits in HALT (busy waiting for the interrupt, or the VDP's interrupt off)
-# still gets the group's value, with the race as before. A flush meanwhile sends the
-# game's amounts as from the value waiting (`diff_counter`).
+# each counter: each is the group's whole value) for a vertical interrupt
+# (`vblank_counts`, from the probe that is there for counters anyway), or, when none
+# comes (the VDP's interrupt off), for `count_wait` of emulated time, after which it is
+# written anyway. A flush meanwhile sends the game's amounts as from the value waiting
+# (`diff_counter`).
 proc msxsync::apply_counts {counts} {
     if {![llength $counts]} return
     variable counter
@@ -781,8 +782,9 @@ proc msxsync::apply_counts {counts} {
     }
     variable safe_counts
     if {!$safe_counts || [cpu_waits]} {
+        variable busy_vblanks 0
         array set pending $counts
-        write_counts
+        write_counts 1
         return
     }
     variable pending_since
@@ -804,17 +806,39 @@ proc msxsync::cpu_waits {} {
     expr {[debug read memory [expr {($pc - 1) & 0xffff}]] == 0x76}
 }
 
-# Writes every counter value waiting (see `apply_counts`).
-proc msxsync::write_counts {} {
+# At the start of the vertical blank, with counter values waiting. A game that waits
+# for the frame in HALT is there now: they are written. A game found busy at
+# `count_frames` of these in a row is taken for one that does not halt: its main loop
+# busy-waits for the interrupt, or all its work runs in the interrupt routine, which
+# has not started yet; either way its frame's work is done, so this is the best moment
+# it offers, and its values are written here from then on, until a HALT is seen again.
+# Otherwise (a game that halts but has not finished its frame's work) they wait for
+# the next one, at most `count_frames` of them.
+proc msxsync::vblank_counts {} {
+    variable busy_vblanks
+    if {[cpu_waits]} {
+        set busy_vblanks 0
+        write_counts 1
+        return
+    }
+    variable count_frames
+    if {[incr busy_vblanks] >= $count_frames} {
+        write_counts 0
+    }
+}
+
+# Writes every counter value waiting (see `apply_counts`); `halt`: while the CPU
+# waits in HALT.
+proc msxsync::write_counts {halt} {
     variable pending
     variable pending_since
     cancel pending_timer
     if {$pending_since ne ""} {
         variable count_stats
-        lassign $count_stats waited forced most all
+        lassign $count_stats waited busy most all
         set t [expr {[machine_info time] - $pending_since}]
-        set count_stats [list [incr waited] $forced [expr {$t > $most ? $t : $most}] \
-            [expr {$all + $t}]]
+        set count_stats [list [incr waited] [expr {$busy + !$halt}] \
+            [expr {$t > $most ? $t : $most}] [expr {$all + $t}]]
         set pending_since ""
     }
     ours {
@@ -825,12 +849,10 @@ proc msxsync::write_counts {} {
     array unset pending
 }
 
-# `count_wait` passed without a HALT at a vertical interrupt: written anyway.
+# `count_wait` passed without a vertical interrupt: written anyway.
 proc msxsync::counts_due {} {
     variable pending_timer ""
-    variable count_stats
-    lset count_stats 1 [expr {[lindex $count_stats 1] + 1}]
-    write_counts
+    write_counts 0
 }
 
 # Forgets the counter values waiting: RAM is about to take the whole state, or the
