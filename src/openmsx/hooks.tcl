@@ -382,10 +382,11 @@ proc msxsync::arm_review {} {
 }
 
 # Polled regions are compared when their last byte is written (see `arm_edge`) and at
-# the start of every vertical blank; counters that wait for a HALT look there too
-# (`apply_counts`), so the probe is there while any region is polled or a counter. The VDP's interrupt is a probe that openMSX calls
-# back for at almost no cost (under a microsecond a frame), while an `after time` timer
-# costs about 13 microseconds each time it fires (openMSX 18, measured). At the
+# the start of every vertical blank; counter values waiting for a HALT look there too
+# (`vblank_counts`), so the probe is there while a region is polled or is a counter.
+# The VDP's interrupt is a probe that openMSX calls back for at almost no cost (under
+# a microsecond a frame), while an `after time` timer costs about 13 microseconds each
+# time it fires (openMSX 18, measured). At the
 # vertical blank a game has finished the frame's work and waits for the interrupt, so
 # what either comparison finds is flushed at once, without the settle wait (which would
 # cost a timer). A game that writes a table last byte first can have it caught
@@ -769,16 +770,9 @@ proc msxsync::apply {changes {counts {}}} {
 # (`diff_counter`).
 proc msxsync::apply_counts {counts} {
     if {![llength $counts]} return
-    variable counter
     variable pending
     foreach {r value} $counts {
-        if {![info exists counter($r)]} {
-            error "msxsync: region $r is not a counter"
-        }
-        lassign $counter($r) enc min max
-        if {$value < $min || $value > $max} {
-            error "msxsync: counter $r cannot hold $value"
-        }
+        check_count $r $value
     }
     variable safe_counts
     if {!$safe_counts || [cpu_waits]} {
@@ -794,6 +788,20 @@ proc msxsync::apply_counts {counts} {
         variable pending_timer [after time $count_wait msxsync::counts_due]
     }
     array set pending $counts
+}
+
+# Errors unless region R is a counter that can hold VALUE; returns its
+# {ENCODING MIN MAX}.
+proc msxsync::check_count {r value} {
+    variable counter
+    if {![info exists counter($r)]} {
+        error "msxsync: region $r is not a counter"
+    }
+    lassign $counter($r) enc min max
+    if {$value < $min || $value > $max} {
+        error "msxsync: counter $r cannot hold $value"
+    }
+    return $counter($r)
 }
 
 # Whether the CPU waits in HALT. openMSX 18 keeps PC on the instruction after the HALT
@@ -896,17 +904,10 @@ proc msxsync::apply_one {r off vhex mhex} {
 # counter's bounds, so that amount stays and is sent at the next flush (the counter
 # form of I4). The same rule as `replica::apply_count`.
 proc msxsync::apply_count {r value} {
-    variable counter
     variable starts
     variable lens
     variable shadow
-    if {![info exists counter($r)]} {
-        error "msxsync: region $r is not a counter"
-    }
-    lassign $counter($r) enc min max
-    if {$value < $min || $value > $max} {
-        error "msxsync: counter $r cannot hold $value"
-    }
+    lassign [check_count $r $value] enc min max
     set addr [lindex $starts $r]
     set n [lindex $lens $r]
     set ram [read_bytes $addr $n]
