@@ -254,9 +254,11 @@ pub struct CounterWrite {
 pub struct Flushed {
     /// Index of the counter's region.
     pub region: u16,
-    /// The bytes as last synced (the shadow).
+    /// The bytes as last synced (the shadow), or, while the group's value waits to
+    /// be written (until the game waits in HALT: `apply_counts` in hooks.tcl), that
+    /// value.
     pub old: Vec<u8>,
-    /// The bytes the game left.
+    /// The bytes the game left, or that value plus what the game added.
     pub new: Vec<u8>,
 }
 

@@ -148,7 +148,7 @@ async fn compare(msx: &OpenMsx, hooks: &Hooks, what: &str, before: &Bytes, chang
 /// The test cartridge in a headless openMSX, paused at its INIT (nothing but the
 /// test's commands touches RAM), with hooks on `regions` that never flush by
 /// themselves (the debugger writes that set RAM up are seen as game writes: they must
-/// not go into the shadow).
+/// not go into the shadow) and write counters at once.
 async fn paused_with_hooks(regions: &[RegionInfo]) -> (OpenMsx, Hooks) {
     let rom = testrom::rom_path();
     let msx = OpenMsx::spawn(&testrom::launch(Some(&rom)))
@@ -163,6 +163,8 @@ async fn paused_with_hooks(regions: &[RegionInfo]) -> (OpenMsx, Hooks) {
     assert!(reached, "the cartridge's INIT was not reached");
     hooks.watch(regions).await.unwrap();
     msx.command("set msxsync::auto_flush 0").await.unwrap();
+    // Paused at INIT, the CPU is not in HALT: counters would wait for one forever.
+    msx.command("set msxsync::safe_counts 0").await.unwrap();
     (msx, hooks)
 }
 

@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::e2e::{game_does, peek, wait_ready, Emulator};
+use common::e2e::{game_does, peek, post, wait_ready, Emulator};
 use common::testrom::{self, *};
 use common::{poll, require_openmsx, require_program, TIMEOUT};
+use msxsync::counter::{CounterWrite, Flushed};
 use msxsync::delta::Change;
 use msxsync::openmsx::{Event, HookEvent, Hooks, OpenMsx};
 use std::path::Path;
@@ -477,6 +478,127 @@ fn a_polled_region_is_still_compared_when_vertical_interrupts_stop() {
         assert_eq!(g.next_changes().await, vec![masked(0, 4, 0x44, 0x44)]);
         g.stop().await;
     });
+}
+
+/// Pauses the game at the start of its frame routine (after the HALT, before any of
+/// the frame's work): the CPU is busy there, not waiting in HALT.
+async fn pause_in_the_frame(g: &Game) {
+    // The main loop: HALT, CALL frame, JR back; the call's operand is at 0x4029.
+    let frame = u16::from_le_bytes([peek(g, 0x4029).await, peek(g, 0x402a).await]);
+    let bp = g
+        .msx
+        .command(&format!("debug set_bp {frame} {{}} {{debug break}}"))
+        .await
+        .unwrap();
+    poll("the game to pause in its frame", TIMEOUT, || async {
+        (g.msx.command("debug breaked").await.unwrap() == "1").then_some(())
+    })
+    .await;
+    g.msx
+        .command(&format!("debug remove_bp {bp}"))
+        .await
+        .unwrap();
+}
+
+/// `msxsync::count_stats`: counter values that waited, those of them written without
+/// a HALT, and the emulated seconds they waited in all.
+async fn count_stats(g: &Game) -> (u32, u32, f64) {
+    let stats = g.msx.command("set msxsync::count_stats").await.unwrap();
+    let n: Vec<f64> = stats.split(' ').map(|w| w.parse().unwrap()).collect();
+    (n[0] as u32, n[1] as u32, n[3])
+}
+
+/// Pauses emulation where it is, writes the group's `coins` (BCD digits) while
+/// paused, checks that RAM still holds the old ones, resumes, and waits until RAM
+/// has the new ones. Returns how long (emulated seconds) the value waited.
+async fn coins_while_busy(g: &Game, coins: u32, what: &str) -> f64 {
+    g.msx.command("debug break").await.unwrap();
+    let before = peek(g, COINS).await;
+    let (.., waited_before) = count_stats(g).await;
+    let write = [CounterWrite {
+        region: 2,
+        value: coins,
+    }];
+    g.hooks.apply_all(&[], &write).await.unwrap();
+    assert_eq!(peek(g, COINS).await, before, "{what}: written at once");
+    g.hooks.resume().await.unwrap();
+    let bcd = (((coins / 10) << 4) | (coins % 10)) as u8;
+    poll(what, TIMEOUT, || async {
+        (peek(g, COINS).await == bcd).then_some(())
+    })
+    .await;
+    count_stats(g).await.2 - waited_before
+}
+
+#[test]
+fn a_counter_waits_for_the_game_to_halt_and_for_no_longer_than_its_bound() {
+    if !require_openmsx() {
+        return;
+    }
+    smol::block_on(async {
+        let g = Game::start().await;
+        let coins = |value| [CounterWrite { region: 2, value }];
+        // Paused in the frame, with a pickup to come in it: the group's 50 waits.
+        game_does(&g, CMD_SET, COINS, 0x10).await;
+        assert_eq!(g.next_hook_event().await, counted(0x00, 0x10));
+        pause_in_the_frame(&g).await;
+        post(&g, CMD_COUNT, COINS, 1).await;
+        g.hooks.apply_all(&[], &coins(50)).await.unwrap();
+        assert_eq!(peek(&g, COINS).await, 0x10, "written while the game runs");
+        // The game adds 1 and halts: its pickup goes out as from 50, and at the next
+        // vertical interrupt RAM takes 51.
+        g.hooks.resume().await.unwrap();
+        assert_eq!(g.next_hook_event().await, counted(0x50, 0x51));
+        poll("the coins to be written", TIMEOUT, || async {
+            (peek(&g, COINS).await == 0x51).then_some(())
+        })
+        .await;
+        assert_eq!(
+            g.hooks.read_shadow().await.unwrap()[2],
+            vec![0x51, 0x00],
+            "the shadow has the group's value"
+        );
+        assert_eq!(count_stats(&g).await.0, 1);
+        assert_eq!(count_stats(&g).await.1, 0, "written at a HALT");
+        // A game that never halts (here: sent to a JR $ in free RAM, interrupts on)
+        // gets the value at the third vertical interrupt anyway, then, known not to
+        // halt, at the first.
+        pause_in_the_frame(&g).await;
+        g.msx
+            .command(
+                "debug write_block memory 0xe200 [binary format c2 {0x18 0xfe}]; reg pc 0xe200",
+            )
+            .await
+            .unwrap();
+        g.hooks.resume().await.unwrap();
+        let waited = coins_while_busy(&g, 60, "the value at the third frame").await;
+        eprintln!("busy game, first value waited {waited} s");
+        assert!(waited > 0.03, "waited only {waited} s");
+        let waited = coins_while_busy(&g, 70, "the value at the next frame").await;
+        eprintln!("busy game, next value waited {waited} s");
+        assert!(waited < 0.025, "waited {waited} s");
+        assert_eq!(count_stats(&g).await.1, 2, "written without a HALT");
+        // With the VDP's interrupt off, no frame comes: written after `count_wait`.
+        g.msx
+            .command("debug write {VDP regs} 1 [expr {[debug read {VDP regs} 1] & 0xdf}]")
+            .await
+            .unwrap();
+        let waited = coins_while_busy(&g, 80, "the value after count_wait").await;
+        eprintln!("no vertical interrupts, the value waited {waited} s");
+        assert!(waited >= 0.1, "waited only {waited} s");
+        assert_eq!(count_stats(&g).await.1, 3);
+        g.stop().await;
+    });
+}
+
+/// The push of a flushed coins counter from BCD `old` to `new` (low bytes; the high
+/// byte stays 0).
+fn counted(old: u8, new: u8) -> HookEvent {
+    HookEvent::LocalCounters(vec![Flushed {
+        region: 2,
+        old: vec![old, 0],
+        new: vec![new, 0],
+    }])
 }
 
 #[test]

@@ -468,7 +468,9 @@ impl Hooks {
     }
 
     /// Like [`Hooks::apply`], with counters: each takes the group's value plus what
-    /// the game added and did not flush yet (see `apply_count` in hooks.tcl).
+    /// the game added and did not flush yet (see `apply_count` in hooks.tcl), once
+    /// the CPU waits in HALT, so that the game cannot be between its read and its
+    /// write of the number (at once when it waits now; `apply_counts` in hooks.tcl).
     pub async fn apply_all(&self, changes: &[Change], counters: &[CounterWrite]) -> Result<()> {
         if changes.is_empty() && counters.is_empty() {
             return Ok(());

@@ -15,7 +15,10 @@
 #   the game changed but that were not flushed yet (invariant I4);
 # - counters (`counters`: regions whose bytes are a number players add to) are flushed
 #   whole, as numbers change by amounts, not bits; `apply` writes the group's value of
-#   one and adds back what the game added and did not flush yet (`apply_count`);
+#   one and adds back what the game added and did not flush yet (`apply_count`), but
+#   only where the game cannot be between its read and its write of the number: while
+#   the CPU waits in HALT, now or at a vertical interrupt, else at the third vertical
+#   interrupt or after `count_wait` anyway (`apply_counts`);
 # - after a machine switch (loadstate, rewind, new machine) the watchpoints are gone
 #   and RAM changed silently: it reinstalls them, takes the new RAM as the shadow and
 #   pushes `switched` so that msxsync writes the server's state back;
@@ -120,6 +123,15 @@ namespace eval msxsync {
     variable join_key ""      ;# key bound to `join_request`, if any
     variable boot_id ""       ;# id of our `after boot`
     variable notices {}       ;# the last notices shown, oldest first (`notice_log`)
+    variable pending          ;# array region -> the group's value of a counter, not written yet
+    array set pending {}
+    variable pending_since "" ;# emulated time the oldest of them came; "" when none waits
+    variable pending_timer "" ;# timer that writes them anyway (`count_wait`)
+    variable count_frames 3   ;# vertical interrupts a counter value waits at most for a HALT
+    variable count_wait 0.1   ;# emulated seconds it waits at most when none comes
+    variable busy_vblanks 0   ;# vertical interrupts in a row that found values waiting and no HALT
+    variable safe_counts 1    ;# 0: counters are written at once, as bytes are (tests)
+    variable count_stats {0 0 0 0} ;# counter values that waited, those written without a HALT, most and all seconds waited
 }
 
 # Creates the push channel. The setting may exist with a stale value (openMSX saves
@@ -159,6 +171,7 @@ proc msxsync::on_boot {} {
     variable active 0
     variable dirty
     cancel_flush
+    drop_counts
     foreach r [array names dirty] {
         set dirty($r) 0
     }
@@ -199,6 +212,7 @@ proc msxsync::install {regions} {
     # Not `uninstall`: the INIT breakpoint and the gate stay.
     unwatch
     cancel_flush
+    drop_counts
     variable polled
     variable edge_off
     variable counter
@@ -368,9 +382,11 @@ proc msxsync::arm_review {} {
 }
 
 # Polled regions are compared when their last byte is written (see `arm_edge`) and at
-# the start of every vertical blank. The VDP's interrupt is a probe that openMSX calls
-# back for at almost no cost (under a microsecond a frame), while an `after time` timer
-# costs about 13 microseconds each time it fires (openMSX 18, measured). At the
+# the start of every vertical blank; counter values waiting for a HALT look there too
+# (`vblank_counts`), so the probe is there while a region is polled or is a counter.
+# The VDP's interrupt is a probe that openMSX calls back for at almost no cost (under
+# a microsecond a frame), while an `after time` timer costs about 13 microseconds each
+# time it fires (openMSX 18, measured). At the
 # vertical blank a game has finished the frame's work and waits for the interrupt, so
 # what either comparison finds is flushed at once, without the settle wait (which would
 # cost a timer). A game that writes a table last byte first can have it caught
@@ -381,7 +397,9 @@ proc msxsync::arm_review {} {
 proc msxsync::arm_poll {} {
     variable polled
     variable vblank_bp
+    variable vblank_check
     variable poll_id
+    variable counter
     set any 0
     foreach r [array names polled] {
         if {$polled($r)} {
@@ -389,14 +407,19 @@ proc msxsync::arm_poll {} {
             break
         }
     }
-    if {!$any || $vblank_bp ne "" || $poll_id ne ""} return
-    if {[catch {debug probe set_bp VDP.IRQvertical {} msxsync::on_vblank} id]} {
+    if {$vblank_bp eq "" && ($any || [array size counter])} {
+        if {[catch {debug probe set_bp VDP.IRQvertical {} msxsync::on_vblank} id]} {
+            set id ""
+        }
+        set vblank_bp $id
+        variable vblanks 0
+    }
+    if {!$any || $poll_id ne "" || $vblank_check ne ""} return
+    if {$vblank_bp eq ""} {
         poll_by_timer
         return
     }
-    set vblank_bp $id
-    variable vblanks 0
-    variable vblank_check [after time 1.0 msxsync::check_vblank]
+    set vblank_check [after time 1.0 msxsync::check_vblank]
 }
 
 # Called on every change of the VDP's interrupt line: up at the start of the vertical
@@ -405,6 +428,10 @@ proc msxsync::on_vblank {} {
     if {![debug probe read VDP.IRQvertical]} return
     variable vblanks
     incr vblanks
+    variable pending
+    if {[array size pending]} {
+        vblank_counts
+    }
     variable poll_id
     if {$poll_id eq ""} {
         poll 1
@@ -475,6 +502,7 @@ proc msxsync::uninstall {} {
     gate_stop_wait
     unbind_join
     cancel_flush
+    drop_counts
     cancel switch_id
     disarm_init
 }
@@ -625,6 +653,7 @@ proc msxsync::counters {regions} {
         }
         set counter($r) [list $enc $min $max]
     }
+    arm_poll
     return [array size counter]
 }
 
@@ -632,6 +661,10 @@ proc msxsync::counters {regions} {
 # so that msxsync reads the number before and after and sends the difference. The
 # flush runs once the game's writes settled, so a value written a byte at a time (a
 # BCD carry: low byte, then high byte) is read whole.
+# With the group's value waiting to be written (`apply_counts`), RAM does not show it
+# yet: the change goes out as from that value, as it would have if the value had been
+# written at once, and the value waiting takes the game's amount too (the write then
+# keeps only what the game adds after this flush).
 proc msxsync::diff_counter {r} {
     variable starts
     variable lens
@@ -642,7 +675,22 @@ proc msxsync::diff_counter {r} {
         return {}
     }
     set shadow($r) $cur
+    variable pending
+    if {[info exists pending($r)]} {
+        variable counter
+        lassign $counter($r) enc min max
+        set from $pending($r)
+        set to [clamp [expr {$from + [count_of $enc $cur] - [count_of $enc $old]}] $min $max]
+        set pending($r) $to
+        set n [llength $cur]
+        return [list $r [to_hex [count_bytes $enc $from $n]] [to_hex [count_bytes $enc $to $n]]]
+    }
     return [list $r [to_hex $old] [to_hex $cur]]
+}
+
+# VALUE kept between MIN and MAX.
+proc msxsync::clamp {value min max} {
+    expr {$value < $min ? $min : ($value > $max ? $max : $value)}
 }
 
 # The number the bytes of a counter with encoding ENC hold (see `counters`). A BCD
@@ -687,7 +735,8 @@ proc msxsync::count_bytes {enc value n} {
 # changes: a flat list {REGION OFFSET VALUESHEX MASKSHEX ...}. Per byte, the bits the
 # game changed since the last flush (RAM xor shadow) stay as the game wrote them and
 # are sent at the next flush; every masked remote bit goes into the shadow.
-# counts: a flat list {REGION VALUE ...}, the group's value of counters (`apply_count`).
+# counts: a flat list {REGION VALUE ...}, the group's value of counters
+# (`apply_count`), written when it is safe (`apply_counts`).
 proc msxsync::apply {changes {counts {}}} {
     variable active
     if {!$active} {
@@ -698,15 +747,129 @@ proc msxsync::apply {changes {counts {}}} {
         foreach {r off vhex mhex} $changes {
             apply_one $r $off $vhex $mhex
         }
-        foreach {r value} $counts {
-            apply_count $r $value
-        }
     } msg]
     set applying 0
     if {$failed} {
         error $msg
     }
+    apply_counts $counts
     return ok
+}
+
+# A game adds to a counter with a read-modify-write (LD A,(coins) ... LD (coins),A),
+# and openMSX runs this command between any two instructions: a value written in
+# between would be written over by the game's `old + 1`, and the next flush would read
+# the difference as a spend, losing the others' amount. So a counter's value is
+# written only where the game cannot be inside such an update: while the CPU waits in
+# HALT (`cpu_waits`), its work for the frame done and the interrupt routine not
+# started. When it does not wait now, the value waits (`pending`, the newest value of
+# each counter: each is the group's whole value) for a vertical interrupt
+# (`vblank_counts`, from the probe that is there for counters anyway), or, when none
+# comes (the VDP's interrupt off), for `count_wait` of emulated time, after which it is
+# written anyway. A flush meanwhile sends the game's amounts as from the value waiting
+# (`diff_counter`).
+proc msxsync::apply_counts {counts} {
+    if {![llength $counts]} return
+    variable pending
+    foreach {r value} $counts {
+        check_count $r $value
+    }
+    variable safe_counts
+    if {!$safe_counts || [cpu_waits]} {
+        variable busy_vblanks 0
+        array set pending $counts
+        write_counts 1
+        return
+    }
+    variable pending_since
+    if {$pending_since eq ""} {
+        set pending_since [machine_info time]
+        variable count_wait
+        variable pending_timer [after time $count_wait msxsync::counts_due]
+    }
+    array set pending $counts
+}
+
+# Errors unless region R is a counter that can hold VALUE; returns its
+# {ENCODING MIN MAX}.
+proc msxsync::check_count {r value} {
+    variable counter
+    if {![info exists counter($r)]} {
+        error "msxsync: region $r is not a counter"
+    }
+    lassign $counter($r) enc min max
+    if {$value < $min || $value > $max} {
+        error "msxsync: counter $r cannot hold $value"
+    }
+    return $counter($r)
+}
+
+# Whether the CPU waits in HALT. openMSX 18 keeps PC on the instruction after the HALT
+# while it waits (and shows no HALT flag in "CPU regs"), so this asks whether the byte
+# before PC is a HALT (0x76). An instruction that ends with a byte 0x76 (LD A,76h)
+# looks the same, which at worst writes a value where it would have been written
+# without the wait.
+proc msxsync::cpu_waits {} {
+    binary scan [debug read_block {CPU regs} 20 2] Su pc
+    expr {[debug read memory [expr {($pc - 1) & 0xffff}]] == 0x76}
+}
+
+# At the start of the vertical blank, with counter values waiting. A game that waits
+# for the frame in HALT is there now: they are written. A game found busy at
+# `count_frames` of these in a row is taken for one that does not halt: its main loop
+# busy-waits for the interrupt, or all its work runs in the interrupt routine, which
+# has not started yet; either way its frame's work is done, so this is the best moment
+# it offers, and its values are written here from then on, until a HALT is seen again.
+# Otherwise (a game that halts but has not finished its frame's work) they wait for
+# the next one, at most `count_frames` of them.
+proc msxsync::vblank_counts {} {
+    variable busy_vblanks
+    if {[cpu_waits]} {
+        set busy_vblanks 0
+        write_counts 1
+        return
+    }
+    variable count_frames
+    if {[incr busy_vblanks] >= $count_frames} {
+        write_counts 0
+    }
+}
+
+# Writes every counter value waiting (see `apply_counts`); `halt`: while the CPU
+# waits in HALT.
+proc msxsync::write_counts {halt} {
+    variable pending
+    variable pending_since
+    cancel pending_timer
+    if {$pending_since ne ""} {
+        variable count_stats
+        lassign $count_stats waited busy most all
+        set t [expr {[machine_info time] - $pending_since}]
+        set count_stats [list [incr waited] [expr {$busy + !$halt}] \
+            [expr {$t > $most ? $t : $most}] [expr {$all + $t}]]
+        set pending_since ""
+    }
+    ours {
+        foreach r [array names pending] {
+            apply_count $r $pending($r)
+        }
+    }
+    array unset pending
+}
+
+# `count_wait` passed without a vertical interrupt: written anyway.
+proc msxsync::counts_due {} {
+    variable pending_timer ""
+    write_counts 0
+}
+
+# Forgets the counter values waiting: RAM is about to take the whole state, or the
+# hooks hold and will be brought to the group's state before they apply again.
+proc msxsync::drop_counts {} {
+    variable pending
+    array unset pending
+    variable pending_since ""
+    cancel pending_timer
 }
 
 proc msxsync::apply_one {r off vhex mhex} {
@@ -741,22 +904,15 @@ proc msxsync::apply_one {r off vhex mhex} {
 # counter's bounds, so that amount stays and is sent at the next flush (the counter
 # form of I4). The same rule as `replica::apply_count`.
 proc msxsync::apply_count {r value} {
-    variable counter
     variable starts
     variable lens
     variable shadow
-    if {![info exists counter($r)]} {
-        error "msxsync: region $r is not a counter"
-    }
-    lassign $counter($r) enc min max
-    if {$value < $min || $value > $max} {
-        error "msxsync: counter $r cannot hold $value"
-    }
+    lassign [check_count $r $value] enc min max
     set addr [lindex $starts $r]
     set n [lindex $lens $r]
     set ram [read_bytes $addr $n]
-    set local [expr {$value + [count_of $enc $ram] - [count_of $enc $shadow($r)]}]
-    set local [expr {$local < $min ? $min : ($local > $max ? $max : $local)}]
+    set local [clamp [expr {$value + [count_of $enc $ram] - [count_of $enc $shadow($r)]}] \
+        $min $max]
     set newram [count_bytes $enc $local $n]
     if {$newram ne $ram} {
         debug write_block memory $addr [binary format cu* $newram]
@@ -771,6 +927,7 @@ proc msxsync::write_state {hexes} {
     variable shadow
     variable dirty
     check_state $hexes
+    drop_counts
     ours {
         set r 0
         foreach hex $hexes start $starts {
@@ -825,6 +982,7 @@ proc msxsync::share {hexes keep_since_sync} {
     variable dirty
     variable counter
     check_state $hexes
+    drop_counts
     ours {
         set r 0
         foreach hex $hexes len $lens {
@@ -851,6 +1009,7 @@ proc msxsync::hold {} {
     if {$active} {
         flush
     }
+    drop_counts
     set active 0
     return ok
 }
@@ -1176,6 +1335,7 @@ proc msxsync::reinstall {} {
     variable shadow
     variable dirty
     cancel_flush
+    drop_counts
     unwatch
     set r 0
     foreach start $starts len $lens {

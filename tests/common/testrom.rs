@@ -101,6 +101,10 @@ pub const STARTING_VALUES: [u8; 2] = [3, 1];
 pub const CMD_COUNT: u8 = 9;
 /// (T) -= V as 4-digit BCD, V a BCD byte.
 pub const CMD_SPEND: u8 = 10;
+/// As [`CMD_COUNT`], but each increment reads the number, keeps the CPU busy for about
+/// 7 ms (no HALT) and then writes what it read + 1: a read-modify-write with a window
+/// wide enough for an update from the group to land inside it.
+pub const CMD_SLOW_COUNT: u8 = 11;
 
 /// Every-frame modes (operand of [`CMD_EVERY_FRAME`]).
 pub const EF_NONE: u8 = 0;

@@ -27,6 +27,7 @@
 ;   0xE126         private: frames since that new game started, 1 in its first frame
 ;   0xE128         private: BCD increments of command 9 still to do
 ;   0xE129-0xE12A  private: their target address (little endian)
+;   0xE12B         private: 1 when those increments are slow ones (command 11)
 ;   0xE12F         private: 0x5A once start-up is done and the main loop runs
 ;
 ; Commands (mailbox 0xE101), T = target address, V = operand:
@@ -50,6 +51,9 @@
 ;     second) once per frame, V times, as a game collecting coins as fast as it can;
 ;     the acknowledge comes at once, 0xE128 reaches 0 when the last one is done
 ;  10 spend:   (T) = (T) - V as 4-digit BCD, V a BCD byte (0x15 is 15)
+;  11 slow count: as 9, but each increment reads the number, runs a busy loop of about
+;     7 ms (no HALT: the CPU is busy, as a game computing between its read and its
+;     write) and then writes what it read + 1: a read-modify-write with a wide window
 
 SHARED0     equ 0E000h
 SHARED1     equ 0E010h
@@ -70,6 +74,7 @@ NG_STEP     equ 0E126h
 SHARED_LEN  equ 80
 COUNT_LEFT  equ 0E128h
 COUNT_ADDR  equ 0E129h
+COUNT_SLOW  equ 0E12Bh
 READY       equ 0E12Fh
 CLEAR_START equ 0E000h
 CLEAR_LEN   equ 0130h
@@ -164,7 +169,38 @@ count_step:
         ld (COUNT_LEFT), a
         ld hl, (COUNT_ADDR)
         ld b, 1
-        jr bcd_add
+        ld a, (COUNT_SLOW)
+        or a
+        jp z, bcd_add
+        ; Slow: the whole number is read now and written back + 1 after the busy loop.
+        ld e, (hl)
+        inc hl
+        ld d, (hl)
+        dec hl
+        call busy_wait
+        ld a, e
+        add a, 1
+        daa
+        ld (hl), a
+        inc hl
+        ld a, d
+        adc a, 0
+        daa
+        ld (hl), a
+        ret
+
+; About 7 ms at 3.58 MHz (8 x 256 DJNZ of 13 T-states), with the CPU running.
+busy_wait:
+        ld c, 8
+busy_outer:
+        push bc
+        ld b, 0
+busy_inner:
+        djnz busy_inner
+        pop bc
+        dec c
+        jr nz, busy_outer
+        ret
 
 command:
         ld hl, (MB_ADDR)
@@ -189,6 +225,8 @@ command:
         jr z, cmd_count
         cp 10
         jr z, cmd_spend
+        cp 11
+        jr z, cmd_slow_count
         ret
 cmd_set:
         ld (hl), b
@@ -227,6 +265,12 @@ cmd_new_game:
         ret
 
 cmd_count:
+        xor a
+        jr count_start
+cmd_slow_count:
+        ld a, 1
+count_start:
+        ld (COUNT_SLOW), a
         ld (COUNT_ADDR), hl
         ld a, b
         ld (COUNT_LEFT), a
