@@ -172,6 +172,14 @@ impl Names {
         Names { regions: names }
     }
 
+    /// Whether region `region` is a counter (its changes are read against all its
+    /// bytes, not one at a time).
+    pub fn is_counter(&self, region: u16) -> bool {
+        self.regions
+            .get(usize::from(region))
+            .is_some_and(|r| r.counter.is_some())
+    }
+
     /// What `change` did, given `before`, the bytes of its region before it. Bytes the
     /// change leaves as they were say nothing.
     pub fn change(&self, change: &Change, before: &[u8]) -> Vec<Event> {

@@ -1074,7 +1074,8 @@ impl Shared {
                     .into_iter()
                     .chain(others)
                     .map(|r| {
-                        let room = lock(&r.room);
+                        let mut guard = lock(&r.room);
+                        let room = &mut *guard;
                         let present: Vec<tracker::Present> = room
                             .state
                             .players()
@@ -1093,7 +1094,7 @@ impl Shared {
                             room.state.state(),
                             room.state.seq(),
                             &present,
-                            &room.history,
+                            &mut room.history,
                         )
                     })
                     .collect();

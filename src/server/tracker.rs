@@ -117,6 +117,9 @@ pub struct Event {
     pub facts: Vec<Fact>,
     /// The facts in words, by [`labels::line`]: "alice got the boots, coins +3".
     pub line: String,
+    /// Whether `line` says the facts as they are now: wording waits until the page
+    /// asks (see [`History::events`]).
+    worded: bool,
 }
 
 impl Event {
@@ -224,6 +227,7 @@ impl History {
                 who: who.to_string(),
                 facts: Vec::new(),
                 line: String::new(),
+                worded: false,
             });
             self.events.truncate(HISTORY_EVENTS);
         }
@@ -236,10 +240,30 @@ impl History {
         }
         // A burst that undid itself (picked up and dropped again) is no news.
         event.facts.retain(|f| !f.is_nothing());
-        match words(&self.names, &mut self.shown, &event.who, &event.facts) {
-            Some(line) => event.line = line,
-            None => {
-                self.events.pop_front();
+        if event.facts.is_empty() {
+            self.events.pop_front();
+            return;
+        }
+        // Worded when the page asks, not at every change (a busy game makes thousands
+        // a second, and the wording was 5 % of a busy server's time). A byte is worded
+        // from its own before and after then just as now; a counter's bytes set by a
+        // restore are read against the rest of the counter as it is now, so those
+        // are worded now.
+        let names = &self.names;
+        let now = event
+            .facts
+            .iter()
+            .any(|f| matches!(*f, Fact::Byte { region, .. } if names.is_counter(region)));
+        event.worded = false;
+        if now {
+            match words(names, &mut self.shown, &event.who, &event.facts) {
+                Some(line) => {
+                    event.line = line;
+                    event.worded = true;
+                }
+                None => {
+                    self.events.pop_front();
+                }
             }
         }
     }
@@ -255,9 +279,19 @@ impl History {
         self.gone.truncate(GONE_PLAYERS);
     }
 
-    /// The events, newest first.
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.iter()
+    /// The events, newest first, in words (those that say nothing are left out).
+    pub fn events(&mut self) -> impl Iterator<Item = &Event> {
+        let History {
+            names,
+            shown,
+            events,
+            ..
+        } = self;
+        for e in events.iter_mut().filter(|e| !e.worded) {
+            e.line = words(names, shown, &e.who, &e.facts).unwrap_or_default();
+            e.worded = true;
+        }
+        events.iter().filter(|e| !e.line.is_empty())
     }
 
     /// The players who left, most recent first.
@@ -414,7 +448,7 @@ pub fn room_view(
     state: &[Vec<u8>],
     seq: u64,
     present: &[Present],
-    history: &History,
+    history: &mut History,
 ) -> RoomView {
     let mut players: Vec<PlayerView> = present
         .iter()
@@ -560,7 +594,7 @@ item: E011 crown
 
     #[test]
     fn the_page_json_is_made_from_a_game_state() {
-        let (g, h) = played();
+        let (g, mut h) = played();
         let present = [
             Present {
                 name: "alice".into(),
@@ -573,7 +607,7 @@ item: E011 crown
                 rtt_ms: None,
             },
         ];
-        let text = page(room_view("demo", g.state(), g.seq(), &present, &h));
+        let text = page(room_view("demo", g.state(), g.seq(), &present, &mut h));
         assert!(!text.contains('\n'), "one line: {text}");
         let got: Value = serde_json::from_str(&text).unwrap();
         let want = json!({
@@ -615,8 +649,8 @@ item: E011 crown
 
     #[test]
     fn nothing_private_reaches_the_page() {
-        let (g, h) = played();
-        let text = page(room_view("demo", g.state(), 3, &[], &h));
+        let (g, mut h) = played();
+        let text = page(room_view("demo", g.state(), 3, &[], &mut h));
         // Every field there is: the page gets no player ids, sessions, network
         // addresses, file paths or rom, and a new field is a decision to make here.
         fn keys(v: &Value, out: &mut std::collections::BTreeSet<String>) {
@@ -700,6 +734,43 @@ item: E011 crown
         assert_eq!(h.events().count(), 3);
     }
 
+    /// Events are worded when the page asks: the words must be those the event had
+    /// when it happened, however much changed since.
+    #[test]
+    fn words_asked_for_late_are_those_of_the_moment() {
+        let (regions, names) = game();
+        let mut at_once_g = GameState::new(&regions);
+        let mut at_once = History::new(names.clone(), at_once_g.state());
+        let mut late_g = GameState::new(&regions);
+        let mut late = History::new(names, late_g.state());
+        let boots = |v: u8| Change::bytes(0, 0, vec![v]);
+        let map = |v: u8| Change::bytes(3, 0, vec![v]);
+        let steps: Vec<(&str, Option<Change>, i64)> = vec![
+            ("alice", Some(boots(0b10_0000)), 0),
+            ("bob", Some(boots(0)), 0),
+            ("alice", None, 5),
+            ("carol", Some(map(3)), 0),
+            ("bob", Some(boots(0b10_0000)), -2),
+            ("carol", Some(map(0)), 0),
+        ];
+        let mut asked = Vec::new();
+        for (i, (who, change, amount)) in steps.into_iter().enumerate() {
+            let t = 10 * BURST_MS * (i as u64 + 1);
+            for (g, h) in [(&mut at_once_g, &mut at_once), (&mut late_g, &mut late)] {
+                if let Some(c) = &change {
+                    set(g, h, who, c.clone(), t);
+                }
+                if amount != 0 {
+                    coins(g, h, who, amount, t);
+                }
+            }
+            asked = at_once.events().map(|e| e.line.clone()).collect::<Vec<_>>();
+        }
+        let late_lines: Vec<String> = late.events().map(|e| e.line.clone()).collect();
+        assert_eq!(late_lines, asked);
+        assert_eq!(late_lines.len(), 6, "{late_lines:?}");
+    }
+
     #[test]
     fn a_restore_reads_as_what_it_changed() {
         let (regions, names) = game();
@@ -742,7 +813,7 @@ item: E011 crown
             );
         }
         // A region without a description is called by its addresses.
-        let (g, h) = {
+        let (g, mut h) = {
             let mut g = GameState::new(&regions);
             let mut h = History::new(Names::new(&regions, &[]), g.state());
             set(&mut g, &mut h, "p", Change::bytes(0, 3, vec![1, 2]), 0);
