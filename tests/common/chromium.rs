@@ -14,9 +14,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long chromium may take to start, and one command to be answered.
-const STARTUP: Duration = Duration::from_secs(30);
-const COMMAND: Duration = Duration::from_secs(30);
+/// How long chromium may take to start, and one command to be answered: hang
+/// deadlines, far above the milliseconds a healthy chromium takes. The first command
+/// to a new page waits for its renderer to start, which once took over 30 s on a
+/// machine running two test suites at once.
+const STARTUP: Duration = Duration::from_secs(60);
+const COMMAND: Duration = Duration::from_secs(60);
 
 /// The chromium process group, killed on drop.
 struct Process(Child);
@@ -139,7 +142,9 @@ impl Chromium {
             },
             async {
                 smol::Timer::after(COMMAND).await;
-                bail!("chromium did not answer {method} within {COMMAND:?}")
+                let log = std::fs::read_to_string(self.profile.path().join("chromium.log"))
+                    .unwrap_or_default();
+                bail!("chromium did not answer {method} within {COMMAND:?}; its log:\n{log}")
             },
         )
         .await?;
