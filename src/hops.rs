@@ -39,6 +39,12 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// The SEQ of a push from the openMSX hooks (`TOKEN SEQ ...`), by which the benchmark
+/// follows it; "-" when it has none.
+pub fn push_seq(value: &str) -> &str {
+    value.split_whitespace().nth(1).unwrap_or("-")
+}
+
 /// Appends `MICROSECONDS PID WHAT` when hop logging is on. One `write` per line on a
 /// file opened for appending, so lines of several processes do not mix.
 pub fn log(what: std::fmt::Arguments) {

@@ -580,8 +580,7 @@ fn read_output<R: BufRead>(
             }
             Ok(Some(said)) => {
                 if let (true, Output::Update { value, .. }) = (crate::hops::enabled(), &said) {
-                    // The hooks' pushes start `TOKEN SEQ`: the benchmark matches on SEQ.
-                    let seq = value.split_whitespace().nth(1).unwrap_or("-");
+                    let seq = crate::hops::push_seq(value);
                     crate::hops::log(format_args!("omsx-update {seq}"));
                 }
                 let _ = tx.try_send(Event::Said(said));

@@ -570,7 +570,7 @@ impl Session {
             return Ok(Some(Ending::OpenMsxClosed));
         }
         if let (true, Event::Said(Output::Update { value, .. })) = (crate::hops::enabled(), &ev) {
-            let seq = value.split_whitespace().nth(1).unwrap_or("-");
+            let seq = crate::hops::push_seq(value);
             crate::hops::log(format_args!("play-push {seq}"));
         }
         let decoded = self.hooks.decode(&ev);
