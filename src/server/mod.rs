@@ -56,7 +56,7 @@ use futures_util::StreamExt;
 use game::GameState;
 use limits::{Admission, Failures, Limits, Registry, RoomLimits, Rooms, Source};
 use smol::net::{TcpListener, TcpStream};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -664,22 +664,7 @@ fn load_room(game: &Game, name: &str, config: &ServerConfig) -> Result<(Room, pe
         },
     };
     let keep = default || dirty || matches!(origin, persist::Origin::Loaded { .. });
-    Ok((
-        Room {
-            history: tracker::History::new(
-                crate::labels::Names::new(&game.regions, &game.labels),
-                state.state(),
-            ),
-            state,
-            members: Vec::new(),
-            dirty,
-            saver_id: None,
-            keep,
-            pending: Vec::new(),
-            pacer: pacing::Pacer::default(),
-        },
-        origin,
-    ))
+    Ok((Room::new(game, state, dirty, keep), origin))
 }
 
 /// Whether `name` may name a room: the rules of player and game names.
@@ -968,19 +953,7 @@ impl Shared {
         let room = Arc::new(RoomSlot {
             game: g,
             name: name.to_string(),
-            room: Mutex::new(Room {
-                history: tracker::History::new(
-                    crate::labels::Names::new(&game.regions, &game.labels),
-                    GameState::new(&game.regions).state(),
-                ),
-                state: GameState::new(&game.regions),
-                members: Vec::new(),
-                dirty: false,
-                saver_id: None,
-                keep: false,
-                pending: Vec::new(),
-                pacer: pacing::Pacer::default(),
-            }),
+            room: Mutex::new(Room::new(game, GameState::new(&game.regions), false, false)),
         });
         rooms.insert(name.to_string(), room.clone());
         self.roster.fetch_add(1, Ordering::Relaxed);
@@ -1135,11 +1108,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Room {
-    /// Queues update `out` of room `slot` (whose lock the caller holds: this) for every
-    /// member, written with the room's next write: now, or when [`write_rooms`] finds
-    /// it due ([`pacing`]).
-    fn queue(&mut self, shared: &Shared, slot: &Arc<RoomSlot>, out: Outgoing) {
-        self.pending.push(out);
+    /// A room of `game` holding `state`, with nobody in it yet.
+    fn new(game: &Game, state: GameState, dirty: bool, keep: bool) -> Room {
+        Room {
+            history: tracker::History::new(
+                crate::labels::Names::new(&game.regions, &game.labels),
+                state.state(),
+            ),
+            state,
+            members: Vec::new(),
+            dirty,
+            saver_id: None,
+            keep,
+            pending: Vec::new(),
+            pacer: pacing::Pacer::default(),
+        }
+    }
+
+    /// Queues `msg`, just sequenced in room `slot` (whose lock the caller holds: this)
+    /// on behalf of `who` at `at`, for every member, written with the room's next
+    /// write: now, or when [`write_rooms`] finds it due ([`pacing`]); and notes it in
+    /// the tracker's history.
+    fn queue(
+        &mut self,
+        shared: &Shared,
+        slot: &Arc<RoomSlot>,
+        msg: &ServerMsg,
+        who: &str,
+        at: u64,
+    ) {
+        self.history.record(who, msg, at, self.state.state());
+        self.pending.push(shared.budget.message(msg));
         let now = Instant::now();
         if self.pending.len() >= MAX_MESSAGES_PER_FLUSH {
             self.write(shared);
@@ -1201,10 +1200,7 @@ impl Room {
                         let _ = m.kick.try_send(End::tell(reason));
                         let gone = self.members.remove(i);
                         shared.roster.fetch_add(1, Ordering::Relaxed);
-                        if let Some(info) = self.state.remove_player(gone.id) {
-                            self.history.left(&info.name, gone.joined, now_ms());
-                            shared.live.changed();
-                            let left = shared.budget.message(&ServerMsg::PlayerLeft(info));
+                        if let Some(left) = self.forget(shared, gone.id, Some(gone.joined)) {
                             work.push((left, None));
                         }
                     }
@@ -1217,14 +1213,21 @@ impl Room {
     fn leave(&mut self, shared: &Shared, id: PlayerId) {
         let joined = self.members.iter().find(|m| m.id == id).map(|m| m.joined);
         self.members.retain(|m| m.id != id);
-        if let Some(info) = self.state.remove_player(id) {
-            let now = now_ms();
-            self.history.left(&info.name, joined.unwrap_or(now), now);
-            shared.live.changed();
+        if let Some(left) = self.forget(shared, id, joined) {
             shared.roster.fetch_add(1, Ordering::Relaxed);
-            let left = shared.budget.message(&ServerMsg::PlayerLeft(info));
             self.broadcast(shared, left, None);
         }
+    }
+
+    /// Takes player `id` (who joined at `joined`, when known) out of the room's state
+    /// and notes it for the tracker page; the `PlayerLeft` to tell the others, or
+    /// `None` when the player was already gone.
+    fn forget(&mut self, shared: &Shared, id: PlayerId, joined: Option<u64>) -> Option<Outgoing> {
+        let info = self.state.remove_player(id)?;
+        let now = now_ms();
+        self.history.left(&info.name, joined.unwrap_or(now), now);
+        shared.live.changed();
+        Some(shared.budget.message(&ServerMsg::PlayerLeft(info)))
     }
 }
 
@@ -1702,44 +1705,36 @@ impl Pump {
             // One timer for the connection's life, re-armed when it fires: a timer per
             // message would cost more than the message.
             let mut ping = smol::Timer::after(ping_every.min(FIRST_PING));
-            // A message taken off the queue that did not fit in the last packed write.
-            let mut carry: Option<Outgoing> = None;
+            // Messages taken off the queue and not written yet, in order.
+            let mut backlog: VecDeque<Outgoing> = VecDeque::new();
             loop {
                 if stopped.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
-                let first = match carry.take() {
-                    Some(m) => m,
-                    None => {
-                        let next = smol::future::or(async { Some(queue.pop().await) }, async {
-                            (&mut ping).await;
-                            None
-                        })
-                        .await;
-                        match next {
-                            Some(Some(m)) => m,
-                            Some(None) => return Ok(!stopped.load(Ordering::Relaxed)),
-                            None => {
-                                sink.send(Message::Ping(rtt.ping())).await?;
-                                ping.set_after(ping_every);
-                                continue;
-                            }
+                if backlog.is_empty() {
+                    let next = smol::future::or(async { Some(queue.pop().await) }, async {
+                        (&mut ping).await;
+                        None
+                    })
+                    .await;
+                    match next {
+                        Some(Some(m)) => backlog.push_back(m),
+                        Some(None) => return Ok(!stopped.load(Ordering::Relaxed)),
+                        None => {
+                            sink.send(Message::Ping(rtt.ping())).await?;
+                            ping.set_after(ping_every);
+                            continue;
                         }
                     }
-                };
-                // Whatever else is queued by now goes out in the same WebSocket message
-                // (a room's updates come packed already: see `Room::write`).
-                let mut batch = vec![first];
-                let mut size = packed_size(batch[0].bytes.len());
-                while !batch[0].packed {
-                    let Some(m) = queue.try_pop() else { break };
-                    if !fits(batch.len(), size, &m) {
-                        carry = Some(m);
-                        break;
-                    }
-                    size += packed_size(m.bytes.len());
-                    batch.push(m);
                 }
+                // Whatever else is queued by now goes out in the same WebSocket message,
+                // as much as fits (a room's updates come packed already: see
+                // `Room::write`).
+                while let Some(m) = queue.try_pop() {
+                    backlog.push_back(m);
+                }
+                let n = packable(backlog.make_contiguous());
+                let batch: Vec<Outgoing> = backlog.drain(..n).collect();
                 let bytes = match &batch[..] {
                     [one] => one.bytes.clone(),
                     some => pack(some),
@@ -1766,15 +1761,9 @@ fn packed_size(len: usize) -> usize {
     len + 9
 }
 
-/// Whether `next` may join a packed message that holds `count` messages of `size`
-/// bytes ([`packed_size`] each) so far.
-fn fits(count: usize, size: usize, next: &Outgoing) -> bool {
-    !next.packed
-        && count < MAX_MESSAGES_PER_FLUSH
-        && size + packed_size(next.bytes.len()) <= MAX_PACKED_BYTES
-}
-
-/// How many of `items` (at least one) go into the first packed message.
+/// How many of `items` (at least one, when there are any) go into the first packed
+/// message: at most [`MAX_MESSAGES_PER_FLUSH`] and [`MAX_PACKED_BYTES`], and a message
+/// packed already goes alone.
 fn packable(items: &[Outgoing]) -> usize {
     let Some(first) = items.first() else { return 0 };
     if first.packed {
@@ -1782,8 +1771,12 @@ fn packable(items: &[Outgoing]) -> usize {
     }
     let mut size = packed_size(first.bytes.len());
     let mut n = 1;
-    while n < items.len() && fits(n, size, &items[n]) {
-        size += packed_size(items[n].bytes.len());
+    while let Some(next) = items.get(n) {
+        let more = packed_size(next.bytes.len());
+        if next.packed || n == MAX_MESSAGES_PER_FLUSH || size + more > MAX_PACKED_BYTES {
+            break;
+        }
+        size += more;
         n += 1;
     }
     n
@@ -2157,9 +2150,7 @@ impl Conn {
             crate::hops::log(format_args!("serve-accept {} {batch} {seq}", self.id));
         }
         // Sequencing and queueing under one lock: everyone sees the same order.
-        room.queue(shared, &slot, shared.budget.message(&update));
-        let Room { history, state, .. } = &mut *room;
-        history.record(&self.name, &update, now_ms(), state.state());
+        room.queue(shared, &slot, &update, &self.name, now_ms());
         shared.changed(&slot, &mut room);
         Ok(())
     }
@@ -2363,9 +2354,7 @@ impl Conn {
             };
             let now = now_ms();
             for msg in &messages {
-                room.queue(&shared, &slot, shared.budget.message(msg));
-                let Room { history, state, .. } = &mut *room;
-                history.record("the host", msg, now, state.state());
+                room.queue(&shared, &slot, msg, "the host", now);
             }
             shared.changed(&slot, &mut room);
             room.state.seq()
@@ -2433,6 +2422,28 @@ async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packing_stops_at_the_count_the_bytes_and_a_message_packed_already() {
+        let msg = |len: usize, packed: bool| Outgoing {
+            bytes: Bytes::from(vec![0u8; len]),
+            packed,
+            _held: None,
+        };
+        assert_eq!(packable(&[]), 0);
+        let small: Vec<Outgoing> = (0..300).map(|_| msg(10, false)).collect();
+        assert_eq!(packable(&small), MAX_MESSAGES_PER_FLUSH);
+        let big: Vec<Outgoing> = (0..8).map(|_| msg(MAX_PACKED_BYTES / 3, false)).collect();
+        assert_eq!(packable(&big), 2, "a third would go over MAX_PACKED_BYTES");
+        let mixed = [
+            msg(10, false),
+            msg(10, false),
+            msg(10, true),
+            msg(10, false),
+        ];
+        assert_eq!(packable(&mixed), 2);
+        assert_eq!(packable(&mixed[2..]), 1, "a packed message goes alone");
+    }
 
     #[test]
     fn truncate_keeps_char_boundaries() {
